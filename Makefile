@@ -1,0 +1,35 @@
+# Two entry points (SPEC §3): `make serve` and `make test`. Both do all set-up on a fresh machine.
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+DATA ?= .data/demo
+
+.PHONY: serve test lint typecheck unit demo-data bench-smoke clean
+
+$(STAMP): pyproject.toml
+	$(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[dev]'
+	touch $(STAMP)
+
+demo-data: $(STAMP)
+	$(BIN)/edgeside demo build --data $(DATA)
+
+serve: $(STAMP)
+	$(BIN)/edgeside serve --data $(DATA) --host 127.0.0.1 --port 8080
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+typecheck: $(STAMP)
+	$(BIN)/mypy
+
+unit: $(STAMP)
+	$(BIN)/pytest -q
+
+test: lint typecheck unit
+
+clean:
+	rm -rf $(VENV) .data .pytest_cache .mypy_cache .ruff_cache

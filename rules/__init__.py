@@ -1,0 +1,1 @@
+"""The edgeside rule language: parser -> AST -> checker -> compiler -> engine."""

@@ -1,0 +1,33 @@
+"""The `edgeside` command: each part registers its subcommands; this module composes them."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+import rules.cli
+import snapshots.cli
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="edgeside", description=__doc__)
+    subparsers = parser.add_subparsers(dest="command", required=True)
+    snapshots.cli.register(subparsers)
+    rules.cli.register(subparsers)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    func = getattr(args, "func", None)
+    if func is None:
+        parser.print_help()
+        return 2
+    code: int = func(args)
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,21 @@
+"""Shared fixtures. Integration tests skip only when a binary is missing and
+EDGESIDE_REQUIRE_INTEGRATION is unset (SPEC §3); CI sets it, so there they run or fail."""
+
+from __future__ import annotations
+
+import os
+import shutil
+
+import pytest
+
+
+def require_binary(name: str) -> str:
+    """Path of an external program the test needs, or a skip (locally) / failure (in CI)."""
+    path = shutil.which(name) or next(
+        (p for p in (f"/usr/sbin/{name}", f"/usr/local/sbin/{name}") if os.path.exists(p)), None
+    )
+    if path is None:
+        if os.environ.get("EDGESIDE_REQUIRE_INTEGRATION"):
+            pytest.fail(f"{name} is required (EDGESIDE_REQUIRE_INTEGRATION is set), not installed")
+        pytest.skip(f"{name} is not installed; EDGESIDE_REQUIRE_INTEGRATION=1 makes this fail")
+    return path
