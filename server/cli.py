@@ -9,12 +9,15 @@ from collections.abc import Sequence
 import rules.cli
 import snapshots.cli
 
+from . import serve
+
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="edgeside", description=__doc__)
     subparsers = parser.add_subparsers(dest="command", required=True)
     snapshots.cli.register(subparsers)
     rules.cli.register(subparsers)
+    serve.register(subparsers)
     return parser
 
 

@@ -1,0 +1,180 @@
+"""HTTP throughput of `/v1/edge` against a bare ASGI app, same server, same load, same run.
+
+    python -m bench.http [--duration 10] [--connections 64] [--workers 1] [--rounds 2]
+
+Starts edgeside on the demo snapshots and `bench.bare_app` (a constant 204) under the same uvicorn
+settings (uvloop, httptools, no access log), loads each in turn with wrk and a Lua script that
+varies visitors, sites and placements, rounds interleaved so drift hits both alike. Also measures
+`/v1/decide`, and granian when it is installed. Last line: one JSON object (SPEC §9 asks
+`ratio` ≥ 0.8).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import statistics
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from server.demo import DEMO_DIR, ensure_demo
+
+from .procs import ROOT, edgeside, free_port, process, wait_http
+
+LUA = Path(__file__).with_name("wrk_edge.lua")
+
+
+def demo_cookies() -> list[str]:
+    """Every `cookie` identifier in the demo profile exports: the visitors wrk plays."""
+    cookies: list[str] = []
+    for path in sorted((DEMO_DIR / "profiles").glob("*.ndjson")):
+        for line in path.read_bytes().splitlines():
+            record = orjson.loads(line)
+            value = record.get("ids", {}).get("cookie")
+            if isinstance(value, str):
+                cookies.append(value)
+    return sorted(set(cookies))
+
+
+def wrk(url: str, seconds: int, connections: int, cookie_file: Path, mode: str) -> dict[str, Any]:
+    import subprocess
+
+    out = subprocess.run(
+        [
+            "wrk",
+            "-t1",
+            f"-c{connections}",
+            f"-d{seconds}s",
+            "--latency",
+            "-s",
+            str(LUA),
+            url,
+            "--",
+            str(cookie_file),
+            mode,
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=seconds + 60,
+    ).stdout
+    line = next(x for x in out.splitlines() if x.startswith("WRKJSON "))
+    result: dict[str, Any] = json.loads(line[len("WRKJSON ") :])
+    result["rps"] = result["requests"] / (result["duration_us"] / 1e6)
+    return result
+
+
+def bare_argv(port: int, workers: int, server: str) -> list[str]:
+    if server == "granian":
+        return [
+            sys.executable, "-m", "granian", "--interface", "asgi", "--host", "127.0.0.1",
+            "--port", str(port), "--workers", str(workers), "--log-level", "warning",
+            "bench.bare_app:app",
+        ]  # fmt: skip
+    return [
+        sys.executable, "-m", "uvicorn", "bench.bare_app:app", "--host", "127.0.0.1",
+        "--port", str(port), "--workers", str(workers), "--loop", "uvloop", "--http",
+        "httptools", "--no-access-log", "--log-level", "warning",
+    ]  # fmt: skip
+
+
+def measure_bare(
+    workers: int, server: str, seconds: int, connections: int, cookies: Path, log_dir: Path
+) -> dict[str, Any]:
+    port = free_port()
+    log = log_dir / f"bare-{server}-{port}.log"
+    with process(bare_argv(port, workers, server), log=log, cwd=ROOT) as proc:
+        wait_http(f"http://127.0.0.1:{port}/", ok=(204,), proc=proc, log=log)
+        return wrk(f"http://127.0.0.1:{port}", seconds, connections, cookies, "edge")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--duration", type=int, default=10, help="seconds per wrk run")
+    parser.add_argument("--connections", type=int, default=64)
+    parser.add_argument("--workers", type=int, default=1)
+    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument(
+        "--data", help="snapshot store to serve (default: demo, built in a tmp dir)"
+    )
+    args = parser.parse_args(argv)
+    if shutil.which("wrk") is None:
+        print("bench.http needs wrk (apt-get install wrk)", file=sys.stderr)
+        return 2
+    granian = shutil.which("granian") is not None or _importable("granian")
+    with tempfile.TemporaryDirectory() as tmp_name:
+        tmp = Path(tmp_name)
+        data = Path(args.data) if args.data else tmp / "data"
+        if not args.data:
+            ensure_demo(data)
+        cookie_file = tmp / "cookies.txt"
+        cookie_file.write_text("\n".join(demo_cookies()) + "\n")
+        runs: dict[str, list[dict[str, Any]]] = {"edge": [], "bare": [], "decide": []}
+        if granian:
+            runs |= {"edge_granian": [], "bare_granian": []}
+        common = (args.duration, args.connections, cookie_file)
+        for round_no in range(args.rounds):
+            runs["bare"].append(measure_bare(args.workers, "uvicorn", *common, tmp))
+            with edgeside(data, workers=args.workers, log_dir=tmp) as server:
+                wrk(server.url, 2, args.connections, cookie_file, "edge")  # warm-up
+                runs["edge"].append(wrk(server.url, *common, "edge"))
+                runs["decide"].append(wrk(server.url, *common, "decide"))
+            if granian:
+                runs["bare_granian"].append(measure_bare(args.workers, "granian", *common, tmp))
+                with edgeside(
+                    data, workers=args.workers, log_dir=tmp, args=["--server", "granian"]
+                ) as server:
+                    runs["edge_granian"].append(wrk(server.url, *common, "edge"))
+            print(
+                f"round {round_no + 1}: "
+                + ", ".join(f"{k} {v[-1]['rps']:.0f} rps" for k, v in runs.items() if v),
+                flush=True,
+            )
+
+    def rps(name: str) -> float:
+        return statistics.mean(r["rps"] for r in runs[name])
+
+    def pct(name: str, key: str) -> float:
+        return round(statistics.mean(r[key] for r in runs[name]) / 1000.0, 3)
+
+    errors = sum(r["errors"] + r["status_errors"] for rs in runs.values() for r in rs)
+    result: dict[str, Any] = {
+        "workers": args.workers,
+        "connections": args.connections,
+        "duration_s": args.duration,
+        "rounds": args.rounds,
+        "edge_rps": round(rps("edge")),
+        "bare_rps": round(rps("bare")),
+        "ratio": round(rps("edge") / rps("bare"), 3),
+        "edge_p50_ms": pct("edge", "p50_us"),
+        "edge_p99_ms": pct("edge", "p99_us"),
+        "edge_p999_ms": pct("edge", "p999_us"),
+        "decide_rps": round(rps("decide")),
+        "decide_p99_ms": pct("decide", "p99_us"),
+        "errors": errors,
+    }
+    if granian:
+        result |= {
+            "edge_granian_rps": round(rps("edge_granian")),
+            "bare_granian_rps": round(rps("bare_granian")),
+            "ratio_granian": round(rps("edge_granian") / rps("bare_granian"), 3),
+        }
+    else:
+        result["granian"] = "not installed (pip install granian to compare)"
+    print(json.dumps(result))
+    return 0
+
+
+def _importable(name: str) -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec(name) is not None
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,117 @@
+"""Real processes for benchmarks and integration tests: servers on free loopback ports."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import httpx
+
+from server.config import SETTINGS_ENV
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def wait_http(
+    url: str,
+    timeout: float = 30.0,
+    ok: tuple[int, ...] = (200,),
+    proc: subprocess.Popen[bytes] | None = None,
+    log: Path | None = None,
+) -> None:
+    """Poll until `url` answers one of `ok`; fail early, with the log, if the process died."""
+    deadline = time.monotonic() + timeout
+    last: object = None
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            tail = log.read_text(errors="replace")[-3000:] if log else ""
+            raise RuntimeError(f"process exited with {proc.returncode} before {url}:\n{tail}")
+        try:
+            status = httpx.get(url, timeout=1.0).status_code
+            if status in ok:
+                return
+            last = status
+        except httpx.HTTPError as exc:
+            last = exc
+        time.sleep(0.05)
+    raise TimeoutError(f"{url} not ready after {timeout}s (last: {last})")
+
+
+class Edgeside:
+    def __init__(self, proc: subprocess.Popen[bytes], url: str, log: Path) -> None:
+        self.proc = proc
+        self.url = url
+        self.log = log
+
+    def client(self) -> httpx.Client:
+        return httpx.Client(base_url=self.url, timeout=5.0)
+
+    def output(self) -> str:
+        return self.log.read_text(errors="replace")
+
+
+@contextmanager
+def process(
+    argv: list[str], *, log: Path, env: dict[str, str] | None = None, cwd: Path = ROOT
+) -> Iterator[subprocess.Popen[bytes]]:
+    """Run a command in its own session; on exit SIGTERM the group, then SIGKILL if it lingers."""
+    with log.open("wb") as out:
+        proc = subprocess.Popen(
+            argv,
+            cwd=cwd,
+            env={k: v for k, v in {**os.environ, **(env or {})}.items() if k != SETTINGS_ENV},
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    try:
+        yield proc
+    finally:
+        stop(proc)
+
+
+def stop(proc: subprocess.Popen[bytes], timeout: float = 10.0) -> None:
+    if proc.poll() is not None:
+        return
+    os.killpg(proc.pid, signal.SIGTERM)
+    try:
+        proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+
+
+@contextmanager
+def edgeside(
+    data: Path,
+    *,
+    workers: int = 1,
+    env: dict[str, str] | None = None,
+    args: list[str] | None = None,
+    ready: bool = True,
+    log_dir: Path | None = None,
+) -> Iterator[Edgeside]:
+    """Start `edgeside serve` for real and stop it (SIGTERM, then SIGKILL) afterwards."""
+    port = free_port()
+    full_env = {"EDGESIDE_LOG_LEVEL": "warning", **(env or {})}
+    argv = [sys.executable, "-m", "server.cli", "serve", "--data", str(data), "--port", str(port)]
+    argv += ["--workers", str(workers), *(args or [])]
+    log = (log_dir or data) / f"edgeside-{port}.log"
+    with process(argv, log=log, env=full_env) as proc:
+        url = f"http://127.0.0.1:{port}"
+        wait_http(url + ("/readyz" if ready else "/healthz"), proc=proc, log=log)
+        yield Edgeside(proc, url, log)

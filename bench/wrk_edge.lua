@@ -1,0 +1,45 @@
+-- wrk script for bench.http: varies visitors (cookies from a file), sites and placement sets.
+-- usage: wrk ... -s bench/wrk_edge.lua URL -- COOKIE_FILE [decide]
+local cookies = {}
+local sets = { "home_hero,home_recs", "home_hero", "article_sidebar,home_hero", "cart_upsell,home_recs,home_hero" }
+local sites = { "shop-fr", "shop-de", "shop-uk" }
+local mode = "edge"
+local n = 0
+
+function init(args)
+  local f = io.open(args[1], "r")
+  if f then
+    for line in f:lines() do cookies[#cookies + 1] = line end
+    f:close()
+  end
+  if #cookies == 0 then cookies[1] = "anonymous" end
+  if args[2] then mode = args[2] end
+  math.randomseed(os.time() + (tonumber(tostring({}):match("0x(%x+)"), 16) or 0) % 100000)
+end
+
+function request()
+  n = n + 1
+  -- Zipf-like skew: a few visitors come back often, many come once.
+  local r = math.random()
+  local idx = math.floor(#cookies * r * r * r) + 1
+  local cookie = cookies[idx]
+  if n % 5 == 0 then cookie = "anon-" .. math.random(1, 1000000) end
+  local site = sites[(n % #sites) + 1]
+  local set = sets[(n % #sets) + 1]
+  if mode == "decide" then
+    local ps = '"' .. set:gsub(",", '","') .. '"'
+    local body = '{"visitor":{"ids":{"cookie":"' .. cookie .. '"}},"context":{"site":"' .. site
+      .. '"},"placements":[' .. ps .. ']}'
+    return wrk.format("POST", "/v1/decide", { ["Content-Type"] = "application/json" }, body)
+  end
+  return wrk.format("GET", "/v1/edge?site=" .. site .. "&p=" .. set,
+    { ["Cookie"] = "edgeside_id=" .. cookie, ["CF-IPCountry"] = "FR" })
+end
+
+function done(summary, latency, requests)
+  local e = summary.errors
+  io.write(string.format(
+    'WRKJSON {"requests":%d,"duration_us":%d,"errors":%d,"status_errors":%d,"p50_us":%d,"p99_us":%d,"p999_us":%d}\n',
+    summary.requests, summary.duration, e.connect + e.read + e.write + e.timeout, e.status,
+    latency:percentile(50), latency:percentile(99), latency:percentile(99.9)))
+end

@@ -1,0 +1,152 @@
+"""The ASGI application a worker serves: hot routes as plain ASGI in front of a starlette app.
+
+`create_app` is a factory: uvicorn calls it in each worker process, after the fork, so every worker
+opens its own LMDB environments (SPEC §10).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from importlib.metadata import PackageNotFoundError, version
+
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
+from starlette.middleware.cors import CORSMiddleware
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from . import hot
+from .asgi import ASGIApp, Receive, Scope, Send, error_body, send_error
+from .config import Secrets, Settings, load_secrets, settings_from_env
+from .openapi import build_openapi
+from .routes import build_routes
+from .state import AppState
+
+log = logging.getLogger("edgeside.app")
+
+
+def _version() -> str:
+    try:
+        return version("edgeside")
+    except PackageNotFoundError:
+        return "0"
+
+
+async def _follow_snapshots(state: AppState) -> None:
+    """Switch to newly activated snapshots: open them off the loop, swap on it."""
+    holder = state.holder
+    interval = state.settings.reload_interval_s
+    while True:
+        await asyncio.sleep(interval)
+        try:
+            new = await asyncio.to_thread(holder.prepare)
+        except Exception:  # keep following: the next activation may be sound
+            log.exception("snapshot reload failed")
+            continue
+        if new is not None:
+            holder.commit(new)
+
+
+class HotRoute:
+    """A hot handler as a raw ASGI endpoint, so starlette can route to it too (CORS, OPTIONS)."""
+
+    def __init__(self, state: AppState, name: str) -> None:
+        self.state = state
+        self.name = name
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if self.name == "edge":
+            if scope["method"] not in ("GET", "HEAD"):
+                await send_error(send, 405, "method_not_allowed", "use GET")
+                return
+            await hot.edge(self.state, scope, receive, send)
+        else:
+            await hot.decide(self.state, scope, receive, send)
+
+
+class EdgesideApp:
+    """Sends `/v1/edge` and `/v1/decide` straight to their handlers; the rest through starlette.
+
+    With CORS configured every request goes through starlette, whose middleware answers preflights.
+    """
+
+    def __init__(self, state: AppState, starlette: ASGIApp, bypass: bool) -> None:
+        self.state = state
+        self.starlette = starlette
+        self.hot = {"/v1/edge": HotRoute(state, "edge"), "/v1/decide": HotRoute(state, "decide")}
+        if not bypass:
+            self.hot = {}
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            route = self.hot.get(scope["path"])
+            if route is not None:
+                await route(scope, receive, send)
+                return
+        await self.starlette(scope, receive, send)
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
+    """Starlette's own 404/405 answers, in the API's error shape."""
+    status = exc.status_code if isinstance(exc, HTTPException) else 500
+    code = {404: "not_found", 405: "method_not_allowed"}.get(status, "http_error")
+    message = exc.detail if isinstance(exc, HTTPException) else "error"
+    return Response(error_body(code, message), status, media_type="application/json")
+
+
+async def _internal_error(request: Request, exc: Exception) -> Response:
+    log.exception("unhandled error on %s", request.url.path, exc_info=exc)
+    return Response(
+        error_body("internal_error", "an internal error occurred; it has been logged"),
+        500,
+        media_type="application/json",
+    )
+
+
+def build_app(settings: Settings, secrets: Secrets) -> EdgesideApp:
+    state = AppState(settings, secrets)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        await asyncio.to_thread(state.holder.refresh)
+        task = asyncio.create_task(_follow_snapshots(state))
+        try:
+            yield
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+            state.holder.current.close()
+
+    middleware = []
+    if settings.cors_origins:
+        middleware.append(
+            Middleware(
+                CORSMiddleware,
+                allow_origins=settings.cors_origins,
+                allow_methods=["GET", "POST"],
+                allow_headers=["content-type"],
+            )
+        )
+    routes = [
+        Route("/v1/edge", HotRoute(state, "edge"), methods=["GET", "HEAD", "OPTIONS"]),
+        Route("/v1/decide", HotRoute(state, "decide"), methods=["POST", "OPTIONS"]),
+        *build_routes(state, build_openapi(_version())),
+    ]
+    starlette = Starlette(
+        routes=routes,
+        middleware=middleware,
+        lifespan=lifespan,
+        exception_handlers={HTTPException: _http_error, Exception: _internal_error},
+    )
+    return EdgesideApp(state, starlette, bypass=not settings.cors_origins)
+
+
+def create_app() -> EdgesideApp:
+    """uvicorn's factory: settings and secrets come from the worker's environment."""
+    return build_app(settings_from_env(), load_secrets())

@@ -1,0 +1,82 @@
+"""Raw ASGI helpers for the hot routes: no Request/Response objects, headers as prepared bytes."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Awaitable, Callable, MutableMapping
+from typing import Any
+
+import msgspec
+
+from .schemas import ErrorBody, ErrorDetail
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+Headers = list[tuple[bytes, bytes]]
+
+JSON_HEADERS: Headers = [(b"content-type", b"application/json")]
+_error_encoder = msgspec.json.Encoder()
+
+# Decision headers go back into a proxy: only these bytes, whatever a rules file or request held.
+_UNSAFE_HEADER_BYTES = re.compile(rb"[^A-Za-z0-9_.:;=,/+-]")
+_FIELD_IN_MESSAGE = re.compile(r" - at `([^`]*)`$")
+
+
+def header_value(text: str) -> bytes:
+    """Header-safe bytes: anything outside a conservative set becomes `_` (no CR/LF, no quotes)."""
+    raw = text.encode("utf-8", "replace")
+    return _UNSAFE_HEADER_BYTES.sub(b"_", raw)
+
+
+def error_body(code: str, message: str, field: str | None = None) -> bytes:
+    return _error_encoder.encode(ErrorBody(ErrorDetail(code=code, message=message, field=field)))
+
+
+def validation_error_body(exc: msgspec.ValidationError, prefix: str = "") -> bytes:
+    """msgspec ends its message with `` - at `$.visitor.id` ``: that path becomes the field."""
+    message = str(exc)
+    match = _FIELD_IN_MESSAGE.search(message)
+    field = match.group(1) if match else None
+    return error_body("invalid_request", prefix + message, field)
+
+
+async def send_response(send: Send, status: int, headers: Headers, body: bytes = b"") -> None:
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [*headers, (b"content-length", str(len(body)).encode())],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})
+
+
+async def send_error(
+    send: Send, status: int, code: str, message: str, field: str | None = None
+) -> None:
+    await send_response(send, status, JSON_HEADERS, error_body(code, message, field))
+
+
+class BodyTooLarge(Exception):
+    pass
+
+
+async def read_body(receive: Receive, limit: int) -> bytes:
+    """The whole request body, refusing (before buffering more) anything over `limit` bytes."""
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            break
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > limit:
+            raise BodyTooLarge
+        chunks.append(chunk)
+        if not message.get("more_body", False):
+            break
+    return b"".join(chunks)

@@ -1,0 +1,186 @@
+"""Server settings: command-line options, `EDGESIDE_*` environment variables and a config file.
+
+Precedence: command line > environment > config file > defaults. Workers are separate processes
+started by uvicorn, so the resolved settings travel to them as one environment variable
+(`EDGESIDE_SETTINGS_JSON`) instead of being re-derived in each worker.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import msgspec
+
+SETTINGS_ENV = "EDGESIDE_SETTINGS_JSON"
+
+
+class CookieSettings(msgspec.Struct, forbid_unknown_fields=True):
+    name: str = "edgeside_id"
+    id_type: str = "cookie"
+
+
+class GeoHeaders(msgspec.Struct, forbid_unknown_fields=True):
+    """Which proxy/CDN headers carry the visitor's location; the first one present wins."""
+
+    country: list[str] = msgspec.field(
+        default_factory=lambda: [
+            "cf-ipcountry",
+            "cloudfront-viewer-country",
+            "fastly-geo-country",
+            "x-country-code",
+            "x-geo-country",
+        ]
+    )
+    region: list[str] = msgspec.field(
+        default_factory=lambda: [
+            "cf-region-code",
+            "cloudfront-viewer-country-region",
+            "x-geo-region",
+        ]
+    )
+    city: list[str] = msgspec.field(
+        default_factory=lambda: ["cf-ipcity", "cloudfront-viewer-city", "x-geo-city"]
+    )
+    timezone: list[str] = msgspec.field(
+        default_factory=lambda: ["cf-timezone", "cloudfront-viewer-time-zone", "x-timezone"]
+    )
+    weather: list[str] = msgspec.field(default_factory=lambda: ["x-weather"])
+
+
+class ConsentSettings(msgspec.Struct, forbid_unknown_fields=True):
+    """Consent to personalise: a signal in the request wins; otherwise a per-country default."""
+
+    header: str = "x-consent"
+    default: bool = True
+    # Countries where personalisation needs an explicit opt-in (no signal = no consent).
+    opt_in_countries: list[str] = msgspec.field(default_factory=list)
+
+
+class Limits(msgspec.Struct, forbid_unknown_fields=True):
+    max_body_bytes: int = 64 * 1024
+    max_placements: int = 64
+    max_header_bytes: int = 8 * 1024
+    max_id_chars: int = 256
+
+
+class Settings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    host: str = "127.0.0.1"
+    port: int = 8080
+    workers: int = 1
+    data: str = ""
+    config: str = ""
+    server: str = "uvicorn"
+    log_level: str = "warning"
+    access_log: bool = False
+    # A decision that overruns this budget falls back to defaults for the remaining placements.
+    time_budget_ms: float = 20.0
+    # How often a worker looks for a newly activated snapshot version (SPEC §7: ≤ 1 s staleness).
+    reload_interval_s: float = 0.25
+    default_site: str = "default"
+    # Host header -> site, for proxies that do not send X-Site.
+    site_hosts: dict[str, str] = msgspec.field(default_factory=dict)
+    cookie: CookieSettings = msgspec.field(default_factory=CookieSettings)
+    geo_headers: GeoHeaders = msgspec.field(default_factory=GeoHeaders)
+    consent: ConsentSettings = msgspec.field(default_factory=ConsentSettings)
+    limits: Limits = msgspec.field(default_factory=Limits)
+    cors_origins: list[str] = msgspec.field(default_factory=list)
+    fragment_max_age_s: int = 60
+
+
+class Secrets(msgspec.Struct, frozen=True):
+    """Read only from the environment (SPEC §7): never from a file, the CLI, or a log line."""
+
+    admin_token: str = ""
+    signing_key: str = ""
+
+    def __repr__(self) -> str:
+        return "Secrets(<redacted>)"
+
+
+def load_secrets(environ: dict[str, str] | None = None) -> Secrets:
+    env = os.environ if environ is None else environ
+    return Secrets(
+        admin_token=env.get("EDGESIDE_ADMIN_TOKEN", ""),
+        signing_key=env.get("EDGESIDE_SIGNING_KEY", ""),
+    )
+
+
+class ConfigError(Exception):
+    """A config file or option that cannot be used; the message says which and why."""
+
+
+# Options settable from the command line and as EDGESIDE_<NAME>; the CLI mirrors this table.
+ENV_OPTIONS: dict[str, type] = {
+    "host": str,
+    "port": int,
+    "workers": int,
+    "data": str,
+    "config": str,
+    "server": str,
+    "log_level": str,
+    "time_budget_ms": float,
+}
+
+
+def _decode_file(path: Path) -> dict[str, object]:
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read config file: {exc.strerror}") from None
+    try:
+        decode = msgspec.json.decode if path.suffix == ".json" else msgspec.yaml.decode
+        data = decode(raw)
+    except msgspec.DecodeError as exc:
+        raise ConfigError(f"{path}: {exc}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping of settings at the top level")
+    return data
+
+
+def load_settings(
+    cli: dict[str, object] | None = None, environ: dict[str, str] | None = None
+) -> Settings:
+    """Resolve settings: defaults < config file < environment < command line."""
+    env = os.environ if environ is None else environ
+    merged: dict[str, object] = {}
+    overrides: dict[str, object] = {}
+    for name, kind in ENV_OPTIONS.items():
+        value = env.get(f"EDGESIDE_{name.upper()}")
+        if value not in (None, ""):
+            try:
+                overrides[name] = kind(value)
+            except ValueError:
+                raise ConfigError(
+                    f"EDGESIDE_{name.upper()}={value!r}: expected {kind.__name__}"
+                ) from None
+    overrides.update({name: value for name, value in (cli or {}).items() if value is not None})
+    config_path = overrides.get("config") or ""
+    if config_path:
+        merged.update(_decode_file(Path(str(config_path))))
+    merged.update(overrides)
+    try:
+        settings = msgspec.convert(merged, Settings, str_keys=True)
+    except msgspec.ValidationError as exc:
+        raise ConfigError(f"{config_path or 'settings'}: {exc}") from None
+    if settings.workers < 1:
+        raise ConfigError("workers must be at least 1")
+    if settings.server not in ("uvicorn", "granian"):
+        raise ConfigError(f"server {settings.server!r}: choose uvicorn or granian")
+    return settings
+
+
+def settings_to_env(settings: Settings) -> str:
+    """Serialise resolved settings for worker processes (secrets are not part of them)."""
+    return msgspec.json.encode(settings).decode()
+
+
+def settings_from_env(environ: dict[str, str] | None = None) -> Settings:
+    """The settings a worker process was started with, or a fresh resolution when run directly."""
+    env = os.environ if environ is None else environ
+    blob = env.get(SETTINGS_ENV)
+    if not blob:
+        return load_settings(environ=dict(env))
+    return msgspec.json.decode(blob, type=Settings)

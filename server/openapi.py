@@ -1,0 +1,129 @@
+"""`/openapi.json`, generated once at start-up from the msgspec types of the API."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgspec
+
+import snapshots
+
+from .schemas import DecideRequest, DecideResponse, ErrorBody, ReadyBody
+
+_REF = "#/components/schemas/{name}"
+
+
+def _json(ref: dict[str, Any], description: str) -> dict[str, Any]:
+    return {"description": description, "content": {"application/json": {"schema": ref}}}
+
+
+def _errors(*statuses: int) -> dict[str, Any]:
+    ref = {"$ref": _REF.format(name="ErrorBody")}
+    return {str(s): _json(ref, "error") for s in statuses}
+
+
+def build_openapi(version: str) -> bytes:
+    types = [DecideRequest, DecideResponse, ErrorBody, ReadyBody, snapshots.Profile]
+    types.append(snapshots.ContentItem)
+    (request, response, _err, ready, profile, content), components = msgspec.json.schema_components(
+        types, ref_template=_REF
+    )
+    bearer = [{"bearer": []}]
+    edge_headers = {
+        name: {"schema": {"type": "string"}}
+        for name in ("X-Edge-Key", "X-Edge-Decision", "X-Edge-Segments", "X-Edge-Snapshot")
+    }
+    edge_params = [
+        {"name": "p", "in": "query", "schema": {"type": "string"}, "description": "placements"},
+        {"name": "site", "in": "query", "schema": {"type": "string"}},
+        {"name": "X-Placements", "in": "header", "schema": {"type": "string"}},
+        {"name": "X-Visitor-Id", "in": "header", "schema": {"type": "string"}},
+    ]
+    doc: dict[str, Any] = {
+        "openapi": "3.1.0",
+        "info": {"title": "edgeside", "version": version},
+        "paths": {
+            "/v1/decide": {
+                "post": {
+                    "summary": "Decide the named placements for a visitor",
+                    "parameters": [
+                        {"name": "explain", "in": "query", "schema": {"type": "string"}}
+                    ],
+                    "requestBody": {
+                        "required": True,
+                        "content": {"application/json": {"schema": request}},
+                    },
+                    "responses": {
+                        "200": _json(response, "the decisions"),
+                        **_errors(400, 401, 413, 415, 422),
+                    },
+                }
+            },
+            "/v1/edge": {
+                "get": {
+                    "summary": "Decision headers for a proxy callout",
+                    "parameters": edge_params,
+                    "responses": {
+                        "204": {"description": "decided", "headers": edge_headers},
+                        **_errors(400),
+                    },
+                }
+            },
+            "/v1/fragments/{placement}": {
+                "get": {
+                    "summary": "The chosen content as an HTML fragment (ESI)",
+                    "parameters": [
+                        {
+                            "name": "placement",
+                            "in": "path",
+                            "required": True,
+                            "schema": {"type": "string"},
+                        },
+                        *edge_params[1:],
+                    ],
+                    "responses": {
+                        "200": {
+                            "description": "fragment",
+                            "content": {"text/html": {"schema": {"type": "string"}}},
+                        },
+                        **_errors(400),
+                    },
+                }
+            },
+            "/v1/profiles/{id}": {
+                "get": {
+                    "summary": "A unified profile by canonical id or type:value alias",
+                    "security": bearer,
+                    "parameters": [
+                        {"name": "id", "in": "path", "required": True, "schema": {"type": "string"}}
+                    ],
+                    "responses": {"200": _json(profile, "profile"), **_errors(401, 404, 503)},
+                }
+            },
+            "/v1/content/{id}": {
+                "get": {
+                    "summary": "A content item",
+                    "security": bearer,
+                    "parameters": [
+                        {"name": "id", "in": "path", "required": True, "schema": {"type": "string"}}
+                    ],
+                    "responses": {"200": _json(content, "item"), **_errors(401, 404, 503)},
+                }
+            },
+            "/healthz": {"get": {"responses": {"200": {"description": "alive"}}}},
+            "/readyz": {
+                "get": {
+                    "responses": {
+                        "200": _json(ready, "ready"),
+                        "503": _json(ready, "not ready"),
+                    }
+                }
+            },
+            "/metrics": {"get": {"responses": {"200": {"description": "Prometheus text"}}}},
+        },
+        "components": {
+            "schemas": components,
+            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
+        },
+    }
+    return msgspec.json.encode(doc)

@@ -1,0 +1,165 @@
+"""The starlette routes: everything that is not on the hot path of a page request."""
+
+from __future__ import annotations
+
+import html
+import time
+from collections.abc import Callable
+from typing import Any
+
+import msgspec
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from .asgi import error_body
+from .context import Visitor
+from .hot import decision_headers
+from .schemas import ReadyBody, SnapshotStatus
+from .state import AppState, PlacementError
+from .world import KINDS, World
+
+_encode = msgspec.json.Encoder().encode
+
+
+class JSONResponse(Response):
+    media_type = "application/json"
+
+    def render(self, content: Any) -> bytes:
+        return content if isinstance(content, bytes) else _encode(content)
+
+
+def _error(status: int, code: str, message: str, field: str | None = None) -> Response:
+    return Response(error_body(code, message, field), status, media_type="application/json")
+
+
+def _headers_of(request: Request) -> dict[bytes, bytes]:
+    return dict(request.scope["headers"])
+
+
+def render_fragment(world: World, placement: str, variant: str, content_ids: list[str]) -> str:
+    """The placement's chosen items as an HTML fragment for an ESI include.
+
+    Titles and fields are escaped; an item's `body` is HTML authored in the CMS and signed into the
+    content snapshot, so it is inserted as is — that trust is the content pipeline's to keep.
+    """
+    parts = [
+        f'<div class="edgeside" data-placement="{html.escape(placement)}" '
+        f'data-variant="{html.escape(variant)}">'
+    ]
+    content = world.content
+    for cid in content_ids:
+        item = content.get(cid) if content is not None else None
+        if item is None:
+            continue
+        parts.append(
+            f'<div class="edgeside-item" data-id="{html.escape(item.id)}" '
+            f'data-type="{html.escape(item.type)}">'
+        )
+        if item.body:
+            parts.append(item.body)
+        else:
+            parts.append(f"<h3>{html.escape(item.title)}</h3>")
+        parts.append("</div>")
+    parts.append("</div>")
+    return "".join(parts)
+
+
+def build_routes(state: AppState, openapi: bytes) -> list[Route]:
+    def guarded(handler: Callable[[Request], Response]) -> Callable[[Request], Any]:
+        async def endpoint(request: Request) -> Response:
+            if not state.authorized(_headers_of(request)):
+                return _error(401, "unauthorized", "this route needs the admin bearer token")
+            return handler(request)
+
+        return endpoint
+
+    async def fragment(request: Request) -> Response:
+        placement = request.path_params["placement"]
+        try:
+            state.check_placements([placement])
+        except PlacementError as exc:
+            return _error(400, "bad_placements", str(exc), "placement")
+        headers = _headers_of(request)
+        ctx = state.builder.from_headers(headers, request.query_params.get("site"), time.time())
+        visitor = state.builder.visitor_from_headers(headers) if ctx.consent else Visitor()
+        holder = state.holder
+        world = holder.acquire()
+        try:
+            decision = state.service.decide(world, visitor, ctx, [placement])
+            chosen = decision.placements[0]
+            body = render_fragment(world, placement, chosen.variant, chosen.content)
+            out = decision_headers(decision, world.snapshot_header)
+        finally:
+            holder.release(world)
+        response = Response(body, 200, media_type="text/html; charset=utf-8")
+        for name, value in out:
+            if name != b"cache-control":
+                response.headers[name.decode()] = value.decode()
+        # ESI includes are fetched per visitor: short-lived and never shared by a cache.
+        response.headers["cache-control"] = f"private, max-age={state.settings.fragment_max_age_s}"
+        return response
+
+    def profile(request: Request) -> Response:
+        world = state.holder.current
+        if world.profiles is None:
+            return _error(503, "no_snapshot", "no profiles snapshot is loaded")
+        ident = request.path_params["id"]
+        found = world.profiles.get(ident)
+        if found is None and ":" in ident:
+            kind, _, value = ident.partition(":")
+            found = world.profiles.lookup({kind: value})
+        if found is None:
+            return _error(404, "not_found", "no profile with this id or alias", "id")
+        return JSONResponse(found)
+
+    def content_item(request: Request) -> Response:
+        world = state.holder.current
+        if world.content is None:
+            return _error(503, "no_snapshot", "no content snapshot is loaded")
+        item = world.content.get(request.path_params["id"])
+        if item is None:
+            return _error(404, "not_found", "no content item with this id", "id")
+        return JSONResponse(item)
+
+    async def healthz(request: Request) -> Response:
+        return JSONResponse(b'{"status":"ok"}')
+
+    async def readyz(request: Request) -> Response:
+        ready, warnings = state.readiness()
+        world = state.holder.current
+        now = time.time()
+        body = ReadyBody(
+            ready=ready,
+            snapshots=[
+                SnapshotStatus(
+                    kind=kind,
+                    version=world.versions.get(kind),
+                    age_s=round(now - world.loaded_at[kind], 3)
+                    if kind in world.loaded_at
+                    else None,
+                )
+                for kind in KINDS
+            ],
+            signed=bool(state.secrets.signing_key),
+            warnings=warnings,
+        )
+        return JSONResponse(body, status_code=200 if ready else 503)
+
+    async def metrics(request: Request) -> Response:
+        return Response(
+            state.metrics.render(), media_type="text/plain; version=0.0.4; charset=utf-8"
+        )
+
+    async def openapi_json(request: Request) -> Response:
+        return JSONResponse(openapi)
+
+    return [
+        Route("/v1/fragments/{placement}", fragment, methods=["GET"]),
+        Route("/v1/profiles/{id:path}", guarded(profile), methods=["GET"]),
+        Route("/v1/content/{id:path}", guarded(content_item), methods=["GET"]),
+        Route("/healthz", healthz, methods=["GET"]),
+        Route("/readyz", readyz, methods=["GET"]),
+        Route("/metrics", metrics, methods=["GET"]),
+        Route("/openapi.json", openapi_json, methods=["GET"]),
+    ]

@@ -1,0 +1,112 @@
+"""`edgeside serve`: resolve settings, make sure there is data, start the HTTP server."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+from .config import SETTINGS_ENV, ConfigError, load_secrets, load_settings, settings_to_env
+from .demo import ensure_demo
+
+DEFAULT_DEMO_DATA = Path(__file__).resolve().parent.parent / ".data" / "demo"
+
+CURL_EXAMPLES = """\
+edgeside is serving {url}  (data: {data})
+Try — a known gold visitor, an anonymous one, and the same visitor without consent:
+  curl -si '{url}/v1/edge?p=home_hero,home_recs&site=shop-fr' -H 'Cookie: edgeside_id=c-alice'
+  curl -si '{url}/v1/edge?p=home_hero,home_recs&site=shop-fr' -H 'Cookie: edgeside_id=nobody'
+  curl -si '{url}/v1/edge?p=home_hero,home_recs&site=shop-fr' -H 'Cookie: edgeside_id=c-alice' \\
+       -H 'X-Consent: 0'
+  curl -s {url}/v1/decide -H 'content-type: application/json' -d '{{"visitor":{{"ids":\\
+{{"cookie":"c-chloe"}}}},"context":{{"site":"shop-uk"}},"placements":["home_recs"],"render":true}}'
+  curl -s '{url}/v1/fragments/home_hero?site=shop-de' -H 'Cookie: edgeside_id=c-bruno'
+  curl -s {url}/readyz ; curl -s {url}/metrics | head
+"""
+
+
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    serve = subparsers.add_parser(
+        "serve", help="serve the decision API", description="Every option is also EDGESIDE_<NAME>."
+    )
+    serve.add_argument("--host", help="bind address (EDGESIDE_HOST, default 127.0.0.1)")
+    serve.add_argument("--port", type=int, help="port (EDGESIDE_PORT, default 8080)")
+    serve.add_argument("--workers", type=int, help="worker processes (EDGESIDE_WORKERS, default 1)")
+    serve.add_argument("--data", help="data directory with the snapshot store (EDGESIDE_DATA)")
+    serve.add_argument("--config", help="YAML/JSON settings file (EDGESIDE_CONFIG)")
+    serve.add_argument("--server", choices=["uvicorn", "granian"], help="EDGESIDE_SERVER")
+    serve.add_argument("--log-level", dest="log_level", help="EDGESIDE_LOG_LEVEL")
+    serve.set_defaults(func=run_serve)
+
+    demo = subparsers.add_parser("demo", help="the demo shop")
+    demo_sub = demo.add_subparsers(dest="demo_command", required=True)
+    build = demo_sub.add_parser("build", help="build and activate the demo snapshots")
+    build.add_argument("--data", default=str(DEFAULT_DEMO_DATA))
+    build.add_argument("--force", action="store_true", help="rebuild even if present")
+    build.set_defaults(func=run_demo_build)
+
+
+def run_demo_build(args: argparse.Namespace) -> int:
+    secrets = load_secrets()
+    key = secrets.signing_key.encode() if secrets.signing_key else None
+    ensure_demo(Path(args.data), key, force=args.force)
+    print(f"demo snapshots active in {args.data}")
+    return 0
+
+
+def run_serve(args: argparse.Namespace) -> int:
+    cli = {k: getattr(args, k) for k in ("host", "port", "workers", "data", "config", "server")}
+    cli["log_level"] = args.log_level
+    try:
+        settings = load_settings(cli)
+    except ConfigError as exc:
+        print(f"edgeside: {exc}", file=sys.stderr)
+        return 2
+    secrets = load_secrets()
+    if not settings.data:
+        settings.data = str(DEFAULT_DEMO_DATA)
+        key = secrets.signing_key.encode() if secrets.signing_key else None
+        ensure_demo(DEFAULT_DEMO_DATA, key)
+    if not secrets.signing_key:
+        print("edgeside: no EDGESIDE_SIGNING_KEY; unsigned snapshots are accepted", file=sys.stderr)
+    os.environ[SETTINGS_ENV] = settings_to_env(settings)
+    url = f"http://{settings.host}:{settings.port}"
+    print(CURL_EXAMPLES.format(url=url, data=settings.data), flush=True)
+    if settings.server == "granian":
+        return _serve_granian(settings.host, settings.port, settings.workers, settings.log_level)
+    import uvicorn
+
+    uvicorn.run(
+        "server.app:create_app",
+        factory=True,
+        host=settings.host,
+        port=settings.port,
+        workers=settings.workers,
+        loop="uvloop",
+        http="httptools",
+        lifespan="on",
+        log_level=settings.log_level,
+        access_log=settings.access_log,
+        server_header=False,
+        timeout_graceful_shutdown=5,
+    )
+    return 0
+
+
+def _serve_granian(host: str, port: int, workers: int, log_level: str) -> int:
+    try:
+        from granian import Granian  # type: ignore[import-not-found, unused-ignore]
+    except ImportError:
+        print("edgeside: --server granian needs `pip install granian`", file=sys.stderr)
+        return 2
+    Granian(
+        "server.app:create_app",
+        address=host,
+        port=port,
+        workers=workers,
+        interface="asgi",
+        factory=True,
+        log_level=log_level,
+    ).serve()
+    return 0

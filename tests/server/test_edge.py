@@ -1,0 +1,105 @@
+"""`GET /v1/edge` against a real uvicorn process: the callout nginx and Varnish make."""
+
+from __future__ import annotations
+
+import httpx
+
+from bench.procs import Edgeside
+
+PAGE = "/v1/edge?p=home_hero,home_recs&site=shop-fr"
+
+
+def edge(client: httpx.Client, cookie: str | None = None, **headers: str) -> httpx.Response:
+    if cookie is not None:
+        headers["Cookie"] = f"edgeside_id={cookie}"
+    response = client.get(PAGE, headers=headers)
+    assert response.status_code == 204, response.text
+    assert response.content == b""
+    return response
+
+
+def test_answers_with_decision_headers(server: Edgeside) -> None:
+    with server.client() as client:
+        response = edge(client, "c-alice")
+    h = response.headers
+    assert len(h["x-edge-key"]) >= 8
+    placements = dict(part.split("=") for part in h["x-edge-decision"].split(";"))
+    assert set(placements) == {"home_hero", "home_recs"}
+    assert "profiles=" in h["x-edge-snapshot"] and "rules=" in h["x-edge-snapshot"]
+    assert "x-edge-fallback" not in h
+
+
+def test_known_anonymous_and_non_consenting_visitors_get_different_pages(server: Edgeside) -> None:
+    with server.client() as client:
+        alice = edge(client, "c-alice").headers
+        anonymous = edge(client, "not-a-known-cookie").headers
+        no_cookie = edge(client).headers
+        alice_no_consent = edge(client, "c-alice", **{"X-Consent": "0"}).headers
+    assert alice["x-edge-key"] != anonymous["x-edge-key"]
+    assert anonymous["x-edge-key"] == no_cookie["x-edge-key"]
+    # Without consent no profile is read: the page is the anonymous one.
+    assert alice_no_consent["x-edge-decision"] == anonymous["x-edge-decision"]
+    assert alice["x-edge-segments"] != alice_no_consent["x-edge-segments"]
+
+
+def test_same_visitor_same_key_every_time(server: Edgeside) -> None:
+    with server.client() as client:
+        keys = {edge(client, "c-bruno").headers["x-edge-key"] for _ in range(20)}
+    assert len(keys) == 1
+
+
+def test_visitor_id_header_and_cookie_resolve_to_the_same_person(server: Edgeside) -> None:
+    with server.client() as client:
+        by_cookie = edge(client, "c-chloe").headers["x-edge-key"]
+        by_header = edge(client, **{"X-Visitor-Id": "cookie:c-chloe"}).headers["x-edge-key"]
+    assert by_cookie == by_header
+
+
+def test_placements_from_header(server: Edgeside) -> None:
+    with server.client() as client:
+        response = client.get(
+            "/v1/edge?site=shop-fr", headers={"X-Placements": "home_hero", "Cookie": "x=1"}
+        )
+    assert response.status_code == 204
+    assert response.headers["x-edge-decision"].startswith("home_hero=")
+
+
+def test_attacker_bytes_never_reach_decision_headers(server: Edgeside) -> None:
+    hostile = {
+        "Cookie": "edgeside_id=c-alice\u00e9%0d%0aSet-Cookie:%20x=1",
+        "X-Visitor-Id": "cookie:\u00ff\u00fe",
+        "X-Original-URI": "/%0d%0aX-Injected: 1",
+        "Accept-Language": "x" * 4000,
+    }
+    with server.client() as client:
+        response = client.get(PAGE, headers={k: v.encode("latin-1") for k, v in hostile.items()})
+    assert response.status_code == 204
+    for name, value in response.headers.items():
+        if name.startswith("x-edge"):
+            assert all(c.isalnum() or c in "_.:;=,/+-" for c in value), (name, value)
+    assert "x-injected" not in response.headers
+    assert "set-cookie" not in response.headers
+
+
+def test_huge_or_garbage_cookie_is_an_anonymous_visitor(server: Edgeside) -> None:
+    with server.client() as client:
+        anonymous = edge(client).headers["x-edge-key"]
+        garbage = edge(client, "\x7f\x01;;;==").headers["x-edge-key"]
+        huge = edge(client, "a" * 6000).headers["x-edge-key"]
+    assert garbage == anonymous
+    assert huge == anonymous
+
+
+def test_absurd_placement_list_is_a_400_with_a_json_error(server: Edgeside) -> None:
+    names = ",".join(f"p{i}" for i in range(10_000))
+    with server.client() as client:
+        response = client.get("/v1/edge", headers={"X-Placements": names[:7000]})
+    assert response.status_code == 400
+    assert response.json()["error"]["code"] == "bad_placements"
+
+
+def test_wrong_method(server: Edgeside) -> None:
+    with server.client() as client:
+        response = client.post(PAGE)
+    assert response.status_code == 405
+    assert response.json()["error"]["code"] == "method_not_allowed"
