@@ -48,6 +48,7 @@ class HubRecord(msgspec.Struct, frozen=True):
 
 
 HUB_FIELDS = frozenset(HubRecord.__struct_fields__)
+LIST_FIELDS = ("tags", "categories", "placements")
 _MISSING = object()
 
 
@@ -73,6 +74,9 @@ def normalise(rec: dict[str, object], source: str, cfg: SourceConfig) -> dict[st
     for target, value in cfg.defaults.items():
         if _get(hub, target) is _MISSING:
             _set(hub, target, value)
+    for name in LIST_FIELDS:
+        if isinstance(hub.get(name), str):
+            hub[name] = [hub[name]]  # a source with one category per item is common
     hub["source"] = source
     if cfg.id_prefix and isinstance(hub.get("id"), str):
         hub["id"] = cfg.id_prefix + str(hub["id"])
