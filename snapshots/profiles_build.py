@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import msgspec
@@ -21,6 +24,19 @@ ALIAS_DB = "alias"
 PROGRESS_EVERY = 100_000
 
 
+@contextlib.contextmanager
+def _gc_paused() -> Iterator[None]:
+    """The build allocates millions of long-lived objects and frees none until the end; the
+    cyclic GC would rescan them again and again (measured: ~20 % of build time)."""
+    was = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was:
+            gc.enable()
+
+
 def build_profiles(
     inputs: list[Path],
     cfg: ProfilesConfig,
@@ -33,12 +49,29 @@ def build_profiles(
 ) -> BuildSummary:
     """Build a profiles snapshot in `out`; raise `InputInvalid` (writing nothing) on bad input
     unless `skip_invalid`."""
+    with _gc_paused():
+        return _build(inputs, cfg, out, skip_invalid, signing_key, progress, force)
+
+
+def _build(
+    inputs: list[Path],
+    cfg: ProfilesConfig,
+    out: Path,
+    skip_invalid: bool,
+    signing_key: bytes | None,
+    progress: Progress | None,
+    force: bool,
+) -> BuildSummary:
     t0 = time.perf_counter()
     order = cfg.id_priority()
     rank = {t: i for i, t in enumerate(order)}
     unique = frozenset(t for t, c in cfg.id_types.items() if c.unique)
-    per_type_block = {t: frozenset(v) for t, v in cfg.blocklist.items() if t != "*"}
     any_block = frozenset(cfg.blocklist.get("*", ()))
+    # One dict lookup per identifier: (rank, "type:" prefix, junk values or None, unique?).
+    tinfo: dict[str, tuple[int, str, frozenset[str] | None, bool]] = {}
+    for t in order:
+        junk_values = frozenset(cfg.blocklist.get(t, ())) | any_block
+        tinfo[t] = (rank[t], t + ":", junk_values or None, t in unique)
     stitcher = Stitcher(unique, cfg.max_cluster_size)
     decoder = msgspec.json.Decoder(ProfileRecord)
 
@@ -49,7 +82,7 @@ def build_profiles(
     blocked = 0
     blocked_examples: list[str] = []
     read = 0
-    add_record = stitcher.add_record
+    add = stitcher.add
 
     for path in inputs:
         name = str(path)
@@ -62,37 +95,40 @@ def build_profiles(
                 if len(invalid) < MAX_INVALID_KEPT:
                     invalid.append(str(rec))
                 continue
-            ids: list[tuple[int, str, str]] = []
+            keyed: list[tuple[int, str, str]] = []
             problem = None
             for t, v in rec.ids.items():
-                r = rank.get(t)
-                if r is None:
+                info = tinfo.get(t)
+                if info is None:
                     problem = f"unknown id type `{t}` at `$.ids.{t}`; configured: {order}"
                     break
-                values = [v] if isinstance(v, str) else v
-                if t in unique and len(set(values)) > 1:
-                    problem = f"id type `{t}` is unique but has {len(set(values))} values"
-                    break
-                tb = per_type_block.get(t)
+                r, prefix, junk, is_unique = info
+                if isinstance(v, str):
+                    values: list[str] | tuple[str] = (v,)
+                else:
+                    values = v
+                    if is_unique and len(set(v)) > 1:
+                        problem = f"id type `{t}` is unique but has {len(set(v))} values"
+                        break
                 for value in values:
                     if not value:
                         continue
-                    if value in any_block or (tb is not None and value in tb):
+                    if junk is not None and value in junk:
                         blocked += 1
                         if len(blocked_examples) < MAX_EXAMPLES:
                             blocked_examples.append(f"{name}:{lineno}: {t}:{value}")
                         continue
-                    ids.append((r, t, value))
-            if problem is None and not ids:
+                    keyed.append((r, prefix + value, t))
+            if problem is None and not keyed:
                 problem = "no usable identifier (all blocklisted)" if rec.ids else "no identifiers"
             if problem is not None:
                 n_invalid += 1
                 if len(invalid) < MAX_INVALID_KEPT:
                     invalid.append(f"{name}:{lineno}: {problem}")
                 continue
-            if len(ids) > 1:
-                ids.sort()
-            anchors.append(add_record([(t, v) for _, t, v in ids]))
+            if len(keyed) > 1:
+                keyed.sort()
+            anchors.append(add(keyed))
             records.append(rec)
 
     if n_invalid and not skip_invalid:

@@ -33,12 +33,14 @@ class Stitcher:
         self.keys: list[str] = []
         self._parent: list[int] = []
         self._size: list[int] = []
-        # root -> {unique type: value}; absent for clusters holding no unique identifier.
+        # root -> {unique type: its key}; absent for clusters holding no unique identifier.
         self._uniq: dict[int, dict[str, str]] = {}
         self.report = StitchReport()
 
     def node(self, id_type: str, value: str) -> int:
-        key = f"{id_type}:{value}"
+        return self._node(f"{id_type}:{value}", id_type)
+
+    def _node(self, key: str, id_type: str) -> int:
         n = self.index.get(key)
         if n is None:
             n = len(self.keys)
@@ -47,7 +49,7 @@ class Stitcher:
             self._parent.append(n)
             self._size.append(1)
             if id_type in self._unique:
-                self._uniq[n] = {id_type: value}
+                self._uniq[n] = {id_type: key}
         return n
 
     def find(self, n: int) -> int:
@@ -60,9 +62,20 @@ class Stitcher:
 
     def add_record(self, ids: list[tuple[str, str]]) -> int:
         """Link a record's identifiers (ordered by priority); return the anchor node."""
-        anchor = self.node(ids[0][0], ids[0][1])
-        for id_type, value in ids[1:]:
-            self.union(anchor, self.node(id_type, value))
+        return self.add([(0, f"{t}:{v}", t) for t, v in ids])
+
+    def add(self, keyed: list[tuple[int, str, str]]) -> int:
+        """`keyed` = [(rank, "type:value", type)] sorted by rank; return the anchor node."""
+        index = self.index
+        anchor = -1
+        for _, key, id_type in keyed:
+            n = index.get(key)
+            if n is None:
+                n = self._node(key, id_type)
+            if anchor < 0:
+                anchor = n
+            else:
+                self.union(anchor, n)
         return anchor
 
     def union(self, a: int, b: int) -> bool:
@@ -78,8 +91,8 @@ class Stitcher:
                     report.conflicts += 1
                     if len(report.conflict_examples) < MAX_EXAMPLES:
                         report.conflict_examples.append(
-                            f"{self.keys[a]} ~ {self.keys[b]} would join {t}:{other} "
-                            f"and {t}:{v}; link not followed"
+                            f"{self.keys[a]} ~ {self.keys[b]} would join {other} "
+                            f"and {v} ({t} is unique); link not followed"
                         )
                     return False
         size = self._size
