@@ -16,11 +16,27 @@ from snapshots.content_build import build_content
 
 CONFIG: dict[str, Any] = {
     "sources": {
-        "cms": {"fields": {"id": "uid", "title": "headline", "placements": "slots",
-                           "valid_from": "from", "valid_to": "until", "published_at": "published"},
-                "defaults": {"type": "article"}},
-        "pim": {"fields": {"id": "sku", "type": "family", "title": "name", "categories": "category",
-                           "attributes.price": "price.amount"}, "id_prefix": "pim:"},
+        "cms": {
+            "fields": {
+                "id": "uid",
+                "title": "headline",
+                "placements": "slots",
+                "valid_from": "from",
+                "valid_to": "until",
+                "published_at": "published",
+            },
+            "defaults": {"type": "article"},
+        },
+        "pim": {
+            "fields": {
+                "id": "sku",
+                "type": "family",
+                "title": "name",
+                "categories": "category",
+                "attributes.price": "price.amount",
+            },
+            "id_prefix": "pim:",
+        },
     },
     "enrich": [
         {"when": {"type": "product", "attribute": "price", "lt": 20}, "add_tags": ["budget"]},
@@ -28,16 +44,38 @@ CONFIG: dict[str, Any] = {
         {"when": {"published_within_days": 14}, "add_tags": ["fresh"]},
     ],
     "reference_time": "2026-11-22T00:00:00Z",
-}  # fmt: skip
-CMS = {"uid": "a1", "headline": "Trail guide", "locale": "en-GB", "tags": ["running"],
-       "slots": ["article_sidebar"], "from": "2026-01-01T00:00:00Z",
-       "until": "2027-12-31T00:00:00Z", "published": "2026-11-20T00:00:00Z", "body": "<p>hi</p>"}  # fmt: skip
+}
+CMS = {
+    "uid": "a1",
+    "headline": "Trail guide",
+    "locale": "en-GB",
+    "tags": ["running"],
+    "slots": ["article_sidebar"],
+    "from": "2026-01-01T00:00:00Z",
+    "until": "2027-12-31T00:00:00Z",
+    "published": "2026-11-20T00:00:00Z",
+    "body": "<p>hi</p>",
+}
 PIM = [
-    {"sku": "S1", "family": "product", "name": "Socks", "category": "running", "locale": "en-GB",
-     "price": {"amount": 9.5}, "placements": ["home_recs"]},
-    {"sku": "S2", "family": "product", "name": "Tent", "category": "camping", "locale": "de-DE",
-     "price": {"amount": 499}, "placements": ["home_recs", "cart_upsell"]},
-]  # fmt: skip
+    {
+        "sku": "S1",
+        "family": "product",
+        "name": "Socks",
+        "category": "running",
+        "locale": "en-GB",
+        "price": {"amount": 9.5},
+        "placements": ["home_recs"],
+    },
+    {
+        "sku": "S2",
+        "family": "product",
+        "name": "Tent",
+        "category": "camping",
+        "locale": "de-DE",
+        "price": {"amount": 499},
+        "placements": ["home_recs", "cart_upsell"],
+    },
+]
 
 
 def cfg() -> ContentConfig:

@@ -18,17 +18,25 @@ def records(*dicts: dict[str, Any]) -> list[ProfileRecord]:
 
 
 OLD_CRM = {
-    "source": "crm", "ids": {"customer_id": "C1"}, "updated_at": "2026-11-01T00:00:00Z",
-    "attributes": {"tier": "gold", "city": "Lyon", "ltv": 100.0}, "interests": {"running": 0.9},
-    "counters": {"orders": 3}, "segments": ["vip"],
+    "source": "crm",
+    "ids": {"customer_id": "C1"},
+    "updated_at": "2026-11-01T00:00:00Z",
+    "attributes": {"tier": "gold", "city": "Lyon", "ltv": 100.0},
+    "interests": {"running": 0.9},
+    "counters": {"orders": 3},
+    "segments": ["vip"],
     "last_seen": {"category:shoes": "2026-11-01T00:00:00Z"},
-}  # fmt: skip
+}
 NEW_WEB = {
-    "source": "web", "ids": {"cookie": "k1"}, "updated_at": "2026-11-10T00:00:00Z",
-    "attributes": {"tier": "bronze", "city": "Paris", "ltv": 50.0}, "interests": {"running": 0.2},
-    "counters": {"orders": 2}, "segments": ["newsletter"],
+    "source": "web",
+    "ids": {"cookie": "k1"},
+    "updated_at": "2026-11-10T00:00:00Z",
+    "attributes": {"tier": "bronze", "city": "Paris", "ltv": 50.0},
+    "interests": {"running": 0.2},
+    "counters": {"orders": 2},
+    "segments": ["newsletter"],
     "last_seen": {"category:shoes": "2026-11-09T00:00:00Z"},
-}  # fmt: skip
+}
 
 
 def merge(cfg: ProfilesConfig) -> Any:

@@ -22,11 +22,17 @@ def test_round_trip_by_id_alias_and_priority(
     src = write_ndjson(
         "in.ndjson",
         [
-            rec("crm", {"customer_id": "C1", "cookie": "k1"}, attributes={"tier": "gold"},
-                last_seen={"category:shoes": "2026-11-19T18:00:00+01:00"}),
-            rec("crm", {"customer_id": "C2", "cookie": ["k2", "k2b"]}, attributes={"tier": "silver"}),
+            rec(
+                "crm",
+                {"customer_id": "C1", "cookie": "k1"},
+                attributes={"tier": "gold"},
+                last_seen={"category:shoes": "2026-11-19T18:00:00+01:00"},
+            ),
+            rec(
+                "crm", {"customer_id": "C2", "cookie": ["k2", "k2b"]}, attributes={"tier": "silver"}
+            ),
         ],
-    )  # fmt: skip
+    )
     summary = build_profiles([src], profiles_config(), tmp_path / "snap")
     assert (summary.records_read, summary.written, summary.aliases) == (2, 2, 5)
     assert sorted(p.name for p in (tmp_path / "snap").iterdir()) == ["data.mdb", "manifest.json"]
@@ -49,16 +55,37 @@ def test_round_trip_by_id_alias_and_priority(
 
 BAD_LINES: list[tuple[bytes, str]] = [
     (b'{"source": "crm", "ids": {"cookie": "k"}', "malformed JSON"),
-    (b'{"source": "crm", "ids": {"cookie": 7}, "updated_at": "2026-11-20T10:00:00Z"}', "$.ids[...]"),
+    (
+        b'{"source": "crm", "ids": {"cookie": 7}, "updated_at": "2026-11-20T10:00:00Z"}',
+        "$.ids[...]",
+    ),
     (b'{"source": "crm", "ids": {}, "updated_at": "2026-11-20T10:00:00Z"}', "no identifiers"),
-    (b'{"source": "crm", "ids": {"cookie": "k"}, "updated_at": "2026-13-45T10:00:00Z"}', "$.updated_at"),
+    (
+        b'{"source": "crm", "ids": {"cookie": "k"}, "updated_at": "2026-13-45T10:00:00Z"}',
+        "$.updated_at",
+    ),
     (b'{"source": "crm", "ids": {"cookie": "k"}, "updated_at": "2026-11-20T10:00:00"}', "timezone"),
-    (b'{"source": "cr\xff", "ids": {"cookie": "k"}, "updated_at": "2026-11-20T10:00:00Z"}', "invalid UTF-8"),
-    (b'{"source": "crm", "ids": {"fax": "k"}, "updated_at": "2026-11-20T10:00:00Z"}', "unknown id type `fax`"),
-    (b'{"source": "crm", "ids": {"cookie": "k"}, "updated_at": "2026-11-20T10:00:00Z", "attributes": {"ltv": [1]}}', "$.attributes[...]"),
-    (b'{"source": "crm", "ids": {"customer_id": ["C1", "C2"]}, "updated_at": "2026-11-20T10:00:00Z"}', "unique"),
-    (b'{"source": "crm", "ids": {"email_sha256": "junk"}, "updated_at": "2026-11-20T10:00:00Z"}', "blocklisted"),
-]  # fmt: skip
+    (
+        b'{"source": "cr\xff", "ids": {"cookie": "k"}, "updated_at": "2026-11-20T10:00:00Z"}',
+        "invalid UTF-8",
+    ),
+    (
+        b'{"source": "crm", "ids": {"fax": "k"}, "updated_at": "2026-11-20T10:00:00Z"}',
+        "unknown id type `fax`",
+    ),
+    (
+        b'{"source": "crm", "ids": {"cookie": "k"}, "updated_at": "2026-11-20T10:00:00Z", "attributes": {"ltv": [1]}}',  # noqa: E501
+        "$.attributes[...]",
+    ),
+    (
+        b'{"source": "crm", "ids": {"customer_id": ["C1", "C2"]}, "updated_at": "2026-11-20T10:00:00Z"}',  # noqa: E501
+        "unique",
+    ),
+    (
+        b'{"source": "crm", "ids": {"email_sha256": "junk"}, "updated_at": "2026-11-20T10:00:00Z"}',
+        "blocklisted",
+    ),
+]
 
 
 @pytest.mark.parametrize(("line", "reason"), BAD_LINES)

@@ -41,8 +41,12 @@ def test_transitive_records_become_one_profile(
     with open_profiles(tmp_path / "snap") as r:
         p = r.lookup({"device_id": "d1"})
         assert p is not None
-        assert p.ids == {"customer_id": ["C1"], "email_sha256": ["e1"], "cookie": ["k1"],
-                         "device_id": ["d1"]}  # fmt: skip
+        assert p.ids == {
+            "customer_id": ["C1"],
+            "email_sha256": ["e1"],
+            "cookie": ["k1"],
+            "device_id": ["d1"],
+        }
         assert p.attributes["tier"] == "gold" and p.interests == {"running": 0.9}
         assert r.resolve("customer_id", "C1") == r.resolve("cookie", "k1") == p.id
         assert r.resolve("cookie", "k2") not in (None, p.id)
