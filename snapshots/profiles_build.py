@@ -184,8 +184,8 @@ def _build(
 
     if progress is not None:
         progress("merged", read)
-    profile_pairs.sort(key=lambda kv: kv[0])
-    alias_pairs.sort(key=lambda kv: kv[0])
+    profile_pairs.sort()  # keys are unique, so tuples compare by key alone
+    alias_pairs.sort()
 
     with staging_dir(out, force=force) as tmp:
         w = EnvWriter(tmp, size * 2)
