@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-import rules
 from rules_fakes import SCHEMA, diagnostics, one_rule
+
+import rules
 
 BASE = (
     SCHEMA
@@ -233,7 +234,7 @@ def test_yaml_syntax_errors_have_positions() -> None:
 
 def test_unknown_fields_are_suggested() -> None:
     text = one_rule("true").replace("then: yes", "thn: yes")
-    d = [x for x in diagnostics(text) if x.code == "unknown-field"][0]
+    d = next(x for x in diagnostics(text) if x.code == "unknown-field")
     assert d.suggestion == "did you mean `then`?"
 
 
