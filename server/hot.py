@@ -7,6 +7,7 @@ decoders, encoders, header names.
 
 from __future__ import annotations
 
+import logging
 import time
 from urllib.parse import parse_qs
 
@@ -34,6 +35,7 @@ from .schemas import ContentOut, DecideRequest, DecideResponse
 from .state import AppState, PlacementError, split_placements
 from .world import World
 
+log = logging.getLogger("edgeside.hot")
 _decode_request = msgspec.json.Decoder(DecideRequest).decode
 _encode = msgspec.json.Encoder().encode
 _perf = time.perf_counter
@@ -65,7 +67,24 @@ def decision_headers(decision: rules.Decision, snapshot_header: bytes) -> Header
     return headers
 
 
+# What a proxy gets if the edge handler itself fails: the page renders with its defaults.
+_EDGE_FAILED: Headers = [
+    (b"x-edge-key", b"default"),
+    (b"x-edge-fallback", b"internal_error"),
+    (b"cache-control", b"no-store"),
+]
+
+
 async def edge(state: AppState, scope: Scope, receive: Receive, send: Send) -> None:
+    try:
+        await _edge(state, scope, receive, send)
+    except Exception:
+        log.exception("edge handler failed")
+        state.metrics.fallbacks.inc(("internal_error",))
+        await send_response(send, 204, _EDGE_FAILED)
+
+
+async def _edge(state: AppState, scope: Scope, receive: Receive, send: Send) -> None:
     started = _perf()
     headers = dict(scope["headers"])
     query = query_params(scope)
@@ -128,6 +147,8 @@ async def _decide(state: AppState, scope: Scope, receive: Receive) -> tuple[int,
         return 422, validation_error_body(exc)
     except msgspec.DecodeError as exc:
         return 400, error_body("malformed_json", f"the body is not valid JSON: {exc}")
+    except UnicodeDecodeError:
+        return 400, error_body("malformed_json", "the body is not valid UTF-8")
     try:
         state.check_placements(request.placements)
     except PlacementError as exc:
