@@ -43,10 +43,19 @@ _now = time.time
 
 
 def query_params(scope: Scope) -> dict[str, list[str]]:
+    """The query string's parameters; percent-decoding only where there is something to decode."""
     raw: bytes = scope.get("query_string", b"")
     if not raw:
         return {}
-    return parse_qs(raw.decode("latin-1"), keep_blank_values=False, max_num_fields=256)
+    text = raw.decode("latin-1")
+    if "%" in text or "+" in text:
+        return parse_qs(text, keep_blank_values=False, max_num_fields=256)
+    params: dict[str, list[str]] = {}
+    for pair in text.split("&", 256):
+        name, _, value = pair.partition("=")
+        if value:
+            params.setdefault(name, []).append(value)
+    return params
 
 
 def decision_headers(decision: rules.Decision, snapshot_header: bytes) -> Headers:
