@@ -348,7 +348,8 @@ class Engine:
             )
         segments = [n for n, v in zip(self.segment_names, seg_values, strict=False) if v]
         actions: list[ActionDecision] = []
-        if self._actions_fn is not None:
+        # Actions trigger webhooks about the visitor: none without consent.
+        if self._actions_fn is not None and ctx.consent:
             flags, action_errors = self._actions_fn(*args)
             errors += action_errors
             site = ctx.site
