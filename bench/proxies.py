@@ -192,7 +192,6 @@ def nginx(
     argv = [nginx_bin, "-p", str(prefix), "-c", str(conf), "-e", str(prefix / "logs/error.log")]
     with process(argv, log=log, cwd=prefix) as proc:
         url = f"http://127.0.0.1:{port}"
-        # Any answer means it listens; /__nginx_ready is not a route, the status does not matter.
         _wait_listening(url, proc, prefix / "logs" / "error.log")
         plain_url = f"http://127.0.0.1:{plain_port}" if plain_port else None
         yield Running(url, port, proc, log), plain_url
@@ -230,11 +229,8 @@ def varnish(
         yield Running(url, port, proc, log)
 
 
-def _wait_listening(url: str, proc: subprocess.Popen[bytes], log: Path, timeout: float = 20) -> None:
-    wait_http(
-        url + "/__ready",
-        ok=tuple(range(100, 600)),
-        proc=proc,
-        log=log,
-        timeout=timeout,
-    )
+def _wait_listening(
+    url: str, proc: subprocess.Popen[bytes], log: Path, timeout: float = 20
+) -> None:
+    # Any status means it listens (the path goes through the whole chain, so it may be a 200).
+    wait_http(url + "/__ready", ok=tuple(range(100, 600)), proc=proc, log=log, timeout=timeout)

@@ -80,9 +80,10 @@ def render_page(path: str, decision: str, key: str, fallback: str, n: int) -> st
 
 
 def render_esi_page(path: str, site: str, n: int) -> str:
-    # The body is the same for everybody; only the included fragment is personal. onerror="continue"
-    # lets an ESI processor that honours it (Varnish with feature esi_include_onerror) drop a broken
-    # fragment; our VCL also turns fragment errors into an empty body, so either way the page renders.
+    # The body is the same for everybody; only the included fragment is personal.
+    # onerror="continue" lets an ESI processor that honours it (Varnish with the feature flag
+    # esi_include_onerror) drop a broken fragment; our VCL also turns fragment errors into an
+    # empty body, so either way the page renders.
     return (
         "<!doctype html><html><head><title>demo shop</title></head><body>"
         f"<h1>shared page {html.escape(path)}</h1>"
