@@ -1,1 +1,99 @@
-"""The edgeside rule language: parser -> AST -> checker -> compiler -> engine."""
+"""The edgeside rule language: parser → AST → checker → compiler → engine.
+
+Public surface (see docs/CONTRACTS.md and docs/rules.md)::
+
+    ruleset, diagnostics = rules.load(path_or_text, filename=...)
+    engine = rules.compile_ruleset(ruleset)
+    decision = engine.decide(visitor_id=..., profile=..., ctx=rules.Context(...), placements=[...])
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from rules.analysis import Report, analyze
+from rules.context import Context, Geo
+from rules.decision import (
+    ActionDecision,
+    Condition,
+    Decision,
+    PlacementDecision,
+    TraceEntry,
+    Webhook,
+    decision_key,
+)
+from rules.diagnostics import Diagnostic, has_errors, render, render_all, sorted_diagnostics
+from rules.engine import Engine, compile_ruleset
+from rules.interfaces import ActivityLike, ContentCatalog, ContentLike, ProfileLike
+from rules.model import RuleSet, read
+
+__all__ = [
+    "ActionDecision",
+    "ActivityLike",
+    "Condition",
+    "ContentCatalog",
+    "ContentLike",
+    "Context",
+    "Decision",
+    "Diagnostic",
+    "Engine",
+    "Geo",
+    "PlacementDecision",
+    "ProfileLike",
+    "Report",
+    "RuleSet",
+    "TraceEntry",
+    "Webhook",
+    "analyze_text",
+    "check_file",
+    "compile_ruleset",
+    "decision_key",
+    "has_errors",
+    "load",
+    "render",
+    "render_all",
+]
+
+
+def _text_of(source: str | bytes | os.PathLike[str], filename: str | None) -> tuple[str, str]:
+    if isinstance(source, os.PathLike):
+        path = Path(source)
+        return path.read_bytes().decode("utf-8", errors="replace"), filename or str(path)
+    if isinstance(source, bytes):
+        return source.decode("utf-8", errors="replace"), filename or "<rules>"
+    return source, filename or "<rules>"
+
+
+def analyze_text(
+    source: str | bytes | os.PathLike[str], *, filename: str | None = None
+) -> tuple[RuleSet | None, list[Diagnostic], Report | None]:
+    """Parse, check and analyse: the rule set (None when there are errors), every diagnostic
+    (errors and warnings, sorted by position) and the analysis report (None on errors)."""
+    text, name = _text_of(source, filename)
+    ruleset, diags, used = read(text, name)
+    if ruleset is None or has_errors(diags):
+        return None, sorted_diagnostics(diags), None
+    report = analyze(ruleset, used)
+    ruleset.warnings = report.warnings
+    return ruleset, sorted_diagnostics([*diags, *report.warnings]), report
+
+
+def load(
+    source: str | bytes | os.PathLike[str], *, filename: str | None = None
+) -> tuple[RuleSet | None, list[Diagnostic]]:
+    """Parse and check a rules file. ``source`` is a path (`pathlib.Path`) or the file's text;
+    with text, ``filename`` names it in diagnostics (a `.json` name selects JSON). The rule set is
+    None when there is any error; warnings come back with a usable rule set."""
+    ruleset, diags, _ = analyze_text(source, filename=filename)
+    return ruleset, diags
+
+
+def check_file(path: str | os.PathLike[str]) -> tuple[bool, list[Diagnostic]]:
+    """For `rules build`: (True when the file has no errors, every diagnostic)."""
+    try:
+        ruleset, diags = load(Path(path))
+    except OSError as exc:
+        d = Diagnostic(str(path), 1, 1, 2, "error", "io", f"cannot read the file: {exc.strerror}")
+        return False, [d]
+    return ruleset is not None, diags

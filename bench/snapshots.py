@@ -1,0 +1,169 @@
+"""Snapshot benchmark: build throughput, open time, lookup latency and worker memory by size.
+
+`python -m bench.snapshots --profiles 10000,1000000[,10000000]` generates data with bench.gen,
+builds each size, then measures reads in a fresh subprocess per size (so memory figures belong
+to a process that only opened the snapshot and looked people up, as a server worker does).
+Human lines first; the last line is one JSON object. SPEC §9 budgets: build ≥ 200 k records/s,
+lookup p50 at the largest size ≤ 1.3 × the smallest, worker private memory flat, open ≤ 1 s.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from bench.gen import SOURCES, gen_profiles
+
+PROFILES_CONFIG_NAME = "profiles.yaml"
+
+
+def _smaps() -> dict[str, float]:
+    out: dict[str, float] = {}
+    with open("/proc/self/smaps_rollup") as f:
+        for line in f:
+            parts = line.split()
+            if len(parts) == 3 and parts[2] == "kB":
+                out[parts[0].rstrip(":")] = int(parts[1]) / 1024.0
+    return out
+
+
+def _pct(xs: list[int], q: float) -> float:
+    return xs[min(len(xs) - 1, int(q * len(xs)))] / 1000.0
+
+
+def probe(snapshot: Path, n_people: int, seed: int, lookups: int) -> dict[str, float]:
+    """Runs in the child: open, look up random people by canonical id and by alias."""
+    from snapshots.reader import open_profiles
+
+    rng = random.Random(seed + 7)
+    base = _smaps()
+    t0 = time.perf_counter()
+    reader = open_profiles(snapshot, verify=False)
+    open_s = time.perf_counter() - t0
+    cookies = [f"k{seed}-{rng.randrange(n_people):x}" for _ in range(lookups)]
+    cids = [reader.resolve("cookie", c) for c in cookies]
+    ids = [c for c in cids if c is not None]
+    get, lookup, clock = reader.get, reader.lookup, time.perf_counter_ns
+    for cid in ids[:1000]:  # warm the code paths, not the data
+        get(cid)
+    by_id: list[int] = []
+    for cid in ids:
+        t = clock()
+        get(cid)
+        by_id.append(clock() - t)
+    by_alias: list[int] = []
+    for c in cookies:
+        q = {"cookie": c}
+        t = clock()
+        lookup(q)
+        by_alias.append(clock() - t)
+    by_id.sort()
+    by_alias.sort()
+    after = _smaps()
+    reader.close()
+    return {
+        "open_s": round(open_s, 4),
+        "lookup_p50_us": round(_pct(by_id, 0.5), 2),
+        "lookup_p99_us": round(_pct(by_id, 0.99), 2),
+        "alias_lookup_p50_us": round(_pct(by_alias, 0.5), 2),
+        "alias_lookup_p99_us": round(_pct(by_alias, 0.99), 2),
+        # Heap and other anonymous memory the worker owns: must not grow with the snapshot.
+        "rss_private_mb": round(after.get("Private_Dirty", 0.0), 1),
+        # Clean private pages are mostly data.mdb pages mapped by this process only; the
+        # kernel drops them under pressure, they are page cache, not worker memory.
+        "rss_private_clean_mb": round(after.get("Private_Clean", 0.0), 1),
+        "rss_private_growth_mb": round(
+            after.get("Private_Dirty", 0.0) - base.get("Private_Dirty", 0.0), 1
+        ),
+        "found_ratio": round(len(ids) / max(1, len(cookies)), 3),
+    }
+
+
+def run_size(n: int, seed: int, workdir: Path, lookups: int) -> dict[str, float]:
+    from snapshots.config import ProfilesConfig, load_config
+    from snapshots.profiles_build import build_profiles
+
+    data = workdir / f"p{n}-s{seed}"
+    stamp = data / ".complete"
+    if not stamp.exists():
+        shutil.rmtree(data, ignore_errors=True)
+        data.mkdir(parents=True)
+        t = time.perf_counter()
+        records = gen_profiles(n, seed, data)
+        from bench.gen import PROFILES_CONFIG
+
+        (data / PROFILES_CONFIG_NAME).write_text(PROFILES_CONFIG)
+        stamp.write_text(str(records))
+        print(f"[{n:,}] generated {records:,} records in {time.perf_counter() - t:.1f}s")
+    out = data / "snap"
+    cfg = load_config(data / PROFILES_CONFIG_NAME, ProfilesConfig)
+    summary = build_profiles([data / f"{s}.ndjson" for s in SOURCES], cfg, out, force=True)
+    print(
+        f"[{n:,}] built {summary.written:,} profiles from {summary.records_read:,} records "
+        f"in {summary.seconds:.1f}s = {summary.records_per_s:,.0f} records/s"
+    )
+    child = subprocess.run(
+        [sys.executable, "-m", "bench.snapshots", "--probe", str(out), "--people", str(n),
+         "--seed", str(seed), "--lookups", str(lookups)],
+        check=True, capture_output=True, text=True,
+    )  # fmt: skip
+    res: dict[str, float] = json.loads(child.stdout.strip().splitlines()[-1])
+    size_mb = sum(p.stat().st_size for p in out.iterdir()) / 2**20
+    res = {
+        "profiles": n,
+        "records": summary.records_read,
+        "build_records_per_s": round(summary.records_per_s),
+        "build_s": round(summary.seconds, 2),
+        "snapshot_mb": round(size_mb, 1),
+        **res,
+    }
+    print(
+        f"[{n:,}] open {res['open_s'] * 1000:.1f} ms, get p50 {res['lookup_p50_us']} µs "
+        f"p99 {res['lookup_p99_us']} µs, alias p50 {res['alias_lookup_p50_us']} µs, "
+        f"private dirty {res['rss_private_mb']} MB (clean {res['rss_private_clean_mb']} MB)"
+    )
+    return res
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m bench.snapshots", description=__doc__)
+    p.add_argument("--profiles", default="10000,1000000", help="comma-separated sizes")
+    p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--lookups", type=int, default=50_000)
+    p.add_argument("--workdir", type=Path, default=Path("bench/results/snapshots"))
+    p.add_argument("--probe", type=Path, help=argparse.SUPPRESS)
+    p.add_argument("--people", type=int, default=0, help=argparse.SUPPRESS)
+    args = p.parse_args(argv)
+    if args.probe is not None:
+        print(json.dumps(probe(args.probe, args.people, args.seed, args.lookups)))
+        return 0
+    sizes = [int(s) for s in str(args.profiles).split(",") if s]
+    results = [run_size(n, args.seed, args.workdir, args.lookups) for n in sizes]
+    small, large = results[0], results[-1]
+    out = {
+        "bench": "snapshots",
+        "sizes": results,
+        "build_records_per_s": min(r["build_records_per_s"] for r in results),
+        "open_s_max": max(r["open_s"] for r in results),
+        "lookup_ratio_largest_smallest": round(
+            large["lookup_p50_us"] / max(small["lookup_p50_us"], 1e-9), 3
+        ),
+        "alias_lookup_ratio_largest_smallest": round(
+            large["alias_lookup_p50_us"] / max(small["alias_lookup_p50_us"], 1e-9), 3
+        ),
+        "rss_private_mb_delta_largest_smallest": round(
+            large["rss_private_mb"] - small["rss_private_mb"], 1
+        ),
+    }
+    print(json.dumps(out))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

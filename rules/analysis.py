@@ -1,0 +1,182 @@
+"""Static analysis of a checked rule set: unreachable rules, unused segments, cache cardinality."""
+
+from __future__ import annotations
+
+import math
+
+import msgspec
+
+from rules import fold
+from rules.diagnostics import Diagnostic
+from rules.model import Outcome, Placement, Rule, RuleSet
+
+
+class SiteCardinality(msgspec.Struct):
+    """Upper bound of distinct decision keys for a page showing every placement of a site."""
+
+    site: str
+    locale: str | None
+    max_keys: int
+    per_placement: dict[str, int]
+    per_visitor: list[
+        str
+    ]  # placements whose content pick varies per visitor (affinity, exclusions)
+
+
+class Report(msgspec.Struct):
+    warnings: list[Diagnostic]
+    cardinality: list[SiteCardinality]
+
+    @property
+    def max_keys(self) -> int:
+        return max((c.max_keys for c in self.cardinality), default=1)
+
+
+def _always(rule: Rule) -> bool | None:
+    """True / False when the rule's condition is constant, None when it depends on data."""
+    if rule.when is None:
+        return True
+    ok, value = fold.constant(rule.when.tree)
+    return (value is True) if ok else None
+
+
+def _warn(
+    rs: RuleSet, line: int, col: int, code: str, message: str, suggestion: str | None
+) -> Diagnostic:
+    text = rs.source.line_text(line)
+    return Diagnostic(
+        file=rs.filename,
+        line=line,
+        col=col,
+        end_col=max(col + 1, len(text) + 1),
+        severity="warning",
+        code=code,
+        message=message,
+        suggestion=suggestion,
+        source_line=text,
+    )
+
+
+def reachable_rules(p: Placement) -> list[Rule]:
+    if p.strategy != "first_match":
+        return [r for r in p.rules if _always(r) is not False]
+    out = []
+    for r in p.rules:
+        always = _always(r)
+        if always is False:
+            continue
+        out.append(r)
+        if always:
+            break
+    return out
+
+
+def placement_outcomes(p: Placement) -> tuple[int, bool]:
+    """(distinct (variant, content, arm) outcomes, whether content varies per visitor)."""
+    outcomes: set[tuple[object, ...]] = set()
+    per_visitor = False
+    reachable = reachable_rules(p)
+    chosen: list[tuple[Rule | None, Outcome]] = [(r, r.then) for r in reachable]
+    if p.strategy == "score_sorted" or not reachable or _always(reachable[-1]) is not True:
+        chosen.append((None, p.default))
+    for rule, out in chosen:
+        pick_id = out.content.identity() if out.content is not None else None
+        per_visitor = per_visitor or (out.content is not None and out.content.per_visitor())
+        arms: list[tuple[str | None, str, object]] = [(None, out.variant, pick_id)]
+        for e in p.experiments:
+            if e.rule is not None and (rule is None or rule.id != e.rule):
+                continue
+            arms = [
+                (a.name, a.variant or out.variant, a.content.identity() if a.content else pick_id)
+                for a in e.arms
+            ]
+            if e.holdout > 0:
+                arms.append(("holdout", out.variant, pick_id))
+            for a in e.arms:
+                per_visitor = per_visitor or (a.content is not None and a.content.per_visitor())
+            break
+        for arm in arms:
+            outcomes.add(arm)
+    return len(outcomes), per_visitor
+
+
+def analyze(rs: RuleSet, used_segments: set[str]) -> Report:
+    warnings: list[Diagnostic] = []
+    reported: set[int] = set()
+    for per in rs.table.values():
+        for p in per.values():
+            blocker: Rule | None = None
+            for r in p.rules:
+                if id(r) in reported:
+                    if _always(r) is True and p.strategy == "first_match":
+                        blocker = blocker or r
+                    continue
+                always = _always(r)
+                if blocker is not None and p.strategy == "first_match":
+                    reported.add(id(r))
+                    warnings.append(
+                        _warn(
+                            rs,
+                            r.line,
+                            r.col,
+                            "unreachable",
+                            f"rule `{r.id}` of `{p.name}` can never be chosen: rule `{blocker.id}` "
+                            f"(line {blocker.line}) always matches before it",
+                            "move it above, or give the earlier rule a condition",
+                        )
+                    )
+                    continue
+                if always is False:
+                    reported.add(id(r))
+                    warnings.append(
+                        _warn(
+                            rs,
+                            r.line,
+                            r.col,
+                            "never-matches",
+                            f"rule `{r.id}` never matches: its condition is always false",
+                            None,
+                        )
+                    )
+                elif always is True and p.strategy == "first_match":
+                    blocker = r
+    for name, expr in rs.segments.items():
+        if name not in used_segments:
+            line = expr.line
+            text = rs.source.line_text(line)
+            col = max(1, len(text) - len(text.lstrip()) + 1)
+            warnings.append(
+                _warn(
+                    rs,
+                    line,
+                    col,
+                    "unused-segment",
+                    f"segment `{name}` is never used by a rule, segment or action",
+                    "remove it, or use it as `segment." + name + "`",
+                )
+            )
+    cards: list[SiteCardinality] = []
+    for (site, loc), per in sorted(rs.table.items(), key=lambda kv: (kv[0][0], kv[0][1] or "")):
+        counts: dict[str, int] = {}
+        pv: list[str] = []
+        for name, p in sorted(per.items()):
+            n, varies = placement_outcomes(p)
+            counts[name] = n
+            if varies:
+                pv.append(name)
+        cards.append(
+            SiteCardinality(site, loc, math.prod(counts.values()) if counts else 1, counts, pv)
+        )
+    return Report(warnings, cards)
+
+
+def describe(c: SiteCardinality) -> str:
+    where = c.site + (f" ({c.locale})" if c.locale else "")
+    parts = " × ".join(f"{n} {name}" for name, n in c.per_placement.items())
+    line = f"{where}: at most {c.max_keys} decision keys per page ({parts})"
+    if c.per_visitor:
+        line += (
+            f"; content of {', '.join(c.per_visitor)} varies per visitor "
+            "(ranked by affinity or excluding seen items): up to one key per visitor"
+        )
+    return line

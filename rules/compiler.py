@@ -1,0 +1,521 @@
+"""Checked expressions → Python code objects, built as a Python `ast` tree (never as source text).
+
+User text never reaches `compile()` as code: names become `ast.Name`s we choose, literals become
+`ast.Constant`s, regexes are compiled here once and reached through a global we name. The generated
+functions run with empty builtins and see only the helpers listed in `HELPERS`; the only attribute
+accesses are `.get` on the profile's mappings, the context's fields and the string methods below.
+
+Every generated function takes the same positional arguments (`ARGS`), prepared once per request:
+
+    A attributes · I interests · N counters · L last_seen · G upstream segments · PID profile id ·
+    X context · H hour · W weekday · NOW epoch s · S segment values · RV RP RC recent views,
+    purchases, cart · RK recent categories
+"""
+
+from __future__ import annotations
+
+import ast as py
+import re
+import types
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from rules import ast, fold
+
+ARGS = ("A", "I", "N", "L", "G", "PID", "X", "H", "W", "NOW", "S", "RV", "RP", "RC", "RK")
+
+HELPERS: dict[str, object] = {"_len": len, "_Exception": Exception}
+
+# Attribute names generated code may use (checked by the tests on every code object's co_names).
+ALLOWED_ATTRIBUTES = frozenset(
+    {
+        "get",
+        "startswith",
+        "endswith",
+        "lower",
+        "search",
+        "geo",
+        "country",
+        "region",
+        "city",
+        "site",
+        "locale",
+        "url",
+        "path",
+        "referrer",
+        "device",
+        "weather",
+        "timezone",
+        "consent",
+    }
+)
+
+_COMPARE_OPS: dict[str, py.cmpop] = {
+    "==": py.Eq(),
+    "!=": py.NotEq(),
+    "<": py.Lt(),
+    "<=": py.LtE(),
+    ">": py.Gt(),
+    ">=": py.GtE(),
+    "in": py.In(),
+    "not in": py.NotIn(),
+}
+_ARITH_OPS: dict[str, py.operator] = {
+    "+": py.Add(),
+    "-": py.Sub(),
+    "*": py.Mult(),
+    "/": py.Div(),
+    "%": py.Mod(),
+}
+_BOOL_CALLS = frozenset({"has", "startswith", "endswith", "contains", "matches"})
+
+Fn = Callable[..., Any]
+
+
+def _name(id: str) -> py.Name:
+    return py.Name(id=id, ctx=py.Load())
+
+
+def _const(v: object) -> py.expr:
+    # Only literal values of the language (and frozensets/tuples of them) reach this point.
+    return py.Constant(value=v)  # type: ignore[arg-type]
+
+
+def _is_none(e: py.expr) -> py.expr:
+    return py.Compare(left=e, ops=[py.Is()], comparators=[_const(None)])
+
+
+def _not_none(e: py.expr) -> py.expr:
+    return py.Compare(left=e, ops=[py.IsNot()], comparators=[_const(None)])
+
+
+def _and(parts: list[py.expr]) -> py.expr:
+    return parts[0] if len(parts) == 1 else py.BoolOp(op=py.And(), values=parts)
+
+
+def _or(parts: list[py.expr]) -> py.expr:
+    return parts[0] if len(parts) == 1 else py.BoolOp(op=py.Or(), values=parts)
+
+
+def _frozen(value: object) -> object:
+    if isinstance(value, list):
+        items = tuple(_frozen(v) for v in value)
+        try:
+            return frozenset(items)
+        except TypeError:
+            return items
+    return value
+
+
+class Shared:
+    """Globals shared by all functions of one rule set: helpers and precompiled regexes."""
+
+    def __init__(self) -> None:
+        self.globals: dict[str, object] = {"__builtins__": {}, **HELPERS}
+        self._regex: dict[str, str] = {}
+
+    def regex(self, pattern: str) -> str:
+        name = self._regex.get(pattern)
+        if name is None:
+            name = f"_re{len(self._regex)}"
+            self._regex[pattern] = name
+            self.globals[name] = re.compile(pattern)
+        return name
+
+
+class Gen:
+    """Generates expressions for one function (it numbers the temporaries)."""
+
+    def __init__(self, shared: Shared, segment_index: dict[str, int], local_segments: bool) -> None:
+        self.shared = shared
+        self.segment_index = segment_index
+        self.local_segments = local_segments
+        self.n = 0
+
+    def tmp(self) -> str:
+        self.n += 1
+        return f"_t{self.n}"
+
+    def bind(self, e: py.expr) -> tuple[py.expr, py.expr]:
+        """(walrus that stores e, a load of it)."""
+        t = self.tmp()
+        return py.NamedExpr(target=py.Name(id=t, ctx=py.Store()), value=e), _name(t)
+
+    # -- values -----------------------------------------------------------------------------
+
+    def expr(self, node: ast.Node) -> tuple[py.expr, bool]:
+        """Python expression for a node, and whether it can be None at run time."""
+        if isinstance(node, ast.Binary | ast.Unary | ast.ListLit):
+            ok, value = fold.constant(node)
+            if ok:
+                return _const(_frozen(value) if isinstance(value, list) else value), value is None
+        if isinstance(node, ast.Literal):
+            return _const(node.value), node.value is None
+        if isinstance(node, ast.ListLit):
+            return py.Tuple(elts=[self.expr(i)[0] for i in node.items], ctx=py.Load()), False
+        if isinstance(node, ast.Ref):
+            return self.ref(node)
+        if isinstance(node, ast.Unary):
+            if node.op == "not":
+                return py.UnaryOp(op=py.Not(), operand=self.cond(node.operand)), False
+            inner, nullable = self.expr(node.operand)
+            if not nullable:
+                return py.UnaryOp(op=py.USub(), operand=inner), False
+            store, load = self.bind(inner)
+            neg = py.UnaryOp(op=py.USub(), operand=load)
+            return py.IfExp(test=_is_none(store), body=_const(None), orelse=neg), True
+        if isinstance(node, ast.Binary):
+            if node.op in ("and", "or"):
+                return self.boolop(node), False
+            if node.op in _COMPARE_OPS:
+                return self.compare(node), False
+            return self.arith(node)
+        if isinstance(node, ast.Call):
+            return self.call(node)
+        raise TypeError(f"cannot compile {type(node).__name__}")  # checker guarantees otherwise
+
+    def ref(self, node: ast.Ref) -> tuple[py.expr, bool]:
+        k = node.kind
+        if k == "segment":
+            idx = self.segment_index[node.key or ""]
+            if self.local_segments:
+                return _name(f"s{idx}"), False
+            return py.Subscript(value=_name("S"), slice=_const(idx), ctx=py.Load()), False
+        maps = {"attr": "A", "interest": "I", "counter": "N", "last_seen": "L", "recent_cat": "RK"}
+        if k in maps:
+            key = self.expr(node.key_node)[0] if node.key_node is not None else _const(node.key)
+            getter = py.Attribute(value=_name(maps[k]), attr="get", ctx=py.Load())
+            return py.Call(func=getter, args=[key], keywords=[]), True
+        whole = {
+            "interests_map": "I",
+            "counters_map": "N",
+            "last_seen_map": "L",
+            "psegments": "G",
+        }
+        if k in whole:
+            return _name(whole[k]), False
+        if k == "pid":
+            return _name("PID"), True
+        if k == "recent":
+            return _name(
+                {"views": "RV", "purchases": "RP", "cart": "RC"}.get(node.key or "", "RK")
+            ), False
+        if k == "geo":
+            geo = py.Attribute(value=_name("X"), attr="geo", ctx=py.Load())
+            return py.Attribute(value=geo, attr=node.key or "", ctx=py.Load()), True
+        if k == "ctx":
+            special = {"hour": "H", "weekday": "W", "now": "NOW"}
+            if node.key in special:
+                return _name(special[node.key or ""]), node.key != "now"
+            return py.Attribute(value=_name("X"), attr=node.key or "", ctx=py.Load()), node.nullable
+        raise TypeError(f"unknown reference kind {k}")
+
+    def cond(self, node: ast.Node) -> py.expr:
+        """An expression that is always a real bool (null and non-bool values count as false)."""
+        e, nullable = self.expr(node)
+        if isinstance(e, py.Constant):
+            return _const(e.value is True)
+        if isinstance(node, ast.Binary) and node.op in (*_COMPARE_OPS, "and", "or"):
+            return e
+        if isinstance(node, ast.Unary) and node.op == "not":
+            return e
+        if isinstance(node, ast.Call) and node.func in _BOOL_CALLS:
+            return e
+        if isinstance(node, ast.Ref) and node.is_bool and not nullable:
+            return e
+        return py.Compare(left=e, ops=[py.Is()], comparators=[_const(True)])
+
+    def boolop(self, node: ast.Binary) -> py.expr:
+        # Flatten `a and b and c` into one BoolOp: shorter code, shallower tree.
+        values: list[py.expr] = []
+        stack: list[ast.Node] = [node]
+        while stack:
+            n = stack.pop()
+            if isinstance(n, ast.Binary) and n.op == node.op:
+                stack.append(n.right)
+                stack.append(n.left)
+            else:
+                ok, v = fold.constant(n)
+                if ok and (v is True) == (node.op == "and"):
+                    continue  # `true and x` is x; `false or x` is x
+                values.append(self.cond(n))
+        if not values:
+            return _const(node.op == "and")
+        return (
+            py.BoolOp(op=py.And() if node.op == "and" else py.Or(), values=values)
+            if len(values) > 1
+            else values[0]
+        )
+
+    def compare(self, node: ast.Binary) -> py.expr:
+        op = node.op
+        left, ln = self.expr(node.left)
+        right, rn = self.expr(node.right)
+        lnull = isinstance(left, py.Constant) and left.value is None
+        rnull = isinstance(right, py.Constant) and right.value is None
+        if op in ("==", "!=") and (lnull or rnull):
+            other = right if lnull else left
+            if lnull and rnull:
+                return _const(op == "==")
+            return _is_none(other) if op == "==" else _not_none(other)
+        if op == "==" and not (ln and rn):
+            # `None == "gold"` is already False; no explicit check needed.
+            return py.Compare(left=left, ops=[py.Eq()], comparators=[right])
+        checks: list[py.expr] = []
+        if ln:
+            store, left = self.bind(left)
+            checks.append(_not_none(store))
+        if rn:
+            store, right = self.bind(right)
+            checks.append(_not_none(store))
+        return _and([*checks, py.Compare(left=left, ops=[_COMPARE_OPS[op]], comparators=[right])])
+
+    def arith(self, node: ast.Binary) -> tuple[py.expr, bool]:
+        left, ln = self.expr(node.left)
+        right, rn = self.expr(node.right)
+        guards: list[py.expr] = []
+        if ln:
+            store, left = self.bind(left)
+            guards.append(_is_none(store))
+        divides = node.op in ("/", "%")
+        if rn or (divides and not isinstance(right, py.Constant)):
+            store, right = self.bind(right)
+            guards.append(_is_none(store))
+            if divides:
+                guards.append(py.Compare(left=right, ops=[py.Eq()], comparators=[_const(0)]))
+        elif divides and isinstance(right, py.Constant) and right.value == 0:
+            return _const(None), True
+        result = py.BinOp(left=left, op=_ARITH_OPS[node.op], right=right)
+        if not guards:
+            return result, False
+        return py.IfExp(test=_or(guards), body=_const(None), orelse=result), True
+
+    def call(self, node: ast.Call) -> tuple[py.expr, bool]:
+        name = node.func
+        if node.obj is None:
+            arg, nullable = self.expr(node.args[0])
+            if name == "days_since":
+                store, load = self.bind(arg) if nullable else (arg, arg)
+                since = py.BinOp(
+                    left=py.BinOp(left=_name("NOW"), op=py.Sub(), right=load),
+                    op=py.Div(),
+                    right=_const(86400.0),
+                )
+                if not nullable:
+                    return since, False
+                return py.IfExp(test=_is_none(store), body=_const(None), orelse=since), True
+            if name == "count":
+                if not nullable:
+                    return py.Call(func=_name("_len"), args=[arg], keywords=[]), False
+                store, load = self.bind(arg)
+                length = py.Call(func=_name("_len"), args=[load], keywords=[])
+                return py.IfExp(test=_is_none(store), body=_const(0), orelse=length), False
+            if name == "has":
+                return self.contains(arg, nullable, node.args[1]), False
+            # lower(x)
+            return self.method_on(arg, nullable, "lower", [])
+        obj, nullable = self.expr(node.obj)
+        if name == "lower":
+            return self.method_on(obj, nullable, "lower", [])
+        if name == "contains":
+            return self.contains(obj, nullable, node.args[0]), False
+        arg_node = node.args[0]
+        if name == "matches":
+            pattern = arg_node.value if isinstance(arg_node, ast.Literal) else ""
+            rx = self.shared.regex(str(pattern))
+            store, load = self.bind(obj) if nullable else (obj, obj)
+            search = py.Call(
+                func=py.Attribute(value=_name(rx), attr="search", ctx=py.Load()),
+                args=[load],
+                keywords=[],
+            )
+            test = _not_none(search)
+            return (_and([_not_none(store), test]) if nullable else test), False
+        arg, an = self.expr(arg_node)
+        checks: list[py.expr] = []
+        if nullable:
+            store, obj = self.bind(obj)
+            checks.append(_not_none(store))
+        if an:
+            store, arg = self.bind(arg)
+            checks.append(_not_none(store))
+        call = py.Call(
+            func=py.Attribute(value=obj, attr=name, ctx=py.Load()), args=[arg], keywords=[]
+        )
+        return _and([*checks, call]), False
+
+    def contains(self, container: py.expr, nullable: bool, item_node: ast.Node) -> py.expr:
+        item, item_nullable = self.expr(item_node)
+        checks: list[py.expr] = []
+        if nullable:
+            store, container = self.bind(container)
+            checks.append(_not_none(store))
+        if item_nullable:
+            store, item = self.bind(item)
+            checks.append(_not_none(store))
+        return _and([*checks, py.Compare(left=item, ops=[py.In()], comparators=[container])])
+
+    def method_on(
+        self, obj: py.expr, nullable: bool, name: str, args: list[py.expr]
+    ) -> tuple[py.expr, bool]:
+        store, load = self.bind(obj) if nullable else (obj, obj)
+        call = py.Call(
+            func=py.Attribute(value=load, attr=name, ctx=py.Load()), args=args, keywords=[]
+        )
+        if not nullable:
+            return call, False
+        return py.IfExp(test=_is_none(store), body=_const(None), orelse=call), True
+
+
+# -- functions ------------------------------------------------------------------------------
+
+
+def _function(name: str, body: list[py.stmt], shared: Shared, filename: str) -> Fn:
+    args = py.arguments(
+        posonlyargs=[],
+        args=[py.arg(arg=a) for a in ARGS],
+        vararg=None,
+        kwonlyargs=[],
+        kw_defaults=[],
+        kwarg=None,
+        defaults=[],
+    )
+    fields: dict[str, object] = {
+        "name": name,
+        "args": args,
+        "body": body,
+        "decorator_list": [],
+        "returns": None,
+    }
+    if "type_params" in py.FunctionDef._fields:
+        fields["type_params"] = []
+    fn = py.FunctionDef(**fields)  # type: ignore[arg-type]
+    module = py.Module(body=[fn], type_ignores=[])
+    py.fix_missing_locations(module)
+    code = compile(module, filename, "exec", dont_inherit=True, optimize=2)
+    fcode = next(c for c in code.co_consts if isinstance(c, types.CodeType))
+    return types.FunctionType(fcode, shared.globals, name)
+
+
+def _assign(target: str, value: py.expr) -> py.stmt:
+    return py.Assign(targets=[py.Name(id=target, ctx=py.Store())], value=value)
+
+
+def _guarded(target: str, value: py.expr) -> py.stmt:
+    """`target = value`, or False and one more error counted when the data makes it raise."""
+    bump = py.AugAssign(target=py.Name(id="E", ctx=py.Store()), op=py.Add(), value=_const(1))
+    return py.Try(
+        body=[_assign(target, value)],
+        handlers=[
+            py.ExceptHandler(
+                type=_name("_Exception"), name=None, body=[_assign(target, _const(False)), bump]
+            )
+        ],
+        orelse=[],
+        finalbody=[],
+    )
+
+
+def _flags_function(
+    name: str,
+    conds: Sequence[ast.Node | None],
+    shared: Shared,
+    filename: str,
+    gen: Gen,
+    prefix: str,
+) -> Fn:
+    """A function returning ((flag per condition, …), errors), each condition guarded."""
+    body: list[py.stmt] = [_assign("E", _const(0))]
+    for i, node in enumerate(conds):
+        value = _const(True) if node is None else gen.cond(node)
+        body.append(_guarded(f"{prefix}{i}", value))
+    flags = py.Tuple(elts=[_name(f"{prefix}{i}") for i in range(len(conds))], ctx=py.Load())
+    body.append(py.Return(value=py.Tuple(elts=[flags, _name("E")], ctx=py.Load())))
+    return _function(name, body, shared, filename)
+
+
+def segments_function(
+    exprs: Sequence[ast.Node], shared: Shared, segment_index: dict[str, int], filename: str
+) -> Fn:
+    """Computes every segment once, in dependency order: ((bool, …), errors)."""
+    gen = Gen(shared, segment_index, local_segments=True)
+    return _flags_function("segments", exprs, shared, filename, gen, "s")
+
+
+def actions_function(
+    conds: Sequence[ast.Node | None], shared: Shared, segment_index: dict[str, int], filename: str
+) -> Fn:
+    gen = Gen(shared, segment_index, local_segments=False)
+    return _flags_function("actions", conds, shared, filename, gen, "a")
+
+
+def placement_function(
+    name: str,
+    strategy: str,
+    conds: Sequence[ast.Node | None],
+    scores: Sequence[ast.Node | None],
+    shared: Shared,
+    segment_index: dict[str, int],
+    filename: str,
+) -> Fn:
+    """first_match: index of the first rule whose condition holds, or -1.
+    score_sorted: index of the matching rule with the highest score (earliest on ties), or -1."""
+    gen = Gen(shared, segment_index, local_segments=False)
+    body: list[py.stmt] = []
+    if strategy == "first_match":
+        for i, node in enumerate(conds):
+            test = _const(True) if node is None else gen.cond(node)
+            if isinstance(test, py.Constant):
+                if test.value is True:
+                    body.append(py.Return(value=_const(i)))
+                    break
+                continue
+            body.append(py.If(test=test, body=[py.Return(value=_const(i))], orelse=[]))
+        else:
+            body.append(py.Return(value=_const(-1)))
+        return _function(f"placement_{name}", body, shared, filename)
+    body.append(_assign("b", _const(-1)))
+    body.append(_assign("bs", _const(None)))
+    for i, (node, score) in enumerate(zip(conds, scores, strict=True)):
+        test = _const(True) if node is None else gen.cond(node)
+        if isinstance(test, py.Constant) and test.value is not True:
+            continue
+        sc, nullable = gen.expr(score) if score is not None else (_const(0), False)
+        better = _or(
+            [
+                _is_none(_name("bs")),
+                py.Compare(left=_name("sc"), ops=[py.Gt()], comparators=[_name("bs")]),
+            ]
+        )
+        pick = py.If(
+            test=_and([_not_none(_name("sc")), better]) if nullable else better,
+            body=[_assign("b", _const(i)), _assign("bs", _name("sc"))],
+            orelse=[],
+        )
+        inner: list[py.stmt] = [_assign("sc", sc), pick]
+        if isinstance(test, py.Constant):
+            body.extend(inner)
+        else:
+            body.append(py.If(test=test, body=inner, orelse=[]))
+    body.append(py.Return(value=_name("b")))
+    return _function(f"placement_{name}", body, shared, filename)
+
+
+def value_function(
+    node: ast.Node, shared: Shared, segment_index: dict[str, int], filename: str
+) -> Fn:
+    """A function returning the raw value of one sub-expression (explain mode, tests)."""
+    gen = Gen(shared, segment_index, local_segments=False)
+    e, _ = gen.expr(node)
+    return _function("value", [py.Return(value=e)], shared, filename)
+
+
+def code_objects(fn: Fn) -> list[types.CodeType]:
+    """Every code object of a generated function (for audits of the names it can reach)."""
+    out: list[types.CodeType] = []
+    stack: list[types.CodeType] = [fn.__code__]
+    while stack:
+        c = stack.pop()
+        out.append(c)
+        stack.extend(x for x in c.co_consts if isinstance(x, types.CodeType))
+    return out

@@ -1,0 +1,84 @@
+"""What a decision looks like, and its key.
+
+The decision key is what a CDN caches a page under (with the URI). It is
+
+    base32(blake2b(msgpack([site, [[placement, variant, [content ids…], arm], …]]), 10 bytes))
+
+lower-cased, 16 characters, placements sorted by name — so the same decisions give the same key on
+every worker and node whatever order the placements were asked in, and any difference in a variant,
+a content id or an arm gives a different key. Segments, rule ids and actions are not in the key:
+they do not change what the page shows (segments only through the variants, which are).
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+
+import msgspec
+
+TraceValue = str | int | float | bool | None | list[str | int | float | bool | None]
+
+
+class PlacementDecision(msgspec.Struct):
+    placement: str
+    variant: str
+    content: list[str]
+    rule: str | None = None
+    experiment: str | None = None
+    arm: str | None = None
+    fallback: str | None = None  # why the default was forced: rule_error, deadline, …
+
+
+class Webhook(msgspec.Struct, frozen=True):
+    url: str
+    method: str = "POST"
+
+
+class ActionDecision(msgspec.Struct):
+    """An eligible next-best action; the server fires its webhook, off the request path."""
+
+    id: str
+    priority: float
+    webhook: Webhook | None = None
+
+
+class Condition(msgspec.Struct):
+    expr: str  # the sub-expression as written
+    value: TraceValue  # what it evaluated to for this request
+
+
+class TraceEntry(msgspec.Struct):
+    """One step of explain mode: a rule tried (or an experiment / content pick applied)."""
+
+    placement: str
+    kind: str  # "rule" | "default" | "experiment" | "content" | "fallback"
+    id: str | None
+    matched: bool
+    conditions: list[Condition] = msgspec.field(default_factory=list)
+    note: str | None = None
+
+
+class Decision(msgspec.Struct):
+    placements: list[PlacementDecision]
+    segments: list[str]
+    key: str
+    actions: list[ActionDecision] = msgspec.field(default_factory=list)
+    ttl: int = 0
+    rule_errors: int = 0
+    trace: list[TraceEntry] | None = None
+
+
+_encode = msgspec.msgpack.Encoder().encode
+
+
+def _first(part: list[list[str] | str | None]) -> str:
+    return str(part[0])
+
+
+def decision_key(site: str, placements: list[PlacementDecision]) -> str:
+    """Short stable hash of everything that varies the page (see the module docstring)."""
+    parts = [[p.placement, p.variant, p.content, p.arm] for p in placements]
+    parts.sort(key=_first)
+    digest = hashlib.blake2b(_encode([site, parts]), digest_size=10).digest()
+    return base64.b32encode(digest).decode("ascii").lower()

@@ -1,0 +1,131 @@
+"""Merging the records of one person into one profile, field by field, by declared policy.
+
+Policies: `newest` (latest `updated_at` wins), `source_priority` (the most trusted source wins,
+newest breaks ties), `sum` (counters), `max` (scores, timestamps). `sum`/`max` on a non-numeric
+attribute fall back to `newest` for that key. Segments are always the union.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from snapshots.config import MERGE_GROUPS, Policy, ProfilesConfig
+from snapshots.model import Profile, ProfileRecord
+
+# Groups whose values the decoder already guarantees to be numbers (no per-value type check).
+NUMERIC_GROUPS = frozenset({"interests", "counters", "last_seen"})
+
+
+def _numeric(v: object) -> bool:
+    return isinstance(v, int | float) and not isinstance(v, bool)
+
+
+def combine(
+    policy: Policy, ordered: Sequence[Mapping[str, Any]], *, numeric: bool = False
+) -> dict[str, Any]:
+    """Merge mappings given oldest→newest (least→most trusted for `source_priority`)."""
+    out: dict[str, Any] = {}
+    if policy == "newest" or policy == "source_priority":
+        for d in ordered:
+            out.update(d)
+        return out
+    get = out.get
+    if numeric:
+        if policy == "sum":
+            for d in ordered:
+                for k, v in d.items():
+                    out[k] = get(k, 0.0) + v
+        else:
+            for d in ordered:
+                for k, v in d.items():
+                    cur = get(k)
+                    if cur is None or v > cur:
+                        out[k] = v
+        return out
+    for d in ordered:
+        for k, v in d.items():
+            cur = get(k)
+            if cur is None or not (_numeric(v) and _numeric(cur)):
+                out[k] = v
+            elif policy == "sum":
+                out[k] = cur + v
+            elif v > cur:
+                out[k] = v
+    return out
+
+
+def _last_seen(r: ProfileRecord) -> dict[str, float]:
+    return {k: v.timestamp() for k, v in r.last_seen.items()}
+
+
+class Merger:
+    def __init__(self, cfg: ProfilesConfig) -> None:
+        fields = cfg.merge.fields
+        self._group: dict[str, Policy] = {g: fields.get(g, cfg.merge.default) for g in MERGE_GROUPS}
+        self._keys: dict[str, dict[str, Policy]] = {g: {} for g in MERGE_GROUPS}
+        for name, policy in fields.items():
+            group, _, key = name.partition(".")
+            if key:
+                self._keys[group][key] = policy
+        self._needs_trust = "source_priority" in {*self._group.values(), *fields.values()}
+        n = len(cfg.source_priority)
+        rank = {s: i for i, s in enumerate(cfg.source_priority)}
+        # Sorted ascending, the most trusted source comes last, so "last write wins" applies it.
+        self._trust_key = lambda r: (-rank.get(r.source, n), r.updated_at)
+
+    def merge(self, cid: str, ids: dict[str, list[str]], recs: list[ProfileRecord]) -> Profile:
+        if len(recs) == 1:
+            r = recs[0]
+            # With one record every policy yields the record's own values.
+            return Profile(
+                id=cid,
+                ids=ids,
+                attributes=r.attributes,
+                interests=r.interests,
+                segments=sorted(set(r.segments)) if len(r.segments) > 1 else r.segments,
+                counters=r.counters,
+                last_seen=_last_seen(r) if r.last_seen else {},
+                updated_at=r.updated_at.timestamp(),
+                sources=[r.source],
+            )
+        by_time = sorted(recs, key=lambda r: r.updated_at)
+        by_trust = sorted(recs, key=self._trust_key) if self._needs_trust else by_time
+        seen_time = [_last_seen(r) for r in by_time]
+        seen_trust = [_last_seen(r) for r in by_trust] if by_trust is not by_time else seen_time
+        merged: dict[str, dict[str, Any]] = {}
+        for g in MERGE_GROUPS:
+            numeric = g in NUMERIC_GROUPS
+            policy = self._group[g]
+            trust = policy == "source_priority"
+            if g == "last_seen":
+                maps: Sequence[Mapping[str, Any]] = seen_trust if trust else seen_time
+            else:
+                maps = [getattr(r, g) for r in (by_trust if trust else by_time)]
+            out = merged[g] = combine(policy, maps, numeric=numeric)
+            for key, kp in self._keys[g].items():
+                if kp == policy:
+                    continue
+                if (kp == "source_priority") != trust:
+                    korder = by_trust if kp == "source_priority" else by_time
+                    if g == "last_seen":
+                        maps = seen_trust if korder is by_trust else seen_time
+                    else:
+                        maps = [getattr(r, g) for r in korder]
+                one = combine(kp, [{key: m[key]} for m in maps if key in m], numeric=numeric)
+                if key in one:
+                    out[key] = one[key]
+        segments: set[str] = set()
+        for r in recs:
+            segments.update(r.segments)
+        return Profile(
+            id=cid,
+            ids=ids,
+            attributes=merged["attributes"],
+            interests=merged["interests"],
+            segments=sorted(segments),
+            counters=merged["counters"],
+            last_seen=merged["last_seen"],
+            updated_at=by_time[-1].updated_at.timestamp(),
+            sources=sorted({r.source for r in recs}),
+        )

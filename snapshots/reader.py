@@ -1,0 +1,185 @@
+"""Readers: open a snapshot read-only in the process that uses it (after fork, SPEC §10) and
+decode records straight from LMDB's buffers inside the transaction."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Literal
+
+import cachetools
+import lmdb
+import msgspec
+
+from snapshots.errors import SnapshotError
+from snapshots.manifest import Manifest
+from snapshots.model import ContentItem, Profile
+from snapshots.verify import check_snapshot
+
+IndexField = Literal["tag", "type", "placement", "locale", "category"]
+# Catalogues up to this size are cached whole in plain dicts (fastest); bigger ones in an LRU.
+SMALL_CATALOGUE = 200_000
+LRU_SIZE = 50_000
+
+
+def _open_env(path: Path) -> lmdb.Environment:
+    try:
+        return lmdb.open(
+            str(path),
+            readonly=True,
+            lock=False,  # immutable data: no reader table, no lock file, nothing shared
+            readahead=False,  # random access; do not pull neighbouring pages into the cache
+            subdir=True,
+            create=False,
+            max_dbs=8,
+            max_readers=2048,
+            max_spare_txns=4,
+        )
+    except lmdb.Error as exc:
+        raise SnapshotError(f"{path}: cannot open LMDB environment: {exc}") from None
+
+
+class _Base:
+    kind = ""
+
+    def __init__(
+        self, path: str | os.PathLike[str], signing_key: bytes | None, verify: bool
+    ) -> None:
+        self.path = Path(path)
+        self.manifest: Manifest = check_snapshot(
+            self.path, signing_key=signing_key, hashes=verify, expect_kind=self.kind
+        )
+        self.version: str = self.manifest.version
+        self._env = _open_env(self.path)
+
+    def _db(self, name: str) -> lmdb._Database:
+        try:
+            return self._env.open_db(name.encode(), create=False)
+        except lmdb.Error as exc:
+            raise SnapshotError(f"{self.path}: database {name!r} missing: {exc}") from None
+
+    def close(self) -> None:
+        self._env.close()
+
+    def __enter__(self) -> _Base:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class ProfileReader(_Base):
+    kind = "profiles"
+
+    def __init__(
+        self, path: str | os.PathLike[str], signing_key: bytes | None, verify: bool
+    ) -> None:
+        super().__init__(path, signing_key, verify)
+        self._profiles = self._db("profiles")
+        self._alias = self._db("alias")
+        self._decode = msgspec.msgpack.Decoder(Profile).decode
+        self.id_priority: list[str] = list(self.manifest.params.get("id_priority", []))
+
+    def get(self, canonical_id: str) -> Profile | None:
+        with self._env.begin(db=self._profiles, buffers=True) as txn:
+            buf = txn.get(canonical_id.encode())
+            return None if buf is None else self._decode(buf)
+
+    def resolve(self, id_type: str, value: str) -> str | None:
+        with self._env.begin(db=self._alias) as txn:
+            cid = txn.get(f"{id_type}:{value}".encode())
+            return None if cid is None else bytes(cid).decode()
+
+    def lookup(self, ids: Mapping[str, str]) -> Profile | None:
+        """The profile of the first identifier (in configured priority) that is known."""
+        with self._env.begin(db=self._alias, buffers=True) as txn:
+            for t in self.id_priority:
+                v = ids.get(t)
+                if v is None:
+                    continue
+                cid = txn.get(f"{t}:{v}".encode())
+                if cid is not None:
+                    buf = txn.get(bytes(cid), db=self._profiles)
+                    if buf is not None:
+                        return self._decode(buf)
+        return None
+
+    def sample(self, n: int = 1) -> list[Profile]:
+        out: list[Profile] = []
+        with self._env.begin(db=self._profiles, buffers=True) as txn:
+            for _, buf in txn.cursor():
+                out.append(self._decode(buf))
+                if len(out) >= n:
+                    break
+        return out
+
+    def __enter__(self) -> ProfileReader:
+        return self
+
+
+class ContentReader(_Base):
+    kind = "content"
+
+    def __init__(
+        self, path: str | os.PathLike[str], signing_key: bytes | None, verify: bool
+    ) -> None:
+        super().__init__(path, signing_key, verify)
+        self._items_db = self._db("items")
+        self._index_db = self._db("index")
+        self._decode = msgspec.msgpack.Decoder(ContentItem).decode
+        self._decode_ids = msgspec.msgpack.Decoder(list[str]).decode
+        small = self.manifest.counts.get("items", 0) <= SMALL_CATALOGUE
+        # Values are cached decoded, so `item()`/`ids()` are dict lookups after first use.
+        self._items: (
+            dict[str, ContentItem | None] | cachetools.LRUCache[str, ContentItem | None]
+        ) = {} if small else cachetools.LRUCache(LRU_SIZE)
+        self._index: dict[tuple[str, str], frozenset[str]] = {}
+
+    def get(self, id: str) -> ContentItem | None:
+        try:
+            return self._items[id]
+        except KeyError:
+            pass
+        with self._env.begin(db=self._items_db, buffers=True) as txn:
+            buf = txn.get(id.encode())
+            item = None if buf is None else self._decode(buf)
+        self._items[id] = item
+        return item
+
+    item = get
+
+    def ids(self, field: IndexField, value: str) -> frozenset[str]:
+        key = (field, value)
+        found = self._index.get(key)
+        if found is not None:
+            return found
+        with self._env.begin(db=self._index_db, buffers=True) as txn:
+            buf = txn.get(f"{field}:{value}".encode())
+            found = frozenset() if buf is None else frozenset(self._decode_ids(buf))
+        # Index keys are bounded by the catalogue's vocabulary, so this dict stays small.
+        if len(self._index) < LRU_SIZE:
+            self._index[key] = found
+        return found
+
+    def all_ids(self) -> list[str]:
+        with self._env.begin(db=self._items_db) as txn:
+            return [bytes(k).decode() for k in txn.cursor().iternext(keys=True, values=False)]
+
+    def __enter__(self) -> ContentReader:
+        return self
+
+
+def open_profiles(
+    path: str | os.PathLike[str], *, signing_key: bytes | None = None, verify: bool = True
+) -> ProfileReader:
+    """Open a profiles snapshot. The manifest, file sizes and (with a key) the signature are
+    always checked; `verify=False` skips hashing the data files, which at 10 M profiles is
+    seconds per worker start — do it once when installing instead."""
+    return ProfileReader(path, signing_key, verify)
+
+
+def open_content(
+    path: str | os.PathLike[str], *, signing_key: bytes | None = None, verify: bool = True
+) -> ContentReader:
+    return ContentReader(path, signing_key, verify)

@@ -1,0 +1,144 @@
+"""Writing a snapshot: an LMDB environment in a temp dir, then manifest, then one rename.
+
+Keys are written sorted with `append=True` (LMDB then fills pages left to right with no splits,
+the fastest way to bulk-load and the most compact result). `writemap` is not used: with it LMDB
+sizes data.mdb to the whole map, which we would then hash, pack and ship.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import shutil
+import tempfile
+import time
+from collections.abc import Iterable, Iterator
+from itertools import islice
+from pathlib import Path
+
+import lmdb
+
+from snapshots.errors import OutputExists
+from snapshots.manifest import (
+    DATA_NAME,
+    MANIFEST_NAME,
+    SCHEMA_VERSION,
+    Manifest,
+    encode_manifest,
+)
+from snapshots.ndjson import file_sha256
+from snapshots.signing import sign_manifest
+
+CHUNK = 50_000
+MIN_MAP = 64 << 20
+
+
+class EnvWriter:
+    """One LMDB environment being filled db by db; grows its map when full."""
+
+    def __init__(self, path: Path, size_hint: int) -> None:
+        self.path = path
+        self._map_size = max(MIN_MAP, int(size_hint * 1.6))
+        self.env = lmdb.open(
+            str(path),
+            map_size=self._map_size,
+            subdir=True,
+            max_dbs=8,
+            sync=False,  # one explicit sync at the end; a crash mid-build leaves only a temp dir
+            metasync=False,
+            readahead=False,
+        )
+
+    def put_sorted(self, db_name: str, items: Iterable[tuple[bytes, bytes]]) -> int:
+        """Write `items` (keys strictly ascending) into db `db_name`; return the count."""
+        db = self.env.open_db(db_name.encode())
+        it = iter(items)
+        total = 0
+        while True:
+            chunk = list(islice(it, CHUNK))
+            if not chunk:
+                return total
+            while True:
+                try:
+                    with self.env.begin(write=True, db=db) as txn:
+                        txn.cursor().putmulti(chunk, append=True)
+                    break
+                except lmdb.MapFullError:
+                    self._map_size *= 2
+                    self.env.set_mapsize(self._map_size)
+            total += len(chunk)
+
+    def close(self) -> None:
+        self.env.sync(True)
+        self.env.close()
+        # Readers open with lock=False; the snapshot holds only data.mdb + manifest.json.
+        with contextlib.suppress(FileNotFoundError):
+            (self.path / "lock.mdb").unlink()
+
+
+def sorted_items(pairs: Iterable[tuple[bytes, bytes]]) -> Iterator[tuple[bytes, bytes]]:
+    return iter(sorted(pairs, key=lambda kv: kv[0]))
+
+
+def make_version(created_at: float, digest: str) -> str:
+    """Sortable by time, unique by content: `20261122T151000Z-1a2b3c4d`."""
+    return time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(created_at)) + "-" + digest[:8]
+
+
+def finalize(
+    tmp_dir: Path,
+    *,
+    kind: str,
+    counts: dict[str, int],
+    sources: dict[str, str],
+    params: dict[str, list[str]] | None = None,
+    signing_key: bytes | None = None,
+) -> Manifest:
+    """Hash every file, write (and sign) the manifest in `tmp_dir`."""
+    files: dict[str, str] = {}
+    sizes: dict[str, int] = {}
+    for p in sorted(tmp_dir.iterdir()):
+        if p.name == MANIFEST_NAME:
+            continue
+        files[p.name] = file_sha256(p)
+        sizes[p.name] = p.stat().st_size
+    created_at = time.time()
+    digest = hashlib.sha256("".join(files[n] for n in sorted(files)).encode()).hexdigest()
+    manifest = Manifest(
+        kind=kind,
+        version=make_version(created_at, digest),
+        created_at=created_at,
+        schema_version=SCHEMA_VERSION,
+        counts=counts,
+        files=files,
+        sizes=sizes,
+        sources=sources,
+        params=params or {},
+    )
+    if signing_key is not None:
+        manifest = sign_manifest(manifest, signing_key)
+    (tmp_dir / MANIFEST_NAME).write_bytes(encode_manifest(manifest))
+    return manifest
+
+
+@contextlib.contextmanager
+def staging_dir(out: Path, *, force: bool = False) -> Iterator[Path]:
+    """A temp dir beside `out`, renamed to `out` on success and removed on any failure."""
+    out = Path(out)
+    if out.exists() and any(out.iterdir()) and not force:
+        raise OutputExists(f"{out}: already exists and is not empty; snapshots are immutable")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+    try:
+        yield tmp
+        if out.exists():
+            shutil.rmtree(out)
+        os.rename(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def data_path(snapshot_dir: Path) -> Path:
+    return snapshot_dir / DATA_NAME

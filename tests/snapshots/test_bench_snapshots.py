@@ -1,0 +1,53 @@
+"""A tiny run of the benchmark programs, so they cannot rot (figures are not asserted)."""
+
+from __future__ import annotations
+
+import json
+import shlex
+from pathlib import Path
+
+import pytest
+
+import bench.gen
+import bench.snapshots
+from server.cli import main
+
+
+def test_gen_writes_exports_that_build(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert (
+        bench.gen.main(
+            ["--profiles", "300", "--content", "20", "--seed", "3", "--out", str(tmp_path)]
+        )
+        == 0
+    )
+    commands = [
+        line for line in capsys.readouterr().out.splitlines() if line.startswith("edgeside ")
+    ]
+    assert len(commands) == 2
+    first = (tmp_path / "crm.ndjson").read_bytes()
+    bench.gen.generate(300, 20, 3, tmp_path / "again")
+    assert (tmp_path / "again" / "crm.ndjson").read_bytes() == first  # deterministic
+    for cmd in commands:
+        assert main(shlex.split(cmd)[1:]) == 0
+    out = capsys.readouterr().out
+    assert "profiles written 300" in out and "items written 20" in out
+
+
+def test_snapshots_bench_prints_json_last(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    argv = ["--profiles", "200,400", "--lookups", "300", "--workdir", str(tmp_path)]
+    assert bench.snapshots.main(argv) == 0
+    result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert [s["profiles"] for s in result["sizes"]] == [200, 400]
+    for key in (
+        "build_records_per_s",
+        "open_s",
+        "lookup_p50_us",
+        "lookup_p99_us",
+        "alias_lookup_p50_us",
+        "rss_private_mb",
+    ):
+        assert result["sizes"][0][key] > 0
+    assert result["sizes"][1]["found_ratio"] == 1.0
+    assert result["lookup_ratio_largest_smallest"] > 0

@@ -1,0 +1,101 @@
+"""Identity stitching: transitive links, unique-type conflicts, the cluster cap, the blocklist."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+from conftest import WriteNdjson, rec
+
+from snapshots.config import ProfilesConfig
+from snapshots.profiles_build import build_profiles
+from snapshots.reader import open_profiles
+from snapshots.stitching import Stitcher
+
+
+def test_links_are_transitive() -> None:
+    s = Stitcher(frozenset({"email"}), max_cluster_size=10)
+    a = s.add_record([("email", "e1"), ("cookie", "ka")])
+    b = s.add_record([("email", "e1"), ("cookie", "kb")])  # A~B by email
+    c = s.add_record([("cookie", "kb"), ("device", "d3")])  # B~C by cookie
+    d = s.add_record([("cookie", "kd")])
+    assert s.find(a) == s.find(b) == s.find(c)
+    assert s.find(d) != s.find(a)
+
+
+def test_transitive_records_become_one_profile(
+    tmp_path: Path, write_ndjson: WriteNdjson, profiles_config: Callable[..., ProfilesConfig]
+) -> None:
+    src = write_ndjson(
+        "in.ndjson",
+        [
+            rec("crm", {"customer_id": "C1", "email_sha256": "e1"}, attributes={"tier": "gold"}),
+            rec("web", {"email_sha256": "e1", "cookie": "k1"}),
+            rec("web", {"cookie": "k1", "device_id": "d1"}, interests={"running": 0.9}),
+            rec("web", {"cookie": "k2"}),
+        ],
+    )
+    summary = build_profiles([src], profiles_config(), tmp_path / "snap")
+    assert summary.written == 2
+    assert summary.merges == 2
+    with open_profiles(tmp_path / "snap") as r:
+        p = r.lookup({"device_id": "d1"})
+        assert p is not None
+        assert p.ids == {
+            "customer_id": ["C1"],
+            "email_sha256": ["e1"],
+            "cookie": ["k1"],
+            "device_id": ["d1"],
+        }
+        assert p.attributes["tier"] == "gold" and p.interests == {"running": 0.9}
+        assert r.resolve("customer_id", "C1") == r.resolve("cookie", "k1") == p.id
+        assert r.resolve("cookie", "k2") not in (None, p.id)
+
+
+def test_two_unique_ids_never_merge_the_link_is_reported(
+    tmp_path: Path, write_ndjson: WriteNdjson, profiles_config: Callable[..., ProfilesConfig]
+) -> None:
+    src = write_ndjson(
+        "in.ndjson",
+        [
+            rec("crm", {"customer_id": "C1", "cookie": "shared-kiosk"}),
+            rec("crm", {"customer_id": "C2", "cookie": "shared-kiosk"}),
+        ],
+    )
+    summary = build_profiles([src], profiles_config(), tmp_path / "snap")
+    assert summary.written == 2
+    assert summary.conflicts == 1
+    assert "customer_id:C1" in summary.conflict_examples[0]
+    assert "customer_id:C2" in summary.conflict_examples[0]
+    with open_profiles(tmp_path / "snap") as r:
+        assert r.resolve("customer_id", "C1") != r.resolve("customer_id", "C2")
+
+
+def test_cluster_cap_refuses_links_beyond_it() -> None:
+    s = Stitcher(frozenset(), max_cluster_size=3)
+    s.add_record([("cookie", "a"), ("cookie", "b")])
+    s.add_record([("cookie", "b"), ("cookie", "c")])
+    s.add_record([("cookie", "c"), ("cookie", "d")])  # would make 4
+    assert s.find(s.index["cookie:a"]) == s.find(s.index["cookie:c"])
+    assert s.find(s.index["cookie:d"]) != s.find(s.index["cookie:a"])
+    assert s.report.capped == 1
+    assert "max_cluster_size 3" in s.report.capped_examples[0]
+
+
+def test_blocklisted_values_link_nothing(
+    tmp_path: Path, write_ndjson: WriteNdjson, profiles_config: Callable[..., ProfilesConfig]
+) -> None:
+    src = write_ndjson(
+        "in.ndjson",
+        [
+            rec("crm", {"customer_id": "C1", "email_sha256": "junk"}),
+            rec("crm", {"customer_id": "C2", "email_sha256": "junk", "device_id": "0000"}),
+        ],
+    )
+    summary = build_profiles([src], profiles_config(), tmp_path / "snap")
+    assert summary.written == 2
+    assert summary.conflicts == 0  # never even tried: the junk value is not an identifier
+    assert summary.blocked == 3
+    assert summary.blocked_examples[0] == f"{src}:1: email_sha256:junk"
+    with open_profiles(tmp_path / "snap") as r:
+        assert r.resolve("email_sha256", "junk") is None
