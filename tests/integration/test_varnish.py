@@ -34,7 +34,7 @@ def test_vcl_compiles(varnishd_bin: str, tmp_path: Path) -> None:
     vcl = tmp_path / "edgeside.vcl"
     vcl.write_text(render_vcl(edgeside=("127.0.0.1", 1), origin=("127.0.0.1", 2), default_site="x"))
     result = subprocess.run(
-        [varnishd_bin, "-C", "-f", str(vcl), "-n", str(tmp_path / "n")],
+        [varnishd_bin, "-C", "-j", "none", "-f", str(vcl), "-n", str(tmp_path / "n")],
         capture_output=True,
         text=True,
         check=False,
