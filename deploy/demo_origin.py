@@ -61,7 +61,16 @@ def parse_decision(value: str) -> list[tuple[str, str]]:
     return pairs
 
 
-def render_page(path: str, decision: str, key: str, fallback: str, n: int) -> str:
+# The per-visitor recommendations, as a hole in the shared page that the proxy fills per request.
+RECS_INCLUDE = {
+    "ssi": '<!--# include virtual="/_edgeside/fragments/home_recs" -->',
+    "esi": '<esi:include src="/v1/fragments/home_recs" onerror="continue"/>',
+}
+
+
+def render_page(
+    path: str, decision: str, key: str, fallback: str, n: int, includes: str = ""
+) -> str:
     rows = "".join(
         f'<li data-placement="{html.escape(p)}">{html.escape(p)}: '
         f'<b class="variant">{html.escape(v)}</b></li>'
@@ -74,8 +83,9 @@ def render_page(path: str, decision: str, key: str, fallback: str, n: int) -> st
         f'<p id=key data-key="{html.escape(key)}">decision key: {html.escape(key or "-")}</p>'
         f'<p id=fallback data-fallback="{html.escape(fallback)}">fallback: '
         f"{html.escape(fallback or '-')}</p>"
+        f"<div id=recs>{RECS_INCLUDE.get(includes, '')}</div>"
         f'<p id=render data-render="{n}">render #{n} at {time.time():.6f}</p>'
-        "</body></html>"
+        "<footer>end of page</footer></body></html>"
     )
 
 
@@ -141,8 +151,11 @@ class Handler(BaseHTTPRequestHandler):
                 edge.get("x-edge-key", ""),
                 edge.get("x-edge-fallback", ""),
                 n,
+                edge.get("x-edge-includes", ""),
             ).encode()
             extra = {"Cache-Control": f"public, max-age={PAGE_MAX_AGE_S}"}
+            if edge.get("x-edge-includes") == "esi":
+                extra["Surrogate-Control"] = 'content="ESI/1.0"'
         extra["X-Origin-Render"] = str(n)
         self._send(200, body, "text/html; charset=utf-8", extra)
 

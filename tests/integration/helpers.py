@@ -12,7 +12,7 @@ from typing import Any
 import httpx
 
 REPO = Path(__file__).resolve().parents[2]
-HOME_PLACEMENTS = "home_hero,home_recs"
+HOME_PLACEMENTS = "home_hero"  # what the proxies ask for on /shared/…, /p/…: see deploy/
 # What the server itself lets into a decision header (server/asgi.py) and what the proxies accept.
 SAFE_HEADER = re.compile(r"[A-Za-z0-9_.:;=,/+-]*")
 
@@ -113,3 +113,35 @@ def raw_get(port: int, path: str, header_lines: list[bytes]) -> int:
     match = re.match(rb"HTTP/1\.[01] (\d{3})", head)
     assert match, head
     return int(match.group(1))
+
+
+def fragment(edgeside_url: str, path: str, cookie: str, placement: str = "home_recs") -> str:
+    """The fragment edgeside gives this visitor on this page, as the proxies ask for it."""
+    response = httpx.get(
+        f"{edgeside_url}/v1/fragments/{placement}",
+        headers={"X-Original-URI": path, "X-Site": "shop-fr", "Cookie": f"edgeside_id={cookie}"},
+        timeout=5,
+    )
+    assert response.status_code == 200, response.text
+    return response.text
+
+
+_RECS = re.compile(r"<div id=recs>(.*?)</div><p id=render", re.S)
+
+
+def recs(response: httpx.Response) -> str:
+    """What the proxy filled into the page's recommendations hole."""
+    found = _RECS.search(response.text)
+    assert found, response.text
+    return found.group(1)
+
+
+def same_key_different_recs(edgeside_url: str, path: str, cookies: list[str]) -> list[str]:
+    """Two visitors with one page key but different personal recommendations."""
+    for members in keys_by_cookie(edgeside_url, path, cookies).values():
+        by_recs: dict[str, str] = {}
+        for cookie in members:
+            by_recs.setdefault(fragment(edgeside_url, path, cookie), cookie)
+            if len(by_recs) == 2:
+                return list(by_recs.values())
+    raise AssertionError("no two demo visitors share a page key with different recommendations")

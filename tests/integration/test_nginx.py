@@ -21,11 +21,14 @@ from .helpers import (
     SAFE_HEADER,
     decide,
     demo_cookies,
+    fragment,
     keys_by_cookie,
     page,
     raw_get,
+    recs,
     render_number,
     renders,
+    same_key_different_recs,
     variants,
 )
 
@@ -53,7 +56,8 @@ def test_same_segment_visitors_share_one_cached_copy(
         again = page(proxy.url, path, cookie)
         assert again.headers["x-cache-status"] == "HIT"
         assert again.headers["x-edge-key"] == key
-        assert again.text == first.text
+        # The same copy (its render number); only the per-request SSI recommendations differ.
+        assert render_number(again) == render_number(first)
     # Three visitors, one render at the origin.
     assert len(renders(origin.url, path)) == 1
 
@@ -75,8 +79,24 @@ def test_different_segments_get_different_pages_each_cached(
     # And the second request of each is a hit on its own copy.
     second_a, second_b = page(proxy.url, path, a), page(proxy.url, path, b)
     assert second_a.headers["x-cache-status"] == second_b.headers["x-cache-status"] == "HIT"
-    assert (second_a.text, second_b.text) == (first_a.text, first_b.text)
+    assert render_number(second_a) == render_number(first_a)
+    assert render_number(second_b) == render_number(first_b)
     assert len(renders(origin.url, path)) == 2
+
+
+def test_personal_recommendations_fill_the_shared_page_per_request(
+    proxy: Running, decider: Edgeside, origin: Running
+) -> None:
+    path = "/shared/recs"
+    a, b = same_key_different_recs(decider.url, path, demo_cookies()[:150])
+    first, second = page(proxy.url, path, a), page(proxy.url, path, b)
+    assert second.headers["x-cache-status"] == "HIT"
+    assert render_number(first) == render_number(second)
+    assert recs(first) == fragment(decider.url, path, a)
+    assert recs(second) == fragment(decider.url, path, b)
+    assert recs(first) != recs(second)
+    assert 'data-placement="home_recs"' in recs(first)
+    assert len(renders(origin.url, path)) == 1
 
 
 def test_anonymous_and_non_consenting_visitors_get_the_default_page(
@@ -155,7 +175,12 @@ def test_injection_attempts_never_reach_the_decision_headers(
             assert SAFE_HEADER.fullmatch(value), (name, value)
             assert "injected" not in value and "evil" not in value
         assert entry["headers"]["x-edge-key"] in known_keys
-        assert set(entry["headers"]) <= {"x-edge-key", "x-edge-decision", "x-edge-fallback"}
+        assert set(entry["headers"]) <= {
+            "x-edge-key",
+            "x-edge-decision",
+            "x-edge-fallback",
+            "x-edge-includes",
+        }
 
 
 def _edge_callouts(decider: Edgeside) -> float:
@@ -214,7 +239,10 @@ def test_edgeside_stopped_pages_still_served_with_the_fallback(
     assert fallback[0]["headers"] == {
         "x-edge-key": "fallback",
         "x-edge-fallback": "edgeside-unavailable",
+        "x-edge-includes": "ssi",
     }
+    # The SSI hole for the recommendations degrades to an empty fragment, not an error page.
+    assert "edgeside fragment unavailable" in response.text
 
 
 def test_callout_answering_non_2xx_still_serves_the_page(

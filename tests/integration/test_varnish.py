@@ -12,7 +12,18 @@ import pytest
 from bench.procs import Edgeside, edgeside
 from bench.proxies import Running, render_vcl, varnish
 
-from .helpers import decide, demo_cookies, keys_by_cookie, page, render_number, renders, variants
+from .helpers import (
+    decide,
+    demo_cookies,
+    fragment,
+    keys_by_cookie,
+    page,
+    recs,
+    render_number,
+    renders,
+    same_key_different_recs,
+    variants,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -62,6 +73,22 @@ def test_decide_restart_hash_one_copy_per_decision(
     expected = decide(decider.url, path, members[0])["x-edge-decision"]
     assert variants(first) == dict(p.split("=") for p in expected.split(";"))
     assert len(renders(origin.url, path)) == 2
+
+
+def test_recommendations_come_in_as_esi_on_the_keyed_page(
+    cache: Running, decider: Edgeside, origin: Running
+) -> None:
+    path = "/v/recs"
+    a, b = same_key_different_recs(decider.url, path, demo_cookies()[:150])
+    first, second = page(cache.url, path, a), page(cache.url, path, b)
+    assert second.headers["x-cache-status"] == "HIT"
+    assert render_number(first) == render_number(second)
+    assert (recs(first), recs(second)) == (
+        fragment(decider.url, path, a),
+        fragment(decider.url, path, b),
+    )
+    assert recs(first) != recs(second)
+    assert len(renders(origin.url, path)) == 1
 
 
 def test_client_decision_headers_are_ignored(cache: Running, decider: Edgeside) -> None:
