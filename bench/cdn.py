@@ -171,7 +171,7 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="edgeside-bench-cdn-") as tmp:
         work = Path(tmp)
         if args.data:
-            data = Path(args.data)
+            data = Path(args.data).resolve()  # processes start in another directory
         else:
             from server.demo import ensure_demo
 

@@ -234,3 +234,94 @@ def _wait_listening(
 ) -> None:
     # Any status means it listens (the path goes through the whole chain, so it may be a 200).
     wait_http(url + "/__ready", ok=tuple(range(100, 600)), proc=proc, log=log, timeout=timeout)
+
+
+DEMO_BANNER = """\
+edgeside CDN demo — origin {origin}, edgeside {edgeside}, nginx {proxy} (work dir {work})
+
+Two visitors in different segments, each asking twice: the first answer is a MISS (the origin
+renders the page for that decision), the second a HIT (the same copy, from nginx's cache).
+{lines}
+Try it yourself:
+  curl -si {proxy}/ -H 'Cookie: edgeside_id=c-alice' | grep -iE '^x-(cache-status|edge-key)'
+  curl -si {proxy}/ -H 'Cookie: edgeside_id=c-bruno' | grep -iE '^x-(cache-status|edge-key)'
+  curl -si {proxy}/ -H 'Cookie: edgeside_id=c-alice' -H 'X-Consent: 0'   # the default page
+  curl -s  {origin}/__origin/log                                         # what the origin rendered
+Ctrl-C stops everything.
+"""
+
+
+def run_demo(data: Path, work: Path) -> int:
+    """`make demo-cdn`: origin, edgeside and nginx on loopback until Ctrl-C."""
+    import time
+
+    from .procs import edgeside
+
+    nginx_bin = find_binary("nginx")
+    if nginx_bin is None:
+        print("nginx is not installed (apt-get install nginx)", file=sys.stderr)
+        return 2
+    with (
+        demo_origin(work / "origin") as origin,
+        edgeside(data, log_dir=work) as decider,
+        nginx(
+            nginx_bin,
+            work / "nginx",
+            edgeside=decider.url.removeprefix("http://"),
+            origin=f"127.0.0.1:{origin.port}",
+        ) as (proxy, _),
+    ):
+        lines = []
+        for cookie in ("c-alice", "c-bruno"):
+            for _ in range(2):
+                response = httpx.get(
+                    proxy.url + "/", headers={"Cookie": f"edgeside_id={cookie}"}, timeout=5
+                )
+                hero = re.search(r'<b class="variant">([^<]*)</b>', response.text)
+                render = re.search(r'data-render="(\d+)"', response.text)
+                lines.append(
+                    f"  {cookie:8} {response.headers.get('x-cache-status', '?'):5} "
+                    f"key={response.headers.get('x-edge-key', '?')} "
+                    f"hero={hero.group(1) if hero else '-'} "
+                    f"render#{render.group(1) if render else '?'}"
+                )
+        print(
+            DEMO_BANNER.format(
+                origin=origin.url,
+                edgeside=decider.url,
+                proxy=proxy.url,
+                work=work,
+                lines="\n".join(lines),
+            ),
+            flush=True,
+        )
+        try:
+            while all(p.poll() is None for p in (origin.proc, decider.proc, proxy.proc)):
+                time.sleep(0.5)
+        except KeyboardInterrupt:
+            return 0
+    print("a process of the demo exited; see the logs in", work, file=sys.stderr)
+    return 1
+
+
+def main(argv: list[str] | None = None) -> int:
+    import argparse
+    import tempfile
+
+    parser = argparse.ArgumentParser(
+        prog="python -m bench.proxies", description="Run the CDN demo chain on loopback."
+    )
+    parser.add_argument("--data", help="edgeside data directory (default: the demo build)")
+    args = parser.parse_args(argv)
+    from server.demo import ensure_demo
+    from server.serve import DEFAULT_DEMO_DATA
+
+    # Absolute: bench.procs starts processes in another working directory.
+    data = Path(args.data).resolve() if args.data else DEFAULT_DEMO_DATA
+    ensure_demo(data)
+    with tempfile.TemporaryDirectory(prefix="edgeside-demo-cdn-") as tmp:
+        return run_demo(data, Path(tmp))
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
