@@ -3,7 +3,6 @@ PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
-DATA ?= .data/demo
 
 .PHONY: serve test lint typecheck unit demo-data bench-smoke clean
 
@@ -14,10 +13,11 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 demo-data: $(STAMP)
-	$(BIN)/edgeside demo build --data $(DATA)
+	$(BIN)/edgeside demo build
 
+# With no --data, `edgeside serve` builds the demo snapshots on first use and serves them.
 serve: $(STAMP)
-	$(BIN)/edgeside serve --data $(DATA) --host 127.0.0.1 --port 8080
+	$(BIN)/edgeside serve --host 127.0.0.1 --port 8080
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

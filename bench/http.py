@@ -137,10 +137,10 @@ def main(argv: list[str] | None = None) -> int:
             )
 
     def rps(name: str) -> float:
-        return statistics.mean(r["rps"] for r in runs[name])
+        return float(statistics.mean(r["rps"] for r in runs[name]))
 
     def pct(name: str, key: str) -> float:
-        return round(statistics.mean(r[key] for r in runs[name]) / 1000.0, 3)
+        return round(float(statistics.mean(r[key] for r in runs[name])) / 1000.0, 3)
 
     errors = sum(r["errors"] + r["status_errors"] for rs in runs.values() for r in rs)
     result: dict[str, Any] = {

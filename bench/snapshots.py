@@ -50,20 +50,27 @@ def probe(snapshot: Path, n_people: int, seed: int, lookups: int) -> dict[str, f
     cids = [reader.resolve("cookie", c) for c in cookies]
     ids = [c for c in cids if c is not None]
     get, lookup, clock = reader.get, reader.lookup, time.perf_counter_ns
-    for cid in ids[:1000]:  # warm the code paths, not the data
-        get(cid)
-    by_id: list[int] = []
-    for cid in ids:
-        t = clock()
-        get(cid)
-        by_id.append(clock() - t)
+
+    def timed_gets() -> list[int]:
+        out: list[int] = []
+        for cid in ids:
+            t = clock()
+            get(cid)
+            out.append(clock() - t)
+        return sorted(out)
+
+    # A fresh process pays a minor page fault on the first touch of every mapped page (the
+    # data is in the page cache, but not yet in this process's page tables). A worker that has
+    # served for a while has its hot pages mapped; both are reported, the warm one is the
+    # steady state the SPEC budget is about.
+    cold = timed_gets()
+    by_id = timed_gets()
     by_alias: list[int] = []
     for c in cookies:
         q = {"cookie": c}
         t = clock()
         lookup(q)
         by_alias.append(clock() - t)
-    by_id.sort()
     by_alias.sort()
     after = _smaps()
     reader.close()
@@ -71,6 +78,8 @@ def probe(snapshot: Path, n_people: int, seed: int, lookups: int) -> dict[str, f
         "open_s": round(open_s, 4),
         "lookup_p50_us": round(_pct(by_id, 0.5), 2),
         "lookup_p99_us": round(_pct(by_id, 0.99), 2),
+        "lookup_cold_p50_us": round(_pct(cold, 0.5), 2),
+        "lookup_cold_p99_us": round(_pct(cold, 0.99), 2),
         "alias_lookup_p50_us": round(_pct(by_alias, 0.5), 2),
         "alias_lookup_p99_us": round(_pct(by_alias, 0.99), 2),
         # Heap and other anonymous memory the worker owns: must not grow with the snapshot.
@@ -125,7 +134,8 @@ def run_size(n: int, seed: int, workdir: Path, lookups: int) -> dict[str, float]
     }
     print(
         f"[{n:,}] open {res['open_s'] * 1000:.1f} ms, get p50 {res['lookup_p50_us']} µs "
-        f"p99 {res['lookup_p99_us']} µs, alias p50 {res['alias_lookup_p50_us']} µs, "
+        f"p99 {res['lookup_p99_us']} µs (first touch p50 {res['lookup_cold_p50_us']} µs), "
+        f"alias p50 {res['alias_lookup_p50_us']} µs, "
         f"private dirty {res['rss_private_mb']} MB (clean {res['rss_private_clean_mb']} MB)"
     )
     return res
@@ -153,6 +163,9 @@ def main(argv: list[str] | None = None) -> int:
         "open_s_max": max(r["open_s"] for r in results),
         "lookup_ratio_largest_smallest": round(
             large["lookup_p50_us"] / max(small["lookup_p50_us"], 1e-9), 3
+        ),
+        "lookup_cold_ratio_largest_smallest": round(
+            large["lookup_cold_p50_us"] / max(small["lookup_cold_p50_us"], 1e-9), 3
         ),
         "alias_lookup_ratio_largest_smallest": round(
             large["alias_lookup_p50_us"] / max(small["alias_lookup_p50_us"], 1e-9), 3

@@ -6,7 +6,6 @@ import math
 
 import msgspec
 
-from rules import fold
 from rules.diagnostics import Diagnostic
 from rules.model import Outcome, Placement, Rule, RuleSet
 
@@ -34,10 +33,7 @@ class Report(msgspec.Struct):
 
 def _always(rule: Rule) -> bool | None:
     """True / False when the rule's condition is constant, None when it depends on data."""
-    if rule.when is None:
-        return True
-    ok, value = fold.constant(rule.when.tree)
-    return (value is True) if ok else None
+    return rule.always
 
 
 def _warn(

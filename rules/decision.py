@@ -2,9 +2,9 @@
 
 The decision key is what a CDN caches a page under (with the URI). It is
 
-    base32(blake2b(msgpack([site, [[placement, variant, [content ids…], arm], …]]), 10 bytes))
+    hex(blake2b(msgpack([site, [[placement, variant, [content ids…], arm], …]]), digest_size=8))
 
-lower-cased, 16 characters, placements sorted by name — so the same decisions give the same key on
+16 hex characters (64 bits), placements sorted by name — so the same decisions give the same key on
 every worker and node whatever order the placements were asked in, and any difference in a variant,
 a content id or an arm gives a different key. Segments, rule ids and actions are not in the key:
 they do not change what the page shows (segments only through the variants, which are).
@@ -12,7 +12,6 @@ they do not change what the page shows (segments only through the variants, whic
 
 from __future__ import annotations
 
-import base64
 import hashlib
 
 import msgspec
@@ -72,13 +71,13 @@ class Decision(msgspec.Struct):
 _encode = msgspec.msgpack.Encoder().encode
 
 
-def _first(part: list[list[str] | str | None]) -> str:
-    return str(part[0])
+def _placement_name(p: PlacementDecision) -> str:
+    return p.placement
 
 
 def decision_key(site: str, placements: list[PlacementDecision]) -> str:
     """Short stable hash of everything that varies the page (see the module docstring)."""
-    parts = [[p.placement, p.variant, p.content, p.arm] for p in placements]
-    parts.sort(key=_first)
-    digest = hashlib.blake2b(_encode([site, parts]), digest_size=10).digest()
-    return base64.b32encode(digest).decode("ascii").lower()
+    if len(placements) > 1:
+        placements = sorted(placements, key=_placement_name)
+    parts = [(p.placement, p.variant, p.content, p.arm) for p in placements]
+    return hashlib.blake2b(_encode((site, parts)), digest_size=8).hexdigest()

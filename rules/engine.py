@@ -38,7 +38,7 @@ from rules.decision import (
 )
 from rules.interfaces import ActivityLike, ContentCatalog, ProfileLike
 from rules.model import Action, Experiment, Outcome, Placement, Rule, RuleSet
-from rules.picks import pick
+from rules.picks import PickCache, pick
 
 FALLBACK_TTL = 60  # a degraded page should not stay in a CDN for long
 
@@ -144,6 +144,7 @@ class Engine:
             self._table[key] = progs
         self.programs_compiled = len(memo)
         self._lookup_cache: dict[tuple[str, str | None], dict[str, Program]] = {}
+        self._picks = PickCache()
 
     def _compile_placement(self, p: Placement, filename: str) -> Program:
         fn = placement_function(
@@ -331,6 +332,7 @@ class Engine:
                             now=now,
                             interests=interests,
                             recent=recent,
+                            cache=self._picks,
                         )
                     except Exception:  # a broken catalogue item must not break the page
                         errors += 1
@@ -348,7 +350,8 @@ class Engine:
             )
         segments = [n for n, v in zip(self.segment_names, seg_values, strict=False) if v]
         actions: list[ActionDecision] = []
-        if self._actions_fn is not None:
+        # Actions trigger webhooks about the visitor: none without consent.
+        if self._actions_fn is not None and ctx.consent:
             flags, action_errors = self._actions_fn(*args)
             errors += action_errors
             site = ctx.site

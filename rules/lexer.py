@@ -28,6 +28,10 @@ class Token:
 KEYWORDS = frozenset({"and", "or", "not", "in", "true", "false", "null"})
 _TWO = frozenset({"==", "!=", "<=", ">="})
 _ONE = frozenset("()[],.<>+-*/%")
+# Names and numbers are ASCII: `str.isdigit` would accept "¹" and `str.isalpha` look-alikes.
+_DIGITS = frozenset("0123456789")
+_NAME_START = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ_")
+_NAME_CHARS = _NAME_START | _DIGITS
 _ESCAPES = {"n": "\n", "t": "\t", "\\": "\\", '"': '"', "'": "'"}
 
 
@@ -45,24 +49,24 @@ def tokenize(text: str) -> list[Token]:
             i += 1
             continue
         start = i
-        if ch.isdigit():
-            while i < n and text[i].isdigit():
+        if ch in _DIGITS:
+            while i < n and text[i] in _DIGITS:
                 i += 1
             is_float = False
-            if i + 1 < n and text[i] == "." and text[i + 1].isdigit():
+            if i + 1 < n and text[i] == "." and text[i + 1] in _DIGITS:
                 is_float = True
                 i += 1
-                while i < n and text[i].isdigit():
+                while i < n and text[i] in _DIGITS:
                     i += 1
-            if i < n and (text[i].isalpha() or text[i] == "_"):
+            if i < n and text[i] in _NAME_CHARS:
                 raise SyntaxProblem(f"malformed number `{text[start : i + 1]}`", start, i + 1)
             raw = text[start:i]
             if len(raw) > 30:
                 raise SyntaxProblem("number literal is too long", start, i, "too-long")
             tokens.append(Token("num", raw, start, i, float(raw) if is_float else int(raw)))
             continue
-        if ch.isalpha() or ch == "_":
-            while i < n and (text[i].isalnum() or text[i] == "_"):
+        if ch in _NAME_START:
+            while i < n and text[i] in _NAME_CHARS:
                 i += 1
             word = text[start:i]
             kind = "op" if word in KEYWORDS else "name"

@@ -11,9 +11,9 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
-from rules import ast
+from rules import ast, fold
 from rules import types as T
-from rules.checker import ExprChecker
+from rules.checker import ExprChecker, Problem
 from rules.diagnostics import Diagnostic, Severity, suggestion_for
 from rules.lexer import SyntaxProblem
 from rules.loader import Node, ScalarOrigin, load_text
@@ -87,6 +87,7 @@ class Rule:
     score: Expr | None
     line: int
     col: int
+    always: bool | None = None  # True/False when `when` is constant (folded once), else None
 
 
 @dataclass(slots=True, eq=False)
@@ -183,6 +184,9 @@ class Reader:
         self.diags: list[Diagnostic] = []
         self.schema = ProfileSchema()
         self.checker: ExprChecker | None = None
+        self._memo: dict[
+            tuple[int, str], SyntaxProblem | tuple[ast.Node, T.Type, list[Problem]]
+        ] = {}
 
     # -- diagnostics ------------------------------------------------------------------------
 
@@ -331,15 +335,25 @@ class Reader:
         else:
             text = str(node.value) if not isinstance(node.value, str) else node.value
         origin = ScalarOrigin(self.source, node, text)
-        try:
-            tree = parse(text)
-        except SyntaxProblem as p:
-            self.expr_report(origin, p.start, p.end, p.code, p.message, None)
-            return None
         checker = self.checker
         if checker is None:  # pragma: no cover - set before any expression is read
             return None
-        checked, typ, problems = checker.check(tree, text)
+        # Large files repeat the same conditions across sites and placements: parse and check
+        # each distinct text once (the checked tree is immutable and can be shared).
+        memo_key = (id(checker), text)
+        hit = self._memo.get(memo_key)
+        if hit is None:
+            try:
+                tree = parse(text)
+            except SyntaxProblem as p:
+                hit = p
+            else:
+                hit = checker.check(tree, text)
+            self._memo[memo_key] = hit
+        if isinstance(hit, SyntaxProblem):
+            self.expr_report(origin, hit.start, hit.end, hit.code, hit.message, None)
+            return None
+        checked, typ, problems = hit
         for pr in problems:
             self.expr_report(origin, pr.start, pr.end, pr.code, pr.message, pr.suggestion)
         if problems:
@@ -600,7 +614,11 @@ class Reader:
             then = self.outcome(m.get("then"), f"`then` of rule `{rid}`", m)
             if rid is None or then is None:
                 continue
-            out.append(Rule(rid, when, then, score, m.line, m.col))
+            always: bool | None = True
+            if when is not None:
+                ok, value = fold.constant(when.tree)
+                always = (value is True) if ok else None
+            out.append(Rule(rid, when, then, score, m.line, m.col, always))
         return out
 
     def placement_def(self, name: str, node: Node, where: str) -> PlacementDef | None:

@@ -48,6 +48,109 @@ def _locale_ok(item_locale: str | None, want: str | None) -> bool:
     return want.split("-", 1)[0] == item_locale
 
 
+RECENCY_BUCKET_S = 300.0
+AFFINITY_DEPTH = 8  # extra items read per interest tag beyond `limit` (see `pick`)
+
+
+def _weights(spec: PickSpec) -> tuple[float, float, float]:
+    w_priority = w_affinity = w_recency = 0.0
+    for key, w in spec.rank:
+        if key == "priority":
+            w_priority += w
+        elif key == "affinity":
+            w_affinity += w
+        else:
+            w_recency += w
+    return w_priority, w_affinity, w_recency
+
+
+Entry = tuple[float, str, tuple[str, ...], float | None, float | None]  # static, id, tags, from, to
+
+
+class Prepared:
+    """A pick's candidates in static-score order (priority and recency), overall and per tag.
+
+    Built once per (pick, catalogue, placement, locale, 5-minute recency bucket) and reused:
+    per request only a handful of entries are read.
+    """
+
+    __slots__ = ("by_tag", "catalog", "ordered")
+
+    def __init__(self, catalog: ContentCatalog, ordered: list[Entry]) -> None:
+        self.catalog = catalog
+        self.ordered = ordered
+        by_tag: dict[str, list[Entry]] = {}
+        for e in ordered:
+            for t in e[2]:
+                by_tag.setdefault(t, []).append(e)
+        self.by_tag = by_tag
+
+
+class PickCache:
+    """Bounded cache of prepared picks; entries are tied to the catalogue object they came from
+    (pass the same ContentCatalog object for one content snapshot version)."""
+
+    MAX = 512
+
+    def __init__(self) -> None:
+        self._entries: dict[tuple[object, ...], Prepared] = {}
+
+    def prepared(
+        self,
+        spec: PickSpec,
+        catalog: ContentCatalog,
+        placement: str,
+        locale: str | None,
+        now: float,
+    ) -> Prepared:
+        w_priority, _, w_recency = _weights(spec)
+        bucket = int(now // RECENCY_BUCKET_S) if w_recency else 0
+        key = (id(spec), placement, locale, bucket)
+        hit = self._entries.get(key)
+        if hit is not None and hit.catalog is catalog:
+            return hit
+        at = bucket * RECENCY_BUCKET_S if w_recency else now
+        want_locale = (
+            None if spec.locale == "any" else (locale if spec.locale == "ctx" else spec.locale)
+        )
+        ordered: list[Entry] = []
+        for cid in candidates(spec, catalog, placement):
+            item = catalog.item(cid)
+            if item is None:
+                continue
+            if spec.locale != "any" and not _locale_ok(item.locale, want_locale):
+                continue
+            score = w_priority * item.priority if w_priority else 0.0
+            if w_recency and item.published_at is not None:
+                age_days = max(0.0, (at - item.published_at) / 86400.0)
+                score += w_recency / (1.0 + age_days / 7.0)
+            ordered.append((score, cid, tuple(item.tags), item.valid_from, item.valid_to))
+        ordered.sort(key=lambda e: (-e[0], e[1]))
+        prepared = Prepared(catalog, ordered)
+        if len(self._entries) >= self.MAX:
+            self._entries.clear()
+        self._entries[key] = prepared
+        return prepared
+
+
+def _take(
+    entries: list[Entry], n: int, now: float, excluded: set[str], out: dict[str, Entry]
+) -> None:
+    taken = 0
+    for e in entries:
+        if taken >= n:
+            return
+        cid = e[1]
+        if cid in excluded or cid in out:
+            if cid in out:
+                taken += 1
+            continue
+        if (e[3] is not None and now < e[3]) or (e[4] is not None and now >= e[4]):
+            continue
+        out[cid] = e
+        taken += 1
+
+
 def pick(
     spec: PickSpec,
     catalog: ContentCatalog,
@@ -57,8 +160,15 @@ def pick(
     now: float,
     interests: Mapping[str, float],
     recent: ActivityLike | None,
+    cache: PickCache | None = None,
 ) -> list[str]:
-    """The ids of the picked items, best first."""
+    """The ids of the picked items, best first.
+
+    Without affinity the answer is exact: the first ``limit`` valid, not excluded items in static
+    order. With affinity, the pool re-ranked exactly is the best ``limit`` items in static order
+    plus the best ``limit + 8`` of each tag the visitor has an interest in — exact unless an item
+    with several of the visitor's interest tags ranks below that depth on each of them.
+    """
     if spec.ids:
         out = []
         for cid in spec.ids:
@@ -71,45 +181,24 @@ def pick(
                 continue
             out.append(cid)
         return out[: spec.limit]
-    ids = candidates(spec, catalog, placement)
-    if not ids:
-        return []
+    prepared = (cache or PickCache()).prepared(spec, catalog, placement, locale, now)
     excluded: set[str] = set()
     if recent is not None:
         for name in spec.exclude:
             seq: Sequence[str] = getattr(recent, name)
             excluded.update(seq)
-    want_locale = (
-        None if spec.locale == "any" else (locale if spec.locale == "ctx" else spec.locale)
+    pool: dict[str, Entry] = {}
+    limit = spec.limit
+    _take(prepared.ordered, limit, now, excluded, pool)
+    _, w_affinity, _ = _weights(spec)
+    if not (w_affinity and interests):
+        return list(pool)
+    for tag, weight in interests.items():
+        entries = prepared.by_tag.get(tag)
+        if entries and weight:
+            _take(entries, limit + AFFINITY_DEPTH, now, excluded, pool)
+    scored = sorted(
+        (-(e[0] + w_affinity * sum(interests.get(t, 0.0) for t in e[2])), cid)
+        for cid, e in pool.items()
     )
-    check_locale = spec.locale != "any"
-    w_priority = w_affinity = w_recency = 0.0
-    for key, w in spec.rank:
-        if key == "priority":
-            w_priority += w
-        elif key == "affinity":
-            w_affinity += w
-        else:
-            w_recency += w
-    scored: list[tuple[float, str]] = []
-    for cid in ids:
-        if cid in excluded:
-            continue
-        item = catalog.item(cid)
-        if item is None:
-            continue
-        if item.valid_from is not None and now < item.valid_from:
-            continue
-        if item.valid_to is not None and now >= item.valid_to:
-            continue
-        if check_locale and not _locale_ok(item.locale, want_locale):
-            continue
-        score = w_priority * item.priority if w_priority else 0.0
-        if w_affinity and interests:
-            score += w_affinity * sum(interests.get(t, 0.0) for t in item.tags)
-        if w_recency and item.published_at is not None:
-            age_days = max(0.0, (now - item.published_at) / 86400.0)
-            score += w_recency / (1.0 + age_days / 7.0)
-        scored.append((-score, cid))
-    scored.sort()
-    return [cid for _, cid in scored[: spec.limit]]
+    return [cid for _, cid in scored[:limit]]

@@ -7,6 +7,7 @@ decoders, encoders, header names.
 
 from __future__ import annotations
 
+import logging
 import time
 from urllib.parse import parse_qs
 
@@ -34,6 +35,7 @@ from .schemas import ContentOut, DecideRequest, DecideResponse
 from .state import AppState, PlacementError, split_placements
 from .world import World
 
+log = logging.getLogger("edgeside.hot")
 _decode_request = msgspec.json.Decoder(DecideRequest).decode
 _encode = msgspec.json.Encoder().encode
 _perf = time.perf_counter
@@ -41,10 +43,19 @@ _now = time.time
 
 
 def query_params(scope: Scope) -> dict[str, list[str]]:
+    """The query string's parameters; percent-decoding only where there is something to decode."""
     raw: bytes = scope.get("query_string", b"")
     if not raw:
         return {}
-    return parse_qs(raw.decode("latin-1"), keep_blank_values=False, max_num_fields=256)
+    text = raw.decode("latin-1")
+    if "%" in text or "+" in text:
+        return parse_qs(text, keep_blank_values=False, max_num_fields=256)
+    params: dict[str, list[str]] = {}
+    for pair in text.split("&", 256):
+        name, _, value = pair.partition("=")
+        if value:
+            params.setdefault(name, []).append(value)
+    return params
 
 
 def decision_headers(decision: rules.Decision, snapshot_header: bytes) -> Headers:
@@ -65,7 +76,24 @@ def decision_headers(decision: rules.Decision, snapshot_header: bytes) -> Header
     return headers
 
 
+# What a proxy gets if the edge handler itself fails: the page renders with its defaults.
+_EDGE_FAILED: Headers = [
+    (b"x-edge-key", b"default"),
+    (b"x-edge-fallback", b"internal_error"),
+    (b"cache-control", b"no-store"),
+]
+
+
 async def edge(state: AppState, scope: Scope, receive: Receive, send: Send) -> None:
+    try:
+        await _edge(state, scope, receive, send)
+    except Exception:
+        log.exception("edge handler failed")
+        state.metrics.fallbacks.inc(("internal_error",))
+        await send_response(send, 204, _EDGE_FAILED)
+
+
+async def _edge(state: AppState, scope: Scope, receive: Receive, send: Send) -> None:
     started = _perf()
     headers = dict(scope["headers"])
     query = query_params(scope)
@@ -128,6 +156,8 @@ async def _decide(state: AppState, scope: Scope, receive: Receive) -> tuple[int,
         return 422, validation_error_body(exc)
     except msgspec.DecodeError as exc:
         return 400, error_body("malformed_json", f"the body is not valid JSON: {exc}")
+    except UnicodeDecodeError:
+        return 400, error_body("malformed_json", "the body is not valid UTF-8")
     try:
         state.check_placements(request.placements)
     except PlacementError as exc:

@@ -28,7 +28,7 @@ def build_openapi(version: str) -> bytes:
     (request, response, _err, ready, profile, content), components = msgspec.json.schema_components(
         types, ref_template=_REF
     )
-    bearer = [{"bearer": []}]
+    bearer: list[dict[str, list[str]]] = [{"bearer": []}]
     edge_headers = {
         name: {"schema": {"type": "string"}}
         for name in ("X-Edge-Key", "X-Edge-Decision", "X-Edge-Segments", "X-Edge-Snapshot")

@@ -30,19 +30,28 @@ def read_ndjson(
     Wrong types come back with msgspec's `$.path` message, e.g.
     ``Expected `float`, got `str` - at `$.attributes.ltv` ``.
     """
+    for lineno, _, rec in read_ndjson_lines(path, decoder):
+        yield lineno, rec
+
+
+def read_ndjson_lines(
+    path: str | os.PathLike[str], decoder: msgspec.json.Decoder[T]
+) -> Iterator[tuple[int, bytes, T | LineError]]:
+    """Like `read_ndjson`, also yielding each raw line (for builders that keep bytes, which
+    are far smaller than decoded objects, and decode again when they need the record)."""
     name = str(path)
     with open(path, "rb") as f:
         for lineno, line in enumerate(f, 1):
             if not line.strip():
                 continue
             try:
-                yield lineno, decoder.decode(line)
+                yield lineno, line, decoder.decode(line)
             except msgspec.ValidationError as exc:
-                yield lineno, LineError(name, lineno, f"invalid record: {exc}")
+                yield lineno, line, LineError(name, lineno, f"invalid record: {exc}")
             except msgspec.DecodeError as exc:
-                yield lineno, LineError(name, lineno, f"malformed JSON: {exc}")
+                yield lineno, line, LineError(name, lineno, f"malformed JSON: {exc}")
             except UnicodeDecodeError as exc:
-                yield lineno, LineError(name, lineno, f"invalid UTF-8 at byte {exc.start}")
+                yield lineno, line, LineError(name, lineno, f"invalid UTF-8 at byte {exc.start}")
 
 
 def file_sha256(path: str | os.PathLike[str]) -> str:

@@ -149,7 +149,7 @@ class ContentReader(_Base):
 
     item = get
 
-    def ids(self, field: IndexField, value: str) -> frozenset[str]:
+    def ids(self, field: str, value: str) -> frozenset[str]:
         key = (field, value)
         found = self._index.get(key)
         if found is not None:
