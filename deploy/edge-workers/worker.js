@@ -5,8 +5,8 @@
 // load balancer in front of it), PLACEMENTS = "home_hero", SITE = "shop-fr".
 //
 // Limits, stated:
-// - Not run by the test suite (no edge runtime here); the nginx and Varnish configs are the tested
-//   reference and this follows them line by line.
+// - Tested on Node (local.mjs: an in-memory stand-in for caches.default), not in a real edge
+//   runtime; the platform's own cache semantics (TTL handling, purge, tiered cache) are not.
 // - The callout is a subrequest: it counts against the platform's subrequest limit (50 per request
 //   on the Workers free plan) and adds one edge→edgeside round trip. Put edgeside close to the edge
 //   (same region as the POPs, or on the edge nodes themselves); the 50 ms budget below is what a
