@@ -165,9 +165,11 @@ def test_injection_attempts_never_reach_the_decision_headers(
 ) -> None:
     path = f"/shared/inject-{request.node.callspec.id}"
     status = raw_get(proxy.port, path, header_lines)
-    # nginx may refuse a malformed request itself (400/494); what it never does is fail with a
-    # 5xx because of us, or let attacker bytes through.
-    assert status < 500
+    # nginx refuses a malformed request line itself (bare CR, NUL, a cookie over its header
+    # buffers: 400); everything else is served, and what reaches the origin is checked below.
+    refused = request.node.callspec.id in {"bare-cr", "nul", "huge-cookie"}
+    assert status == (400 if refused else 200)
+    assert len(renders(origin.url, path)) == (0 if refused else 1)
     known_keys = {decide(decider.url, path, c)["x-edge-key"] for c in (None, "c-alice", "c-bruno")}
     known_keys |= {decide(decider.url, path, "c-chloe")["x-edge-key"], "fallback"}
     for entry in renders(origin.url, path):
