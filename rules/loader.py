@@ -104,7 +104,7 @@ def load_text(text: str, filename: str) -> Loaded:
 
 
 def _scalar_value(node: yaml.ScalarNode, is_json: bool) -> Scalar:
-    if (node.style is not None and node.style not in ("", "|", ">")) or node.tag.endswith(":str"):
+    if node.style in ("'", '"', "|", ">"):
         return str(node.value)
     if is_json:
         try:
@@ -113,6 +113,8 @@ def _scalar_value(node: yaml.ScalarNode, is_json: bool) -> Scalar:
             return str(node.value)
         if isinstance(value, str | int | float | bool) or value is None:
             return value
+        return str(node.value)
+    if node.tag.endswith(":str"):
         return str(node.value)
     tag = node.tag.rsplit(":", 1)[-1]
     if tag in ("int", "float", "bool", "null"):
