@@ -72,6 +72,19 @@ def _leaves(node: ast.Node) -> list[ast.Node]:
     return out
 
 
+def _unwrap(text: str) -> str:
+    """`(a == b)` → `a == b` when the brackets enclose the whole condition."""
+    while text.startswith("(") and text.endswith(")"):
+        depth = 0
+        for i, ch in enumerate(text):
+            depth += ch == "("
+            depth -= ch == ")"
+            if depth == 0 and i < len(text) - 1:
+                return text
+        text = text[1:-1].strip()
+    return text
+
+
 def _trace_value(v: object) -> TraceValue:
     if v is None or isinstance(v, bool | int | float):
         return v
@@ -385,7 +398,7 @@ class Engine:
                 continue
             text = rule.when.text
             conditions = [
-                Condition(text[leaf.start : leaf.end], self._value(prog, leaf, args))
+                Condition(_unwrap(text[leaf.start : leaf.end]), self._value(prog, leaf, args))
                 for leaf in _leaves(rule.when.tree)
             ]
             whole = self._value(prog, rule.when.tree, args)

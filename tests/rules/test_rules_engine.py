@@ -223,7 +223,7 @@ sites:
     assert d.trace is not None
     assert d.trace[0].conditions == [
         rules.Condition("profile.ltv > 100", True),
-        rules.Condition('(profile.tier == "gold")', True),
+        rules.Condition('profile.tier == "gold"', True),
         rules.Condition("ctx.hour < 12", True),
     ]
     assert d.trace[0].matched is False
