@@ -158,6 +158,7 @@ class Engine:
         self.programs_compiled = len(memo)
         self._lookup_cache: dict[tuple[str, str | None], dict[str, Program]] = {}
         self._picks = PickCache()
+        self._site_locales = {name: s.locale for name, s in ruleset.sites.items() if s.locale}
 
     def _compile_placement(self, p: Placement, filename: str) -> Program:
         fn = placement_function(
@@ -275,6 +276,8 @@ class Engine:
         args = (*args_head, seg_values, *args_tail)
         trace: list[TraceEntry] | None = [] if explain else None
         progs = self._placements_for(ctx.site, ctx.locale)
+        # Content in the request's language, else the site's (`locale:` of the site).
+        pick_locale = ctx.locale or self._site_locales.get(ctx.site)
         out: list[PlacementDecision] = []
         ttl: int | None = None
         late = False
@@ -341,7 +344,7 @@ class Engine:
                             spec,
                             content,
                             placement=name,
-                            locale=ctx.locale,
+                            locale=pick_locale,
                             now=now,
                             interests=interests,
                             recent=recent,

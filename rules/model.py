@@ -154,6 +154,7 @@ class Site:
     node: Node
     placements: dict[str, PlacementDef] = field(default_factory=dict)
     locales: dict[str, dict[str, PlacementDef]] = field(default_factory=dict)
+    locale: str | None = None  # the site's language, for content picks when the request has none
 
 
 @dataclass(slots=True, eq=False)
@@ -672,8 +673,8 @@ class Reader:
             if sm is None:
                 continue
             self.keys(sm, ("locale", "placements", "locales"), f"site `{name}`")
-            self.string(sm.get("locale"), "`locale`")
             site = Site(name, sm, self.placements_map(sm.get("placements"), f"site `{name}`"))
+            site.locale = self.string(sm.get("locale"), "`locale`")
             lm = self.mapping(sm.get("locales"), "`locales`")
             if lm is not None:
                 for loc, (_, lval) in lm.entries.items():

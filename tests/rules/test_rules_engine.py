@@ -457,3 +457,31 @@ def test_inherited_placements_share_compiled_code() -> None:
     # hero: default, shop-fr, shop-fr/en-FR, shop-de differ; side is shared by every site
     assert eng.programs_compiled == 5
     assert NOW > 0
+
+
+def test_picks_fall_back_to_the_site_locale() -> None:
+    cat = Catalog(
+        [
+            Item("fr", "banner", ["t"], locale="fr-FR", priority=1),
+            Item("de", "banner", ["t"], locale="de-DE", priority=2),
+        ]
+    )
+    eng = engine_from(
+        SCHEMA
+        + """
+sites:
+  default:
+    placements:
+      p: {default: {variant: d, content: {tags: [t], limit: 5}}}
+  shop-fr:
+    locale: fr-FR
+"""
+    )
+
+    def ids(**kw: object) -> list[str]:
+        d = eng.decide(visitor_id=None, profile=None, ctx=ctx(**kw), placements=["p"], content=cat)
+        return d.placements[0].content
+
+    assert ids(site="shop-fr") == ["fr"]
+    assert ids(site="shop-fr", locale="de-DE") == ["de"]
+    assert ids(site="elsewhere") == ["de", "fr"]
