@@ -560,10 +560,16 @@ class Reader:
             spec.rank = tuple(rank)
         enode = m.get("exclude")
         if enode is not None:
-            excl = self.strings(enode, "`exclude`")
-            for item_node, name in zip(
-                self.sequence(enode, "`exclude`") or [enode], excl, strict=False
-            ):
+            nodes = (
+                [enode]
+                if enode.kind == "scalar" and enode.text
+                else self.sequence(enode, "`exclude`")
+            )
+            excl: list[str] = []
+            for item_node in nodes:
+                name = self.string(item_node, "each of `exclude`")
+                if name is None:
+                    continue
                 if name not in EXCLUDE_KEYS:
                     self.err(
                         item_node,
@@ -571,7 +577,9 @@ class Reader:
                         f"cannot exclude `{name}`",
                         suggestion_for(name, EXCLUDE_KEYS) or f"one of {', '.join(EXCLUDE_KEYS)}",
                     )
-            spec.exclude = tuple(e for e in excl if e in EXCLUDE_KEYS)
+                else:
+                    excl.append(name)
+            spec.exclude = tuple(excl)
         if not (spec.ids or spec.tags or spec.any_tags or spec.type or spec.placement is not None):
             self.err(
                 m,
