@@ -485,3 +485,37 @@ sites:
     assert ids(site="shop-fr") == ["fr"]
     assert ids(site="shop-fr", locale="de-DE") == ["de"]
     assert ids(site="elsewhere") == ["de", "fr"]
+
+
+class CountingDict(dict[str, object]):
+    """Counts reads by key: shows what a decision touches."""
+
+    def __init__(self, *args: object) -> None:
+        super().__init__(*args)  # type: ignore[arg-type]
+        self.reads: dict[str, int] = {}
+
+    def get(self, key: str, default: object = None) -> object:  # type: ignore[override]
+        self.reads[key] = self.reads.get(key, 0) + 1
+        return super().get(key, default)
+
+
+def test_segments_once_per_request_and_only_the_requested_placements() -> None:
+    text = (
+        SCHEMA
+        + """
+segments:
+  gold: profile.tier == "gold"
+sites:
+  default:
+    placements:
+      a: {default: x, rules: [{id: r, when: segment.gold, then: y}]}
+      b: {default: x, rules: [{id: r, when: segment.gold and profile.ltv > 1, then: y}]}
+      c: {default: x, rules: [{id: r, when: profile.country == "FR", then: y}]}
+"""
+    )
+    eng = engine_from(text)
+    attrs = CountingDict({"tier": "gold", "ltv": 5.0, "country": "FR"})
+    p = Profile("p", attrs)
+    d = eng.decide(visitor_id="p", profile=p, ctx=ctx(), placements=["a", "b"])
+    assert [x.variant for x in d.placements] == ["y", "y"]
+    assert attrs.reads == {"tier": 1, "ltv": 1}  # the segment once; `c`'s rules never ran
