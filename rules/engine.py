@@ -274,7 +274,13 @@ class Engine:
             seg_values, seg_errors = self._segments_fn(*args_head, (), *args_tail)
             errors += seg_errors
         args = (*args_head, seg_values, *args_tail)
-        trace: list[TraceEntry] | None = [] if explain else None
+        trace: list[TraceEntry] | None = None
+        if explain:
+            # Segments first: they are computed once for the request, before any placement.
+            trace = [
+                TraceEntry("*", "segment", name, bool(value))
+                for name, value in zip(self.segment_names, seg_values, strict=False)
+            ]
         progs = self._placements_for(ctx.site, ctx.locale)
         # Content in the request's language, else the site's (`locale:` of the site).
         pick_locale = ctx.locale or self._site_locales.get(ctx.site)

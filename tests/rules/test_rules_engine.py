@@ -197,12 +197,14 @@ def test_explain_records_each_condition() -> None:
     assert d.trace is not None
     rows = [(t.kind, t.id, t.matched) for t in d.trace]
     assert rows == [
+        ("segment", "gold_plus", False),
+        ("segment", "runner", False),
         ("rule", "gold", False),
         ("rule", "runner", False),
         ("default", None, True),
         ("content", None, True),
     ]
-    assert d.trace[0].conditions == [rules.Condition("segment.gold_plus", False)]
+    assert d.trace[2].conditions == [rules.Condition("segment.gold_plus", False)]
     text = (
         SCHEMA
         + """
