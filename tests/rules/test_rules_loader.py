@@ -51,3 +51,24 @@ def test_yaml_booleans_keep_their_text() -> None:
     assert root is not None
     a = root.get("a")
     assert a is not None and a.value is False and a.text == "NO"
+
+
+def test_alias_bombs_are_refused() -> None:
+    lines = ["a0: &a0 [x, x, x, x, x, x, x, x, x, x]"]
+    lines += [f"a{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 10)}]" for i in range(1, 9)]
+    loaded = load_text("\n".join(lines) + "\n", "bomb.yaml")
+    assert loaded.root is None
+    assert [d.code for d in loaded.diagnostics] == ["too-long"]
+
+
+def test_invalid_utf8_is_a_diagnostic() -> None:
+    import rules
+
+    ruleset, diags = rules.load(b"sites:\n  default: \xff\n", filename="x.yaml")
+    assert ruleset is None
+    assert [(d.code, d.line, d.col) for d in diags] == [("encoding", 2, 12)]
+
+
+def test_recursive_aliases_are_refused() -> None:
+    loaded = load_text("a: &a [1, *a]\n", "loop.yaml")
+    assert loaded.root is None and loaded.diagnostics
