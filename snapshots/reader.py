@@ -4,23 +4,34 @@ decode records straight from LMDB's buffers inside the transaction."""
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Literal
+from typing import Literal, TypeVar
 
 import cachetools
 import lmdb
 import msgspec
 
-from snapshots.errors import SnapshotError
+from snapshots.errors import CorruptRecord, SnapshotError
 from snapshots.manifest import Manifest
 from snapshots.model import ContentItem, Profile
 from snapshots.verify import check_snapshot
 
+T = TypeVar("T")
 IndexField = Literal["tag", "type", "placement", "locale", "category"]
 # Catalogues up to this size are cached whole in plain dicts (fastest); bigger ones in an LRU.
 SMALL_CATALOGUE = 200_000
 LRU_SIZE = 50_000
+
+
+# LMDB refuses an empty key or one over its compile-time limit (511 bytes by default) with
+# BadValsizeError; ids arrive from requests, so such a key is simply not found.
+def _key(text: str, limit: int) -> bytes | None:
+    try:
+        raw = text.encode()
+    except UnicodeEncodeError:  # lone surrogates: no stored key is made of them
+        return None
+    return raw if 0 < len(raw) <= limit else None
 
 
 def _open_env(path: Path) -> lmdb.Environment:
@@ -40,6 +51,20 @@ def _open_env(path: Path) -> lmdb.Environment:
         raise SnapshotError(f"{path}: cannot open LMDB environment: {exc}") from None
 
 
+def _decoder(type_: type[T], where: str) -> Callable[[memoryview | bytes], T]:
+    """A msgpack decoder whose failures are `CorruptRecord`s naming the snapshot (never the key:
+    keys are visitor identifiers, and error messages end up in logs)."""
+    decode = msgspec.msgpack.Decoder(type_).decode
+
+    def checked(buf: memoryview | bytes) -> T:
+        try:
+            return decode(buf)
+        except msgspec.DecodeError as exc:  # ValidationError is a subclass
+            raise CorruptRecord(f"{where}: a stored record does not decode: {exc}") from None
+
+    return checked
+
+
 class _Base:
     kind = ""
 
@@ -52,6 +77,7 @@ class _Base:
         )
         self.version: str = self.manifest.version
         self._env = _open_env(self.path)
+        self._max_key: int = self._env.max_key_size()
 
     def _db(self, name: str) -> lmdb._Database:
         try:
@@ -78,18 +104,29 @@ class ProfileReader(_Base):
         super().__init__(path, signing_key, verify)
         self._profiles = self._db("profiles")
         self._alias = self._db("alias")
-        self._decode = msgspec.msgpack.Decoder(Profile).decode
+        self._decode = _decoder(Profile, f"{self.path} (profiles)")
         self.id_priority: list[str] = list(self.manifest.params.get("id_priority", []))
 
     def get(self, canonical_id: str) -> Profile | None:
+        key = _key(canonical_id, self._max_key)
+        if key is None:
+            return None
         with self._env.begin(db=self._profiles, buffers=True) as txn:
-            buf = txn.get(canonical_id.encode())
+            buf = txn.get(key)
             return None if buf is None else self._decode(buf)
 
     def resolve(self, id_type: str, value: str) -> str | None:
+        key = _key(f"{id_type}:{value}", self._max_key)
+        if key is None:
+            return None
         with self._env.begin(db=self._alias) as txn:
-            cid = txn.get(f"{id_type}:{value}".encode())
-            return None if cid is None else bytes(cid).decode()
+            cid = txn.get(key)
+            if cid is None:
+                return None
+            try:
+                return bytes(cid).decode()
+            except UnicodeDecodeError:
+                raise CorruptRecord(f"{self.path} (alias): an alias is not UTF-8") from None
 
     def lookup(self, ids: Mapping[str, str]) -> Profile | None:
         """The profile of the first identifier (in configured priority) that is known."""
@@ -98,8 +135,11 @@ class ProfileReader(_Base):
                 v = ids.get(t)
                 if v is None:
                     continue
-                cid = txn.get(f"{t}:{v}".encode())
+                key = _key(f"{t}:{v}", self._max_key)
+                cid = None if key is None else txn.get(key)
                 if cid is not None:
+                    if not 0 < len(cid) <= self._max_key:
+                        raise CorruptRecord(f"{self.path} (alias): an alias has an impossible id")
                     buf = txn.get(bytes(cid), db=self._profiles)
                     if buf is not None:
                         return self._decode(buf)
@@ -127,8 +167,8 @@ class ContentReader(_Base):
         super().__init__(path, signing_key, verify)
         self._items_db = self._db("items")
         self._index_db = self._db("index")
-        self._decode = msgspec.msgpack.Decoder(ContentItem).decode
-        self._decode_ids = msgspec.msgpack.Decoder(list[str]).decode
+        self._decode = _decoder(ContentItem, f"{self.path} (items)")
+        self._decode_ids = _decoder(list[str], f"{self.path} (index)")
         small = self.manifest.counts.get("items", 0) <= SMALL_CATALOGUE
         # Values are cached decoded, so `item()`/`ids()` are dict lookups after first use.
         self._items: (
@@ -141,8 +181,11 @@ class ContentReader(_Base):
             return self._items[id]
         except KeyError:
             pass
+        key = _key(id, self._max_key)
+        if key is None:
+            return None
         with self._env.begin(db=self._items_db, buffers=True) as txn:
-            buf = txn.get(id.encode())
+            buf = txn.get(key)
             item = None if buf is None else self._decode(buf)
         self._items[id] = item
         return item
@@ -157,8 +200,11 @@ class ContentReader(_Base):
         found = self._index.get(key)
         if found is not None:
             return found
+        raw = _key(f"{field}:{value}", self._max_key)
+        if raw is None:
+            return frozenset()
         with self._env.begin(db=self._index_db, buffers=True) as txn:
-            buf = txn.get(f"{field}:{value}".encode())
+            buf = txn.get(raw)
             found = frozenset() if buf is None else frozenset(self._decode_ids(buf))
         # Index keys are bounded by the catalogue's vocabulary, so this dict stays small.
         if len(self._index) < LRU_SIZE:
