@@ -11,6 +11,7 @@ import snapshots
 from .schemas import DecideRequest, DecideResponse, ErrorBody, ReadyBody
 
 _REF = "#/components/schemas/{name}"
+PLACEMENT_PATTERN = "^[A-Za-z0-9_.:-]{1,128}$"
 
 
 def _json(ref: dict[str, Any], description: str) -> dict[str, Any]:
@@ -28,6 +29,10 @@ def build_openapi(version: str) -> bytes:
     (request, response, _err, ready, profile, content), components = msgspec.json.schema_components(
         types, ref_template=_REF
     )
+    # What the server enforces on placement names (state.PLACEMENT_NAME), so generated clients and
+    # fuzzers know a valid request when they see one.
+    name = {"type": "string", "pattern": PLACEMENT_PATTERN}
+    components["DecideRequest"]["properties"]["placements"] |= {"items": name, "minItems": 1}
     bearer: list[dict[str, list[str]]] = [{"bearer": []}]
     edge_headers = {
         name: {"schema": {"type": "string"}}
@@ -77,7 +82,7 @@ def build_openapi(version: str) -> bytes:
                             "name": "placement",
                             "in": "path",
                             "required": True,
-                            "schema": {"type": "string"},
+                            "schema": name,
                         },
                         *edge_params[1:],
                     ],
