@@ -59,7 +59,7 @@ def _decoder(type_: type[T], where: str) -> Callable[[memoryview | bytes], T]:
     def checked(buf: memoryview | bytes) -> T:
         try:
             return decode(buf)
-        except msgspec.DecodeError as exc:  # ValidationError is a subclass
+        except (msgspec.DecodeError, UnicodeDecodeError) as exc:  # ValidationError included
             raise CorruptRecord(f"{where}: a stored record does not decode: {exc}") from None
 
     return checked
@@ -84,6 +84,11 @@ class _Base:
             return self._env.open_db(name.encode(), create=False)
         except lmdb.Error as exc:
             raise SnapshotError(f"{self.path}: database {name!r} missing: {exc}") from None
+
+    def _damaged(self, exc: Exception) -> CorruptRecord:
+        """LMDB's own complaint about a page (MDB_CORRUPTED, MDB_PAGE_NOTFOUND, …) or a key that
+        is not UTF-8: damage on disk that the size check at open cannot see."""
+        return CorruptRecord(f"{self.path}: damaged {self.kind} snapshot: {exc}")
 
     def close(self) -> None:
         self._env.close()
@@ -111,47 +116,53 @@ class ProfileReader(_Base):
         key = _key(canonical_id, self._max_key)
         if key is None:
             return None
-        with self._env.begin(db=self._profiles, buffers=True) as txn:
-            buf = txn.get(key)
-            return None if buf is None else self._decode(buf)
+        try:
+            with self._env.begin(db=self._profiles, buffers=True) as txn:
+                buf = txn.get(key)
+                return None if buf is None else self._decode(buf)
+        except lmdb.Error as exc:
+            raise self._damaged(exc) from None
 
     def resolve(self, id_type: str, value: str) -> str | None:
         key = _key(f"{id_type}:{value}", self._max_key)
         if key is None:
             return None
-        with self._env.begin(db=self._alias) as txn:
-            cid = txn.get(key)
-            if cid is None:
-                return None
-            try:
-                return bytes(cid).decode()
-            except UnicodeDecodeError:
-                raise CorruptRecord(f"{self.path} (alias): an alias is not UTF-8") from None
+        try:
+            with self._env.begin(db=self._alias) as txn:
+                cid = txn.get(key)
+                return None if cid is None else bytes(cid).decode()
+        except (lmdb.Error, UnicodeDecodeError) as exc:
+            raise self._damaged(exc) from None
 
     def lookup(self, ids: Mapping[str, str]) -> Profile | None:
         """The profile of the first identifier (in configured priority) that is known."""
-        with self._env.begin(db=self._alias, buffers=True) as txn:
-            for t in self.id_priority:
-                v = ids.get(t)
-                if v is None:
-                    continue
-                key = _key(f"{t}:{v}", self._max_key)
-                cid = None if key is None else txn.get(key)
-                if cid is not None:
-                    if not 0 < len(cid) <= self._max_key:
-                        raise CorruptRecord(f"{self.path} (alias): an alias has an impossible id")
-                    buf = txn.get(bytes(cid), db=self._profiles)
-                    if buf is not None:
-                        return self._decode(buf)
+        try:
+            with self._env.begin(db=self._alias, buffers=True) as txn:
+                for t in self.id_priority:
+                    v = ids.get(t)
+                    if v is None:
+                        continue
+                    key = _key(f"{t}:{v}", self._max_key)
+                    cid = None if key is None else txn.get(key)
+                    if cid is not None:
+                        # An empty or over-long alias target is damage (BadValsizeError below).
+                        buf = txn.get(bytes(cid), db=self._profiles)
+                        if buf is not None:
+                            return self._decode(buf)
+        except lmdb.Error as exc:
+            raise self._damaged(exc) from None
         return None
 
     def sample(self, n: int = 1) -> list[Profile]:
         out: list[Profile] = []
-        with self._env.begin(db=self._profiles, buffers=True) as txn:
-            for _, buf in txn.cursor():
-                out.append(self._decode(buf))
-                if len(out) >= n:
-                    break
+        try:
+            with self._env.begin(db=self._profiles, buffers=True) as txn:
+                for _, buf in txn.cursor():
+                    out.append(self._decode(buf))
+                    if len(out) >= n:
+                        break
+        except lmdb.Error as exc:
+            raise self._damaged(exc) from None
         return out
 
     def __enter__(self) -> ProfileReader:
@@ -184,9 +195,12 @@ class ContentReader(_Base):
         key = _key(id, self._max_key)
         if key is None:
             return None
-        with self._env.begin(db=self._items_db, buffers=True) as txn:
-            buf = txn.get(key)
-            item = None if buf is None else self._decode(buf)
+        try:
+            with self._env.begin(db=self._items_db, buffers=True) as txn:
+                buf = txn.get(key)
+                item = None if buf is None else self._decode(buf)
+        except lmdb.Error as exc:
+            raise self._damaged(exc) from None
         self._items[id] = item
         return item
 
@@ -203,17 +217,23 @@ class ContentReader(_Base):
         raw = _key(f"{field}:{value}", self._max_key)
         if raw is None:
             return frozenset()
-        with self._env.begin(db=self._index_db, buffers=True) as txn:
-            buf = txn.get(raw)
-            found = frozenset() if buf is None else frozenset(self._decode_ids(buf))
+        try:
+            with self._env.begin(db=self._index_db, buffers=True) as txn:
+                buf = txn.get(raw)
+                found = frozenset() if buf is None else frozenset(self._decode_ids(buf))
+        except lmdb.Error as exc:
+            raise self._damaged(exc) from None
         # Index keys are bounded by the catalogue's vocabulary, so this dict stays small.
         if len(self._index) < LRU_SIZE:
             self._index[key] = found
         return found
 
     def all_ids(self) -> list[str]:
-        with self._env.begin(db=self._items_db) as txn:
-            return [bytes(k).decode() for k in txn.cursor().iternext(keys=True, values=False)]
+        try:
+            with self._env.begin(db=self._items_db) as txn:
+                return [bytes(k).decode() for k in txn.cursor().iternext(keys=True, values=False)]
+        except (lmdb.Error, UnicodeDecodeError) as exc:
+            raise self._damaged(exc) from None
 
     def __enter__(self) -> ContentReader:
         return self

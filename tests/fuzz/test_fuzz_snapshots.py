@@ -235,3 +235,35 @@ def test_archive_with_a_garbage_second_header_is_an_unsafe_archive(
     src.write_bytes(raw[:end] + b"\x01" * 512 + raw[end + 512 :])
     with pytest.raises(snapshots.UnsafeArchive):
         snapshots.unpack(src, tmp_path / "out")
+
+
+@FUZZ
+@given(
+    edits=st.lists(st.tuples(st.integers(8192, 1 << 22), st.integers(0, 255)), max_size=400),
+    kind=st.sampled_from(["profiles", "content"]),
+)
+def test_damaged_lmdb_pages_raise_snapshot_errors_only(
+    prove_data: Path, edits: list[tuple[int, int]], kind: str
+) -> None:
+    """Bit rot in data.mdb past the two meta pages, with a manifest that matches it (as after a
+    bad copy whose digest was taken afterwards): LMDB's own page errors and undecodable records
+    are `SnapshotError`s too. Regression: `lmdb.CorruptedError` and `UnicodeDecodeError` escaped."""
+    with damaged_copy(snapshot_of(prove_data, kind)) as path:
+        alias_keys = keys_of(path, "alias") if kind == "profiles" else []
+        data = path / "data.mdb"
+        raw = bytearray(data.read_bytes())
+        for pos, byte in edits:
+            raw[8192 + pos % (len(raw) - 8192)] = byte
+        data.write_bytes(bytes(raw))
+        remanifest(path)
+        try:
+            if kind == "profiles":
+                read_everything_profiles(path, alias_keys)
+            else:
+                with snapshots.open_content(path) as reader:
+                    for cid in reader.all_ids():
+                        reader.get(cid)
+                    for tag in ("running", "default", "budget", "fresh"):
+                        reader.ids("tag", tag)
+        except snapshots.SnapshotError as exc:
+            assert str(exc)
