@@ -33,3 +33,8 @@ test: lint typecheck unit
 
 clean:
 	rm -rf $(VENV) .data .pytest_cache .mypy_cache .ruff_cache
+
+# The CDN pattern on loopback: demo origin, edgeside and nginx (deploy/nginx/); Ctrl-C stops it.
+.PHONY: demo-cdn
+demo-cdn: $(STAMP)
+	$(BIN)/python -m bench.proxies --data $(DATA)

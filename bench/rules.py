@@ -258,7 +258,7 @@ def _peer_cel(conds: list[list[tuple[str, str, Any]]]) -> Callable[[], object] |
     for c in conds:
         expr = " && ".join(f"{f} {op} {_lit(v)}" for f, op, v in c)
         programs.append(env.program(env.compile(expr)))
-    to_cel = celpy.json_to_cel  # type: ignore[attr-defined]
+    to_cel = celpy.json_to_cel  # type: ignore[attr-defined, unused-ignore]
     activation = {k: to_cel(v) for k, v in DATA.items()}
 
     def run() -> object:

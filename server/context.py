@@ -84,6 +84,31 @@ class ContextBuilder:
         self._opt_in = frozenset(c.upper() for c in settings.consent.opt_in_countries)
         self._site_hosts = {h.lower(): s for h, s in settings.site_hosts.items()}
         self._max_id = settings.limits.max_id_chars
+        # Every header `from_headers` and `visitor_from_headers` read: together with the query
+        # string they are all a decision can depend on, so they key the answer memo.
+        self._inputs = (
+            *self._country,
+            *self._region,
+            *self._city,
+            *self._timezone,
+            *self._weather,
+            self._consent_header,
+            b"x-placements",
+            b"x-original-uri",
+            b"x-forwarded-uri",
+            b"x-site",
+            b"x-forwarded-host",
+            b"host",
+            b"accept-language",
+            b"referer",
+            b"user-agent",
+            b"x-visitor-id",
+            b"cookie",
+        )
+
+    def input_key(self, headers: Mapping[bytes, bytes]) -> tuple[bytes | None, ...]:
+        """The values of every header a decision reads, in a fixed order."""
+        return tuple(map(headers.get, self._inputs))
 
     # -- consent -------------------------------------------------------------------------------
 

@@ -89,7 +89,7 @@ class DecisionService:
         engine = world.engine
         if engine is None:
             decision = _bare_fallback(placements, "no_rules")
-            self._count(decision)
+            self.count(decision)
             return decision
         profile = None
         visitor_id: str | None = None
@@ -119,10 +119,11 @@ class DecisionService:
                 decision = engine.fallback(ctx, placements, "internal_error")
             except Exception:
                 decision = _bare_fallback(placements, "internal_error")
-        self._count(decision)
+        self.count(decision)
         return decision
 
-    def _count(self, decision: rules.Decision) -> None:
+    def count(self, decision: rules.Decision) -> None:
+        """Metrics for a decision served (computed now, or reused from the memo)."""
         metrics = self.metrics
         for placement in decision.placements:
             metrics.decisions.inc((placement.placement, placement.variant))

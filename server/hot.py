@@ -96,32 +96,53 @@ async def edge(state: AppState, scope: Scope, receive: Receive, send: Send) -> N
 async def _edge(state: AppState, scope: Scope, receive: Receive, send: Send) -> None:
     started = _perf()
     headers = dict(scope["headers"])
+    now = _now()
+    holder = state.holder
+    memo = state.edge_memo
+    key = None
+    answer = None
+    if memo.enabled:
+        versions = holder.current.snapshot_header
+        key = (versions, scope["query_string"], *state.builder.input_key(headers))
+        answer = memo.get(key, now)
+    if answer is None:
+        try:
+            answer = _edge_answer(state, scope, headers, now)
+        except PlacementError as exc:
+            await send_error(send, 400, "bad_placements", str(exc), "X-Placements")
+            state.metrics.responses.inc(("edge", "400"))
+            return
+        if key is not None and key[0] == answer[0]:
+            memo.put(key, answer)
+    else:
+        state.service.count(answer[2])
+    await send_response(send, 204, answer[1])
+    metrics = state.metrics
+    metrics.responses.inc(("edge", "204"))
+    metrics.request_seconds.observe(("edge",), _perf() - started)
+
+
+def _edge_answer(
+    state: AppState, scope: Scope, headers: dict[bytes, bytes], now: float
+) -> tuple[bytes, Headers, rules.Decision]:
+    """(snapshot versions used, response headers, decision) for one callout."""
     query = query_params(scope)
     raw_placements = headers.get(b"x-placements")
     if raw_placements is not None:
         placements = split_placements(raw_placements.decode("latin-1"))
     else:
         placements = [p for value in query.get("p", []) for p in split_placements(value)]
-    try:
-        state.check_placements(placements)
-    except PlacementError as exc:
-        await send_error(send, 400, "bad_placements", str(exc), "X-Placements")
-        state.metrics.responses.inc(("edge", "400"))
-        return
+    state.check_placements(placements)
     site = query.get("site", [None])[0]
-    ctx = state.builder.from_headers(headers, site, _now())
+    ctx = state.builder.from_headers(headers, site, now)
     visitor = state.builder.visitor_from_headers(headers) if ctx.consent else _ANONYMOUS
     holder = state.holder
     world = holder.acquire()
     try:
         decision = state.service.decide(world, visitor, ctx, placements)
-        out = decision_headers(decision, world.snapshot_header)
+        return world.snapshot_header, decision_headers(decision, world.snapshot_header), decision
     finally:
         holder.release(world)
-    await send_response(send, 204, out)
-    metrics = state.metrics
-    metrics.responses.inc(("edge", "204"))
-    metrics.request_seconds.observe(("edge",), _perf() - started)
 
 
 async def decide(state: AppState, scope: Scope, receive: Receive, send: Send) -> None:
@@ -150,6 +171,15 @@ async def _decide(state: AppState, scope: Scope, receive: Receive) -> tuple[int,
         raw = await read_body(receive, limit)
     except BodyTooLarge:
         return 413, error_body("body_too_large", f"the body is over {limit} bytes")
+    explain = b"explain" in scope.get("query_string", b"")
+    memo = state.decide_memo
+    key = None
+    if memo.enabled and not explain:
+        key = (state.holder.current.snapshot_header, raw)
+        hit = memo.get(key, _now())
+        if hit is not None:
+            state.service.count(hit[1])
+            return 200, hit[0]
     try:
         request = _decode_request(raw)
     except msgspec.ValidationError as exc:
@@ -194,7 +224,10 @@ async def _decide(state: AppState, scope: Scope, receive: Receive) -> tuple[int,
         )
         if request.render and world.content is not None:
             response.items = _render_items(world, decision)
-        return 200, _encode(response)
+        body = _encode(response)
+        if key is not None and key[0] == world.snapshot_header:
+            memo.put(key, (body, decision))
+        return 200, body
     finally:
         holder.release(world)
 

@@ -7,9 +7,13 @@ import re
 import time
 from collections.abc import Mapping
 
+import rules
+
+from .asgi import Headers
 from .config import Secrets, Settings
 from .context import ContextBuilder
 from .decisions import DecisionService
+from .memo import SlotMemo
 from .metrics import Metrics
 from .world import KINDS, World, WorldHolder
 
@@ -36,6 +40,12 @@ class AppState:
         self.builder = ContextBuilder(settings)
         self.service = DecisionService(self.metrics, settings.time_budget_ms)
         self.started_at = time.time()
+        self.edge_memo: SlotMemo[tuple[bytes, Headers, rules.Decision]] = SlotMemo(
+            settings.memo_ttl_s, settings.memo_max_entries
+        )
+        self.decide_memo: SlotMemo[tuple[bytes, rules.Decision]] = SlotMemo(
+            settings.memo_ttl_s, settings.memo_max_entries
+        )
         self._token = secrets.admin_token.encode() if secrets.admin_token else None
 
     def _record_swap(self, world: World) -> None:

@@ -1,6 +1,9 @@
 """Snapshots: immutable, versioned, memory-mapped LMDB data sets and the builders that make them."""
 
+from snapshots.archive import pack, unpack
 from snapshots.blob import read_blob_snapshot, write_blob_snapshot
+from snapshots.config import ContentConfig, ProfilesConfig, load_config
+from snapshots.content_build import build_content
 from snapshots.errors import (
     ChecksumMismatch,
     ConfigInvalid,
@@ -19,12 +22,16 @@ from snapshots.errors import (
 )
 from snapshots.manifest import Manifest, Signature, read_manifest
 from snapshots.model import ContentItem, Profile
+from snapshots.profiles_build import build_profiles
 from snapshots.reader import ContentReader, ProfileReader, open_content, open_profiles
+from snapshots.summary import BuildSummary
 from snapshots.verify import verify_snapshot
 
 __all__ = [
+    "BuildSummary",
     "ChecksumMismatch",
     "ConfigInvalid",
+    "ContentConfig",
     "ContentItem",
     "ContentReader",
     "InputInvalid",
@@ -35,6 +42,7 @@ __all__ = [
     "OutputExists",
     "Profile",
     "ProfileReader",
+    "ProfilesConfig",
     "SchemaMismatch",
     "Signature",
     "SignatureInvalid",
@@ -43,10 +51,15 @@ __all__ = [
     "SnapshotError",
     "StoreError",
     "UnsafeArchive",
+    "build_content",
+    "build_profiles",
+    "load_config",
     "open_content",
     "open_profiles",
+    "pack",
     "read_blob_snapshot",
     "read_manifest",
+    "unpack",
     "verify_snapshot",
     "write_blob_snapshot",
 ]

@@ -67,11 +67,12 @@ def _build(
     rank = {t: i for i, t in enumerate(order)}
     unique = frozenset(t for t, c in cfg.id_types.items() if c.unique)
     any_block = frozenset(cfg.blocklist.get("*", ()))
-    # One dict lookup per identifier: (rank, "type:" prefix, junk values or None, unique?).
-    tinfo: dict[str, tuple[int, str, frozenset[str] | None, bool]] = {}
+    # Per id type, in priority order: ("type:" prefix, junk values or None, unique?). Walking the
+    # configured types (a handful) yields a record's ids already sorted by priority.
+    tinfo: list[tuple[str, str, frozenset[str] | None, bool]] = []
     for t in order:
         junk_values = frozenset(cfg.blocklist.get(t, ())) | any_block
-        tinfo[t] = (rank[t], t + ":", junk_values or None, t in unique)
+        tinfo.append((t, t + ":", junk_values or None, t in unique))
     stitcher = Stitcher(unique, cfg.max_cluster_size)
     decoder = msgspec.json.Decoder(ProfileRecord)
 
@@ -97,14 +98,15 @@ def _build(
                 if len(invalid) < MAX_INVALID_KEPT:
                     invalid.append(str(rec))
                 continue
-            keyed: list[tuple[int, str, str]] = []
+            ids = rec.ids
+            keyed: list[tuple[str, str]] = []
             problem = None
-            for t, v in rec.ids.items():
-                info = tinfo.get(t)
-                if info is None:
-                    problem = f"unknown id type `{t}` at `$.ids.{t}`; configured: {order}"
-                    break
-                r, prefix, junk, is_unique = info
+            matched = 0
+            for t, prefix, junk, is_unique in tinfo:
+                v = ids.get(t)
+                if v is None:
+                    continue
+                matched += 1
                 if isinstance(v, str):
                     values: list[str] | tuple[str] = (v,)
                 else:
@@ -120,16 +122,17 @@ def _build(
                         if len(blocked_examples) < MAX_EXAMPLES:
                             blocked_examples.append(f"{name}:{lineno}: {t}:{value}")
                         continue
-                    keyed.append((r, prefix + value, t))
-            if problem is None and not keyed:
-                problem = "no usable identifier (all blocklisted)" if rec.ids else "no identifiers"
+                    keyed.append((prefix + value, t))
+            if matched != len(ids):
+                t = next(t for t in ids if t not in rank)
+                problem = f"unknown id type `{t}` at `$.ids.{t}`; configured: {order}"
+            elif problem is None and not keyed:
+                problem = "no usable identifier (all blocklisted)" if ids else "no identifiers"
             if problem is not None:
                 n_invalid += 1
                 if len(invalid) < MAX_INVALID_KEPT:
                     invalid.append(f"{name}:{lineno}: {problem}")
                 continue
-            if len(keyed) > 1:
-                keyed.sort()
             anchors.append(add(keyed))
             records.append(line)
 

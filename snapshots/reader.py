@@ -149,7 +149,10 @@ class ContentReader(_Base):
 
     item = get
 
-    def ids(self, field: str, value: str) -> frozenset[str]:
+    def ids(self, field: IndexField | str, value: str) -> frozenset[str]:
+        """Ids of the items whose `field` (tag, type, placement, locale, category) holds `value`;
+        empty for anything else. Typed `str` too, so the reader satisfies the rules'
+        `ContentCatalog` protocol."""
         key = (field, value)
         found = self._index.get(key)
         if found is not None:

@@ -62,13 +62,13 @@ class Stitcher:
 
     def add_record(self, ids: list[tuple[str, str]]) -> int:
         """Link a record's identifiers (ordered by priority); return the anchor node."""
-        return self.add([(0, f"{t}:{v}", t) for t, v in ids])
+        return self.add([(f"{t}:{v}", t) for t, v in ids])
 
-    def add(self, keyed: list[tuple[int, str, str]]) -> int:
-        """`keyed` = [(rank, "type:value", type)] sorted by rank; return the anchor node."""
+    def add(self, keyed: list[tuple[str, str]]) -> int:
+        """`keyed` = [("type:value", type)] in priority order; return the anchor node."""
         index = self.index
         anchor = -1
-        for _, key, id_type in keyed:
+        for key, id_type in keyed:
             n = index.get(key)
             if n is None:
                 n = self._node(key, id_type)
@@ -134,4 +134,5 @@ class Stitcher:
 
 def canonical_id(best_key: str) -> str:
     """Opaque and stable while a person's best identifier is stable; leaks no PII into logs."""
-    return "p_" + hashlib.blake2b(best_key.encode(), digest_size=8).hexdigest()
+    # 80 bits: a collision among 10 M profiles has odds of about 1 in 10^10.
+    return "p_" + hashlib.blake2b(best_key.encode(), digest_size=10).hexdigest()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from snapshots.errors import ChecksumMismatch, SnapshotError
+from snapshots.errors import ChecksumMismatch, KindMismatch, SnapshotError
 from snapshots.manifest import MANIFEST_NAME, Manifest, check_sizes, read_manifest
 from snapshots.ndjson import file_sha256
 from snapshots.signing import check_signature
@@ -27,8 +27,6 @@ def check_snapshot(
     manifest = read_manifest(root)
     check_signature(manifest, signing_key, str(root / MANIFEST_NAME))
     if expect_kind is not None and manifest.kind != expect_kind:
-        from snapshots.errors import KindMismatch
-
         raise KindMismatch(f"{root}: a {manifest.kind} snapshot, expected {expect_kind}")
     check_sizes(root, manifest)
     if hashes:

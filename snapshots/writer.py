@@ -21,7 +21,6 @@ import lmdb
 
 from snapshots.errors import OutputExists
 from snapshots.manifest import (
-    DATA_NAME,
     MANIFEST_NAME,
     SCHEMA_VERSION,
     Manifest,
@@ -75,10 +74,6 @@ class EnvWriter:
         # Readers open with lock=False; the snapshot holds only data.mdb + manifest.json.
         with contextlib.suppress(FileNotFoundError):
             (self.path / "lock.mdb").unlink()
-
-
-def sorted_items(pairs: Iterable[tuple[bytes, bytes]]) -> Iterator[tuple[bytes, bytes]]:
-    return iter(sorted(pairs, key=lambda kv: kv[0]))
 
 
 def make_version(created_at: float, digest: str) -> str:
@@ -138,7 +133,3 @@ def staging_dir(out: Path, *, force: bool = False) -> Iterator[Path]:
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-
-
-def data_path(snapshot_dir: Path) -> Path:
-    return snapshot_dir / DATA_NAME

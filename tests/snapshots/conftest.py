@@ -9,34 +9,9 @@ from typing import Any
 import orjson
 import pytest
 import yaml
+from snaphelp import PROFILES_CONFIG, WriteNdjson
 
 from snapshots.config import ProfilesConfig, load_config
-
-WriteNdjson = Callable[[str, list[Any]], Path]
-
-
-PROFILES_CONFIG: dict[str, Any] = {
-    "kind": "profiles",
-    "id_types": {
-        "customer_id": {"priority": 1, "unique": True},
-        "email_sha256": {"priority": 2, "unique": True},
-        "cookie": {"priority": 3},
-        "device_id": {"priority": 4},
-    },
-    "blocklist": {"email_sha256": ["junk"], "device_id": ["0000"]},
-    "max_cluster_size": 16,
-    "source_priority": ["crm", "web"],
-    "merge": {
-        "default": "newest",
-        "fields": {"counters": "sum", "interests": "max", "attributes.tier": "source_priority"},
-    },
-}
-
-
-def rec(
-    source: str, ids: dict[str, Any], updated_at: str = "2026-11-20T10:00:00Z", **kw: Any
-) -> dict[str, Any]:
-    return {"source": source, "ids": ids, "updated_at": updated_at, **kw}
 
 
 @pytest.fixture

@@ -8,7 +8,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from conftest import WriteNdjson, rec
+from snaphelp import WriteNdjson, rec
 
 from snapshots import UnsafeArchive, open_profiles, verify_snapshot
 from snapshots.archive import pack, unpack

@@ -36,10 +36,20 @@ def test_gen_writes_exports_that_build(tmp_path: Path, capsys: pytest.CaptureFix
 def test_snapshots_bench_prints_json_last(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    argv = ["--profiles", "200,400", "--lookups", "300", "--workdir", str(tmp_path)]
+    argv = [
+        "--profiles",
+        "200,400",
+        "--direct-profiles",
+        "600",
+        "--lookups",
+        "300",
+        "--workdir",
+        str(tmp_path),
+    ]
     assert bench.snapshots.main(argv) == 0
     result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
-    assert [s["profiles"] for s in result["sizes"]] == [200, 400]
+    assert [s["profiles"] for s in result["sizes"]] == [200, 400, 600]
+    assert result["sizes"][2]["built_by"] == "direct"
     for key in (
         "build_records_per_s",
         "open_s",

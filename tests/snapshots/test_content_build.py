@@ -8,7 +8,7 @@ from typing import Any
 
 import msgspec
 import pytest
-from conftest import WriteNdjson
+from snaphelp import WriteNdjson
 
 from snapshots import InputInvalid, open_content
 from snapshots.config import ContentConfig

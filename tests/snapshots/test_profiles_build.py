@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
-from conftest import WriteNdjson, rec
+from snaphelp import WriteNdjson, rec
 
 from snapshots import InputInvalid, OutputExists, open_profiles
 from snapshots.config import ProfilesConfig

@@ -7,7 +7,7 @@ import tarfile
 from pathlib import Path
 
 import pytest
-from conftest import WriteNdjson, rec
+from snaphelp import WriteNdjson, rec
 
 from server.cli import main
 

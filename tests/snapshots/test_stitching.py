@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
-from conftest import WriteNdjson, rec
+from snaphelp import WriteNdjson, rec
 
 from snapshots.config import ProfilesConfig
 from snapshots.profiles_build import build_profiles

@@ -1,0 +1,147 @@
+"""What the CDN tests ask of the chain: pages through a proxy, decisions straight from edgeside,
+and what the origin saw."""
+
+from __future__ import annotations
+
+import json
+import re
+import socket
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+REPO = Path(__file__).resolve().parents[2]
+HOME_PLACEMENTS = "home_hero"  # what the proxies ask for on /shared/…, /p/…: see deploy/
+# What the server itself lets into a decision header (server/asgi.py) and what the proxies accept.
+SAFE_HEADER = re.compile(r"[A-Za-z0-9_.:;=,/+-]*")
+
+
+def demo_cookies() -> list[str]:
+    """Every `cookie` identifier in the demo profile exports, in file order, deduplicated."""
+    seen: dict[str, None] = {}
+    for path in sorted((REPO / "demo" / "profiles").glob("*.ndjson")):
+        for line in path.read_text(encoding="utf-8").splitlines():
+            if line.strip():
+                cookie = json.loads(line).get("ids", {}).get("cookie")
+                if isinstance(cookie, str):
+                    seen.setdefault(cookie, None)
+    return list(seen)
+
+
+def decide(
+    edgeside_url: str,
+    path: str,
+    cookie: str | None,
+    placements: str = HOME_PLACEMENTS,
+    site: str = "shop-fr",
+    **headers: str,
+) -> httpx.Headers:
+    """Ask edgeside exactly what the nginx callout asks for this page and visitor."""
+    sent = {"X-Original-URI": path, "X-Placements": placements, "X-Site": site, **headers}
+    if cookie is not None:
+        sent["Cookie"] = f"edgeside_id={cookie}"
+    response = httpx.get(edgeside_url + "/v1/edge", headers=sent, timeout=5)
+    assert response.status_code == 204, response.text
+    return response.headers
+
+
+def keys_by_cookie(edgeside_url: str, path: str, cookies: list[str]) -> dict[str, list[str]]:
+    """Decision key → the cookies that get it, for this page."""
+    groups: dict[str, list[str]] = {}
+    with httpx.Client(base_url=edgeside_url, timeout=5) as client:
+        for cookie in cookies:
+            response = client.get(
+                "/v1/edge",
+                headers={
+                    "X-Original-URI": path,
+                    "X-Placements": HOME_PLACEMENTS,
+                    "X-Site": "shop-fr",
+                    "Cookie": f"edgeside_id={cookie}",
+                },
+            )
+            assert response.status_code == 204
+            groups.setdefault(response.headers["x-edge-key"], []).append(cookie)
+    return groups
+
+
+def page(base: str, path: str, cookie: str | None = None, **headers: str) -> httpx.Response:
+    if cookie is not None:
+        headers["Cookie"] = f"edgeside_id={cookie}"
+    response = httpx.get(base + path, headers=headers, timeout=10)
+    return response
+
+
+def origin_log(origin_url: str) -> list[dict[str, Any]]:
+    entries: list[dict[str, Any]] = httpx.get(origin_url + "/__origin/log", timeout=5).json()
+    return entries
+
+
+def renders(origin_url: str, path: str) -> list[dict[str, Any]]:
+    """The origin renders of `path` so far (each a fresh page, i.e. a proxy cache miss)."""
+    return [e for e in origin_log(origin_url) if e["path"] == path]
+
+
+def render_number(response: httpx.Response) -> int:
+    found = re.search(r'data-render="(\d+)"', response.text)
+    assert found, response.text
+    return int(found.group(1))
+
+
+_VARIANT = re.compile(r'data-placement="([^"]+)">[^:]+: <b class="variant">([^<]*)</b>')
+
+
+def variants(response: httpx.Response) -> dict[str, str]:
+    """Placement → variant, as the origin rendered them into the page."""
+    return dict(_VARIANT.findall(response.text))
+
+
+def raw_get(port: int, path: str, header_lines: list[bytes]) -> int:
+    """Send a request with raw header bytes (httpx refuses CR/LF, non-ASCII); return the status."""
+    request = b"GET " + path.encode() + b" HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+    request += b"".join(line + b"\r\n" for line in header_lines)
+    request += b"Connection: close\r\n\r\n"
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        sock.sendall(request)
+        chunks = []
+        while True:
+            chunk = sock.recv(65536)
+            if not chunk:
+                break
+            chunks.append(chunk)
+    head = b"".join(chunks).split(b"\r\n", 1)[0]
+    match = re.match(rb"HTTP/1\.[01] (\d{3})", head)
+    assert match, head
+    return int(match.group(1))
+
+
+def fragment(edgeside_url: str, path: str, cookie: str, placement: str = "home_recs") -> str:
+    """The fragment edgeside gives this visitor on this page, as the proxies ask for it."""
+    response = httpx.get(
+        f"{edgeside_url}/v1/fragments/{placement}",
+        headers={"X-Original-URI": path, "X-Site": "shop-fr", "Cookie": f"edgeside_id={cookie}"},
+        timeout=5,
+    )
+    assert response.status_code == 200, response.text
+    return response.text
+
+
+_RECS = re.compile(r"<div id=recs>(.*?)</div><p id=render", re.S)
+
+
+def recs(response: httpx.Response) -> str:
+    """What the proxy filled into the page's recommendations hole."""
+    found = _RECS.search(response.text)
+    assert found, response.text
+    return found.group(1)
+
+
+def same_key_different_recs(edgeside_url: str, path: str, cookies: list[str]) -> list[str]:
+    """Two visitors with one page key but different personal recommendations."""
+    for members in keys_by_cookie(edgeside_url, path, cookies).values():
+        by_recs: dict[str, str] = {}
+        for cookie in members:
+            by_recs.setdefault(fragment(edgeside_url, path, cookie), cookie)
+            if len(by_recs) == 2:
+                return list(by_recs.values())
+    raise AssertionError("no two demo visitors share a page key with different recommendations")

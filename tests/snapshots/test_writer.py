@@ -1,0 +1,35 @@
+"""The LMDB writer: grows its map when full, leaves no lock file, keeps keys in order."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import lmdb
+import pytest
+
+from snapshots import writer
+
+
+def test_map_grows_when_full_and_no_lock_file_is_left(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(writer, "MIN_MAP", 256 << 10)
+    monkeypatch.setattr(writer, "CHUNK", 500)
+    w = writer.EnvWriter(tmp_path, size_hint=0)  # far too small on purpose
+    items = [(f"k{i:06d}".encode(), bytes([i % 251]) * 1000) for i in range(3000)]
+    assert w.put_sorted("things", items) == 3000
+    w.close()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["data.mdb"]
+    env = lmdb.open(str(tmp_path), readonly=True, lock=False, max_dbs=2)
+    with env.begin(db=env.open_db(b"things", create=False)) as txn:
+        got = [(bytes(k), bytes(v)) for k, v in txn.cursor()]
+    env.close()
+    assert got == items
+
+
+def test_versions_sort_by_time_and_differ_by_content() -> None:
+    a = writer.make_version(1795360000.0, "aa" * 32)
+    b = writer.make_version(1795360000.0, "bb" * 32)
+    c = writer.make_version(1795363600.0, "00" * 32)
+    assert a != b and sorted([c, a]) == [a, c]
+    assert a.startswith("20261122T") and a.endswith("Z-aaaaaaaa")
