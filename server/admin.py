@@ -56,6 +56,15 @@ class Refusal(Exception):
         self.field = field
 
 
+class ValidationFailed(snapshots.SnapshotError):
+    """The snapshot is sound on disk but fails the smoke validation (empty, unreadable records,
+    rules that do not compile, a sample decision that errors)."""
+
+
+# What opening and deciding with a bad (but correctly signed and hashed) snapshot can raise.
+_INVALID = (snapshots.SnapshotError, msgspec.MsgspecError, UnicodeDecodeError, ValueError)
+
+
 def _snake(name: str) -> str:
     return re.sub(r"(?<!^)(?=[A-Z])", "_", name).lower()
 
@@ -218,7 +227,12 @@ class Lifecycle:
                 )
                 lap("apply_delta_ms")
                 unpacked = applied
-            checked = self.validate(kind, unpacked, manifest, world)
+            try:
+                checked = self.validate(kind, unpacked, manifest, world)
+            except ValidationFailed:
+                raise
+            except _INVALID as exc:
+                raise ValidationFailed(f"smoke validation failed: {exc}") from None
             lap("validate_ms")
             previous = store.active_version(self.data_dir, kind)
             if previous == manifest.version:
@@ -297,7 +311,10 @@ class Lifecycle:
         manifest = check_snapshot(
             path, signing_key=self.signing_key, hashes=False, expect_kind=kind
         )
-        self.validate(kind, path, manifest, world)
+        try:
+            self.validate(kind, path, manifest, world)
+        except _INVALID as exc:
+            raise ValidationFailed(f"smoke validation failed: {exc}") from None
         previous = store.active_version(self.data_dir, kind)
         store.activate(self.data_dir, kind, version, keep=self.keep)
         return SwitchResult(kind, version, previous, f"{kind} {version} is active")

@@ -130,8 +130,8 @@ BAD: list[tuple[str, str, int, str]] = [
     ("no_manifest", "rules", 400, "unsafe_archive"),
     ("not_a_tar", "rules", 400, "unsafe_archive"),
     ("empty", "rules", 400, "empty_upload"),
-    ("bad_rules", "rules", 422, "snapshot_error"),
-    ("empty_profiles", "profiles", 422, "snapshot_error"),
+    ("bad_rules", "rules", 422, "validation_failed"),
+    ("empty_profiles", "profiles", 422, "validation_failed"),
 ]
 
 
