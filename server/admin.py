@@ -506,7 +506,16 @@ def build_admin_routes(state: AppState, life: Lifecycle) -> list[Route]:
             try:
                 tar_path = staging / "upload.tar"
                 t0 = time.perf_counter()
-                size = await _receive(request, tar_path, settings.max_upload_bytes)
+                try:
+                    async with asyncio.timeout(settings.upload_timeout_s):
+                        size = await _receive(request, tar_path, settings.max_upload_bytes)
+                except TimeoutError:
+                    raise Refusal(
+                        408,
+                        "upload_timeout",
+                        f"the upload took longer than {settings.upload_timeout_s:.0f}s "
+                        "(EDGESIDE_UPLOAD_TIMEOUT_S); the push was dropped",
+                    ) from None
                 receive_ms = round((time.perf_counter() - t0) * 1000, 2)
                 world = state.holder.acquire()
                 try:

@@ -93,6 +93,8 @@ class Settings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     # Snapshot lifecycle (docs/snapshots.md § Lifecycle).
     keep_versions: int = 3  # versions kept per kind besides the active one, for rollback
     max_upload_bytes: int = 8 << 30  # a pushed or pulled .tar larger than this is refused (413)
+    # A push holds its kind's lock while the body arrives: a stalled client must not hold it.
+    upload_timeout_s: float = 900.0
     pull: list[str] = msgspec.field(default_factory=list)  # "KIND=URL" items
     pull_interval_s: float = 30.0
     pull_timeout_s: float = 30.0  # per socket operation; a whole download gets 10x this
@@ -132,6 +134,7 @@ ENV_OPTIONS: dict[str, type] = {
     "time_budget_ms": float,
     "keep_versions": int,
     "max_upload_bytes": int,
+    "upload_timeout_s": float,
     "pull_interval_s": float,
     "pull_timeout_s": float,
 }

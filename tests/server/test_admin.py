@@ -60,6 +60,7 @@ def node(signed_data: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterato
         "EDGESIDE_SIGNING_KEY": KEY,
         "EDGESIDE_MAX_UPLOAD_BYTES": str(MAX_UPLOAD),
         "EDGESIDE_KEEP_VERSIONS": "2",
+        "EDGESIDE_UPLOAD_TIMEOUT_S": "4",
     }
     logs = tmp_path_factory.mktemp("admin-logs")
     with edgeside(signed_data, workers=2, env=env, log_dir=logs) as proc:
@@ -385,4 +386,26 @@ def test_memory_does_not_grow_across_swaps(
             samples = [rss_kib(p) for p in pids]
     after = [rss_kib(p) for p in pids]
     growth = [(b2 - a2) / 1024 for a2, b2 in zip(samples, after, strict=True)]
+    print(f"worker RSS growth over 25 swaps: {growth} MiB; after: {after} KiB")
     assert max(growth) < 16, f"worker RSS grew by {growth} MiB over 25 swaps"
+
+
+def test_a_stalled_upload_times_out_and_releases_the_lock(
+    node: Edgeside, client: httpx.Client, signed_data: Path, tmp_path: Path
+) -> None:
+    before = actives(client)
+    raw = tar_of(rules_snapshot(tmp_path))
+
+    def stalled() -> Iterator[bytes]:
+        yield raw[:1000]
+        time.sleep(5.5)  # longer than EDGESIDE_UPLOAD_TIMEOUT_S
+        yield raw[1000:]
+
+    try:
+        with httpx.Client(base_url=node.url, timeout=30) as c:
+            r = c.put(f"{ADMIN}/rules", content=stalled(), headers=AUTH)
+        assert r.status_code == 408 and r.json()["error"]["code"] == "upload_timeout"
+    except httpx.HTTPError:
+        pass  # the server answered and closed while the client was still sending
+    assert_untouched(client, signed_data, before)
+    assert push(client, "rules", raw).status_code == 200  # the kind's lock is free again
