@@ -16,7 +16,7 @@ import httpx
 
 from server.config import SETTINGS_ENV
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def free_port() -> int:

@@ -56,13 +56,32 @@ __all__ = [
 ]
 
 
-def _text_of(source: str | bytes | os.PathLike[str], filename: str | None) -> tuple[str, str]:
+def _text_of(
+    source: str | bytes | os.PathLike[str], filename: str | None
+) -> tuple[str | None, str, list[Diagnostic]]:
     if isinstance(source, os.PathLike):
-        path = Path(source)
-        return path.read_bytes().decode("utf-8", errors="replace"), filename or str(path)
-    if isinstance(source, bytes):
-        return source.decode("utf-8", errors="replace"), filename or "<rules>"
-    return source, filename or "<rules>"
+        name = filename or str(source)
+        data = Path(source).read_bytes()
+    elif isinstance(source, bytes):
+        name, data = filename or "<rules>", source
+    else:
+        return source, filename or "<rules>", []
+    try:
+        return data.decode("utf-8"), name, []
+    except UnicodeDecodeError as exc:
+        line = data.count(b"\n", 0, exc.start) + 1
+        col = exc.start - (data.rfind(b"\n", 0, exc.start) + 1) + 1
+        d = Diagnostic(
+            name,
+            line,
+            col,
+            col + 1,
+            "error",
+            "encoding",
+            f"the file is not valid UTF-8 (byte 0x{data[exc.start]:02x})",
+            "save the file as UTF-8",
+        )
+        return None, name, [d]
 
 
 def analyze_text(
@@ -70,7 +89,9 @@ def analyze_text(
 ) -> tuple[RuleSet | None, list[Diagnostic], Report | None]:
     """Parse, check and analyse: the rule set (None when there are errors), every diagnostic
     (errors and warnings, sorted by position) and the analysis report (None on errors)."""
-    text, name = _text_of(source, filename)
+    text, name, problems = _text_of(source, filename)
+    if text is None:
+        return None, problems, None
     ruleset, diags, used = read(text, name)
     if ruleset is None or has_errors(diags):
         return None, sorted_diagnostics(diags), None

@@ -13,8 +13,10 @@ from rules.analysis import describe
 from rules.diagnostics import Diagnostic, render
 
 
-def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    """Add the `rules` command group."""
+def register(
+    subparsers: argparse._SubParsersAction[argparse.ArgumentParser],
+) -> argparse._SubParsersAction[argparse.ArgumentParser]:
+    """Add the `rules` command group; return its subcommands so the server can add `build`."""
     group = subparsers.add_parser("rules", help="check and build rules files")
     sub = group.add_subparsers(dest="rules_command")
     check = sub.add_parser(
@@ -24,6 +26,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     check.add_argument("file", type=Path, help="rules file (.yaml, .yml or .json)")
     check.add_argument("--json", action="store_true", help="machine-readable output")
     check.set_defaults(func=cmd_check)
+    return sub
 
 
 class _CheckOutput(msgspec.Struct):

@@ -97,6 +97,13 @@ def _or(parts: list[py.expr]) -> py.expr:
     return parts[0] if len(parts) == 1 else py.BoolOp(op=py.Or(), values=parts)
 
 
+def _value(value: object) -> py.expr:
+    """A folded value as code: lists stay lists (so `==` with a list attribute works)."""
+    if isinstance(value, list):
+        return py.List(elts=[_value(v) for v in value], ctx=py.Load())
+    return _const(value)
+
+
 def _frozen(value: object) -> object:
     if isinstance(value, list):
         items = tuple(_frozen(v) for v in value)
@@ -148,7 +155,7 @@ class Gen:
         if isinstance(node, ast.Binary | ast.Unary | ast.ListLit):
             ok, value = fold.constant(node)
             if ok:
-                return _const(_frozen(value) if isinstance(value, list) else value), value is None
+                return _value(value), value is None
         if isinstance(node, ast.Literal):
             return _const(node.value), node.value is None
         if isinstance(node, ast.ListLit):
@@ -247,10 +254,18 @@ class Gen:
             else values[0]
         )
 
+    def container(self, node: ast.Node) -> tuple[py.expr, bool]:
+        """The right side of `in`: a literal list becomes one frozenset constant, built once."""
+        if isinstance(node, ast.ListLit):
+            ok, value = fold.constant(node)
+            if ok:
+                return _const(_frozen(value)), False
+        return self.expr(node)
+
     def compare(self, node: ast.Binary) -> py.expr:
         op = node.op
         left, ln = self.expr(node.left)
-        right, rn = self.expr(node.right)
+        right, rn = self.container(node.right) if op in ("in", "not in") else self.expr(node.right)
         lnull = isinstance(left, py.Constant) and left.value is None
         rnull = isinstance(right, py.Constant) and right.value is None
         if op in ("==", "!=") and (lnull or rnull):
@@ -311,6 +326,7 @@ class Gen:
                 length = py.Call(func=_name("_len"), args=[load], keywords=[])
                 return py.IfExp(test=_is_none(store), body=_const(0), orelse=length), False
             if name == "has":
+                arg, nullable = self.container(node.args[0])
                 return self.contains(arg, nullable, node.args[1]), False
             # lower(x)
             return self.method_on(arg, nullable, "lower", [])

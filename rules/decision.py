@@ -51,7 +51,7 @@ class TraceEntry(msgspec.Struct):
     """One step of explain mode: a rule tried (or an experiment / content pick applied)."""
 
     placement: str
-    kind: str  # "rule" | "default" | "experiment" | "content" | "fallback"
+    kind: str  # "segment" | "rule" | "default" | "experiment" | "content" | "fallback"
     id: str | None
     matched: bool
     conditions: list[Condition] = msgspec.field(default_factory=list)

@@ -72,6 +72,19 @@ def _leaves(node: ast.Node) -> list[ast.Node]:
     return out
 
 
+def _unwrap(text: str) -> str:
+    """`(a == b)` → `a == b` when the brackets enclose the whole condition."""
+    while text.startswith("(") and text.endswith(")"):
+        depth = 0
+        for i, ch in enumerate(text):
+            depth += ch == "("
+            depth -= ch == ")"
+            if depth == 0 and i < len(text) - 1:
+                return text
+        text = text[1:-1].strip()
+    return text
+
+
 def _trace_value(v: object) -> TraceValue:
     if v is None or isinstance(v, bool | int | float):
         return v
@@ -145,6 +158,7 @@ class Engine:
         self.programs_compiled = len(memo)
         self._lookup_cache: dict[tuple[str, str | None], dict[str, Program]] = {}
         self._picks = PickCache()
+        self._site_locales = {name: s.locale for name, s in ruleset.sites.items() if s.locale}
 
     def _compile_placement(self, p: Placement, filename: str) -> Program:
         fn = placement_function(
@@ -260,8 +274,16 @@ class Engine:
             seg_values, seg_errors = self._segments_fn(*args_head, (), *args_tail)
             errors += seg_errors
         args = (*args_head, seg_values, *args_tail)
-        trace: list[TraceEntry] | None = [] if explain else None
+        trace: list[TraceEntry] | None = None
+        if explain:
+            # Segments first: they are computed once for the request, before any placement.
+            trace = [
+                TraceEntry("*", "segment", name, bool(value))
+                for name, value in zip(self.segment_names, seg_values, strict=False)
+            ]
         progs = self._placements_for(ctx.site, ctx.locale)
+        # Content in the request's language, else the site's (`locale:` of the site).
+        pick_locale = ctx.locale or self._site_locales.get(ctx.site)
         out: list[PlacementDecision] = []
         ttl: int | None = None
         late = False
@@ -328,7 +350,7 @@ class Engine:
                             spec,
                             content,
                             placement=name,
-                            locale=ctx.locale,
+                            locale=pick_locale,
                             now=now,
                             interests=interests,
                             recent=recent,
@@ -385,7 +407,7 @@ class Engine:
                 continue
             text = rule.when.text
             conditions = [
-                Condition(text[leaf.start : leaf.end], self._value(prog, leaf, args))
+                Condition(_unwrap(text[leaf.start : leaf.end]), self._value(prog, leaf, args))
                 for leaf in _leaves(rule.when.tree)
             ]
             whole = self._value(prog, rule.when.tree, args)

@@ -22,6 +22,8 @@ _Loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 _constructor = yaml.SafeLoader("")  # only its scalar constructors are used, on nodes we hand it
 
 Kind = Literal["map", "list", "scalar"]
+# Aliases let a few lines of YAML expand into billions of values; no rules file needs this many.
+MAX_NODES = 2_000_000
 Scalar = str | int | float | bool | None
 
 
@@ -99,12 +101,27 @@ def load_text(text: str, filename: str) -> Loaded:
     if node is None:
         diags.append(_diag(source, 1, 1, "syntax", "the file is empty"))
         return Loaded(source, None, diags)
-    root = _convert(node, source, is_json, diags, 0)
+    budget = [MAX_NODES]
+    if _expanded_size(node) > MAX_NODES:
+        budget[0] = -1
+    else:
+        root = _convert(node, source, is_json, diags, 0, budget)
+    if budget[0] < 0:
+        diags.append(
+            _diag(
+                source,
+                1,
+                1,
+                "too-long",
+                f"the file holds more than {MAX_NODES} values (YAML aliases expanding?)",
+            )
+        )
+        return Loaded(source, None, diags)
     return Loaded(source, root, diags)
 
 
 def _scalar_value(node: yaml.ScalarNode, is_json: bool) -> Scalar:
-    if (node.style is not None and node.style not in ("", "|", ">")) or node.tag.endswith(":str"):
+    if node.style in ("'", '"', "|", ">"):
         return str(node.value)
     if is_json:
         try:
@@ -113,6 +130,8 @@ def _scalar_value(node: yaml.ScalarNode, is_json: bool) -> Scalar:
             return str(node.value)
         if isinstance(value, str | int | float | bool) or value is None:
             return value
+        return str(node.value)
+    if node.tag.endswith(":str"):
         return str(node.value)
     tag = node.tag.rsplit(":", 1)[-1]
     if tag in ("int", "float", "bool", "null"):
@@ -126,19 +145,61 @@ def _scalar_value(node: yaml.ScalarNode, is_json: bool) -> Scalar:
     return str(node.value)
 
 
+def _children(node: yaml.Node) -> list[yaml.Node]:
+    if isinstance(node, yaml.MappingNode):
+        return [n for pair in node.value for n in pair]
+    if isinstance(node, yaml.SequenceNode):
+        return list(node.value)
+    return []
+
+
+def _expanded_size(root: yaml.Node) -> int:
+    """How many values the tree has once aliases are expanded — counted on the shared graph
+    (each distinct node once, memoised), so an alias bomb is measured without expanding it."""
+    size: dict[int, int] = {}
+    visiting: set[int] = set()
+    stack: list[tuple[yaml.Node, bool]] = [(root, False)]
+    while stack:
+        node, done = stack.pop()
+        key = id(node)
+        kids = _children(node)
+        if done:
+            visiting.discard(key)
+            size[key] = 1 + sum(size[id(k)] for k in kids)
+            if size[key] > MAX_NODES:
+                return size[key]
+            continue
+        if key in size:
+            continue
+        if key in visiting:
+            return MAX_NODES + 1  # a node that contains itself: infinite once expanded
+        visiting.add(key)
+        stack.append((node, True))
+        stack.extend((k, False) for k in kids if id(k) not in size)
+    return size[id(root)]
+
+
 def _convert(
-    node: yaml.Node, source: Source, is_json: bool, diags: list[Diagnostic], depth: int
+    node: yaml.Node,
+    source: Source,
+    is_json: bool,
+    diags: list[Diagnostic],
+    depth: int,
+    budget: list[int],
 ) -> Node:
     line, col = node.start_mark.line + 1, node.start_mark.column + 1
     start, end = node.start_mark.index, node.end_mark.index
+    budget[0] -= 1
+    if budget[0] < 0:
+        return Node("scalar", start, end, line, col)
     if depth > 64:
         diags.append(_diag(source, line, col, "too-deep", "the document is nested too deeply"))
         return Node("scalar", start, end, line, col)
     if isinstance(node, yaml.MappingNode):
         out = Node("map", start, end, line, col)
         for key_node, value_node in node.value:
-            key = _convert(key_node, source, is_json, diags, depth + 1)
-            value = _convert(value_node, source, is_json, diags, depth + 1)
+            key = _convert(key_node, source, is_json, diags, depth + 1, budget)
+            value = _convert(value_node, source, is_json, diags, depth + 1, budget)
             if key.kind != "scalar":
                 diags.append(
                     _diag(source, key.line, key.col, "bad-key", "a key must be a plain name")
@@ -166,7 +227,7 @@ def _convert(
         return out
     if isinstance(node, yaml.SequenceNode):
         out = Node("list", start, end, line, col)
-        out.items = [_convert(v, source, is_json, diags, depth + 1) for v in node.value]
+        out.items = [_convert(v, source, is_json, diags, depth + 1, budget) for v in node.value]
         return out
     if isinstance(node, yaml.ScalarNode):
         quoted = node.style in ("'", '"')

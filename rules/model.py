@@ -154,6 +154,7 @@ class Site:
     node: Node
     placements: dict[str, PlacementDef] = field(default_factory=dict)
     locales: dict[str, dict[str, PlacementDef]] = field(default_factory=dict)
+    locale: str | None = None  # the site's language, for content picks when the request has none
 
 
 @dataclass(slots=True, eq=False)
@@ -559,10 +560,16 @@ class Reader:
             spec.rank = tuple(rank)
         enode = m.get("exclude")
         if enode is not None:
-            excl = self.strings(enode, "`exclude`")
-            for item_node, name in zip(
-                self.sequence(enode, "`exclude`") or [enode], excl, strict=False
-            ):
+            nodes = (
+                [enode]
+                if enode.kind == "scalar" and enode.text
+                else self.sequence(enode, "`exclude`")
+            )
+            excl: list[str] = []
+            for item_node in nodes:
+                name = self.string(item_node, "each of `exclude`")
+                if name is None:
+                    continue
                 if name not in EXCLUDE_KEYS:
                     self.err(
                         item_node,
@@ -570,7 +577,9 @@ class Reader:
                         f"cannot exclude `{name}`",
                         suggestion_for(name, EXCLUDE_KEYS) or f"one of {', '.join(EXCLUDE_KEYS)}",
                     )
-            spec.exclude = tuple(e for e in excl if e in EXCLUDE_KEYS)
+                else:
+                    excl.append(name)
+            spec.exclude = tuple(excl)
         if not (spec.ids or spec.tags or spec.any_tags or spec.type or spec.placement is not None):
             self.err(
                 m,
@@ -672,8 +681,8 @@ class Reader:
             if sm is None:
                 continue
             self.keys(sm, ("locale", "placements", "locales"), f"site `{name}`")
-            self.string(sm.get("locale"), "`locale`")
             site = Site(name, sm, self.placements_map(sm.get("placements"), f"site `{name}`"))
+            site.locale = self.string(sm.get("locale"), "`locale`")
             lm = self.mapping(sm.get("locales"), "`locales`")
             if lm is not None:
                 for loc, (_, lval) in lm.entries.items():

@@ -15,9 +15,10 @@ class Source:
         self.filename = filename
         self.lines = text.splitlines() or [""]
         starts = [0]
-        for i, ch in enumerate(text):
-            if ch == "\n":
-                starts.append(i + 1)
+        i = text.find("\n")
+        while i >= 0:
+            starts.append(i + 1)
+            i = text.find("\n", i + 1)
         self._starts = starts
 
     def position(self, index: int) -> tuple[int, int]:

@@ -61,7 +61,12 @@ class HotRoute:
         self.name = name
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if self.name == "edge":
+        if self.name == "fragment":
+            if scope["method"] not in ("GET", "HEAD"):
+                await send_error(send, 405, "method_not_allowed", "use GET")
+                return
+            await hot.fragment(self.state, scope, receive, send)
+        elif self.name == "edge":
             if scope["method"] not in ("GET", "HEAD"):
                 await send_error(send, 405, "method_not_allowed", "use GET")
                 return
@@ -80,14 +85,19 @@ class EdgesideApp:
         self.state = state
         self.starlette = starlette
         self.hot = {"/v1/edge": HotRoute(state, "edge"), "/v1/decide": HotRoute(state, "decide")}
+        self.fragment = HotRoute(state, "fragment") if bypass else None
         if not bypass:
             self.hot = {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
-            route = self.hot.get(scope["path"])
+            path = scope["path"]
+            route = self.hot.get(path)
             if route is not None:
                 await route(scope, receive, send)
+                return
+            if self.fragment is not None and path.startswith(hot.FRAGMENT_PREFIX):
+                await self.fragment(scope, receive, send)
                 return
         await self.starlette(scope, receive, send)
 
@@ -140,6 +150,11 @@ def build_app(settings: Settings, secrets: Secrets) -> EdgesideApp:
     routes = [
         Route("/v1/edge", HotRoute(state, "edge"), methods=["GET", "HEAD", "OPTIONS"]),
         Route("/v1/decide", HotRoute(state, "decide"), methods=["POST", "OPTIONS"]),
+        Route(
+            "/v1/fragments/{placement}",
+            HotRoute(state, "fragment"),
+            methods=["GET", "HEAD", "OPTIONS"],
+        ),
         *build_routes(state, build_openapi(_version())),
         *admin.routes(),
     ]

@@ -9,14 +9,14 @@ from collections.abc import Sequence
 import rules.cli
 import snapshots.cli
 
-from . import serve
+from . import rules_snapshot, serve
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="edgeside", description=__doc__)
     subparsers = parser.add_subparsers(dest="command", required=True)
     snapshots.cli.register(subparsers)
-    rules.cli.register(subparsers)
+    rules_snapshot.register_build(rules.cli.register(subparsers))
     serve.register(subparsers)
     return parser
 

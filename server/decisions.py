@@ -111,7 +111,7 @@ class DecisionService:
                 content=world.content,
                 recent=None,
                 explain=explain,
-                deadline=time.perf_counter() + self.budget_s,
+                deadline=time.monotonic() + self.budget_s,
             )
         except Exception:  # the engine promises not to raise; if it does, the page still renders
             log.exception("rules engine raised")

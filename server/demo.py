@@ -2,33 +2,14 @@
 
 from __future__ import annotations
 
-import sys
 import tempfile
 from pathlib import Path
 
-import rules
-import snapshots
 from snapshots import store
 
+from .rules_snapshot import build_rules_snapshot
+
 DEMO_DIR = Path(__file__).resolve().parent.parent / "demo"
-
-
-def build_rules_snapshot(rules_file: Path, out: Path, signing_key: bytes | None = None) -> int:
-    """Check a rules file and pack it as a `rules` snapshot; 0 on success, 1 if it has errors."""
-    text = rules_file.read_text(encoding="utf-8")
-    ruleset, diagnostics = rules.load(text, filename=str(rules_file))
-    errors = [d for d in diagnostics if d.severity == "error"]
-    for d in errors:
-        print(f"{d.file}:{d.line}:{d.col}: error[{d.code}]: {d.message}", file=sys.stderr)
-    if ruleset is None or errors:
-        return 1
-    snapshots.write_blob_snapshot(
-        out,
-        kind="rules",
-        files={rules_file.name: text.encode("utf-8")},
-        signing_key=signing_key,
-    )
-    return 0
 
 
 def ensure_demo(data_dir: Path, signing_key: bytes | None = None, *, force: bool = False) -> None:

@@ -31,6 +31,7 @@ from .asgi import (
 )
 from .context import Visitor
 from .decisions import fallback_reason
+from .fragments import render_fragment
 from .schemas import ContentOut, DecideRequest, DecideResponse
 from .state import AppState, PlacementError, split_placements
 from .world import World
@@ -133,6 +134,19 @@ def _edge_answer(
     else:
         placements = [p for value in query.get("p", []) for p in split_placements(value)]
     state.check_placements(placements)
+    versions, decision, _ = _decide_from_headers(state, query, headers, now, placements)
+    return versions, decision_headers(decision, versions), decision
+
+
+def _decide_from_headers(
+    state: AppState,
+    query: dict[str, list[str]],
+    headers: dict[bytes, bytes],
+    now: float,
+    placements: list[str],
+    render: bool = False,
+) -> tuple[bytes, rules.Decision, str]:
+    """Decide from what a proxy forwards; with `render`, also the first placement's fragment."""
     site = query.get("site", [None])[0]
     ctx = state.builder.from_headers(headers, site, now)
     visitor = state.builder.visitor_from_headers(headers) if ctx.consent else _ANONYMOUS
@@ -140,9 +154,57 @@ def _edge_answer(
     world = holder.acquire()
     try:
         decision = state.service.decide(world, visitor, ctx, placements)
-        return world.snapshot_header, decision_headers(decision, world.snapshot_header), decision
+        html = ""
+        if render:
+            chosen = decision.placements[0]
+            html = render_fragment(world, chosen.placement, chosen.variant, chosen.content)
+        return world.snapshot_header, decision, html
     finally:
         holder.release(world)
+
+
+FRAGMENT_PREFIX = "/v1/fragments/"
+_HTML = b"text/html; charset=utf-8"
+
+
+async def fragment(state: AppState, scope: Scope, receive: Receive, send: Send) -> None:
+    """`GET /v1/fragments/{placement}`: the chosen content as HTML, for an ESI/SSI include."""
+    started = _perf()
+    metrics = state.metrics
+    placement = scope["path"][len(FRAGMENT_PREFIX) :]
+    try:
+        state.check_placements([placement])
+    except PlacementError as exc:
+        await send_error(send, 400, "bad_placements", str(exc), "placement")
+        metrics.responses.inc(("fragment", "400"))
+        return
+    headers = dict(scope["headers"])
+    now = _now()
+    memo = state.fragment_memo
+    key = None
+    answer = None
+    if memo.enabled:
+        versions = state.holder.current.snapshot_header
+        key = (versions, placement, scope["query_string"], *state.builder.input_key(headers))
+        answer = memo.get(key, now)
+    if answer is None:
+        versions, decision, html = _decide_from_headers(
+            state, query_params(scope), headers, now, [placement], render=True
+        )
+        out = [
+            (b"content-type", _HTML),
+            # Includes are fetched per visitor: short-lived and never shared by a cache.
+            (b"cache-control", state.fragment_cache_control),
+            *(h for h in decision_headers(decision, versions) if h[0] != b"cache-control"),
+        ]
+        answer = (versions, out, html.encode("utf-8"), decision)
+        if key is not None and key[0] == versions:
+            memo.put(key, answer)
+    else:
+        state.service.count(answer[3])
+    await send_response(send, 200, answer[1], answer[2])
+    metrics.responses.inc(("fragment", "200"))
+    metrics.request_seconds.observe(("fragment",), _perf() - started)
 
 
 async def decide(state: AppState, scope: Scope, receive: Receive, send: Send) -> None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import html
 import time
 from collections.abc import Callable
 from typing import Any
@@ -13,11 +12,9 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from .asgi import error_body
-from .context import Visitor
-from .hot import decision_headers
 from .schemas import ReadyBody, SnapshotStatus
-from .state import AppState, PlacementError
-from .world import KINDS, World
+from .state import AppState
+from .world import KINDS
 
 _encode = msgspec.json.Encoder().encode
 
@@ -37,34 +34,6 @@ def _headers_of(request: Request) -> dict[bytes, bytes]:
     return dict(request.scope["headers"])
 
 
-def render_fragment(world: World, placement: str, variant: str, content_ids: list[str]) -> str:
-    """The placement's chosen items as an HTML fragment for an ESI include.
-
-    Titles and fields are escaped; an item's `body` is HTML authored in the CMS and signed into the
-    content snapshot, so it is inserted as is — that trust is the content pipeline's to keep.
-    """
-    parts = [
-        f'<div class="edgeside" data-placement="{html.escape(placement)}" '
-        f'data-variant="{html.escape(variant)}">'
-    ]
-    content = world.content
-    for cid in content_ids:
-        item = content.get(cid) if content is not None else None
-        if item is None:
-            continue
-        parts.append(
-            f'<div class="edgeside-item" data-id="{html.escape(item.id)}" '
-            f'data-type="{html.escape(item.type)}">'
-        )
-        if item.body:
-            parts.append(item.body)
-        else:
-            parts.append(f"<h3>{html.escape(item.title)}</h3>")
-        parts.append("</div>")
-    parts.append("</div>")
-    return "".join(parts)
-
-
 def build_routes(state: AppState, openapi: bytes) -> list[Route]:
     def guarded(handler: Callable[[Request], Response]) -> Callable[[Request], Any]:
         async def endpoint(request: Request) -> Response:
@@ -73,32 +42,6 @@ def build_routes(state: AppState, openapi: bytes) -> list[Route]:
             return handler(request)
 
         return endpoint
-
-    async def fragment(request: Request) -> Response:
-        placement = request.path_params["placement"]
-        try:
-            state.check_placements([placement])
-        except PlacementError as exc:
-            return _error(400, "bad_placements", str(exc), "placement")
-        headers = _headers_of(request)
-        ctx = state.builder.from_headers(headers, request.query_params.get("site"), time.time())
-        visitor = state.builder.visitor_from_headers(headers) if ctx.consent else Visitor()
-        holder = state.holder
-        world = holder.acquire()
-        try:
-            decision = state.service.decide(world, visitor, ctx, [placement])
-            chosen = decision.placements[0]
-            body = render_fragment(world, placement, chosen.variant, chosen.content)
-            out = decision_headers(decision, world.snapshot_header)
-        finally:
-            holder.release(world)
-        response = Response(body, 200, media_type="text/html; charset=utf-8")
-        for name, value in out:
-            if name != b"cache-control":
-                response.headers[name.decode()] = value.decode()
-        # ESI includes are fetched per visitor: short-lived and never shared by a cache.
-        response.headers["cache-control"] = f"private, max-age={state.settings.fragment_max_age_s}"
-        return response
 
     def profile(request: Request) -> Response:
         world = state.holder.current
@@ -155,7 +98,6 @@ def build_routes(state: AppState, openapi: bytes) -> list[Route]:
         return JSONResponse(openapi)
 
     return [
-        Route("/v1/fragments/{placement}", fragment, methods=["GET"]),
         Route("/v1/profiles/{id:path}", guarded(profile), methods=["GET"]),
         Route("/v1/content/{id:path}", guarded(content_item), methods=["GET"]),
         Route("/healthz", healthz, methods=["GET"]),

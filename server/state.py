@@ -43,6 +43,10 @@ class AppState:
         self.edge_memo: SlotMemo[tuple[bytes, Headers, rules.Decision]] = SlotMemo(
             settings.memo_ttl_s, settings.memo_max_entries
         )
+        self.fragment_memo: SlotMemo[tuple[bytes, Headers, bytes, rules.Decision]] = SlotMemo(
+            settings.memo_ttl_s, settings.memo_max_entries
+        )
+        self.fragment_cache_control = b"private, max-age=%d" % settings.fragment_max_age_s
         self.decide_memo: SlotMemo[tuple[bytes, rules.Decision]] = SlotMemo(
             settings.memo_ttl_s, settings.memo_max_entries
         )

@@ -98,31 +98,64 @@ CHLOE = Profile(
 
 
 def demo_catalog() -> Catalog:
+    """Shaped like the demo content snapshot: banners tagged with an interest or `default`,
+    products tagged `budget`/`premium` by price, offers per interest, each with its placements."""
+    hero, recs, cart = ["home_hero"], ["home_recs"], ["cart_upsell"]
     return Catalog(
         [
-            Item("b-default", "banner", ["default"], priority=1),
-            Item("b-default-fr", "banner", ["default"], locale="fr-FR", priority=2),
-            Item("b-gold", "banner", ["premium"], priority=5),
-            Item("b-run", "banner", ["running"], priority=3),
-            Item("b-camp", "banner", ["camping", "budget"], priority=2),
-            Item("b-night", "banner", ["budget"], priority=1),
+            Item("b-default", "banner", ["default"], placements=hero, priority=0),
+            Item("b-run", "banner", ["running"], placements=hero, priority=3),
+            Item("b-camp", "banner", ["camping"], placements=hero, priority=6),
+            Item("b-climb", "banner", ["climbing"], placements=hero, priority=8),
+            Item("b-fashion", "banner", ["fashion"], placements=hero, priority=8),
+            Item("b-summer", "banner", ["hiking"], placements=hero, priority=9, valid_to=NOW - DAY),
             Item(
-                "p-shoe", "product", ["running", "premium"], priority=2, published_at=NOW - 2 * DAY
+                "p-shoe",
+                "product",
+                ["running", "premium"],
+                placements=recs,
+                priority=2,
+                published_at=NOW - 2 * DAY,
             ),
             Item(
-                "p-tent", "product", ["camping", "budget"], priority=3, published_at=NOW - 40 * DAY
+                "p-tent",
+                "product",
+                ["camping", "budget"],
+                placements=recs + cart,
+                priority=3,
+                published_at=NOW - 40 * DAY,
             ),
             Item(
-                "p-rope", "product", ["climbing", "premium"], priority=1, published_at=NOW - 1 * DAY
+                "p-rope",
+                "product",
+                ["climbing", "premium"],
+                placements=recs,
+                priority=1,
+                published_at=NOW - 1 * DAY,
             ),
-            Item("p-jacket", "product", ["fashion"], priority=2, published_at=NOW - 9 * DAY),
-            Item("p-gel", "product", ["nutrition", "running", "budget"], priority=1),
-            Item("p-old", "product", ["running"], priority=9, valid_to=NOW - DAY),
+            Item(
+                "p-jacket",
+                "product",
+                ["fashion"],
+                placements=recs,
+                priority=2,
+                published_at=NOW - 9 * DAY,
+            ),
+            Item(
+                "p-gel",
+                "product",
+                ["nutrition", "running", "budget"],
+                placements=recs + cart,
+                priority=1,
+            ),
+            Item("p-old", "product", ["running"], placements=recs, priority=9, valid_to=NOW - DAY),
             Item("a-run", "article", ["running", "fresh"], published_at=NOW - DAY),
             Item("a-climb", "article", ["climbing"], published_at=NOW - 5 * DAY),
             Item("a-style", "article", ["fashion", "fresh"], published_at=NOW - 2 * DAY),
             Item("a-news", "article", ["fresh"], published_at=NOW - 3 * DAY),
-            Item("o-care", "offer", ["premium"], priority=1),
+            Item("o-run", "offer", ["running"], placements=cart, priority=5),
+            Item("o-camp", "offer", ["camping"], placements=cart, priority=5),
+            Item("o-climb", "offer", ["climbing"], placements=cart, priority=5),
         ]
     )
 

@@ -44,12 +44,23 @@ def test_alice_gold_runner_in_france(engine: rules.Engine) -> None:
     p = by_name(d)
     assert p["home_hero"].rule == "gold_offer"
     assert p["home_hero"].variant in ("gold_offer", "gold_offer_big")
+    assert p["home_hero"].content == ["b-run"]  # the hero banner nearest her interests
     assert p["home_hero"].experiment == "hero_gold_2026"
     assert p["home_recs"].variant == "for_you" and p["home_recs"].content[0] == "p-shoe"
     assert p["article_sidebar"].variant == "running_guide" and p["article_sidebar"].content == [
         "a-run"
     ]
     assert "gold_plus" in d.segments and "runner" in d.segments
+    # something in the cart: the offer that matches her interests
+    d = engine.decide(
+        visitor_id="c-alice",
+        profile=ALICE,
+        ctx=Context(site="shop-fr", now=NOON),
+        placements=["cart_upsell"],
+        content=demo_catalog(),
+        recent=Activity(cart=["p-gel"]),
+    )
+    assert (d.placements[0].variant, d.placements[0].content) == ("offer", ["o-run"])
     # in Paris, shop-fr's own rule comes first
     d = page(engine, ALICE, "shop-fr", geo=Geo(city="Paris"))
     assert by_name(d)["home_hero"].variant == "paris_marathon"
@@ -90,7 +101,7 @@ def test_chloe_platinum_climber_in_the_uk(engine: rules.Engine) -> None:
         content=demo_catalog(),
         recent=Activity(cart=["p-rope"]),
     )
-    assert d.placements[0].variant == "premium_upsell" and d.placements[0].content == ["o-care"]
+    assert d.placements[0].variant == "premium_upsell" and d.placements[0].content == ["p-shoe"]
 
 
 def test_without_consent_the_default_hero(engine: rules.Engine) -> None:
@@ -114,8 +125,7 @@ def test_night_hero(engine: rules.Engine) -> None:
         placements=["home_hero"],
         content=demo_catalog(),
     )
-    # the best `budget` banner by priority
-    assert d.placements[0].variant == "night_sale" and d.placements[0].content == ["b-camp"]
+    assert d.placements[0].variant == "night_sale" and d.placements[0].content == ["b-default"]
 
 
 def test_welsh_locale_override(engine: rules.Engine) -> None:

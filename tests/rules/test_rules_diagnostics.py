@@ -263,3 +263,30 @@ def test_norway_stays_a_string() -> None:
     text = SCHEMA.replace("ltv: number", "ltv: number\n    c2: {type: string, values: [NO, SE]}")
     text = one_rule('profile.c2 == "NO"').replace(SCHEMA, text)
     assert [d for d in diagnostics(text) if d.severity == "error"] == []
+
+
+def test_pick_mistakes() -> None:
+    text = (
+        SCHEMA
+        + """
+sites:
+  default:
+    placements:
+      p:
+        default:
+          variant: d
+          content: {tags: [a], exclude: [views, veiws], rank: {affinty: 1}, limit: 0}
+      q:
+        default: {variant: d, content: {limit: 2}}
+      r:
+        default: {variant: d, content: {type: banner, exclude: cart}}
+"""
+    )
+    diags = diagnostics(text)
+    by_code = sorted((d.code, d.suggestion) for d in diags)
+    assert by_code == [
+        ("bad-pick", "a pick filters the content indexes; it never scans the whole catalogue"),
+        ("bad-value", None),
+        ("unknown-field", "did you mean `affinity`?"),
+        ("unknown-field", "did you mean `views`?"),
+    ]

@@ -197,12 +197,14 @@ def test_explain_records_each_condition() -> None:
     assert d.trace is not None
     rows = [(t.kind, t.id, t.matched) for t in d.trace]
     assert rows == [
+        ("segment", "gold_plus", False),
+        ("segment", "runner", False),
         ("rule", "gold", False),
         ("rule", "runner", False),
         ("default", None, True),
         ("content", None, True),
     ]
-    assert d.trace[0].conditions == [rules.Condition("segment.gold_plus", False)]
+    assert d.trace[2].conditions == [rules.Condition("segment.gold_plus", False)]
     text = (
         SCHEMA
         + """
@@ -223,7 +225,7 @@ sites:
     assert d.trace is not None
     assert d.trace[0].conditions == [
         rules.Condition("profile.ltv > 100", True),
-        rules.Condition('(profile.tier == "gold")', True),
+        rules.Condition('profile.tier == "gold"', True),
         rules.Condition("ctx.hour < 12", True),
     ]
     assert d.trace[0].matched is False
@@ -457,3 +459,65 @@ def test_inherited_placements_share_compiled_code() -> None:
     # hero: default, shop-fr, shop-fr/en-FR, shop-de differ; side is shared by every site
     assert eng.programs_compiled == 5
     assert NOW > 0
+
+
+def test_picks_fall_back_to_the_site_locale() -> None:
+    cat = Catalog(
+        [
+            Item("fr", "banner", ["t"], locale="fr-FR", priority=1),
+            Item("de", "banner", ["t"], locale="de-DE", priority=2),
+        ]
+    )
+    eng = engine_from(
+        SCHEMA
+        + """
+sites:
+  default:
+    placements:
+      p: {default: {variant: d, content: {tags: [t], limit: 5}}}
+  shop-fr:
+    locale: fr-FR
+"""
+    )
+
+    def ids(**kw: object) -> list[str]:
+        d = eng.decide(visitor_id=None, profile=None, ctx=ctx(**kw), placements=["p"], content=cat)
+        return d.placements[0].content
+
+    assert ids(site="shop-fr") == ["fr"]
+    assert ids(site="shop-fr", locale="de-DE") == ["de"]
+    assert ids(site="elsewhere") == ["de", "fr"]
+
+
+class CountingDict(dict[str, object]):
+    """Counts reads by key: shows what a decision touches."""
+
+    def __init__(self, *args: object) -> None:
+        super().__init__(*args)  # type: ignore[arg-type]
+        self.reads: dict[str, int] = {}
+
+    def get(self, key: str, default: object = None) -> object:  # type: ignore[override]
+        self.reads[key] = self.reads.get(key, 0) + 1
+        return super().get(key, default)
+
+
+def test_segments_once_per_request_and_only_the_requested_placements() -> None:
+    text = (
+        SCHEMA
+        + """
+segments:
+  gold: profile.tier == "gold"
+sites:
+  default:
+    placements:
+      a: {default: x, rules: [{id: r, when: segment.gold, then: y}]}
+      b: {default: x, rules: [{id: r, when: segment.gold and profile.ltv > 1, then: y}]}
+      c: {default: x, rules: [{id: r, when: profile.country == "FR", then: y}]}
+"""
+    )
+    eng = engine_from(text)
+    attrs = CountingDict({"tier": "gold", "ltv": 5.0, "country": "FR"})
+    p = Profile("p", attrs)
+    d = eng.decide(visitor_id="p", profile=p, ctx=ctx(), placements=["a", "b"])
+    assert [x.variant for x in d.placements] == ["y", "y"]
+    assert attrs.reads == {"tier": 1, "ltv": 1}  # the segment once; `c`'s rules never ran

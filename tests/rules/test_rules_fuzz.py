@@ -4,6 +4,7 @@ generated code that can reach nothing but the allowed names."""
 from __future__ import annotations
 
 import json
+import os
 import re
 
 from hypothesis import HealthCheck, given, settings
@@ -171,7 +172,11 @@ def rules_file(expr: str, score: str = "1") -> str:
     return json.dumps(doc)
 
 
-@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(
+    max_examples=int(os.environ.get("FUZZ_EXAMPLES", "300")),
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow],
+)
 @given(any_text)
 def test_parser_raises_only_syntax_problems(text: str) -> None:
     try:
@@ -180,7 +185,11 @@ def test_parser_raises_only_syntax_problems(text: str) -> None:
         assert 0 <= p.start <= max(len(text), 1)
 
 
-@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(
+    max_examples=int(os.environ.get("FUZZ_EXAMPLES", "300")),
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow],
+)
 @given(any_text)
 def test_whole_pipeline_gives_diagnostics_or_safe_code(expr: str) -> None:
     for text in (rules_file(expr), rules_file("true", score=expr)):

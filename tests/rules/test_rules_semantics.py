@@ -158,3 +158,12 @@ def test_computed_map_keys() -> None:
 def test_days_since_uses_request_time() -> None:
     p = Profile("x", last_seen={"k": NOW - 10 * DAY})
     assert matches("days_since(profile.last_seen.k) == 10", p)
+
+
+def test_list_literals_compare_as_lists_and_test_membership_as_sets() -> None:
+    p = Profile("x", {"tags": ["a", "b"], "tier": "gold"})
+    assert matches('profile.tags == ["a", "b"]', p)
+    assert not matches('profile.tags == ["b", "a"]', p)
+    assert matches('profile.tier in ["gold", "silver"]', p)
+    assert matches('has(["gold", "silver"], profile.tier)', p)
+    assert matches('"a" in profile.tags and "z" not in profile.tags', p)

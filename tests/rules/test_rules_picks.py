@@ -1,0 +1,77 @@
+"""Content picks: prepared once per catalogue, validity at request time, affinity re-ranking."""
+
+from __future__ import annotations
+
+from rules_fakes import DAY, NOW, Activity, Catalog, Item, demo_catalog
+
+from rules.model import PickSpec
+from rules.picks import PickCache, candidates, pick
+
+
+def run(
+    spec: PickSpec, cat: Catalog, cache: PickCache, now: float = NOW, **kw: object
+) -> list[str]:
+    interests = kw.pop("interests", {})
+    recent = kw.pop("recent", None)
+    return pick(
+        spec,
+        cat,
+        placement="p",
+        locale=None,
+        now=now,
+        interests=interests,
+        recent=recent,
+        cache=cache,  # type: ignore[arg-type]
+    )
+
+
+def test_candidates_intersect_indexes_smallest_first() -> None:
+    cat = demo_catalog()
+    spec = PickSpec(tags=("running",), type="product")
+    assert candidates(spec, cat, "p") == {"p-shoe", "p-gel", "p-old"}
+    assert candidates(PickSpec(any_tags=("climbing", "fashion"), type="article"), cat, "p") == {
+        "a-climb",
+        "a-style",
+    }
+    assert candidates(PickSpec(tags=("nope",), type="product"), cat, "p") == frozenset()
+
+
+def test_validity_is_checked_at_request_time_even_when_prepared() -> None:
+    cat = Catalog(
+        [
+            Item("soon", "banner", ["t"], valid_from=NOW + DAY, priority=9),
+            Item("now", "banner", ["t"], priority=1),
+            Item("ending", "banner", ["t"], valid_to=NOW + DAY, priority=5),
+        ]
+    )
+    cache = PickCache()
+    spec = PickSpec(tags=("t",), limit=3)
+    assert run(spec, cat, cache) == ["ending", "now"]
+    assert run(spec, cat, cache, now=NOW + 2 * DAY) == ["soon", "now"]
+
+
+def test_cache_follows_the_catalogue_object() -> None:
+    cache = PickCache()
+    spec = PickSpec(tags=("t",), limit=1)
+    assert run(spec, Catalog([Item("a", "banner", ["t"])]), cache) == ["a"]
+    assert run(spec, Catalog([Item("b", "banner", ["t"])]), cache) == ["b"]
+
+
+def test_affinity_reranks_and_exclusions_apply() -> None:
+    items = [Item(f"f{i}", "product", ["filler"], priority=5) for i in range(30)]
+    items += [Item("run", "product", ["running"], priority=1), Item("camp", "product", ["camping"])]
+    cat = Catalog(items)
+    spec = PickSpec(type="product", rank=(("priority", 1.0), ("affinity", 10.0)), limit=2)
+    cache = PickCache()
+    assert run(spec, cat, cache, interests={"running": 0.9, "camping": 0.8}) == ["run", "camp"]
+    # a weak interest does not beat a much higher priority
+    assert run(spec, cat, cache, interests={"camping": 0.2}) == ["f0", "f1"]
+    assert run(spec, cat, cache, interests={}) == ["f0", "f1"]
+    got = run(spec, cat, cache, interests={"running": 0.9}, recent=Activity(views=["run"]))
+    assert got == ["f0", "f1"]
+
+
+def test_static_ids_keep_their_order() -> None:
+    cat = demo_catalog()
+    spec = PickSpec(ids=("p-tent", "missing", "p-old", "p-shoe"), limit=5)
+    assert run(spec, cat, PickCache()) == ["p-tent", "p-shoe"]
