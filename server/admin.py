@@ -281,15 +281,21 @@ class Lifecycle:
             profiles = world.profiles
             content = world.content
             engine = world.engine
+            # A kept version this worker still serves (it has not followed the last activation
+            # yet) is already open here, and LMDB refuses a second environment on the same file:
+            # borrow the worker's reader then.
+            in_use = world.paths.get(kind) == str(path.resolve())
             if kind == "profiles":
-                profiles = opened = snapshots.open_profiles(
-                    path, signing_key=self.signing_key, verify=False
-                )
+                if not in_use or profiles is None:
+                    profiles = opened = snapshots.open_profiles(
+                        path, signing_key=self.signing_key, verify=False
+                    )
                 _check_profiles(profiles)
             elif kind == "content":
-                content = opened = snapshots.open_content(
-                    path, signing_key=self.signing_key, verify=False
-                )
+                if not in_use or content is None:
+                    content = opened = snapshots.open_content(
+                        path, signing_key=self.signing_key, verify=False
+                    )
                 _check_content(content)
             else:
                 engine, _ = _open_rules(path, self.signing_key)

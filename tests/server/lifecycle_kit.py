@@ -12,7 +12,8 @@ from pathlib import Path
 import httpx
 import msgspec
 
-from server.demo import DEMO_DIR, build_rules_snapshot
+from server.demo import DEMO_DIR
+from server.rules_snapshot import build_rules_snapshot
 from snapshots import archive
 from snapshots.config import ContentConfig, ProfilesConfig, load_config
 from snapshots.content_build import build_content
