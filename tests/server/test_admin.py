@@ -272,6 +272,10 @@ def test_concurrent_pushes_of_one_kind_are_refused_other_kinds_proceed(
     t.start()
     started.wait()
     time.sleep(0.2)
+    listing = status(client)["kinds"]
+    assert isinstance(listing, list)
+    rules_versions = next(k for k in listing if k["kind"] == "rules")["versions"]
+    assert any(v["state"] == "staging" for v in rules_versions), rules_versions
     second = push(client, "rules", tar_of(rules_snapshot(tmp_path)))
     other = push(client, "content", tar_of(content_snapshot(tmp_path)))
     t.join()
