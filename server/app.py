@@ -21,6 +21,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from . import hot
+from .admin import Admin
 from .asgi import ASGIApp, Receive, Scope, Send, error_body, send_error
 from .config import Secrets, Settings, load_secrets, settings_from_env
 from .openapi import build_openapi
@@ -120,14 +121,17 @@ async def _internal_error(request: Request, exc: Exception) -> Response:
 
 def build_app(settings: Settings, secrets: Secrets) -> EdgesideApp:
     state = AppState(settings, secrets)
+    admin = Admin(state)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         await asyncio.to_thread(state.holder.refresh)
         task = asyncio.create_task(_follow_snapshots(state))
+        await admin.start()
         try:
             yield
         finally:
+            await admin.stop()
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
@@ -152,6 +156,7 @@ def build_app(settings: Settings, secrets: Secrets) -> EdgesideApp:
             methods=["GET", "HEAD", "OPTIONS"],
         ),
         *build_routes(state, build_openapi(_version())),
+        *admin.routes(),
     ]
     starlette = Starlette(
         routes=routes,

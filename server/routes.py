@@ -90,6 +90,9 @@ def build_routes(state: AppState, openapi: bytes) -> list[Route]:
         return JSONResponse(body, status_code=200 if ready else 503)
 
     async def metrics(request: Request) -> Response:
+        now = time.time()
+        for kind, built in state.holder.current.created_at.items():
+            state.metrics.snapshot_age.set((kind,), round(now - built, 3))
         return Response(
             state.metrics.render(), media_type="text/plain; version=0.0.4; charset=utf-8"
         )
