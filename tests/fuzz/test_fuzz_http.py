@@ -4,7 +4,7 @@ Thousands of generated requests (valid and invalid by the schema); every respons
 have a declared status, content type, headers and body shape, and a guarded route must refuse a
 request without the token. Afterwards the server is alive, logged no traceback, and its workers'
 private memory grew by less than a generous bound. `EDGESIDE_FUZZ_EXAMPLES` raises the count per
-operation (CI: 250).
+operation (CI: 200).
 """
 
 from __future__ import annotations
@@ -61,6 +61,10 @@ def schemathesis(url: str, examples: int, report: Path) -> tuple[int, str]:
         str(report),
         "--output-truncate",
         "false",
+        # The snapshot push takes an application/x-tar body, which schemathesis cannot generate:
+        # test_fuzz_admin_push.py sends it mutated archives instead.
+        "--exclude-method",
+        "PUT",
     ]
     out = subprocess.run(argv, capture_output=True, text=True, timeout=600, check=False, cwd=report)
     return out.returncode, out.stdout + out.stderr
@@ -69,7 +73,7 @@ def schemathesis(url: str, examples: int, report: Path) -> tuple[int, str]:
 def test_schemathesis_finds_nothing_and_the_server_stays_small(
     prove_data: Path, tmp_path: Path
 ) -> None:
-    examples = bounded("EDGESIDE_FUZZ_EXAMPLES", 250)
+    examples = bounded("EDGESIDE_FUZZ_EXAMPLES", 200)
     with edgeside(
         prove_data, workers=2, env={"EDGESIDE_ADMIN_TOKEN": ADMIN_TOKEN}, log_dir=tmp_path
     ) as server:
