@@ -137,7 +137,7 @@ def build_openapi(version: str) -> bytes:
                     },
                     "responses": {
                         "200": _json(pushed, "activated"),
-                        **_errors(400, 401, 404, 408, 409, 413, 422),
+                        **_errors(400, 401, 404, 408, 409, 413, 422, 507),
                     },
                 }
             },
