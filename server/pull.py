@@ -170,7 +170,9 @@ class Puller:
                 tar_path = staging / "upload.tar"
                 size = 0
                 with open(tar_path, "xb") as f:
-                    while chunk := resp.read(CHUNK):
+                    # read1, not read: read(n) waits for all n bytes, so a body dripping a byte
+                    # per socket timeout would never reach the deadline check below.
+                    while chunk := resp.read1(CHUNK):
                         size += len(chunk)
                         if size > self.max_bytes:
                             raise OSError(f"upstream body exceeds {self.max_bytes} bytes")
