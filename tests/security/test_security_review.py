@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import re
 import socket
+import time
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -266,3 +267,25 @@ def test_no_pickle_eval_exec_or_shell_in_the_product() -> None:
 
 def _line(rel: str, number: int) -> str:
     return (ROOT / rel).read_text().splitlines()[number - 1]
+
+
+def test_pull_urls_are_logged_without_credentials(prove_copy: Path, tmp_path: Path) -> None:
+    """Regression: pull URLs were logged whole, so a presigned object-storage URL's signature or
+    a `user:password@` went to the log of every poll."""
+    from bench.procs import free_port
+
+    port = free_port()
+    url = f"http://puller:pw-secret-31@127.0.0.1:{port}/snap.tar?X-Amz-Signature=sig-secret-77"
+    env = {
+        "EDGESIDE_PULL": f"rules={url}",
+        "EDGESIDE_PULL_INTERVAL_S": "0.2",
+        "EDGESIDE_LOG_LEVEL": "debug",
+    }
+    with edgeside(prove_copy, workers=1, env=env, log_dir=tmp_path) as server:
+        deadline = time.monotonic() + 10
+        while "failed" not in server.output() and time.monotonic() < deadline:
+            time.sleep(0.2)
+        log = server.output()
+    assert "pull rules from" in log and "failed" in log, log[-2000:]
+    assert "127.0.0.1" in log  # the URL is still recognisable
+    assert "pw-secret-31" not in log and "sig-secret-77" not in log, log[-2000:]
