@@ -88,9 +88,9 @@ def headline(benches: dict[str, dict[str, Any]]) -> dict[str, Any]:
     growth = [w.get("anon_growth_kb") for w in (soak.get("workers") or {}).values()]
     knee = get("load", "knee") or {}
     return {
-        "rule_eval_p50_us": get("rules", "placement50", "p50_us"),
-        "decision3_p50_us": get("rules", "decision3", "p50_us"),
-        "decision3_p99_us": get("rules", "decision3", "p99_us"),
+        "rule_eval_p50_us": get("rules", "placement50_p50_us"),
+        "decision3_p50_us": get("rules", "decision3_p50_us"),
+        "decision3_p99_us": get("rules", "decision3_p99_us"),
         "edge_rps": get("http", "edge_rps"),
         "edge_vs_bare_ratio": get("http", "ratio"),
         "edge_p99_ms": get("http", "edge_p99_ms"),
