@@ -61,3 +61,19 @@ def test_chart_without_load_results() -> None:
     results = fake_results()
     results["benches"] = {}
     ET.fromstring(report.chart(results))  # noqa: S314 - our own output
+
+
+def test_the_knee_is_the_last_step_within_the_objective() -> None:
+    from bench import load
+
+    def step(offered: int | None, p99: float, errors: int = 0) -> dict[str, Any]:
+        return {"offered_rps": offered, "achieved_rps": 1.0, "p99_ms": p99, "errors": errors}
+
+    steps = [step(250, 1.5), step(1000, 4.0), step(4000, 6.8), step(6000, 11.7), step(None, 25)]
+    found = load.knee(steps)
+    assert found is not None and found["offered_rps"] == 4000
+    assert (
+        load.knee([step(250, 1.0), step(1000, 2.0, errors=3), step(2000, 2.0)])["offered_rps"]
+        == 250
+    )  # type: ignore[index]
+    assert load.knee([step(250, 50.0)]) is None
