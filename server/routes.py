@@ -90,6 +90,7 @@ def build_routes(state: AppState, openapi: bytes) -> list[Route]:
         return JSONResponse(body, status_code=200 if ready else 503)
 
     async def metrics(request: Request) -> Response:
+        state.refresh_gauges()
         return Response(
             state.metrics.render(), media_type="text/plain; version=0.0.4; charset=utf-8"
         )
