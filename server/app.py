@@ -84,6 +84,8 @@ def _background(state: AppState) -> list[asyncio.Task[None]]:
             )
         )
         tasks.append(asyncio.create_task(_sweep_live(state)))
+        if state.triggers is not None:
+            tasks.append(asyncio.create_task(state.triggers.run()))
     if state.decision_log.enabled:
         tasks.append(asyncio.create_task(state.decision_log.run()))
     return tasks

@@ -92,6 +92,9 @@ class LiveSettings(msgspec.Struct, forbid_unknown_fields=True):
     bandit_min_share: float = 0.05
     # Webhook triggers: at most once per visitor and action per window.
     trigger_window_s: float = 3600.0
+    # Hosts webhooks may call ("*" for any). Empty: triggers are off — an operator, not a rules
+    # author, decides where the node sends requests (no SSRF through a rules file).
+    webhook_hosts: list[str] = msgspec.field(default_factory=list)
     trigger_queue_max: int = 1000
     trigger_retries: int = 3
     trigger_timeout_s: float = 2.0

@@ -22,6 +22,7 @@ from .decision_log import DecisionLog, Record
 from .live.bandit import StoreArmStats
 from .live.events import live_key
 from .live.store import LiveStore
+from .live.triggers import Triggers
 from .metrics import Metrics
 from .world import World
 
@@ -84,6 +85,7 @@ class DecisionService:
         self.live: LiveStore | None = None
         self.arm_stats: StoreArmStats | None = None
         self.log: DecisionLog | None = None
+        self.triggers: Triggers | None = None
 
     def still_current(self, served: Served) -> bool:
         """Whether a memoised answer may be reused: no event touched its visitor since."""
@@ -189,6 +191,8 @@ class DecisionService:
             except Exception:
                 decision = _bare_fallback(placements, "internal_error")
         self.count(decision)
+        if decision.actions and key is not None and ctx.consent and self.triggers is not None:
+            self.triggers.offer(decision.actions, key, ctx.now)
         record = None
         if self.log is not None and self.log.enabled:
             record = _record(world, ctx, decision, key if ctx.consent else None, self.log)

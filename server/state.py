@@ -16,6 +16,7 @@ from .decisions import DecisionService, Served
 from .live.bandit import StoreArmStats
 from .live.events import Ingest, Pending, live_key
 from .live.store import LiveLimits, LiveStore, open_store
+from .live.triggers import Triggers
 from .memo import SlotMemo
 from .metrics import Metrics
 from .world import KINDS, World, WorldHolder
@@ -56,6 +57,7 @@ class AppState:
         self._token = secrets.admin_token.encode() if secrets.admin_token else None
         self.ingest = Ingest(settings.live)
         self.live: LiveStore | None = None
+        self.triggers: Triggers | None = None
         self.decision_log = DecisionLog(settings.decision_log, settings.data)
         self.service.log = self.decision_log
 
@@ -75,9 +77,12 @@ class AppState:
         self.service.live = self.live
         if self.live is not None:
             self.service.arm_stats = StoreArmStats(self.live, s.bandit_window_s)
+            self.triggers = Triggers(self.live, s)
+            self.service.triggers = self.triggers
 
     def close_live(self) -> None:
         self.decision_log.close()
+        self.service.triggers = self.triggers = None
         if self.live is not None:
             self.service.live = None
             self.service.arm_stats = None
@@ -134,6 +139,9 @@ class AppState:
         for reason, n in dlog.dropped.items():
             m.log_records.set((f"dropped_{reason}",), n)
         m.live_writes.values[("queue_dropped",)] = float(self.ingest.dropped)
+        if self.triggers is not None:
+            for result, n in self.triggers.counts.items():
+                m.triggers.set((result,), n)
         if self.live is not None:
             with contextlib.suppress(Exception):
                 m.live_visitors.set((), self.live.count())
