@@ -12,11 +12,18 @@ from __future__ import annotations
 
 import os
 import random
+import sys
 from pathlib import Path
 
-from locust import FastHttpUser, between, task
+# locust puts this file's folder first on sys.path, where bench/snapshots.py and bench/http.py would
+# shadow the `snapshots` package and the standard library's `http`: use the repository root instead.
+_HERE = Path(__file__).resolve().parent
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _HERE]
+sys.path.insert(0, str(_HERE.parent))
 
-from bench.http import demo_cookies
+from locust import FastHttpUser, between, task  # noqa: E402
+
+from bench.http import demo_cookies  # noqa: E402
 
 SITES = ("shop-fr", "shop-de", "shop-uk")
 COUNTRIES = {"shop-fr": "FR", "shop-de": "DE", "shop-uk": "GB"}

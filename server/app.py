@@ -22,6 +22,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from . import hot
+from .admin import Admin
 from .asgi import ASGIApp, Receive, Scope, Send, error_body, send_error
 from .config import Secrets, Settings, load_secrets, settings_from_env
 from .live import api as live_api
@@ -165,15 +166,18 @@ async def _internal_error(request: Request, exc: Exception) -> Response:
 
 def build_app(settings: Settings, secrets: Secrets) -> EdgesideApp:
     state = AppState(settings, secrets)
+    admin = Admin(state)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         await asyncio.to_thread(state.holder.refresh)
         state.open_live()
         tasks = _background(state)
+        await admin.start()
         try:
             yield
         finally:
+            await admin.stop()
             for task in tasks:
                 task.cancel()
             for task in tasks:
@@ -204,6 +208,7 @@ def build_app(settings: Settings, secrets: Secrets) -> EdgesideApp:
             methods=["GET", "HEAD", "OPTIONS"],
         ),
         *build_routes(state, build_openapi(_version())),
+        *admin.routes(),
     ]
     starlette = Starlette(
         routes=routes,

@@ -141,6 +141,14 @@ class Settings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     # late an hour-of-day rule or a validity window can take effect; see server/memo.py.
     memo_ttl_s: float = 1.0
     memo_max_entries: int = 50_000
+    # Snapshot lifecycle (docs/snapshots.md § Lifecycle).
+    keep_versions: int = 3  # versions kept per kind besides the active one, for rollback
+    max_upload_bytes: int = 8 << 30  # a pushed or pulled .tar larger than this is refused (413)
+    # A push holds its kind's lock while the body arrives: a stalled client must not hold it.
+    upload_timeout_s: float = 900.0
+    pull: list[str] = msgspec.field(default_factory=list)  # "KIND=URL" items
+    pull_interval_s: float = 30.0
+    pull_timeout_s: float = 30.0  # per socket operation; a whole download gets 10x this
     live: LiveSettings = msgspec.field(default_factory=LiveSettings)
     decision_log: DecisionLogSettings = msgspec.field(default_factory=DecisionLogSettings)
 
@@ -177,6 +185,11 @@ ENV_OPTIONS: dict[str, type] = {
     "server": str,
     "log_level": str,
     "time_budget_ms": float,
+    "keep_versions": int,
+    "max_upload_bytes": int,
+    "upload_timeout_s": float,
+    "pull_interval_s": float,
+    "pull_timeout_s": float,
 }
 
 
@@ -213,6 +226,9 @@ def load_settings(
                 raise ConfigError(
                     f"EDGESIDE_{name.upper()}={value!r}: expected {kind.__name__}"
                 ) from None
+    pull_env = env.get("EDGESIDE_PULL")
+    if pull_env:
+        overrides["pull"] = pull_env.replace(",", " ").split()
     overrides.update({name: value for name, value in (cli or {}).items() if value is not None})
     config_path = overrides.get("config") or ""
     if config_path:
@@ -224,6 +240,8 @@ def load_settings(
         raise ConfigError(f"{config_path or 'settings'}: {exc}") from None
     if settings.workers < 1:
         raise ConfigError("workers must be at least 1")
+    if settings.keep_versions < 1:
+        raise ConfigError("keep_versions must be at least 1 (the rollback target)")
     if settings.server not in ("uvicorn", "granian"):
         raise ConfigError(f"server {settings.server!r}: choose uvicorn or granian")
     return settings

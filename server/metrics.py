@@ -131,6 +131,11 @@ class Metrics:
             "When this worker loaded the active snapshot of a kind.",
             ("kind",),
         )
+        self.snapshot_age = Gauge(
+            "edgeside_snapshot_age_seconds",
+            "Seconds since the active snapshot of a kind was built.",
+            ("kind",),
+        )
         self.snapshot_swaps = Counter(
             "edgeside_snapshot_swaps_total", "Times this worker switched to new snapshots."
         )
@@ -174,6 +179,7 @@ class Metrics:
             self.rule_errors,
             self.snapshot_version,
             self.snapshot_loaded,
+            self.snapshot_age,
             self.snapshot_swaps,
         ):
             lines.extend(metric.render())

@@ -91,6 +91,9 @@ def build_routes(state: AppState, openapi: bytes) -> list[Route]:
 
     async def metrics(request: Request) -> Response:
         state.refresh_gauges()
+        now = time.time()
+        for kind, built in state.holder.current.created_at.items():
+            state.metrics.snapshot_age.set((kind,), round(now - built, 3))
         return Response(
             state.metrics.render(), media_type="text/plain; version=0.0.4; charset=utf-8"
         )

@@ -37,6 +37,12 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     serve.add_argument("--config", help="YAML/JSON settings file (EDGESIDE_CONFIG)")
     serve.add_argument("--server", choices=["uvicorn", "granian"], help="EDGESIDE_SERVER")
     serve.add_argument("--log-level", dest="log_level", help="EDGESIDE_LOG_LEVEL")
+    serve.add_argument(
+        "--pull",
+        action="append",
+        metavar="KIND=URL",
+        help="poll URL for KIND snapshots (repeatable; EDGESIDE_PULL, space separated)",
+    )
     serve.set_defaults(func=run_serve)
 
     demo = subparsers.add_parser("demo", help="the demo shop")
@@ -58,6 +64,7 @@ def run_demo_build(args: argparse.Namespace) -> int:
 def run_serve(args: argparse.Namespace) -> int:
     cli = {k: getattr(args, k) for k in ("host", "port", "workers", "data", "config", "server")}
     cli["log_level"] = args.log_level
+    cli["pull"] = args.pull
     try:
         settings = load_settings(cli)
     except ConfigError as exc:

@@ -32,6 +32,8 @@ class World:
     versions: dict[str, str] = field(default_factory=dict)
     paths: dict[str, str] = field(default_factory=dict)
     loaded_at: dict[str, float] = field(default_factory=dict)
+    # When each active snapshot was built (its manifest's created_at): the age operators watch.
+    created_at: dict[str, float] = field(default_factory=dict)
     errors: dict[str, str] = field(default_factory=dict)
     # The readers this world closes when it retires; a reader carried into the next world moves.
     owned: list[snapshots.ProfileReader | snapshots.ContentReader] = field(default_factory=list)
@@ -55,7 +57,7 @@ class World:
         self.owned = []
 
 
-def _open_rules(path: Path, signing_key: bytes | None) -> tuple[rules.Engine, str]:
+def _open_rules(path: Path, signing_key: bytes | None) -> tuple[rules.Engine, snapshots.Manifest]:
     manifest, files = snapshots.read_blob_snapshot(path, signing_key=signing_key)
     if not files:
         raise snapshots.SnapshotError(f"{path}: rules snapshot holds no rules file")
@@ -66,7 +68,7 @@ def _open_rules(path: Path, signing_key: bytes | None) -> tuple[rules.Engine, st
         first = errors[0] if errors else None
         where = f"{first.file}:{first.line}:{first.col}: {first.message}" if first else "invalid"
         raise snapshots.SnapshotError(f"{path}: rules do not check: {where}")
-    return rules.compile_ruleset(ruleset), manifest.version
+    return rules.compile_ruleset(ruleset), manifest
 
 
 class WorldHolder:
@@ -125,6 +127,7 @@ class WorldHolder:
             versions=dict(old.versions),
             paths=dict(old.paths),
             loaded_at=dict(old.loaded_at),
+            created_at=dict(old.created_at),
             errors=dict(old.errors),
         )
         for kind, path in paths.items():
@@ -171,11 +174,14 @@ class WorldHolder:
             profiles = snapshots.open_profiles(path, signing_key=self.signing_key, verify=False)
             opened.append(profiles)
             world.profiles = profiles
+            world.created_at[kind] = profiles.manifest.created_at
             return profiles.version
         if kind == "content":
             content = snapshots.open_content(path, signing_key=self.signing_key, verify=False)
             opened.append(content)
             world.content = content
+            world.created_at[kind] = content.manifest.created_at
             return content.version
-        world.engine, version = _open_rules(path, self.signing_key)
-        return version
+        world.engine, manifest = _open_rules(path, self.signing_key)
+        world.created_at[kind] = manifest.created_at
+        return manifest.version

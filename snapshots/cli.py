@@ -1,21 +1,26 @@
-"""`edgeside snapshot …` subcommands: build, inspect, verify, pack."""
+"""`edgeside snapshot …` subcommands: build, inspect, verify, pack, delta, and the admin client:
+push, status, rollback, activate."""
 
 from __future__ import annotations
 
 import argparse
 import os
 import sys
+import tempfile
 import time
 from pathlib import Path
 
 import msgspec
 
+from snapshots import push as push_client
 from snapshots.archive import pack
 from snapshots.config import ContentConfig, ProfilesConfig, load_config
 from snapshots.content_build import build_content
+from snapshots.delta import diff_profiles
 from snapshots.errors import SnapshotError
 from snapshots.manifest import encode_manifest, read_manifest
 from snapshots.profiles_build import build_profiles
+from snapshots.push import NodeResult
 from snapshots.reader import open_content, open_profiles
 from snapshots.verify import verify_snapshot
 
@@ -56,6 +61,47 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     p.add_argument("dir", type=Path)
     p.add_argument("--out", type=Path, required=True)
     p.set_defaults(func=_pack)
+
+    d = sub.add_parser(
+        "delta",
+        help="build a profiles-delta: the changes from a base profiles snapshot to a new one",
+        description="The new state is --target (a built profiles snapshot) or --input/--config "
+        "(built here first). Only upserts and deletions are written; the node applies them to "
+        "the base version without a rebuild.",
+    )
+    d.add_argument("--base", type=Path, required=True, help="the profiles snapshot nodes run")
+    d.add_argument("--target", type=Path, help="a built profiles snapshot (the new state)")
+    d.add_argument("--input", nargs="+", type=Path, metavar="FILE")
+    d.add_argument("--config", type=Path)
+    d.add_argument("--out", type=Path, required=True)
+    d.add_argument("--signing-key-env", default=DEFAULT_KEY_ENV, metavar="VAR")
+    d.set_defaults(func=_delta)
+
+    def nodes(cmd: argparse.ArgumentParser) -> None:
+        cmd.add_argument(
+            "--to", action="append", required=True, metavar="URL", help="a node (repeatable)"
+        )
+        cmd.add_argument("--token", help="admin bearer token (default: $EDGESIDE_ADMIN_TOKEN)")
+
+    u = sub.add_parser("push", help="upload a snapshot (dir or .tar) to one or many nodes")
+    u.add_argument("dir", type=Path)
+    nodes(u)
+    u.set_defaults(func=_push)
+
+    st = sub.add_parser("status", help="versions, states and ages on each node")
+    nodes(st)
+    st.set_defaults(func=_status)
+
+    r = sub.add_parser("rollback", help="re-activate the previous version of a kind")
+    r.add_argument("--kind", choices=("profiles", "content", "rules"), required=True)
+    nodes(r)
+    r.set_defaults(func=_rollback)
+
+    a = sub.add_parser("activate", help="activate a version kept on the nodes")
+    a.add_argument("--kind", choices=("profiles", "content", "rules"), required=True)
+    a.add_argument("version")
+    nodes(a)
+    a.set_defaults(func=_activate)
 
 
 def _usage(parser: argparse.ArgumentParser) -> int:
@@ -161,4 +207,95 @@ def _pack(args: argparse.Namespace) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     print(f"packed {args.dir} -> {out} ({out.stat().st_size:,} bytes)")
+    return 0
+
+
+def _token(args: argparse.Namespace) -> str | None:
+    token: str | None = args.token or os.environ.get("EDGESIDE_ADMIN_TOKEN")
+    if not token:
+        print("error: give --token or set EDGESIDE_ADMIN_TOKEN", file=sys.stderr)
+    return token
+
+
+def _report(results: list[NodeResult]) -> int:
+    for r in results:
+        print(r.line(), flush=True)
+    failed = sum(not r.ok for r in results)
+    if len(results) > 1:
+        print(f"{len(results) - failed}/{len(results)} node(s) ok")
+    return 1 if failed else 0
+
+
+def _push(args: argparse.Namespace) -> int:
+    token = _token(args)
+    if token is None:
+        return 2
+    try:
+        results = push_client.push(args.dir, args.to, token)
+    except (SnapshotError, OSError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    return _report(results)
+
+
+def _status(args: argparse.Namespace) -> int:
+    token = _token(args)
+    if token is None:
+        return 2
+    results = push_client.status(args.to, token)
+    for r in results:
+        if not r.ok:
+            print(r.line())
+            continue
+        print(f"{r.node}  (signed: {r.body.get('signed')}, keep {r.body.get('keep_versions')})")
+        for k in r.body.get("kinds", []):
+            print(f"  {k['kind']}: active {k['active']}")
+            for v in k["versions"]:
+                size = v["size_bytes"] / 1e6
+                print(f"    {v['state']:<8} {v['version']:<40} {v['age_s']:>9}s {size:>10.2f} MB")
+        for p in r.body.get("pull", []):
+            err = f", last error: {p['last_error']}" if p.get("last_error") else ""
+            print(f"  pull {p['kind']} <- {p['url']}: {p.get('version')}{err}")
+    return 1 if any(not r.ok for r in results) else 0
+
+
+def _rollback(args: argparse.Namespace) -> int:
+    token = _token(args)
+    if token is None:
+        return 2
+    return _report(push_client.rollback(args.kind, args.to, token))
+
+
+def _activate(args: argparse.Namespace) -> int:
+    token = _token(args)
+    if token is None:
+        return 2
+    return _report(push_client.activate(args.kind, args.version, args.to, token))
+
+
+def _delta(args: argparse.Namespace) -> int:
+    key = _key(args.signing_key_env)
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            target = args.target
+            if target is None:
+                if not args.input or args.config is None:
+                    print(
+                        "error: give --target DIR, or --input FILE… --config FILE", file=sys.stderr
+                    )
+                    return 2
+                target = Path(tmp) / "target"
+                build_profiles(
+                    args.input, load_config(args.config, ProfilesConfig), target, signing_key=key
+                )
+            manifest = diff_profiles(args.base, target, args.out, signing_key=key)
+    except SnapshotError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    c = manifest.counts
+    print(
+        f"profiles-delta {manifest.version} -> {args.out}: base {manifest.params['base'][0]}, "
+        f"{c['upserts']} upsert(s), {c['deletes']} deletion(s), {c['alias_upserts']} alias "
+        f"upsert(s), {c['alias_deletes']} alias deletion(s)"
+    )
     return 0

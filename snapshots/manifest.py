@@ -13,6 +13,10 @@ MANIFEST_NAME = "manifest.json"
 DATA_NAME = "data.mdb"
 SCHEMA_VERSION = 1
 KINDS = ("profiles", "content", "rules")
+# A delta is shipped and verified like a snapshot but never activated itself: the server applies
+# it to the profiles version it names (`params["base"]`), which yields a new `profiles` version.
+DELTA_KIND = "profiles-delta"
+MANIFEST_KINDS = (*KINDS, DELTA_KIND)
 
 
 class Signature(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -65,8 +69,10 @@ def read_manifest(snapshot_dir: str | os.PathLike[str]) -> Manifest:
             f"{path}: schema_version {manifest.schema_version}, this edgeside reads "
             f"{SCHEMA_VERSION}; rebuild the snapshot or upgrade"
         )
-    if manifest.kind not in KINDS:
-        raise ManifestInvalid(f"{path}: unknown kind {manifest.kind!r}; expected one of {KINDS}")
+    if manifest.kind not in MANIFEST_KINDS:
+        raise ManifestInvalid(
+            f"{path}: unknown kind {manifest.kind!r}; expected one of {MANIFEST_KINDS}"
+        )
     if set(manifest.files) != set(manifest.sizes):
         raise ManifestInvalid(f"{path}: `files` and `sizes` name different files")
     return manifest

@@ -76,6 +76,8 @@ def test_metrics_count_requests_and_decisions(server: Edgeside) -> None:
     assert 'edgeside_request_duration_seconds_bucket{route="edge",le="+Inf"}' in text
     assert 'edgeside_decisions_total{placement="home_hero"' in text
     assert 'edgeside_snapshot_info{kind="rules"' in text
+    ages = [line for line in text.splitlines() if line.startswith("edgeside_snapshot_age_seconds{")]
+    assert len(ages) == 3 and all(float(line.split()[-1]) >= 0 for line in ages)
 
 
 def test_openapi_describes_the_routes_from_the_types(server: Edgeside) -> None:
