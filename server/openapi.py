@@ -8,6 +8,7 @@ import msgspec
 
 import snapshots
 
+from .live.events import EventBatch, EventsAnswer
 from .schemas import DecideRequest, DecideResponse, ErrorBody, ReadyBody
 
 _REF = "#/components/schemas/{name}"
@@ -25,8 +26,9 @@ def _errors(*statuses: int) -> dict[str, Any]:
 def build_openapi(version: str) -> bytes:
     types = [DecideRequest, DecideResponse, ErrorBody, ReadyBody, snapshots.Profile]
     types.append(snapshots.ContentItem)
-    (request, response, _err, ready, profile, content), components = msgspec.json.schema_components(
-        types, ref_template=_REF
+    types += [EventBatch, EventsAnswer]
+    (request, response, _err, ready, profile, content, events, accepted), components = (
+        msgspec.json.schema_components(types, ref_template=_REF)
     )
     bearer: list[dict[str, list[str]]] = [{"bearer": []}]
     edge_headers = {
@@ -43,6 +45,19 @@ def build_openapi(version: str) -> bytes:
         "openapi": "3.1.0",
         "info": {"title": "edgeside", "version": version},
         "paths": {
+            "/v1/events": {
+                "post": {
+                    "summary": "Feed live activity (views, clicks, carts, purchases, consent)",
+                    "requestBody": {
+                        "required": True,
+                        "content": {"application/json": {"schema": events}},
+                    },
+                    "responses": {
+                        "202": _json(accepted, "accepted (some events may be rejected, with why)"),
+                        **_errors(400, 413, 415, 422, 429, 503),
+                    },
+                }
+            },
             "/v1/decide": {
                 "post": {
                     "summary": "Decide the named placements for a visitor",
