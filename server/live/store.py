@@ -109,6 +109,7 @@ class LiveStore:
         self._arms = self.env.open_db(b"arms")
         self._frozen = self.env.open_db(b"frozen")
         self._fired = self.env.open_db(b"fired")
+        self._resume = b""  # where the next sweep of this process starts
 
     def close(self) -> None:
         self.env.close()
@@ -245,27 +246,41 @@ class LiveStore:
         return True
 
     def sweep(self, now: float, budget: int = 200_000) -> int:
-        """Delete expired visitors, then the oldest beyond `max_visitors`; bounded work per call."""
+        """Delete expired visitors, then the oldest beyond `max_visitors`.
+
+        Bounded work per call: at most `budget` entries are read, starting where the previous
+        call of this process stopped (wrapping around), so every entry is visited in turn and a
+        write transaction is never held for a whole large store.
+        """
         with self.env.begin(write=True) as txn:
+            entries: int = txn.stat(self._visitors)["entries"]
             live: list[tuple[float, bytes]] = []
             dead: list[bytes] = []
+            cursor = txn.cursor(db=self._visitors)
+            positioned = cursor.set_range(self._resume) if self._resume else cursor.first()
+            if not positioned:
+                positioned = cursor.first()
+            self._resume = b""
             # Collect first, delete after: a cursor's position is undefined after a delete.
-            for scanned, (k, v) in enumerate(txn.cursor(db=self._visitors)):
-                if scanned >= budget:
-                    break
+            while positioned:
+                k, v = cursor.item()
                 rec = _decode_activity(v)
                 if rec.expires <= now:
                     dead.append(bytes(k))
                 else:
                     live.append((rec.updated, bytes(k)))
-            extra = len(live) - self.limits.max_visitors
+                positioned = cursor.next()
+                if len(dead) + len(live) >= budget:
+                    if positioned:
+                        self._resume = bytes(cursor.key())
+                    break
+            extra = entries - len(dead) - self.limits.max_visitors
             if extra > 0:
                 live.sort()
                 dead.extend(k for _, k in live[:extra])
             for k in dead:
                 txn.delete(k, db=self._visitors)
                 txn.delete(k, db=self._stamps)
-            removed = len(dead)
             stale = [
                 bytes(k)
                 for i, (k, v) in enumerate(txn.cursor(db=self._fired))
@@ -273,7 +288,7 @@ class LiveStore:
             ]
             for k in stale:
                 txn.delete(k, db=self._fired)
-        return removed
+        return len(dead)
 
     def count(self) -> int:
         with self.env.begin(db=self._visitors) as txn:

@@ -44,6 +44,19 @@ def test_expired_visitors_disappear_and_the_sweeper_caps_the_store(tmp_path: Pat
         store.close()
 
 
+def test_the_sweeper_walks_a_large_store_in_bounded_steps(tmp_path: Path) -> None:
+    store = LiveStore(tmp_path, 16 << 20, LiveLimits(ttl_s=10.0))
+    try:
+        store.apply([Change(f"a{i:03d}", "view", 0.0, content_id="x") for i in range(100)], 0.0)
+        store.apply([Change(f"b{i:03d}", "view", 0.0, content_id="x") for i in range(50)], 100.0)
+        removed = [store.sweep(105.0, budget=40) for _ in range(5)]
+        # 40 + 40 + 20 expired a*, then the b* are alive; every entry was visited in turn.
+        assert removed[:3] == [40, 40, 20] and sum(removed) == 100
+        assert store.count() == 50
+    finally:
+        store.close()
+
+
 def test_categories_decay_with_the_half_life(tmp_path: Path) -> None:
     store = LiveStore(tmp_path, 16 << 20, LiveLimits(half_life_s=100.0))
     try:
