@@ -402,11 +402,11 @@ class Engine:
 
     def _bandit(self, exp: Experiment, fixed: Bucketer, stats: ArmStats, now: float) -> Bucketer:
         """The window's bucketer of a thompson experiment; the declared one if stats fail."""
+        window = int(now // stats.window_s) if stats.window_s > 0 else 0
+        hit = self._bandits.get(exp.id)
+        if hit is not None and hit[0] == window:
+            return hit[1]
         try:
-            window = int(now // stats.window_s)
-            hit = self._bandits.get(exp.id)
-            if hit is not None and hit[0] == window:
-                return hit[1]
             names = [a.name for a in exp.arms]
             counts = stats.counts(exp.id, window)
             weights = thompson_weights(names, counts, seed_of(exp.salt, window), exp.exploration)
@@ -416,6 +416,8 @@ class Engine:
             self._bandits[exp.id] = (window, bucketer)
             return bucketer
         except Exception:  # live statistics are an optimisation: never a reason to fail
+            # Remembered for the window, so a failing store is not asked on every request.
+            self._bandits[exp.id] = (window, fixed)
             return fixed
 
     def bandit_weights(self, experiment_id: str) -> dict[str, float] | None:

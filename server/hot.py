@@ -285,7 +285,7 @@ async def _decide(state: AppState, scope: Scope, receive: Receive) -> tuple[int,
                         f"$.placements[{i}]",
                     )
         served = state.service.serve(world, visitor, ctx, request.placements, explain=explain)
-        state.service.emit(served, ctx.now)
+        state.service.emit(served, _now())  # ctx.now may be a requested "as of" time
         decision = served.decision
         response = DecideResponse(
             placements=decision.placements,

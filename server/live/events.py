@@ -12,7 +12,6 @@ import collections
 import logging
 import time
 from collections.abc import Callable
-from typing import Literal
 
 import msgspec
 from cachetools import TTLCache
@@ -225,6 +224,3 @@ async def drain_forever(
                 log.error("live store write failed, %d events dropped: %s", len(changes), exc)
                 count("dropped", len(changes))
         on_applied(resolved)
-
-
-EventKind = Literal["view", "click", "add_to_cart", "purchase", "consent"]

@@ -108,3 +108,12 @@ def test_without_stats_the_declared_weights_apply() -> None:
         for i in range(400)
     ]
     assert 150 < arms.count("b") < 250
+
+
+def test_a_misspelt_strategy_is_a_diagnostic_with_a_suggestion() -> None:
+    _, diagnostics = rules.load(RULES.replace("thompson", "thomson"), filename="bandit.yaml")
+    errors = [d for d in diagnostics if d.severity == "error"]
+    assert len(errors) == 1
+    assert "unknown experiment strategy `thomson`" in errors[0].message
+    assert errors[0].suggestion is not None and "thompson" in errors[0].suggestion
+    assert (errors[0].line, errors[0].col) == (16, 15)  # the value, where it is written
