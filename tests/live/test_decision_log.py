@@ -169,3 +169,19 @@ def test_sink_receives_batches(demo_copy: Path, tmp_path: Path) -> None:
         httpd.server_close()
     lines = [json.loads(x) for b in got for x in b.splitlines()]
     assert len(lines) == 3 and all(r["kind"] == "decision" for r in lines)
+
+
+def test_an_unwritable_log_directory_is_counted_drops(tmp_path: Path) -> None:
+    import asyncio
+
+    from server.config import DecisionLogSettings
+    from server.decision_log import DecisionLog
+
+    blocker = tmp_path / "not-a-dir"
+    blocker.write_text("a file where the log directory should be")
+    dlog = DecisionLog(DecisionLogSettings(dir=str(blocker / "logs"), max_buffer=10))
+    for i in range(15):
+        dlog.add({"t": float(i), "kind": "decision"})
+    asyncio.run(dlog.flush())
+    assert dlog.dropped == {"buffer_full": 5, "disk_error": 10}
+    assert dlog.written == 0 and not dlog.buffer
