@@ -8,6 +8,7 @@ import msgspec
 
 import snapshots
 
+from .admin import PushResult, StatusBody, SwitchResult
 from .live.events import EventBatch, EventsAnswer
 from .schemas import DecideRequest, DecideResponse, ErrorBody, ReadyBody
 
@@ -25,11 +26,11 @@ def _errors(*statuses: int) -> dict[str, Any]:
 
 def build_openapi(version: str) -> bytes:
     types = [DecideRequest, DecideResponse, ErrorBody, ReadyBody, snapshots.Profile]
-    types.append(snapshots.ContentItem)
-    types += [EventBatch, EventsAnswer]
-    (request, response, _err, ready, profile, content, events, accepted), components = (
-        msgspec.json.schema_components(types, ref_template=_REF)
-    )
+    types += [snapshots.ContentItem, PushResult, StatusBody, SwitchResult, EventBatch, EventsAnswer]
+    schemas, components = msgspec.json.schema_components(types, ref_template=_REF)
+    request, response, _err, ready, profile, content, pushed, status, switched = schemas[:9]
+    events, accepted = schemas[9:]
+    kind_param = {"name": "kind", "in": "path", "required": True, "schema": {"type": "string"}}
     bearer: list[dict[str, list[str]]] = [{"bearer": []}]
     edge_headers = {
         name: {"schema": {"type": "string"}}
@@ -123,6 +124,58 @@ def build_openapi(version: str) -> bytes:
                         {"name": "id", "in": "path", "required": True, "schema": {"type": "string"}}
                     ],
                     "responses": {"200": _json(content, "item"), **_errors(401, 404, 503)},
+                }
+            },
+            "/v1/admin/snapshots": {
+                "get": {
+                    "summary": "Versions of every kind, their states and ages",
+                    "security": bearer,
+                    "responses": {"200": _json(status, "status"), **_errors(401)},
+                }
+            },
+            "/v1/admin/snapshots/{kind}": {
+                "put": {
+                    "summary": "Upload a snapshot .tar; verified, validated, then activated",
+                    "security": bearer,
+                    "parameters": [kind_param],
+                    "requestBody": {
+                        "required": True,
+                        "content": {"application/x-tar": {"schema": {"type": "string"}}},
+                    },
+                    "responses": {
+                        "200": _json(pushed, "activated"),
+                        **_errors(400, 401, 404, 408, 409, 413, 422),
+                    },
+                }
+            },
+            "/v1/admin/snapshots/{kind}/activate/{version}": {
+                "post": {
+                    "summary": "Activate a kept version",
+                    "security": bearer,
+                    "parameters": [
+                        kind_param,
+                        {
+                            "name": "version",
+                            "in": "path",
+                            "required": True,
+                            "schema": {"type": "string"},
+                        },
+                    ],
+                    "responses": {
+                        "200": _json(switched, "activated"),
+                        **_errors(400, 401, 404, 409, 422),
+                    },
+                }
+            },
+            "/v1/admin/snapshots/{kind}/rollback": {
+                "post": {
+                    "summary": "Go back to the previously active version",
+                    "security": bearer,
+                    "parameters": [kind_param],
+                    "responses": {
+                        "200": _json(switched, "rolled back"),
+                        **_errors(400, 401, 404, 409),
+                    },
                 }
             },
             "/healthz": {"get": {"responses": {"200": {"description": "alive"}}}},
