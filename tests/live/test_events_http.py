@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 from typing import Any
@@ -29,8 +30,14 @@ def post_events(url: str, events: list[dict[str, Any]]) -> httpx.Response:
         return client.post("/v1/events", json={"events": events})
 
 
-def test_an_event_on_one_worker_changes_decisions_on_every_worker(demo_copy: Path) -> None:
-    with edgeside(demo_copy, workers=2) as server:
+def test_an_event_on_one_worker_changes_decisions_on_every_worker(
+    demo_copy: Path, tmp_path: Path
+) -> None:
+    # The decision log writes one file per worker process: it tells which worker did what.
+    logs = tmp_path / "logs"
+    config = tmp_path / "edgeside.yaml"
+    config.write_text(f"decision_log: {{dir: {logs}, flush_interval_s: 0.05}}\n")
+    with edgeside(demo_copy, workers=2, args=["--config", str(config)]) as server:
         url = server.url
         # Warm both workers' memos with the "before" answer.
         before = {variant(url, DECIDE) for _ in range(10)}
@@ -55,6 +62,24 @@ def test_an_event_on_one_worker_changes_decisions_on_every_worker(demo_copy: Pat
         # 30 fresh connections after the change: both workers answer (p ≈ 1 - 2^-29), all changed.
         after = {variant(url, DECIDE) for _ in range(30)}
         assert "none" not in after, after
+        time.sleep(0.3)  # let both workers flush their logs
+        by_pid: dict[str, list[dict[str, Any]]] = {}
+        for path in logs.glob("decisions-*.ndjson"):
+            pid = path.name.split("-")[2]
+            lines = [json.loads(x) for x in path.read_text().splitlines() if x]
+            by_pid.setdefault(pid, []).extend(lines)
+        (accepting,) = [
+            pid for pid, records in by_pid.items() if any(r["kind"] == "event" for r in records)
+        ]
+        others = [
+            r
+            for pid, records in by_pid.items()
+            if pid != accepting
+            for r in records
+            if r["kind"] == "decision"
+        ]
+        # The worker that did not receive the event decided with it: worker A → worker B.
+        assert any(r["placements"][0]["variant"] != "none" for r in others), by_pid.keys()
         # The same person by another identifier sees the same cart (keyed by the canonical id).
         by_customer = dict(DECIDE, visitor={"ids": {"customer_id": "C00001"}})
         assert variant(url, by_customer) != "none"
