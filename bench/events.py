@@ -143,6 +143,8 @@ def main() -> None:
         with edgeside(data, workers=args.workers) as server:
             rate = ingest(server.url, args.seconds)
             print(f"ingest: {rate:,.0f} events/s accepted over HTTP ({args.workers} workers)")
+            # The ingest run leaves a backlog being applied; measure visibility on a quiet node.
+            time.sleep(2.0)
             e2d = event_to_decision(server.url)
             print(f"event → changed decision on any worker: p50 {statistics.median(e2d):.3f} s")
     print(
