@@ -103,3 +103,19 @@ class Visitor(FastHttpUser):
             headers=self._headers(),
             name="/v1/fragments/{placement}",
         )
+
+    @task(1)
+    def events(self) -> None:
+        kind = random.choice(("view", "view", "click", "add_to_cart", "purchase"))
+        event = {
+            "type": kind,
+            "visitor": {"ids": {"cookie": self.cookie}},
+            "content_id": f"p-{random.randrange(200)}",
+            "category": random.choice(("running", "camping", "hiking")),
+            "placement": "home_recs",
+        }
+        with self.client.post(
+            "/v1/events", json={"events": [event]}, name="/v1/events", catch_response=True
+        ) as response:
+            if response.status_code not in (202, 429):
+                response.failure(f"events answered {response.status_code}")

@@ -16,6 +16,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 from rules import ast
+from rules.bandit import seed_of, thompson_weights
 from rules.bucketing import HOLDOUT, Bucketer
 from rules.compiler import (
     Fn,
@@ -36,7 +37,7 @@ from rules.decision import (
     Webhook,
     decision_key,
 )
-from rules.interfaces import ActivityLike, ContentCatalog, ProfileLike
+from rules.interfaces import ActivityLike, ArmStats, ContentCatalog, ProfileLike
 from rules.model import Action, Experiment, Outcome, Placement, Rule, RuleSet
 from rules.picks import PickCache, pick
 
@@ -159,6 +160,8 @@ class Engine:
         self._lookup_cache: dict[tuple[str, str | None], dict[str, Program]] = {}
         self._picks = PickCache()
         self._site_locales = {name: s.locale for name, s in ruleset.sites.items() if s.locale}
+        # (experiment id) → (window, bucketer): bandit weights, recomputed once per window.
+        self._bandits: dict[str, tuple[int, Bucketer]] = {}
 
     def _compile_placement(self, p: Placement, filename: str) -> Program:
         fn = placement_function(
@@ -216,12 +219,14 @@ class Engine:
         recent: ActivityLike | None = None,
         explain: bool = False,
         deadline: float | None = None,
+        stats: ArmStats | None = None,
     ) -> Decision:
         """Decide the named placements for one request. ``deadline`` is a `time.monotonic()`
-        instant: placements not started by then get their default (``fallback="deadline"``)."""
+        instant: placements not started by then get their default (``fallback="deadline"``).
+        ``stats`` feeds `strategy: thompson` experiments; without it they use declared weights."""
         try:
             return self._decide(
-                visitor_id, profile, ctx, placements, content, recent, explain, deadline
+                visitor_id, profile, ctx, placements, content, recent, explain, deadline, stats
             )
         except Exception:  # fail open: the page renders whatever happens here (SPEC §6)
             d = self.fallback(ctx, placements, "internal_error")
@@ -238,6 +243,7 @@ class Engine:
         recent: ActivityLike | None,
         explain: bool,
         deadline: float | None,
+        stats: ArmStats | None = None,
     ) -> Decision:
         errors = 0
         if not ctx.consent:
@@ -332,6 +338,8 @@ class Engine:
                 if exp.rule is not None and (rule is None or rule.id != exp.rule):
                     continue
                 experiment = exp.id
+                if exp.strategy == "thompson" and stats is not None:
+                    bucketer = self._bandit(exp, bucketer, stats, now)
                 arm = bucketer.assign(visitor_id)
                 if arm != HOLDOUT:
                     for a in exp.arms:
@@ -391,6 +399,40 @@ class Engine:
             rule_errors=errors,
             trace=trace,
         )
+
+    def _bandit(self, exp: Experiment, fixed: Bucketer, stats: ArmStats, now: float) -> Bucketer:
+        """The window's bucketer of a thompson experiment; the declared one if stats fail."""
+        window = int(now // stats.window_s) if stats.window_s > 0 else 0
+        hit = self._bandits.get(exp.id)
+        if hit is not None and hit[0] == window:
+            return hit[1]
+        try:
+            names = [a.name for a in exp.arms]
+            counts = stats.counts(exp.id, window)
+            weights = thompson_weights(names, counts, seed_of(exp.salt, window), exp.exploration)
+            bucketer = Bucketer(
+                f"{exp.salt}:{window}", list(zip(names, weights, strict=True)), exp.holdout
+            )
+            self._bandits[exp.id] = (window, bucketer)
+            return bucketer
+        except Exception:  # live statistics are an optimisation: never a reason to fail
+            # Remembered for the window, so a failing store is not asked on every request.
+            self._bandits[exp.id] = (window, fixed)
+            return fixed
+
+    def bandit_weights(self, experiment_id: str) -> dict[str, float] | None:
+        """The current window's weights of a thompson experiment (for status and tests)."""
+        hit = self._bandits.get(experiment_id)
+        if hit is None:
+            return None
+        b = hit[1]
+        out: dict[str, float] = {}
+        prev = 0.0
+        for name, edge in zip(b.arms, b.cumulative, strict=True):
+            top = 1.0 if edge == float("inf") else edge
+            out[name] = top - prev
+            prev = top
+        return out
 
     def _default_decision(self, prog: Program, reason: str) -> PlacementDecision:
         d = prog.placement.default

@@ -57,3 +57,16 @@ class ActivityLike(Protocol):
     def cart(self) -> Sequence[str]: ...
     @property
     def categories(self) -> Mapping[str, float]: ...
+
+
+class ArmStats(Protocol):
+    """Live outcome counts for bandit experiments (`strategy: thompson`).
+
+    ``counts`` answers arm → (successes, trials) as frozen for the time window ``window``: every
+    caller in the same window must get the same numbers, so every worker computes equal weights.
+    """
+
+    def counts(self, experiment_id: str, window: int) -> Mapping[str, tuple[int, int]]: ...
+
+    @property
+    def window_s(self) -> float: ...

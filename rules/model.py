@@ -22,6 +22,7 @@ from rules.schema import Attribute, ProfileSchema
 from rules.source import Source
 
 STRATEGIES = ("first_match", "score_sorted")
+EXPERIMENT_STRATEGIES = ("fixed", "thompson")
 RANK_KEYS = ("priority", "affinity", "recency")
 EXCLUDE_KEYS = ("views", "purchases", "cart")
 WEBHOOK_METHODS = ("GET", "POST", "PUT", "PATCH")
@@ -120,6 +121,10 @@ class Experiment:
     arms: list[Arm]
     sites: frozenset[str] | None
     line: int
+    # "fixed": the declared weights; "thompson": weights from live click/conversion counts.
+    strategy: str = "fixed"
+    # thompson only: each arm keeps at least this share of traffic.
+    exploration: float = 0.05
 
 
 @dataclass(slots=True, eq=False)
@@ -802,7 +807,19 @@ class Reader:
             if m is None:
                 continue
             self.keys(
-                m, ("id", "salt", "placement", "rule", "holdout", "arms", "sites"), "an experiment"
+                m,
+                (
+                    "id",
+                    "salt",
+                    "placement",
+                    "rule",
+                    "holdout",
+                    "arms",
+                    "sites",
+                    "strategy",
+                    "exploration",
+                ),
+                "an experiment",
             )
             eid = self.string(m.get("id"), "the experiment's `id`", required=True, parent=m)
             if eid is not None and eid in ids:
@@ -841,6 +858,16 @@ class Reader:
                     rule = None
                     pname = None
             holdout = self.number(m.get("holdout"), "`holdout`", 0.0, 0.99) or 0.0
+            strategy = self.string(m.get("strategy"), "`strategy`") or "fixed"
+            if strategy not in EXPERIMENT_STRATEGIES:
+                self.err(
+                    m.get("strategy") or m,
+                    "bad-value",
+                    f"unknown experiment strategy `{strategy}`",
+                    suggestion_for(strategy, EXPERIMENT_STRATEGIES),
+                )
+                strategy = "fixed"
+            exploration = self.number(m.get("exploration"), "`exploration`", 0.0, 0.5)
             site_names = self.strings(m.get("sites"), "`sites`")
             for s in site_names:
                 if s not in sites:
@@ -894,7 +921,16 @@ class Reader:
                 continue
             out.append(
                 Experiment(
-                    eid, salt, pname, rule, holdout, arms, frozenset(site_names) or None, m.line
+                    eid,
+                    salt,
+                    pname,
+                    rule,
+                    holdout,
+                    arms,
+                    frozenset(site_names) or None,
+                    m.line,
+                    strategy,
+                    0.05 if exploration is None else exploration,
                 )
             )
         return out

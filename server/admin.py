@@ -488,6 +488,23 @@ async def _receive(request: Request, dest: Path, limit: int) -> int:
     return size
 
 
+# A refusal sent while the client is still uploading makes the kernel reset the connection, and
+# the client may lose the answer with it. Reading a little of the body first lets small uploads
+# finish and see why they were refused; large ones from an unauthorised client are not read.
+REFUSED_DRAIN_BYTES = 1 << 20
+
+
+async def _drain(request: Request, limit: int) -> None:
+    read = 0
+    try:
+        async for chunk in request.stream():
+            read += len(chunk)
+            if read > limit:
+                return
+    except ClientDisconnect:
+        return
+
+
 def build_admin_routes(state: AppState, life: Lifecycle) -> list[Route]:
     settings = state.settings
     key = life.signing_key
@@ -498,6 +515,7 @@ def build_admin_routes(state: AppState, life: Lifecycle) -> list[Route]:
     ) -> Callable[[Request], Any]:
         async def endpoint(request: Request) -> Response:
             if not state.authorized(dict(request.scope["headers"])):
+                await _drain(request, REFUSED_DRAIN_BYTES)
                 return _refused(
                     Refusal(
                         401, "unauthorized", "admin routes need `Authorization: Bearer <token>`"

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import AsyncIterator
 from importlib.metadata import PackageNotFoundError, version
 
@@ -24,6 +25,8 @@ from . import hot
 from .admin import Admin
 from .asgi import ASGIApp, Receive, Scope, Send, error_body, send_error
 from .config import Secrets, Settings, load_secrets, settings_from_env
+from .live import api as live_api
+from .live.events import drain_forever
 from .openapi import build_openapi
 from .routes import build_routes
 from .state import AppState
@@ -53,6 +56,42 @@ async def _follow_snapshots(state: AppState) -> None:
             holder.commit(new)
 
 
+async def _sweep_live(state: AppState) -> None:
+    """Expire old visitors and cap the store's size; every worker may run it (it is idempotent)."""
+    interval = state.settings.live.sweep_interval_s
+    while True:
+        await asyncio.sleep(interval)
+        live = state.live
+        if live is None:
+            continue
+        try:
+            await asyncio.to_thread(live.sweep, time.time())
+        except Exception:
+            log.exception("live store sweep failed")
+
+
+def _background(state: AppState) -> list[asyncio.Task[None]]:
+    tasks = [asyncio.create_task(_follow_snapshots(state))]
+    live = state.live
+    if live is not None:
+        metrics = state.metrics
+
+        def count(result: str, n: float) -> None:
+            metrics.live_writes.inc((result,), n)
+
+        tasks.append(
+            asyncio.create_task(
+                drain_forever(state.ingest, live, state.resolve, state.log_events, count)
+            )
+        )
+        tasks.append(asyncio.create_task(_sweep_live(state)))
+        if state.triggers is not None:
+            tasks.append(asyncio.create_task(state.triggers.run()))
+    if state.decision_log.enabled:
+        tasks.append(asyncio.create_task(state.decision_log.run()))
+    return tasks
+
+
 class HotRoute:
     """A hot handler as a raw ASGI endpoint, so starlette can route to it too (CORS, OPTIONS)."""
 
@@ -71,6 +110,8 @@ class HotRoute:
                 await send_error(send, 405, "method_not_allowed", "use GET")
                 return
             await hot.edge(self.state, scope, receive, send)
+        elif self.name == "events":
+            await live_api.events(self.state, scope, receive, send)
         else:
             await hot.decide(self.state, scope, receive, send)
 
@@ -84,7 +125,11 @@ class EdgesideApp:
     def __init__(self, state: AppState, starlette: ASGIApp, bypass: bool) -> None:
         self.state = state
         self.starlette = starlette
-        self.hot = {"/v1/edge": HotRoute(state, "edge"), "/v1/decide": HotRoute(state, "decide")}
+        self.hot = {
+            "/v1/edge": HotRoute(state, "edge"),
+            "/v1/decide": HotRoute(state, "decide"),
+            "/v1/events": HotRoute(state, "events"),
+        }
         self.fragment = HotRoute(state, "fragment") if bypass else None
         if not bypass:
             self.hot = {}
@@ -126,15 +171,21 @@ def build_app(settings: Settings, secrets: Secrets) -> EdgesideApp:
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         await asyncio.to_thread(state.holder.refresh)
-        task = asyncio.create_task(_follow_snapshots(state))
+        state.open_live()
+        tasks = _background(state)
         await admin.start()
         try:
             yield
         finally:
             await admin.stop()
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+            for task in tasks:
+                task.cancel()
+            for task in tasks:
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+            with contextlib.suppress(Exception):
+                await state.decision_log.flush()
+            state.close_live()
             state.holder.current.close()
 
     middleware = []
@@ -150,6 +201,7 @@ def build_app(settings: Settings, secrets: Secrets) -> EdgesideApp:
     routes = [
         Route("/v1/edge", HotRoute(state, "edge"), methods=["GET", "HEAD", "OPTIONS"]),
         Route("/v1/decide", HotRoute(state, "decide"), methods=["POST", "OPTIONS"]),
+        Route("/v1/events", HotRoute(state, "events"), methods=["POST", "OPTIONS"]),
         Route(
             "/v1/fragments/{placement}",
             HotRoute(state, "fragment"),

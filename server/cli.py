@@ -10,6 +10,7 @@ import rules.cli
 import snapshots.cli
 
 from . import rules_snapshot, serve
+from .report import cli as report_cli
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -18,6 +19,7 @@ def build_parser() -> argparse.ArgumentParser:
     snapshots.cli.register(subparsers)
     rules_snapshot.register_build(rules.cli.register(subparsers))
     serve.register(subparsers)
+    report_cli.register(subparsers)
     return parser
 
 

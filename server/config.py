@@ -64,6 +64,57 @@ class Limits(msgspec.Struct, forbid_unknown_fields=True):
     max_id_chars: int = 256
 
 
+class LiveSettings(msgspec.Struct, forbid_unknown_fields=True):
+    """The node-local live store and `POST /v1/events` (docs/live.md)."""
+
+    enabled: bool = True
+    # Under the data directory unless absolute.
+    dir: str = "live"
+    map_size_mb: int = 256
+    ttl_s: float = 7 * 24 * 3600.0
+    max_list: int = 50
+    max_categories: int = 50
+    half_life_s: float = 24 * 3600.0
+    max_visitors: int = 1_000_000
+    max_events: int = 500
+    max_body_bytes: int = 512 * 1024
+    # Accepted timestamps: at most this far ahead of / behind the server's clock.
+    max_future_s: float = 300.0
+    max_past_s: float = 24 * 3600.0
+    # Per visitor and worker: at most this many events per flood window.
+    flood_events: int = 200
+    flood_window_s: float = 10.0
+    queue_max: int = 50_000
+    flush_interval_s: float = 0.05
+    sweep_interval_s: float = 60.0
+    # Bandits: weights are recomputed once per window; each arm keeps at least this share.
+    bandit_window_s: float = 300.0
+    bandit_min_share: float = 0.05
+    # Webhook triggers: at most once per visitor and action per window.
+    trigger_window_s: float = 3600.0
+    # Hosts webhooks may call ("*" for any). Empty: triggers are off — an operator, not a rules
+    # author, decides where the node sends requests (no SSRF through a rules file).
+    webhook_hosts: list[str] = msgspec.field(default_factory=list)
+    trigger_queue_max: int = 1000
+    trigger_retries: int = 3
+    trigger_timeout_s: float = 2.0
+
+
+class DecisionLogSettings(msgspec.Struct, forbid_unknown_fields=True):
+    """Where decisions and events are logged: NDJSON files under `dir`, or POSTed to `url`."""
+
+    dir: str = ""
+    url: str = ""
+    sample_rate: float = 1.0
+    max_buffer: int = 100_000
+    batch: int = 1000
+    flush_interval_s: float = 0.5
+    rotate_bytes: int = 64 * 1024 * 1024
+    rotate_s: float = 3600.0
+    retries: int = 3
+    timeout_s: float = 2.0
+
+
 class Settings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     host: str = "127.0.0.1"
     port: int = 8080
@@ -98,6 +149,8 @@ class Settings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     pull: list[str] = msgspec.field(default_factory=list)  # "KIND=URL" items
     pull_interval_s: float = 30.0
     pull_timeout_s: float = 30.0  # per socket operation; a whole download gets 10x this
+    live: LiveSettings = msgspec.field(default_factory=LiveSettings)
+    decision_log: DecisionLogSettings = msgspec.field(default_factory=DecisionLogSettings)
 
 
 class Secrets(msgspec.Struct, frozen=True):

@@ -11,10 +11,18 @@ import logging
 import time
 from collections.abc import Sequence
 
+import msgspec
+
 import rules
 import snapshots
+from rules.context import clock
 
 from .context import Visitor
+from .decision_log import DecisionLog, Record
+from .live.bandit import StoreArmStats
+from .live.events import live_key
+from .live.store import LiveStore
+from .live.triggers import Triggers
 from .metrics import Metrics
 from .world import World
 
@@ -57,10 +65,45 @@ def fallback_reason(decision: rules.Decision) -> str | None:
     return ",".join(reasons) if reasons else None
 
 
+class Served(msgspec.Struct):
+    """A decision and what the hot routes need to memoise and log it."""
+
+    decision: rules.Decision
+    # The visitor's live key and its update counter when decided: a memoised answer is reused
+    # only while the counter is unchanged, so an event changes the next decision at once.
+    live_key: str | None = None
+    stamp: int = 0
+    # The decision-log record (without its time), for every reuse of the answer too.
+    record: Record | None = None
+
+
 class DecisionService:
     def __init__(self, metrics: Metrics, time_budget_ms: float) -> None:
         self.metrics = metrics
         self.budget_s = time_budget_ms / 1000.0
+        # Set in the worker's lifespan, after the fork (SPEC §10); None means no live store.
+        self.live: LiveStore | None = None
+        self.arm_stats: StoreArmStats | None = None
+        self.log: DecisionLog | None = None
+        self.triggers: Triggers | None = None
+
+    def still_current(self, served: Served) -> bool:
+        """Whether a memoised answer may be reused: no event touched its visitor since."""
+        live = self.live
+        if live is None or served.live_key is None:
+            return True
+        try:
+            return live.stamp(served.live_key) == served.stamp
+        except Exception:  # a store fault must not break the page: recompute
+            return False
+
+    def emit(self, served: Served, now: float) -> None:
+        """Log a served decision (sampled): for fresh and memoised answers alike."""
+        dlog = self.log
+        if dlog is not None and served.record is not None and dlog.sampled():
+            record = dict(served.record)
+            record["t"] = round(now, 3)
+            dlog.add(record)
 
     def lookup(self, world: World, visitor: Visitor) -> snapshots.Profile | None:
         profiles = world.profiles
@@ -86,13 +129,27 @@ class DecisionService:
         *,
         explain: bool = False,
     ) -> rules.Decision:
+        return self.serve(world, visitor, ctx, placements, explain=explain).decision
+
+    def serve(
+        self,
+        world: World,
+        visitor: Visitor,
+        ctx: rules.Context,
+        placements: Sequence[str],
+        *,
+        explain: bool = False,
+    ) -> Served:
         engine = world.engine
         if engine is None:
             decision = _bare_fallback(placements, "no_rules")
             self.count(decision)
-            return decision
+            return Served(decision)
         profile = None
         visitor_id: str | None = None
+        key: str | None = None
+        stamp = 0
+        recent = None
         if ctx.consent:
             profile = self.lookup(world, visitor)
             # Bucket by the person where we know them, so every device lands in the same arm.
@@ -102,6 +159,19 @@ class DecisionService:
                 visitor_id = visitor.canonical
             elif visitor.ids:
                 visitor_id = next(iter(visitor.ids.values()))
+            live = self.live
+            if live is not None:
+                key = live_key(profile.id if profile is not None else None, visitor)
+                if key is not None:
+                    try:
+                        recent, stamp = live.read(key, ctx.now)
+                    except Exception:  # decide without live activity rather than fail
+                        log.exception("live store read failed")
+                        self.metrics.fallbacks.inc(("live_error",))
+                    if recent is not None and recent.consent is False:
+                        # Withdrawn by an event: decide as for a visitor without consent.
+                        ctx = msgspec.structs.replace(ctx, consent=False)
+                        profile, visitor_id, recent = None, None, None
         try:
             decision = engine.decide(
                 visitor_id=visitor_id,
@@ -109,9 +179,10 @@ class DecisionService:
                 ctx=ctx,
                 placements=placements,
                 content=world.content,
-                recent=None,
+                recent=recent,
                 explain=explain,
                 deadline=time.monotonic() + self.budget_s,
+                stats=self.arm_stats,
             )
         except Exception:  # the engine promises not to raise; if it does, the page still renders
             log.exception("rules engine raised")
@@ -120,7 +191,12 @@ class DecisionService:
             except Exception:
                 decision = _bare_fallback(placements, "internal_error")
         self.count(decision)
-        return decision
+        if decision.actions and key is not None and ctx.consent and self.triggers is not None:
+            self.triggers.offer(decision.actions, key, ctx.now)
+        record = None
+        if self.log is not None and self.log.enabled:
+            record = _record(world, ctx, decision, key if ctx.consent else None, self.log)
+        return Served(decision, key, stamp, record)
 
     def count(self, decision: rules.Decision) -> None:
         """Metrics for a decision served (computed now, or reused from the memo)."""
@@ -131,3 +207,30 @@ class DecisionService:
                 metrics.fallbacks.inc((placement.fallback,))
         if decision.rule_errors:
             metrics.rule_errors.inc((), decision.rule_errors)
+
+
+def _record(
+    world: World, ctx: rules.Context, decision: rules.Decision, key: str | None, dlog: DecisionLog
+) -> Record:
+    hour, _ = clock(ctx)
+    return {
+        "kind": "decision",
+        "visitor": key,  # None without consent: identifiers are never logged then
+        "site": ctx.site,
+        "country": ctx.geo.country,
+        "hour": hour,
+        "snapshots": world.snapshot_header.decode("ascii", "replace"),
+        "key": decision.key,
+        "segments": decision.segments,
+        "placements": [
+            {
+                "placement": p.placement,
+                "variant": p.variant,
+                "rule": p.rule,
+                "experiment": p.experiment,
+                "arm": p.arm,
+            }
+            for p in decision.placements
+        ],
+        "sample": dlog.sample_rate,
+    }

@@ -30,7 +30,7 @@ from .asgi import (
     validation_error_body,
 )
 from .context import Visitor
-from .decisions import fallback_reason
+from .decisions import Served, fallback_reason
 from .fragments import render_fragment
 from .schemas import ContentOut, DecideRequest, DecideResponse
 from .state import AppState, PlacementError, split_placements
@@ -106,6 +106,9 @@ async def _edge(state: AppState, scope: Scope, receive: Receive, send: Send) -> 
         versions = holder.current.snapshot_header
         key = (versions, scope["query_string"], *state.builder.input_key(headers))
         answer = memo.get(key, now)
+    service = state.service
+    if answer is not None and not service.still_current(answer[2]):
+        answer = None  # an event changed this visitor's live activity since: decide again
     if answer is None:
         try:
             answer = _edge_answer(state, scope, headers, now)
@@ -116,7 +119,8 @@ async def _edge(state: AppState, scope: Scope, receive: Receive, send: Send) -> 
         if key is not None and key[0] == answer[0]:
             memo.put(key, answer)
     else:
-        state.service.count(answer[2])
+        service.count(answer[2].decision)
+    service.emit(answer[2], now)
     await send_response(send, 204, answer[1])
     metrics = state.metrics
     metrics.responses.inc(("edge", "204"))
@@ -125,7 +129,7 @@ async def _edge(state: AppState, scope: Scope, receive: Receive, send: Send) -> 
 
 def _edge_answer(
     state: AppState, scope: Scope, headers: dict[bytes, bytes], now: float
-) -> tuple[bytes, Headers, rules.Decision]:
+) -> tuple[bytes, Headers, Served]:
     """(snapshot versions used, response headers, decision) for one callout."""
     query = query_params(scope)
     raw_placements = headers.get(b"x-placements")
@@ -134,8 +138,8 @@ def _edge_answer(
     else:
         placements = [p for value in query.get("p", []) for p in split_placements(value)]
     state.check_placements(placements)
-    versions, decision, _ = _decide_from_headers(state, query, headers, now, placements)
-    return versions, decision_headers(decision, versions), decision
+    versions, served, _ = _decide_from_headers(state, query, headers, now, placements)
+    return versions, decision_headers(served.decision, versions), served
 
 
 def _decide_from_headers(
@@ -145,7 +149,7 @@ def _decide_from_headers(
     now: float,
     placements: list[str],
     render: bool = False,
-) -> tuple[bytes, rules.Decision, str]:
+) -> tuple[bytes, Served, str]:
     """Decide from what a proxy forwards; with `render`, also the first placement's fragment."""
     site = query.get("site", [None])[0]
     ctx = state.builder.from_headers(headers, site, now)
@@ -153,12 +157,12 @@ def _decide_from_headers(
     holder = state.holder
     world = holder.acquire()
     try:
-        decision = state.service.decide(world, visitor, ctx, placements)
+        served = state.service.serve(world, visitor, ctx, placements)
         html = ""
         if render:
-            chosen = decision.placements[0]
+            chosen = served.decision.placements[0]
             html = render_fragment(world, chosen.placement, chosen.variant, chosen.content)
-        return world.snapshot_header, decision, html
+        return world.snapshot_header, served, html
     finally:
         holder.release(world)
 
@@ -187,21 +191,26 @@ async def fragment(state: AppState, scope: Scope, receive: Receive, send: Send) 
         versions = state.holder.current.snapshot_header
         key = (versions, placement, scope["query_string"], *state.builder.input_key(headers))
         answer = memo.get(key, now)
+    service = state.service
+    if answer is not None and not service.still_current(answer[3]):
+        answer = None
     if answer is None:
-        versions, decision, html = _decide_from_headers(
+        versions, served, html = _decide_from_headers(
             state, query_params(scope), headers, now, [placement], render=True
         )
+        decision = served.decision
         out = [
             (b"content-type", _HTML),
             # Includes are fetched per visitor: short-lived and never shared by a cache.
             (b"cache-control", state.fragment_cache_control),
             *(h for h in decision_headers(decision, versions) if h[0] != b"cache-control"),
         ]
-        answer = (versions, out, html.encode("utf-8"), decision)
+        answer = (versions, out, html.encode("utf-8"), served)
         if key is not None and key[0] == versions:
             memo.put(key, answer)
     else:
-        state.service.count(answer[3])
+        service.count(answer[3].decision)
+    service.emit(answer[3], now)
     await send_response(send, 200, answer[1], answer[2])
     metrics.responses.inc(("fragment", "200"))
     metrics.request_seconds.observe(("fragment",), _perf() - started)
@@ -238,9 +247,11 @@ async def _decide(state: AppState, scope: Scope, receive: Receive) -> tuple[int,
     key = None
     if memo.enabled and not explain:
         key = (state.holder.current.snapshot_header, raw)
-        hit = memo.get(key, _now())
-        if hit is not None:
-            state.service.count(hit[1])
+        now = _now()
+        hit = memo.get(key, now)
+        if hit is not None and state.service.still_current(hit[1]):
+            state.service.count(hit[1].decision)
+            state.service.emit(hit[1], now)
             return 200, hit[0]
     try:
         request = _decode_request(raw)
@@ -273,7 +284,9 @@ async def _decide(state: AppState, scope: Scope, receive: Receive) -> tuple[int,
                         f"placement {name!r} is not defined for site {ctx.site!r}",
                         f"$.placements[{i}]",
                     )
-        decision = state.service.decide(world, visitor, ctx, request.placements, explain=explain)
+        served = state.service.serve(world, visitor, ctx, request.placements, explain=explain)
+        state.service.emit(served, _now())  # ctx.now may be a requested "as of" time
+        decision = served.decision
         response = DecideResponse(
             placements=decision.placements,
             segments=decision.segments,
@@ -288,7 +301,7 @@ async def _decide(state: AppState, scope: Scope, receive: Receive) -> tuple[int,
             response.items = _render_items(world, decision)
         body = _encode(response)
         if key is not None and key[0] == world.snapshot_header:
-            memo.put(key, (body, decision))
+            memo.put(key, (body, served))
         return 200, body
     finally:
         holder.release(world)

@@ -140,9 +140,38 @@ class Metrics:
             "edgeside_snapshot_swaps_total", "Times this worker switched to new snapshots."
         )
 
+        self.events = Counter(
+            "edgeside_events_total",
+            "Events received by outcome (accepted, or the rejection code).",
+            ("result",),
+        )
+        self.live_writes = Counter(
+            "edgeside_live_events_total",
+            "Events applied to the live store, or dropped when it could not be written.",
+            ("result",),
+        )
+        self.live_visitors = Gauge(
+            "edgeside_live_visitors", "Visitors in the node's live store (as seen by this worker)."
+        )
+        self.log_records = Gauge(
+            "edgeside_decision_log_records_total",
+            "Decision-log records written, and dropped by reason (buffer_full, sink_down, …).",
+            ("result",),
+        )
+        self.triggers = Gauge(
+            "edgeside_triggers_total",
+            "Webhook triggers by outcome (sent, deduplicated, failed, dropped).",
+            ("result",),
+        )
+
     def render(self) -> str:
         lines: list[str] = []
         for metric in (
+            self.events,
+            self.live_writes,
+            self.live_visitors,
+            self.log_records,
+            self.triggers,
             self.request_seconds,
             self.responses,
             self.decisions,

@@ -9,6 +9,7 @@ import msgspec
 import snapshots
 
 from .admin import PushResult, StatusBody, SwitchResult
+from .live.events import EventBatch, EventsAnswer
 from .schemas import DecideRequest, DecideResponse, ErrorBody, ReadyBody
 
 _REF = "#/components/schemas/{name}"
@@ -26,9 +27,10 @@ def _errors(*statuses: int) -> dict[str, Any]:
 
 def build_openapi(version: str) -> bytes:
     types = [DecideRequest, DecideResponse, ErrorBody, ReadyBody, snapshots.Profile]
-    types += [snapshots.ContentItem, PushResult, StatusBody, SwitchResult]
+    types += [snapshots.ContentItem, PushResult, StatusBody, SwitchResult, EventBatch, EventsAnswer]
     schemas, components = msgspec.json.schema_components(types, ref_template=_REF)
-    request, response, _err, ready, profile, content, pushed, status, switched = schemas
+    request, response, _err, ready, profile, content, pushed, status, switched = schemas[:9]
+    events, accepted = schemas[9:]
     kind_param = {"name": "kind", "in": "path", "required": True, "schema": {"type": "string"}}
     # What the server enforces on placement names (state.PLACEMENT_NAME), so generated clients and
     # fuzzers know a valid request when they see one.
@@ -52,6 +54,19 @@ def build_openapi(version: str) -> bytes:
         "openapi": "3.1.0",
         "info": {"title": "edgeside", "version": version},
         "paths": {
+            "/v1/events": {
+                "post": {
+                    "summary": "Feed live activity (views, clicks, carts, purchases, consent)",
+                    "requestBody": {
+                        "required": True,
+                        "content": {"application/json": {"schema": events}},
+                    },
+                    "responses": {
+                        "202": _json(accepted, "accepted (some events may be rejected, with why)"),
+                        **_errors(400, 413, 415, 422, 429, 503),
+                    },
+                }
+            },
             "/v1/decide": {
                 "post": {
                     "summary": "Decide the named placements for a visitor",

@@ -90,6 +90,7 @@ def build_routes(state: AppState, openapi: bytes) -> list[Route]:
         return JSONResponse(body, status_code=200 if ready else 503)
 
     async def metrics(request: Request) -> Response:
+        state.refresh_gauges()
         now = time.time()
         for kind, built in state.holder.current.created_at.items():
             state.metrics.snapshot_age.set((kind,), round(now - built, 3))

@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
+import contextlib
 import hmac
 import re
 import time
 from collections.abc import Mapping
 
-import rules
-
 from .asgi import Headers
 from .config import Secrets, Settings
-from .context import ContextBuilder
-from .decisions import DecisionService
+from .context import ContextBuilder, Visitor
+from .decision_log import DecisionLog, Record
+from .decisions import DecisionService, Served
+from .live.bandit import StoreArmStats
+from .live.events import Ingest, Pending, live_key
+from .live.store import LiveLimits, LiveStore, open_store
+from .live.triggers import Triggers
 from .memo import SlotMemo
 from .metrics import Metrics
 from .world import KINDS, World, WorldHolder
@@ -40,17 +44,107 @@ class AppState:
         self.builder = ContextBuilder(settings)
         self.service = DecisionService(self.metrics, settings.time_budget_ms)
         self.started_at = time.time()
-        self.edge_memo: SlotMemo[tuple[bytes, Headers, rules.Decision]] = SlotMemo(
+        self.edge_memo: SlotMemo[tuple[bytes, Headers, Served]] = SlotMemo(
             settings.memo_ttl_s, settings.memo_max_entries
         )
-        self.fragment_memo: SlotMemo[tuple[bytes, Headers, bytes, rules.Decision]] = SlotMemo(
+        self.fragment_memo: SlotMemo[tuple[bytes, Headers, bytes, Served]] = SlotMemo(
             settings.memo_ttl_s, settings.memo_max_entries
         )
         self.fragment_cache_control = b"private, max-age=%d" % settings.fragment_max_age_s
-        self.decide_memo: SlotMemo[tuple[bytes, rules.Decision]] = SlotMemo(
+        self.decide_memo: SlotMemo[tuple[bytes, Served]] = SlotMemo(
             settings.memo_ttl_s, settings.memo_max_entries
         )
         self._token = secrets.admin_token.encode() if secrets.admin_token else None
+        self.ingest = Ingest(settings.live)
+        self.live: LiveStore | None = None
+        self.triggers: Triggers | None = None
+        self.decision_log = DecisionLog(settings.decision_log, settings.data)
+        self.service.log = self.decision_log
+
+    def open_live(self) -> None:
+        """Open the node's live store in this worker (after the fork, SPEC §10)."""
+        s = self.settings.live
+        if not s.enabled:
+            return
+        limits = LiveLimits(
+            ttl_s=s.ttl_s,
+            max_list=s.max_list,
+            max_categories=s.max_categories,
+            half_life_s=s.half_life_s,
+            max_visitors=s.max_visitors,
+        )
+        self.live = open_store(self.settings.data, s.dir, s.map_size_mb * 1024 * 1024, limits)
+        self.service.live = self.live
+        if self.live is not None:
+            self.service.arm_stats = StoreArmStats(self.live, s.bandit_window_s)
+            self.triggers = Triggers(self.live, s)
+            self.service.triggers = self.triggers
+
+    def close_live(self) -> None:
+        self.decision_log.close()
+        self.service.triggers = self.triggers = None
+        if self.live is not None:
+            self.service.live = None
+            self.service.arm_stats = None
+            self.live.close()
+            self.live = None
+
+    def resolve(self, visitor: Visitor) -> str | None:
+        """A visitor's live key, through the current profiles' alias index."""
+        world = self.holder.acquire()
+        try:
+            profile = self.service.lookup(world, visitor)
+        finally:
+            self.holder.release(world)
+        return live_key(profile.id if profile is not None else None, visitor)
+
+    def log_events(self, batch: list[tuple[Pending, str | None]]) -> None:
+        """Every event goes to the decision log; identifiers only with consent."""
+        dlog = self.decision_log
+        if not dlog.enabled:
+            return
+        live = self.live
+        for p, key in batch:
+            e = p.event
+            visitor = key
+            if not p.consent or (e.type == "consent" and not e.value):
+                visitor = None
+            elif key is not None and live is not None:
+                try:
+                    rec, _ = live.read(key, time.time())
+                    if rec is not None and rec.consent is False:
+                        visitor = None
+                except Exception:
+                    visitor = None
+            record: Record = {
+                "t": round(p.ts, 3),
+                "kind": "event",
+                "type": e.type,
+                "visitor": visitor,
+                "placement": e.placement,
+                "variant": e.variant,
+                "experiment": e.experiment,
+                "arm": e.arm,
+                "content_id": e.content_id,
+                "value": e.value,
+                "country": p.country,
+                "hour": time.gmtime(p.ts).tm_hour,
+            }
+            dlog.add(record)
+
+    def refresh_gauges(self) -> None:
+        m = self.metrics
+        dlog = self.decision_log
+        m.log_records.set(("written",), dlog.written)
+        for reason, n in dlog.dropped.items():
+            m.log_records.set((f"dropped_{reason}",), n)
+        m.live_writes.values[("queue_dropped",)] = float(self.ingest.dropped)
+        if self.triggers is not None:
+            for result, n in self.triggers.counts.items():
+                m.triggers.set((result,), n)
+        if self.live is not None:
+            with contextlib.suppress(Exception):
+                m.live_visitors.set((), self.live.count())
 
     def _record_swap(self, world: World) -> None:
         metrics = self.metrics

@@ -1,16 +1,16 @@
 """Client side of the admin API: push a snapshot to many nodes, show status, roll back.
 
-Standard library only (urllib), so the snapshot tooling runs on a build box without the server's
-dependencies. Uploads stream the .tar from disk; nodes are contacted concurrently with threads.
+Standard library only (http.client), so the snapshot tooling runs on a build box without the
+server's dependencies. Uploads stream the .tar from disk; nodes are contacted concurrently.
 """
 
 from __future__ import annotations
 
+import http.client
 import json
 import os
 import tempfile
-import urllib.error
-import urllib.request
+import urllib.parse
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -51,25 +51,42 @@ def _call(
     method: str, url: str, token: str, body: Path | None = None, timeout: float = 600.0
 ) -> tuple[int, dict[str, Any]]:
     headers = {"Authorization": f"Bearer {token}"}
-    data: Any = None
     if body is not None:
         headers["Content-Type"] = "application/x-tar"
         headers["Content-Length"] = str(body.stat().st_size)
+    parts = urllib.parse.urlsplit(url)
+    target = parts.path + (f"?{parts.query}" if parts.query else "")
+    connection = (
+        http.client.HTTPSConnection if parts.scheme == "https" else http.client.HTTPConnection
+    )
     try:
-        f = open(body, "rb") if body is not None else None  # noqa: SIM115 - closed below
+        conn = connection(parts.netloc, timeout=timeout)
+    except (OSError, http.client.HTTPException) as exc:
+        return 0, {"error": {"code": "unreachable", "message": str(exc)}}
+    try:
         try:
-            data = f
-            req = urllib.request.Request(url, data=data, method=method, headers=headers)  # noqa: S310
-            with urllib.request.urlopen(req, timeout=timeout) as resp:  # noqa: S310
-                return resp.status, _decode(resp.read())
-        finally:
-            if f is not None:
-                f.close()
-    except urllib.error.HTTPError as exc:
-        return exc.code, _decode(exc.read())
-    except (urllib.error.URLError, OSError) as exc:
-        reason = getattr(exc, "reason", exc)
-        return 0, {"error": {"code": "unreachable", "message": str(reason)}}
+            if body is None:
+                conn.request(method, target, headers=headers)
+            else:
+                with body.open("rb") as f:
+                    conn.request(method, target, body=f, headers=headers)
+        except (BrokenPipeError, ConnectionResetError):
+            # The node answered before taking the whole upload (a refusal): read what it said.
+            pass
+        try:
+            resp = conn.getresponse()
+            return resp.status, _decode(resp.read())
+        except (OSError, http.client.HTTPException) as exc:
+            return 0, {
+                "error": {
+                    "code": "connection_closed",
+                    "message": f"the node closed the connection without an answer: {exc}",
+                }
+            }
+    except OSError as exc:
+        return 0, {"error": {"code": "unreachable", "message": str(exc)}}
+    finally:
+        conn.close()
 
 
 def _decode(raw: bytes) -> dict[str, Any]:

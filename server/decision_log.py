@@ -1,0 +1,168 @@
+"""The decision log: sampled decisions and every event, as NDJSON, written off the request path.
+
+A request only appends a small dict to a bounded buffer (a full buffer counts a drop and moves
+on). A background task encodes batches with orjson and either appends them to rotating files —
+one file per worker process, so workers never interleave lines — or POSTs them to an upstream
+sink with retries and exponential backoff. A dead sink or a full disk turns into counted drops,
+never into a slower or failed decision.
+
+Record shapes (docs/live.md):
+
+    {"t":…, "kind":"decision", "visitor":"p:C1"|null, "site", "country", "hour", "snapshots",
+     "key", "segments":[…], "placements":[{"placement","variant","rule","experiment","arm"}],
+     "sample": 0.1}
+    {"t":…, "kind":"event", "type":"click", "visitor":…|null, "placement", "variant",
+     "experiment", "arm", "content_id", "value", "country", "hour"}
+
+Identifiers of visitors without consent are never written: their records carry `"visitor":null`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import logging
+import os
+import random
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from .config import DecisionLogSettings
+
+log = logging.getLogger("edgeside.decision_log")
+
+Record = dict[str, Any]
+
+
+class DecisionLog:
+    def __init__(self, settings: DecisionLogSettings, data_dir: str = "") -> None:
+        self.settings = settings
+        self.enabled = bool(settings.dir or settings.url)
+        self.sample_rate = max(0.0, min(1.0, settings.sample_rate))
+        self.buffer: collections.deque[Record] = collections.deque()
+        self.written = 0
+        self.dropped: collections.Counter[str] = collections.Counter()
+        directory = settings.dir
+        if directory and not os.path.isabs(directory):
+            directory = os.path.join(data_dir or ".", directory)
+        self.dir = Path(directory) if directory else None
+        self._file: Any = None
+        self._file_bytes = 0
+        self._file_opened = 0.0
+        self._seq = 0
+        # Sampling only decides whether to log; a seeded generator per worker is enough.
+        self._random = random.Random(os.getpid())
+
+    # -- request side: append only --------------------------------------------------------------
+
+    def sampled(self) -> bool:
+        return self.enabled and (
+            self.sample_rate >= 1.0 or self._random.random() < self.sample_rate
+        )
+
+    def add(self, record: Record) -> None:
+        if not self.enabled:
+            return
+        if len(self.buffer) >= self.settings.max_buffer:
+            self.dropped["buffer_full"] += 1
+            return
+        self.buffer.append(record)
+
+    # -- background side ------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        interval = self.settings.flush_interval_s
+        while True:
+            await asyncio.sleep(interval)
+            await self.flush()
+
+    async def flush(self) -> None:
+        buffer = self.buffer
+        while buffer:
+            batch = [buffer.popleft() for _ in range(min(len(buffer), self.settings.batch))]
+            payload = b"".join(orjson.dumps(r) + b"\n" for r in batch)
+            if self.settings.url:
+                ok = await self._post(payload)
+                reason = "sink_down"
+            else:
+                ok = await asyncio.to_thread(self._write, payload)
+                reason = "disk_error"
+            if ok:
+                self.written += len(batch)
+            else:
+                self.dropped[reason] += len(batch)
+
+    def _write(self, payload: bytes) -> bool:
+        if self.dir is None:
+            return False
+        try:
+            now = time.time()
+            s = self.settings
+            if self._file is not None and (
+                self._file_bytes + len(payload) > s.rotate_bytes
+                or now - self._file_opened > s.rotate_s
+            ):
+                self._file.close()
+                self._file = None
+            if self._file is None:
+                self.dir.mkdir(parents=True, exist_ok=True)
+                self._seq += 1
+                stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime(now))
+                name = f"decisions-{stamp}-{os.getpid()}-{self._seq}.ndjson"
+                self._file = (self.dir / name).open("ab")
+                self._file_bytes = 0
+                self._file_opened = now
+            self._file.write(payload)
+            self._file.flush()
+            self._file_bytes += len(payload)
+            return True
+        except OSError as exc:  # ENOSPC and friends: drop the batch, keep deciding
+            log.error("decision log write failed: %s", exc)
+            try:
+                if self._file is not None:
+                    self._file.close()
+            except OSError:
+                pass
+            self._file = None
+            return False
+
+    async def _post(self, payload: bytes) -> bool:
+        s = self.settings
+        delay = 0.1
+        for attempt in range(s.retries + 1):
+            try:
+                status = await asyncio.to_thread(_post, s.url, payload, s.timeout_s)
+                if 200 <= status < 300:
+                    return True
+            except OSError as exc:
+                log.warning("decision log sink failed (attempt %d): %s", attempt + 1, exc)
+            if attempt < s.retries:
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 2.0)
+        return False
+
+    def close(self) -> None:
+        if self._file is not None:
+            with contextlib.suppress(OSError):
+                self._file.close()
+            self._file = None
+
+
+def _post(url: str, payload: bytes, timeout: float) -> int:
+    """One POST of an NDJSON batch; the status code (http(s) URLs only, checked at start-up)."""
+    if not url.startswith(("http://", "https://")):
+        raise OSError(f"not an http(s) URL: {url!r}")
+    request = urllib.request.Request(  # noqa: S310 - scheme checked above
+        url, data=payload, method="POST", headers={"content-type": "application/x-ndjson"}
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:  # noqa: S310
+            status: int = response.status
+            return status
+    except urllib.error.HTTPError as exc:
+        return exc.code

@@ -1,0 +1,1 @@
+"""Live activity: events, the node-local store, bandit statistics and webhook triggers."""

@@ -1,0 +1,118 @@
+"""`POST /v1/events` as plain ASGI: decode, check each event, queue the accepted ones, answer 202.
+
+Nothing here touches LMDB: the answer costs a decode and a few comparisons per event.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING
+
+import msgspec
+
+from ..asgi import (
+    JSON_HEADERS,
+    BodyTooLarge,
+    Receive,
+    Scope,
+    Send,
+    error_body,
+    read_body,
+    send_response,
+    validation_error_body,
+)
+from .events import EventBatch, EventsAnswer, Pending, Rejection
+
+if TYPE_CHECKING:
+    from ..state import AppState
+
+_decode_batch = msgspec.json.Decoder(EventBatch).decode
+_encode = msgspec.json.Encoder().encode
+
+
+class RejectedBody(msgspec.Struct):
+    """A batch of which nothing was accepted: the API's error shape plus every event's reason."""
+
+    error: dict[str, str | None]
+    accepted: int
+    rejected: int
+    errors: list[Rejection]
+
+
+async def events(state: AppState, scope: Scope, receive: Receive, send: Send) -> None:
+    started = time.perf_counter()
+    status, body = await _events(state, scope, receive)
+    await send_response(send, status, JSON_HEADERS, body)
+    state.metrics.responses.inc(("events", str(status)))
+    state.metrics.request_seconds.observe(("events",), time.perf_counter() - started)
+
+
+async def _events(state: AppState, scope: Scope, receive: Receive) -> tuple[int, bytes]:
+    if scope["method"] != "POST":
+        return 405, error_body("method_not_allowed", "use POST with a JSON body")
+    headers = dict(scope["headers"])
+    content_type = headers.get(b"content-type", b"").split(b";", 1)[0].strip().lower()
+    if content_type != b"application/json":
+        return 415, error_body(
+            "unsupported_media_type", "send the body as Content-Type: application/json"
+        )
+    s = state.settings.live
+    limit = s.max_body_bytes
+    declared = headers.get(b"content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        return 413, error_body("body_too_large", f"the body is over {limit} bytes")
+    try:
+        raw = await read_body(receive, limit)
+    except BodyTooLarge:
+        return 413, error_body("body_too_large", f"the body is over {limit} bytes")
+    try:
+        batch = _decode_batch(raw)
+    except msgspec.ValidationError as exc:
+        return 422, validation_error_body(exc)
+    except msgspec.DecodeError as exc:
+        return 400, error_body("malformed_json", f"the body is not valid JSON: {exc}")
+    except UnicodeDecodeError:
+        return 400, error_body("malformed_json", "the body is not valid UTF-8")
+    if not batch.events:
+        return 422, error_body("empty_batch", "send at least one event", "$.events")
+    if len(batch.events) > s.max_events:
+        return 413, error_body(
+            "too_many_events",
+            f"{len(batch.events)} events in one batch; at most {s.max_events}",
+            "$.events",
+        )
+    if not s.enabled or state.live is None:
+        return 503, error_body("live_unavailable", "the live store is not available on this node")
+    now = time.time()
+    builder = state.builder
+    ctx = builder.from_headers(headers, None, now)
+    ingest = state.ingest
+    errors: list[Rejection] = []
+    accepted = 0
+    for i, event in enumerate(batch.events):
+        visitor = builder.visitor_from_body(event.visitor)
+        problem = ingest.check(i, event, visitor, now)
+        if problem is not None:
+            errors.append(problem)
+            continue
+        ts = event.ts if event.ts is not None else now
+        ingest.put(Pending(event, visitor, ts, ctx.geo.country, ctx.consent))
+        accepted += 1
+    metrics = state.metrics
+    if accepted:
+        metrics.events.inc(("accepted",), accepted)
+        ingest.wakeup.set()
+    for e in errors:
+        metrics.events.inc((e.code,))
+    if accepted or not errors:
+        return 202, _encode(EventsAnswer(accepted, len(errors), errors))
+    status = 429 if all(e.code in ("flood", "overloaded") for e in errors) else 422
+    first = errors[0]
+    return status, _encode(
+        RejectedBody(
+            {"code": first.code, "message": first.message, "field": first.field},
+            0,
+            len(errors),
+            errors,
+        )
+    )

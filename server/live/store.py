@@ -1,0 +1,311 @@
+"""The node-local live store: one writable LMDB environment under DATA/live/, for all workers.
+
+Layout (named databases, msgpack values via msgspec):
+
+- ``visitors``: live key → `Activity` (recent views/purchases, cart, decayed category counters,
+  consent, a per-visitor update counter, an expiry). Bounded lists, bounded counters.
+- ``stamps``: live key → 8-byte big-endian update counter. The hot routes' answer memo reads only
+  this (one tiny get) to know whether a memoised answer is still current for the visitor.
+- ``arms``: ``experiment\\0arm`` → `ArmCount` (successes, trials) for bandits.
+- ``frozen``: ``experiment\\0window`` → the arm counts frozen for one bandit window, so every
+  worker computes the same weights.
+- ``fired``: ``action\\0key`` → last fire time, to fire a webhook once per visitor per window
+  across workers.
+
+Every process opens the environment itself, after the fork, with ``lock=True`` (SPEC §10). Reads
+are one short ``begin(buffers=True)`` transaction decoded in place; writes come in batches from a
+background task, never from a request.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import struct
+from collections.abc import Sequence
+from pathlib import Path
+
+import lmdb
+import msgspec
+
+log = logging.getLogger("edgeside.live")
+
+_STAMP = struct.Struct(">Q")
+_FIRED = struct.Struct(">d")
+
+
+class Activity(msgspec.Struct, array_like=True, omit_defaults=True):
+    """What a visitor just did; satisfies `rules.ActivityLike` as it is."""
+
+    updated: float = 0.0
+    expires: float = 0.0
+    seq: int = 0
+    views: list[str] = msgspec.field(default_factory=list)
+    purchases: list[str] = msgspec.field(default_factory=list)
+    cart: list[str] = msgspec.field(default_factory=list)
+    categories: dict[str, float] = msgspec.field(default_factory=dict)
+    # None: no consent event seen; False: withdrawn (decide as non-personalised).
+    consent: bool | None = None
+
+
+class ArmCount(msgspec.Struct, array_like=True):
+    successes: int = 0
+    trials: int = 0
+
+
+class Change(msgspec.Struct, frozen=True):
+    """One accepted event, reduced to what the store applies (built off the request path)."""
+
+    key: str
+    type: str
+    ts: float
+    content_id: str | None = None
+    category: str | None = None
+    experiment: str | None = None
+    arm: str | None = None
+    consent: bool | None = None
+
+
+class LiveLimits(msgspec.Struct, frozen=True):
+    ttl_s: float = 7 * 24 * 3600.0
+    max_list: int = 50
+    max_categories: int = 50
+    half_life_s: float = 24 * 3600.0
+    max_visitors: int = 1_000_000
+
+
+_decode_activity = msgspec.msgpack.Decoder(Activity).decode
+_decode_arm = msgspec.msgpack.Decoder(ArmCount).decode
+_decode_frozen = msgspec.msgpack.Decoder(dict[str, tuple[int, int]]).decode
+_encode = msgspec.msgpack.Encoder().encode
+
+
+def _push(items: list[str], value: str, limit: int) -> None:
+    """Most recent first, no duplicates, at most `limit` long."""
+    if value in items:
+        items.remove(value)
+    items.insert(0, value)
+    del items[limit:]
+
+
+class LiveStore:
+    """One process's handle on the shared environment."""
+
+    def __init__(self, path: Path, map_size: int, limits: LiveLimits | None = None) -> None:
+        path.mkdir(parents=True, exist_ok=True)
+        self.path = path
+        self.limits = limits or LiveLimits()
+        self.env = lmdb.open(
+            str(path),
+            map_size=map_size,
+            max_dbs=8,
+            lock=True,
+            readahead=False,
+            max_readers=512,
+            max_spare_txns=4,
+        )
+        self._visitors = self.env.open_db(b"visitors")
+        self._stamps = self.env.open_db(b"stamps")
+        self._arms = self.env.open_db(b"arms")
+        self._frozen = self.env.open_db(b"frozen")
+        self._fired = self.env.open_db(b"fired")
+        self._resume = b""  # where the next sweep of this process starts
+
+    def close(self) -> None:
+        self.env.close()
+
+    # -- reads (hot path) -----------------------------------------------------------------------
+
+    def read(self, key: str, now: float) -> tuple[Activity | None, int]:
+        """(the visitor's live activity or None when absent/expired, its update counter):
+        one short transaction, decoded from LMDB's buffer."""
+        with self.env.begin(db=self._visitors, buffers=True) as txn:
+            raw = txn.get(key.encode())
+            if raw is None:
+                return None, 0
+            found = _decode_activity(raw)
+        return (found if found.expires > now else None), found.seq
+
+    def stamp(self, key: str) -> int:
+        """The visitor's update counter (0 when never updated): cheap enough for every memo hit."""
+        with self.env.begin(db=self._stamps, buffers=True) as txn:
+            raw = txn.get(key.encode())
+            return 0 if raw is None else int(_STAMP.unpack(raw)[0])
+
+    def arm_counts(self, experiment: str) -> dict[str, tuple[int, int]]:
+        prefix = experiment.encode() + b"\0"
+        out: dict[str, tuple[int, int]] = {}
+        with self.env.begin(db=self._arms, buffers=True) as txn:
+            cursor = txn.cursor()
+            if cursor.set_range(prefix):
+                for k, v in cursor:
+                    kb = bytes(k)
+                    if not kb.startswith(prefix):
+                        break
+                    c = _decode_arm(v)
+                    out[kb[len(prefix) :].decode()] = (c.successes, c.trials)
+        return out
+
+    def frozen_counts(self, experiment: str, window: int) -> dict[str, tuple[int, int]]:
+        """The arm counts as they were when the first worker asked in this window.
+
+        Workers read counts at different moments; freezing them once per window (the first
+        writer wins inside LMDB's write lock) is what makes every worker compute equal weights.
+        """
+        key = f"{experiment}\0{window}".encode()
+        with self.env.begin(db=self._frozen, buffers=True) as txn:
+            raw = txn.get(key)
+            if raw is not None:
+                return dict(_decode_frozen(raw))
+        counts = self.arm_counts(experiment)
+        with self.env.begin(db=self._frozen, write=True) as wtxn:
+            first = wtxn.get(key)
+            if first is not None:
+                return dict(_decode_frozen(first))
+            wtxn.put(key, _encode(counts))
+        return counts
+
+    # -- writes (background) --------------------------------------------------------------------
+
+    def apply(self, changes: Sequence[Change], now: float) -> int:
+        """Apply a batch in one write transaction; returns how many changed something."""
+        limits = self.limits
+        applied = 0
+        with self.env.begin(write=True) as txn:
+            cache: dict[str, Activity] = {}
+            for ch in changes:
+                if ch.experiment and ch.arm and ch.type in ("view", "click", "purchase"):
+                    self._count_arm(txn, ch)
+                rec = cache.get(ch.key)
+                if rec is None:
+                    raw = txn.get(ch.key.encode(), db=self._visitors)
+                    rec = _decode_activity(raw) if raw is not None else Activity()
+                    if rec.expires <= now:
+                        rec = Activity(consent=rec.consent)
+                    cache[ch.key] = rec
+                if ch.type == "consent":
+                    if ch.consent is False:
+                        # Withdrawal: forget what was recorded, keep only the refusal.
+                        rec.views, rec.purchases, rec.cart, rec.categories = [], [], [], {}
+                    rec.consent = ch.consent
+                elif rec.consent is False:
+                    continue  # nothing is recorded about a visitor who withdrew consent
+                else:
+                    self._apply_one(rec, ch, limits)
+                rec.seq += 1
+                rec.updated = now
+                rec.expires = now + limits.ttl_s
+                applied += 1
+            for key, rec in cache.items():
+                kb = key.encode()
+                txn.put(kb, _encode(rec), db=self._visitors)
+                txn.put(kb, _STAMP.pack(rec.seq), db=self._stamps)
+        return applied
+
+    def _apply_one(self, rec: Activity, ch: Change, limits: LiveLimits) -> None:
+        cid = ch.content_id
+        if ch.type == "view" and cid:
+            _push(rec.views, cid, limits.max_list)
+        elif ch.type == "add_to_cart" and cid:
+            _push(rec.cart, cid, limits.max_list)
+        elif ch.type == "purchase":
+            if cid:
+                _push(rec.purchases, cid, limits.max_list)
+                if cid in rec.cart:
+                    rec.cart.remove(cid)
+            else:
+                rec.cart.clear()  # a checkout without an item id buys the whole cart
+        if ch.category:
+            # Exponential decay to the event's time, then +1: recent interest weighs more.
+            age = max(0.0, ch.ts - rec.updated) if rec.updated else 0.0
+            factor = 0.5 ** (age / limits.half_life_s) if limits.half_life_s > 0 else 1.0
+            cats = {k: round(v * factor, 6) for k, v in rec.categories.items() if v * factor > 0.01}
+            cats[ch.category] = cats.get(ch.category, 0.0) + 1.0
+            if len(cats) > limits.max_categories:
+                cats = dict(sorted(cats.items(), key=lambda kv: -kv[1])[: limits.max_categories])
+            rec.categories = cats
+
+    def _count_arm(self, txn: lmdb.Transaction, ch: Change) -> None:
+        key = f"{ch.experiment}\0{ch.arm}".encode()
+        raw = txn.get(key, db=self._arms)
+        c = _decode_arm(raw) if raw is not None else ArmCount()
+        if ch.type == "view":
+            c.trials += 1
+        else:
+            c.successes += 1
+        txn.put(key, _encode(c), db=self._arms)
+
+    def claim(self, action: str, key: str, window_s: float, now: float) -> bool:
+        """True for the first caller per (action, visitor) per window, across all workers."""
+        k = f"{action}\0{key}".encode()
+        with self.env.begin(db=self._fired, write=True) as txn:
+            raw = txn.get(k)
+            if raw is not None and now - _FIRED.unpack(raw)[0] < window_s:
+                return False
+            txn.put(k, _FIRED.pack(now))
+        return True
+
+    def sweep(self, now: float, budget: int = 200_000) -> int:
+        """Delete expired visitors, then the oldest beyond `max_visitors`.
+
+        Bounded work per call: at most `budget` entries are read, starting where the previous
+        call of this process stopped (wrapping around), so every entry is visited in turn and a
+        write transaction is never held for a whole large store.
+        """
+        with self.env.begin(write=True) as txn:
+            entries: int = txn.stat(self._visitors)["entries"]
+            live: list[tuple[float, bytes]] = []
+            dead: list[bytes] = []
+            cursor = txn.cursor(db=self._visitors)
+            positioned = cursor.set_range(self._resume) if self._resume else cursor.first()
+            if not positioned:
+                positioned = cursor.first()
+            self._resume = b""
+            # Collect first, delete after: a cursor's position is undefined after a delete.
+            while positioned:
+                k, v = cursor.item()
+                rec = _decode_activity(v)
+                if rec.expires <= now:
+                    dead.append(bytes(k))
+                else:
+                    live.append((rec.updated, bytes(k)))
+                positioned = cursor.next()
+                if len(dead) + len(live) >= budget:
+                    if positioned:
+                        self._resume = bytes(cursor.key())
+                    break
+            extra = entries - len(dead) - self.limits.max_visitors
+            if extra > 0:
+                live.sort()
+                dead.extend(k for _, k in live[:extra])
+            for k in dead:
+                txn.delete(k, db=self._visitors)
+                txn.delete(k, db=self._stamps)
+            stale = [
+                bytes(k)
+                for i, (k, v) in enumerate(txn.cursor(db=self._fired))
+                if i < budget and now - _FIRED.unpack(v)[0] > 86400.0
+            ]
+            for k in stale:
+                txn.delete(k, db=self._fired)
+        return len(dead)
+
+    def count(self) -> int:
+        with self.env.begin(db=self._visitors) as txn:
+            entries: int = txn.stat(self._visitors)["entries"]
+            return entries
+
+    def used_bytes(self) -> int:
+        info = self.env.info()
+        stat = self.env.stat()
+        return int(info["last_pgno"] + 1) * int(stat["psize"])
+
+
+def open_store(data_dir: str, subdir: str, map_size: int, limits: LiveLimits) -> LiveStore | None:
+    """The store under DATA/<subdir>, or None when it cannot be opened (decisions go on without)."""
+    path = Path(subdir) if os.path.isabs(subdir) else Path(data_dir or ".") / subdir
+    try:
+        return LiveStore(path, map_size, limits)
+    except (lmdb.Error, OSError) as exc:
+        log.error("live store %s unavailable, deciding without live activity: %s", path, exc)
+        return None

@@ -1,0 +1,1 @@
+"""`edgeside report`: content analytics from the decision log."""

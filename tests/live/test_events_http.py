@@ -1,0 +1,182 @@
+"""`POST /v1/events` on real servers: visible to decisions on every worker within a second."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from bench.procs import edgeside
+
+DECIDE = {
+    "visitor": {"ids": {"cookie": "c-alice"}},
+    "context": {"site": "shop-fr"},
+    "placements": ["cart_upsell"],
+}
+
+
+def variant(url: str, body: dict[str, Any]) -> str:
+    # A fresh connection each time: the kernel spreads them over the workers.
+    with httpx.Client(base_url=url, timeout=5.0) as client:
+        answer = client.post("/v1/decide", json=body).json()
+    return str(answer["placements"][0]["variant"])
+
+
+def post_events(url: str, events: list[dict[str, Any]]) -> httpx.Response:
+    with httpx.Client(base_url=url, timeout=5.0) as client:
+        return client.post("/v1/events", json={"events": events})
+
+
+def test_an_event_on_one_worker_changes_decisions_on_every_worker(
+    demo_copy: Path, tmp_path: Path
+) -> None:
+    # The decision log writes one file per worker process: it tells which worker did what.
+    logs = tmp_path / "logs"
+    config = tmp_path / "edgeside.yaml"
+    config.write_text(f"decision_log: {{dir: {logs}, flush_interval_s: 0.05}}\n")
+    with edgeside(demo_copy, workers=2, args=["--config", str(config)]) as server:
+        url = server.url
+        # Warm both workers' memos with the "before" answer.
+        before = {variant(url, DECIDE) for _ in range(10)}
+        assert before == {"none"}
+        cart = {
+            "type": "add_to_cart",
+            "visitor": {"ids": {"cookie": "c-alice"}},
+            "content_id": "p-tent-1",
+            "category": "camping",
+        }
+        answer = post_events(url, [cart])
+        sent = time.monotonic()
+        assert answer.status_code == 202, answer.text
+        assert answer.json() == {"accepted": 1, "rejected": 0, "errors": []}
+        changed_after = None
+        while time.monotonic() - sent < 3.0:
+            if variant(url, DECIDE) != "none":
+                changed_after = time.monotonic() - sent
+                break
+            time.sleep(0.02)
+        assert changed_after is not None and changed_after < 1.0, changed_after
+        # 30 fresh connections after the change: both workers answer (p ≈ 1 - 2^-29), all changed.
+        after = {variant(url, DECIDE) for _ in range(30)}
+        assert "none" not in after, after
+        time.sleep(0.3)  # let both workers flush their logs
+        by_pid: dict[str, list[dict[str, Any]]] = {}
+        for path in logs.glob("decisions-*.ndjson"):
+            pid = path.name.split("-")[2]
+            lines = [json.loads(x) for x in path.read_text().splitlines() if x]
+            by_pid.setdefault(pid, []).extend(lines)
+        (accepting,) = [
+            pid for pid, records in by_pid.items() if any(r["kind"] == "event" for r in records)
+        ]
+        others = [
+            r
+            for pid, records in by_pid.items()
+            if pid != accepting
+            for r in records
+            if r["kind"] == "decision"
+        ]
+        # The worker that did not receive the event decided with it: worker A → worker B.
+        assert any(r["placements"][0]["variant"] != "none" for r in others), by_pid.keys()
+        # The same person by another identifier sees the same cart (keyed by the canonical id).
+        by_customer = dict(DECIDE, visitor={"ids": {"customer_id": "C00001"}})
+        assert variant(url, by_customer) != "none"
+
+        # A purchase of the cart's item empties the cart: the upsell goes away again.
+        buy = dict(cart, type="purchase")
+        assert post_events(url, [buy]).status_code == 202
+        deadline = time.monotonic() + 1.0
+        while variant(url, DECIDE) != "none":
+            assert time.monotonic() < deadline, "purchase did not empty the cart within 1 s"
+            time.sleep(0.02)
+
+
+def test_consent_withdrawal_makes_decisions_non_personalised(demo_copy: Path) -> None:
+    body = {
+        "visitor": {"ids": {"cookie": "c-alice"}},
+        "context": {"site": "shop-fr"},
+        "placements": ["home_hero"],
+    }
+    with edgeside(demo_copy, workers=2) as server:
+        with httpx.Client(base_url=server.url, timeout=5.0) as client:
+            personal = client.post("/v1/decide", json=body).json()
+        assert personal["segments"], personal
+        withdraw = {"type": "consent", "visitor": {"ids": {"cookie": "c-alice"}}, "value": False}
+        assert post_events(server.url, [withdraw]).status_code == 202
+        deadline = time.monotonic() + 1.0
+        while True:
+            with httpx.Client(base_url=server.url, timeout=5.0) as client:
+                now = client.post("/v1/decide", json=body).json()
+            if not now["segments"]:
+                break
+            assert time.monotonic() < deadline, now
+            time.sleep(0.02)
+        # Later events are not recorded for a visitor who withdrew.
+        cart = {
+            "type": "add_to_cart",
+            "visitor": {"ids": {"cookie": "c-alice"}},
+            "content_id": "p-1",
+        }
+        assert post_events(server.url, [cart]).status_code == 202
+        time.sleep(0.3)
+        assert variant(server.url, DECIDE) == "none"
+
+
+def test_bad_batches_are_refused_with_reasons(demo_copy: Path) -> None:
+    now = time.time()
+    who = {"ids": {"cookie": "k-bad"}}
+    with edgeside(demo_copy, workers=1) as server, server.client() as client:
+        malformed = client.post(
+            "/v1/events", content=b'{"events": [', headers={"content-type": "application/json"}
+        )
+        assert malformed.status_code == 400
+        assert malformed.json()["error"]["code"] == "malformed_json"
+        unknown_field = client.post("/v1/events", json={"events": [{"type": "view", "x": 1}]})
+        assert unknown_field.status_code == 422
+        assert unknown_field.json()["error"]["field"] == "$.events[0]"
+        too_many = client.post("/v1/events", json={"events": [{"type": "view"}] * 501})
+        assert too_many.status_code == 413
+        assert too_many.json()["error"]["code"] == "too_many_events"
+        huge = client.post(
+            "/v1/events",
+            content=b'{"events":[' + b" " * 600_000 + b"]}",
+            headers={"content-type": "application/json"},
+        )
+        assert huge.status_code == 413
+        mixed = client.post(
+            "/v1/events",
+            json={
+                "events": [
+                    {"type": "view", "visitor": who, "content_id": "a"},
+                    {"type": "teleport", "visitor": who},
+                    {"type": "view", "visitor": who, "ts": now + 3600},
+                    {"type": "view", "visitor": who, "ts": now - 30 * 86400},
+                    {"type": "view"},
+                    {"type": "consent", "visitor": who, "value": 0.5},
+                ]
+            },
+        )
+        assert mixed.status_code == 202
+        body = mixed.json()
+        assert body["accepted"] == 1 and body["rejected"] == 5
+        codes = [(e["index"], e["code"]) for e in body["errors"]]
+        assert codes == [
+            (1, "unknown_type"),
+            (2, "ts_in_future"),
+            (3, "ts_too_old"),
+            (4, "no_visitor"),
+            (5, "bad_value"),
+        ]
+        only_bad = client.post("/v1/events", json={"events": [{"type": "nope", "visitor": who}]})
+        assert only_bad.status_code == 422
+        assert only_bad.json()["error"]["code"] == "unknown_type"
+        # A flood from one visitor is capped (200 per 10 s per worker by default).
+        flood = [{"type": "view", "visitor": {"ids": {"cookie": "k-flood"}}, "content_id": "x"}]
+        statuses = [client.post("/v1/events", json={"events": flood * 100}) for _ in range(3)]
+        assert [r.json().get("accepted") for r in statuses] == [100, 100, 0]
+        assert statuses[2].status_code == 429
+        assert statuses[2].json()["error"]["code"] == "flood"
+        metrics = client.get("/metrics").text
+        assert 'edgeside_events_total{result="flood"} 100' in metrics
