@@ -3,6 +3,7 @@
     python -m bench.report            # quick: bounded (a few minutes on 2 cores)
     python -m bench.report --full     # the full runs (long soak, 1 M profiles; tens of minutes)
     python -m bench.report --only load,http --publish
+    python -m bench.report --load-from docs/load.json --publish   # reuse a long load run
 
 Each benchmark runs as its own process (`python -m bench.<name> …`) and is read from the JSON
 object on its last line; one that fails is recorded with its error and the others still run.
@@ -202,6 +203,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--only", default="", help="comma list of: " + ",".join(QUICK))
     parser.add_argument("--out", type=Path, default=RESULTS / "latest.json")
     parser.add_argument("--publish", action="store_true", help="also write docs/results.*")
+    parser.add_argument(
+        "--load-from",
+        type=Path,
+        help="take bench.load's result from this JSON file (e.g. docs/load.json, a long run) "
+        "instead of running it",
+    )
     args = parser.parse_args(argv)
     mode = "full" if args.full else "quick"
     plan = FULL if args.full else QUICK
@@ -213,6 +220,10 @@ def main(argv: list[str] | None = None) -> int:
     started = time.time()
     with tempfile.TemporaryDirectory() as tmp:
         for name in names:
+            if name == "load" and args.load_from:
+                result = json.loads(args.load_from.read_text())
+                benches[name] = {"seconds": 0, "reused": str(args.load_from), "result": result}
+                continue
             print(f"bench.{name} {' '.join(plan[name])} …", file=sys.stderr, flush=True)
             benches[name] = run_bench(name, plan[name], TIMEOUT_S[mode], Path(tmp))
             state = benches[name].get("error") or f"{benches[name]['seconds']} s"
