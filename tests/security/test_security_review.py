@@ -24,6 +24,7 @@ from starlette.routing import Route
 from bench.procs import edgeside
 from server.app import build_app
 from server.config import Secrets, Settings
+from server.demo import ensure_demo
 from tests.provekit import ADMIN_TOKEN, prove_copy, prove_data
 
 __all__ = ["prove_copy", "prove_data"]
@@ -115,7 +116,15 @@ def test_a_node_without_a_token_opens_nothing(prove_copy: Path, tmp_path: Path) 
                 assert r.status_code == 401, (method, path, headers)
 
 
-def test_logs_hold_no_secrets_and_no_unconsented_ids(prove_copy: Path, tmp_path: Path) -> None:
+def test_logs_hold_no_secrets_and_no_unconsented_ids(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    signed = tmp_path / "signed-data"
+    # The node below accepts only signed snapshots. ensure_demo signs the rules with its argument
+    # but profiles and content through the builder CLI, which reads the key from the environment.
+    monkeypatch.setenv("EDGESIDE_SIGNING_KEY", SIGNING_KEY)
+    ensure_demo(signed, SIGNING_KEY.encode())
+    monkeypatch.delenv("EDGESIDE_SIGNING_KEY")
     secret_cookie = "nc-visitor-7f3a9e"
     secret_email = "nc-email-sha-4b2d"
     env = {
@@ -124,10 +133,11 @@ def test_logs_hold_no_secrets_and_no_unconsented_ids(prove_copy: Path, tmp_path:
         "EDGESIDE_LOG_LEVEL": "debug",
     }
     config = tmp_path / "edgeside.yaml"
-    config.write_text("access_log: true\n")
-    with edgeside(
-        prove_copy, workers=1, env=env, args=["--config", str(config)], ready=False
-    ) as server:
+    decision_log = tmp_path / "decision-log"
+    config.write_text(
+        f"access_log: true\ndecision_log:\n  dir: {decision_log}\n  flush_interval_s: 0.1\n"
+    )
+    with edgeside(signed, workers=1, env=env, args=["--config", str(config)]) as server:
         with httpx.Client(base_url=server.url, timeout=10) as client:
             auth = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
             no = {"Cookie": f"edgeside_id={secret_cookie}", "X-Consent": "0"}
@@ -151,11 +161,10 @@ def test_logs_hold_no_secrets_and_no_unconsented_ids(prove_copy: Path, tmp_path:
                         "placements": ["home_hero"],
                     },
                 )
-                client.post(
-                    "/v1/events",
-                    json={"type": "view", "visitor": {"ids": {"cookie": secret_cookie}},
-                          "consent": False},
-                )  # fmt: skip
+                event = {"type": "view", "visitor": {"ids": {"cookie": secret_cookie}},
+                         "content_id": "ban-fr-running"}  # fmt: skip
+                client.post("/v1/events", json=event, headers=no)
+                client.post("/v1/events", json={"events": [event]}, headers=no)
                 # Admin calls with the token, right and wrong, and a refused push.
                 client.get("/v1/admin/snapshots", headers=auth)
                 client.get("/v1/admin/snapshots", headers={"Authorization": "Bearer nope"})
@@ -168,7 +177,11 @@ def test_logs_hold_no_secrets_and_no_unconsented_ids(prove_copy: Path, tmp_path:
                     f"/v1/profiles/cookie:{secret_cookie}",
                     headers={"Authorization": f"Bearer {ADMIN_TOKEN}"},
                 )
+        time.sleep(0.5)  # past the decision log's flush interval
         log = server.output()
+    logged = [p.read_text() for p in sorted(decision_log.rglob("*")) if p.is_file()]
+    assert logged and any('"kind":"decision"' in text for text in logged), logged
+    log += "\n".join(logged)
     assert "GET /v1/edge" in log, "the access log was not on: this test would prove nothing"
     assert ADMIN_TOKEN not in log
     assert SIGNING_KEY not in log
