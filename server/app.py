@@ -100,6 +100,17 @@ class HotRoute:
         self.name = name
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        too_long = self.state.builder.oversized_header(scope["headers"])
+        if too_long is not None:
+            limit = self.state.settings.limits.max_header_bytes
+            await send_error(
+                send,
+                431,
+                "header_too_large",
+                f"a header is over {limit} bytes",
+                too_long.decode("latin-1")[:64],
+            )
+            return
         if self.name == "fragment":
             if scope["method"] not in ("GET", "HEAD"):
                 await send_error(send, 405, "method_not_allowed", "use GET")

@@ -29,7 +29,7 @@ from .asgi import (
     send_response,
     validation_error_body,
 )
-from .context import Visitor
+from .context import MEMO_KEY_MAX_BYTES, Visitor
 from .decisions import Served, fallback_reason
 from .fragments import render_fragment
 from .schemas import ContentOut, DecideRequest, DecideResponse
@@ -102,9 +102,9 @@ async def _edge(state: AppState, scope: Scope, receive: Receive, send: Send) -> 
     memo = state.edge_memo
     key = None
     answer = None
-    if memo.enabled:
-        versions = holder.current.snapshot_header
-        key = (versions, scope["query_string"], *state.builder.input_key(headers))
+    inputs = state.builder.input_key(headers) if memo.enabled else None
+    if inputs is not None:
+        key = (holder.current.snapshot_header, scope["query_string"], *inputs)
         answer = memo.get(key, now)
     service = state.service
     if answer is not None and not service.still_current(answer[2]):
@@ -187,9 +187,10 @@ async def fragment(state: AppState, scope: Scope, receive: Receive, send: Send) 
     memo = state.fragment_memo
     key = None
     answer = None
-    if memo.enabled:
+    inputs = state.builder.input_key(headers) if memo.enabled else None
+    if inputs is not None:
         versions = state.holder.current.snapshot_header
-        key = (versions, placement, scope["query_string"], *state.builder.input_key(headers))
+        key = (versions, placement, scope["query_string"], *inputs)
         answer = memo.get(key, now)
     service = state.service
     if answer is not None and not service.still_current(answer[3]):
@@ -245,7 +246,7 @@ async def _decide(state: AppState, scope: Scope, receive: Receive) -> tuple[int,
     explain = b"explain" in scope.get("query_string", b"")
     memo = state.decide_memo
     key = None
-    if memo.enabled and not explain:
+    if memo.enabled and not explain and len(raw) <= MEMO_KEY_MAX_BYTES:
         key = (state.holder.current.snapshot_header, raw)
         now = _now()
         hit = memo.get(key, now)
