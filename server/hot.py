@@ -17,17 +17,17 @@ import rules
 
 from .asgi import (
     JSON_HEADERS,
-    BodyTooLarge,
     Headers,
     Receive,
+    Refused,
     Scope,
     Send,
+    decode_json,
     error_body,
     header_value,
-    read_body,
+    read_json_body,
     send_error,
     send_response,
-    validation_error_body,
 )
 from .context import MEMO_KEY_MAX_BYTES, Visitor
 from .decisions import Served, fallback_reason
@@ -227,22 +227,15 @@ async def decide(state: AppState, scope: Scope, receive: Receive, send: Send) ->
 
 
 async def _decide(state: AppState, scope: Scope, receive: Receive) -> tuple[int, bytes]:
-    if scope["method"] != "POST":
-        return 405, error_body("method_not_allowed", "use POST with a JSON body")
-    headers = dict(scope["headers"])
-    content_type = headers.get(b"content-type", b"").split(b";", 1)[0].strip().lower()
-    if content_type != b"application/json":
-        return 415, error_body(
-            "unsupported_media_type", "send the body as Content-Type: application/json"
-        )
-    limit = state.settings.limits.max_body_bytes
-    declared = headers.get(b"content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit:
-        return 413, error_body("body_too_large", f"the body is over {limit} bytes")
     try:
-        raw = await read_body(receive, limit)
-    except BodyTooLarge:
-        return 413, error_body("body_too_large", f"the body is over {limit} bytes")
+        return await _decide_or_refuse(state, scope, receive)
+    except Refused as refused:
+        return refused.status, refused.body
+
+
+async def _decide_or_refuse(state: AppState, scope: Scope, receive: Receive) -> tuple[int, bytes]:
+    headers = dict(scope["headers"])
+    raw = await read_json_body(scope, receive, headers, state.settings.limits.max_body_bytes)
     explain = b"explain" in scope.get("query_string", b"")
     memo = state.decide_memo
     key = None
@@ -254,14 +247,7 @@ async def _decide(state: AppState, scope: Scope, receive: Receive) -> tuple[int,
             state.service.count(hit[1].decision)
             state.service.emit(hit[1], now)
             return 200, hit[0]
-    try:
-        request = _decode_request(raw)
-    except msgspec.ValidationError as exc:
-        return 422, validation_error_body(exc)
-    except msgspec.DecodeError as exc:
-        return 400, error_body("malformed_json", f"the body is not valid JSON: {exc}")
-    except UnicodeDecodeError:
-        return 400, error_body("malformed_json", "the body is not valid UTF-8")
+    request = decode_json(_decode_request, raw)
     try:
         state.check_placements(request.placements)
     except PlacementError as exc:
