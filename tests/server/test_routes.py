@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from bench.procs import Edgeside
+from server.demo import DIGEST_FILE, demo_digest, ensure_demo
+from snapshots import store
 from tests.server.conftest import ADMIN_TOKEN
 
 AUTH = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
@@ -93,3 +97,16 @@ def test_openapi_describes_the_routes_from_the_types(server: Edgeside) -> None:
 def test_unknown_route_is_a_404(server: Edgeside) -> None:
     with server.client() as client:
         assert client.get("/v2/nothing").status_code == 404
+
+
+def test_demo_store_rebuilds_when_the_demo_files_change(tmp_path: Path) -> None:
+    ensure_demo(tmp_path)
+    stamp = tmp_path / DIGEST_FILE
+    assert stamp.read_text().strip() == demo_digest()
+    built = stamp.stat().st_mtime_ns
+    ensure_demo(tmp_path)
+    assert stamp.stat().st_mtime_ns == built  # unchanged demo: nothing rebuilt
+    stamp.write_text("stale\n")  # as after a checkout that changed demo/
+    ensure_demo(tmp_path)
+    assert stamp.read_text().strip() == demo_digest()  # rebuilt, then stamped
+    assert all(store.active_path(tmp_path, k) for k in ("profiles", "content", "rules"))
