@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from bench.procs import Edgeside
+from bench.procs import Edgeside, edgeside
 from server.demo import DIGEST_FILE, demo_digest, ensure_demo
 from snapshots import store
 from tests.server.conftest import ADMIN_TOKEN
@@ -110,3 +110,27 @@ def test_demo_store_rebuilds_when_the_demo_files_change(tmp_path: Path) -> None:
     ensure_demo(tmp_path)
     assert stamp.read_text().strip() == demo_digest()  # rebuilt, then stamped
     assert all(store.active_path(tmp_path, k) for k in ("profiles", "content", "rules"))
+
+
+def test_with_cors_the_hot_routes_answer_preflights(demo_data: Path, tmp_path: Path) -> None:
+    config = tmp_path / "cors.yaml"
+    config.write_text("cors_origins: ['https://shop.example']\n")
+    origin = {"Origin": "https://shop.example"}
+    with (
+        edgeside(demo_data, args=["--config", str(config)], log_dir=tmp_path) as server,
+        server.client() as client,
+    ):
+        preflight = client.options(
+            "/v1/decide",
+            headers={**origin, "Access-Control-Request-Method": "POST"},
+        )
+        decided = client.post("/v1/decide", json={"placements": ["home_hero"]}, headers=origin)
+        edge = client.get("/v1/edge?p=home_hero", headers=origin)
+        wrong = client.put("/v1/edge?p=home_hero")
+    assert preflight.status_code == 200
+    assert preflight.headers["access-control-allow-origin"] == "https://shop.example"
+    assert decided.status_code == 200
+    assert decided.headers["access-control-allow-origin"] == "https://shop.example"
+    assert edge.status_code == 204
+    assert wrong.status_code == 405
+    assert wrong.json()["error"]["code"] == "method_not_allowed"
