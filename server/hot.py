@@ -1,8 +1,9 @@
-"""The hot routes, `/v1/edge` and `/v1/decide`, as plain ASGI: only what a decision needs.
+"""The hot routes — `/v1/edge`, `/v1/decide`, `/v1/fragments/{placement}` — as plain ASGI.
 
 Starlette's Request/Response objects cost a third of the throughput on a route this small (issue
-4), so these two parse the scope themselves. Everything that can be prepared is prepared here once:
-decoders, encoders, header names.
+4), so these parse the scope themselves and do only what a decision needs. Everything that can be
+prepared is prepared once: decoders, encoders, header names. The GET routes share one answer memo
+path (`_remembered`); `/v1/events` lives with the live store in `server/live/api.py`.
 """
 
 from __future__ import annotations
