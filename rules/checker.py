@@ -8,9 +8,11 @@ are false; arithmetic with null is null; conditions (`when`, `and`, `or`, `not`)
 
 from __future__ import annotations
 
+import importlib
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Any
 
 from rules import ast
 from rules import types as T
@@ -28,6 +30,64 @@ from rules.schema import (
 )
 
 MAX_REGEX_LENGTH = 200
+
+
+def _nested_repeat(pattern: str) -> bool:
+    """Whether a repeated group is made only of repeats, as in `(a+)+`, `(\\w+\\s?)*` or
+    `(x|y+)+`: the engine can split a run of characters between the inner and outer repeat in
+    exponentially many ways, and on a hostile subject (`ctx.path` is the visitor's) no deadline
+    can interrupt the search. A group with a character every repetition must match, like
+    `(\\.[a-z]+)*`, is linear and allowed; so are atomic groups and possessive repeats
+    (`(?>a+)+`, `(a++)+`), which never backtrack."""
+    # The standard library's own pattern parser (what `re.compile` runs); private, so untyped.
+    C: Any = importlib.import_module("re._constants")
+    parser: Any = importlib.import_module("re._parser")
+
+    Items = Iterable[tuple[object, Any]]
+    single = (C.LITERAL, C.NOT_LITERAL, C.IN, C.ANY, C.CATEGORY)
+
+    def has_repeat(items: Items) -> bool:
+        for op, av in items:
+            if op in (C.MAX_REPEAT, C.MIN_REPEAT) and av[1] > 1:
+                return True
+            if op is C.SUBPATTERN and has_repeat(av[3]):
+                return True
+            if op is C.BRANCH and any(has_repeat(b) for b in av[1]):
+                return True
+        return False
+
+    def anchored(items: Items) -> bool:
+        """Some character outside any repeat must match in every path through `items`."""
+        for op, av in items:
+            if op in single:
+                return True
+            if op is C.SUBPATTERN and anchored(av[3]):
+                return True
+            if op is C.BRANCH and all(anchored(b) for b in av[1]):
+                return True
+        return False
+
+    def inner(op: object, av: Any) -> list[Items]:
+        if op in (C.MAX_REPEAT, C.MIN_REPEAT):
+            return [av[2]]
+        if op is C.SUBPATTERN:
+            return [av[3]]
+        if op is C.BRANCH:
+            return list(av[1])
+        if op in (C.ASSERT, C.ASSERT_NOT):
+            return [av[1]]
+        return []
+
+    def risky(items: Items) -> bool:
+        for op, av in items:
+            repeat = op in (C.MAX_REPEAT, C.MIN_REPEAT) and av[1] > 1
+            if repeat and has_repeat(av[2]) and not anchored(av[2]):
+                return True
+            if any(risky(sub) for sub in inner(op, av)):
+                return True
+        return False
+
+    return risky(parser.parse(pattern))
 
 
 @dataclass(slots=True)
@@ -540,4 +600,13 @@ class ExprChecker:
                     re.compile(pat.value)
                 except (re.error, RecursionError, OverflowError) as exc:
                     self.error(pat, "regex", f"invalid pattern: {exc}")
+                else:
+                    if _nested_repeat(pat.value):
+                        self.error(
+                            pat,
+                            "regex-backtracking",
+                            "a repeated group holds another repeat: on a hostile value this "
+                            "pattern takes exponential time; make the inner repeat possessive "
+                            "(`a++`) or atomic (`(?>a+)`), or drop the outer one",
+                        )
         return out, T.BOOL

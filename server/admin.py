@@ -14,6 +14,7 @@ serving decisions meanwhile; pull mode (server/pull.py) feeds the same pipeline.
 from __future__ import annotations
 
 import asyncio
+import errno
 import os
 import re
 import shutil
@@ -63,6 +64,20 @@ class ValidationFailed(snapshots.SnapshotError):
 
 # What opening and deciding with a bad (but correctly signed and hashed) snapshot can raise.
 _INVALID = (snapshots.SnapshotError, msgspec.MsgspecError, UnicodeDecodeError, ValueError)
+
+
+# A full disk (or quota) is the node's problem, not the upload's: 507, so the pusher retries later
+# instead of rebuilding a snapshot it was told is corrupt.
+_NO_SPACE = frozenset({errno.ENOSPC, errno.EDQUOT})
+
+
+def _no_space(exc: OSError) -> Refusal:
+    return Refusal(
+        507,
+        "insufficient_storage",
+        f"no space left in the data directory ({exc.strerror}); the push was dropped and nothing "
+        "changed — free space (or lower EDGESIDE_KEEP_VERSIONS) and push again",
+    )
 
 
 def _snake(name: str) -> str:
@@ -196,6 +211,8 @@ class Lifecycle:
             except (tarfile.TarError, EOFError, OSError) as exc:
                 # A truncated tar surfaces mid-read, after the member headers looked fine.
                 shutil.rmtree(unpacked, ignore_errors=True)
+                if isinstance(exc, OSError) and exc.errno in _NO_SPACE:
+                    raise _no_space(exc) from None
                 raise snapshots.UnsafeArchive(
                     f"the archive is truncated or corrupt: {exc}"
                 ) from None
@@ -511,6 +528,10 @@ def build_admin_routes(state: AppState, life: Lifecycle) -> list[Route]:
                 return _refused(r)
             except snapshots.SnapshotError as exc:
                 return _refused(refusal_of(exc))
+            except OSError as exc:  # receiving, unpacking or installing onto a full disk
+                if exc.errno in _NO_SPACE:
+                    return _refused(_no_space(exc))
+                raise
 
         return endpoint
 

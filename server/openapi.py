@@ -13,6 +13,7 @@ from .live.events import EventBatch, EventsAnswer
 from .schemas import DecideRequest, DecideResponse, ErrorBody, ReadyBody
 
 _REF = "#/components/schemas/{name}"
+PLACEMENT_PATTERN = "^[A-Za-z0-9_.:-]{1,128}$"
 
 
 def _json(ref: dict[str, Any], description: str) -> dict[str, Any]:
@@ -31,6 +32,13 @@ def build_openapi(version: str) -> bytes:
     request, response, _err, ready, profile, content, pushed, status, switched = schemas[:9]
     events, accepted = schemas[9:]
     kind_param = {"name": "kind", "in": "path", "required": True, "schema": {"type": "string"}}
+    # What the server enforces on placement names (state.PLACEMENT_NAME), so generated clients and
+    # fuzzers know a valid request when they see one.
+    placement_name = {"type": "string", "pattern": PLACEMENT_PATTERN}
+    components["DecideRequest"]["properties"]["placements"] |= {
+        "items": placement_name,
+        "minItems": 1,
+    }
     bearer: list[dict[str, list[str]]] = [{"bearer": []}]
     edge_headers = {
         name: {"schema": {"type": "string"}}
@@ -93,7 +101,7 @@ def build_openapi(version: str) -> bytes:
                             "name": "placement",
                             "in": "path",
                             "required": True,
-                            "schema": {"type": "string"},
+                            "schema": placement_name,
                         },
                         *edge_params[1:],
                     ],
@@ -144,7 +152,7 @@ def build_openapi(version: str) -> bytes:
                     },
                     "responses": {
                         "200": _json(pushed, "activated"),
-                        **_errors(400, 401, 404, 408, 409, 413, 422),
+                        **_errors(400, 401, 404, 408, 409, 413, 422, 507),
                     },
                 }
             },

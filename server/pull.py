@@ -20,6 +20,7 @@ import random
 import shutil
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from pathlib import Path
 
@@ -37,6 +38,16 @@ log = logging.getLogger("edgeside.pull")
 MAX_BACKOFF_S = 300.0
 LOCK_RETRY_S = 5.0
 CHUNK = 1 << 20
+
+
+def redact(url: str) -> str:
+    """A URL fit for a log line: no `user:password@`, no query string (a presigned object-storage
+    URL carries its signature there)."""
+    parts = urllib.parse.urlsplit(url)
+    host = parts.hostname or ""
+    netloc = f"{host}:{parts.port}" if parts.port else host
+    query = "?…" if parts.query else ""
+    return urllib.parse.urlunsplit((parts.scheme, netloc, parts.path, "", "")) + query
 
 
 class PullSpecError(ValueError):
@@ -94,7 +105,8 @@ class Puller:
             self._lock_fd = _take_lock(self.life.data_dir)
             if self._lock_fd is None:
                 await asyncio.sleep(LOCK_RETRY_S)
-        log.warning("this worker (pid %d) pulls %s", os.getpid(), self.sources)
+        shown = [(kind, redact(url)) for kind, url in self.sources]
+        log.warning("this worker (pid %d) pulls %s", os.getpid(), shown)
         try:
             await asyncio.gather(*(self._follow(kind, url) for kind, url in self.sources))
         finally:
@@ -115,7 +127,9 @@ class Puller:
             except Exception as exc:  # every failure is reported and retried; none stops pulling
                 failures += 1
                 delay = min(MAX_BACKOFF_S, self.interval_s * 2**failures)
-                log.warning("pull %s from %s failed (%d in a row): %s", kind, url, failures, exc)
+                log.warning(
+                    "pull %s from %s failed (%d in a row): %s", kind, redact(url), failures, exc
+                )
             await asyncio.sleep(delay * random.uniform(0.8, 1.2))
 
     # -- one poll (blocking; runs in a thread) -----------------------------------------------------
@@ -170,7 +184,9 @@ class Puller:
                 tar_path = staging / "upload.tar"
                 size = 0
                 with open(tar_path, "xb") as f:
-                    while chunk := resp.read(CHUNK):
+                    # read1, not read: read(n) waits for all n bytes, so a body dripping a byte
+                    # per socket timeout would never reach the deadline check below.
+                    while chunk := resp.read1(CHUNK):
                         size += len(chunk)
                         if size > self.max_bytes:
                             raise OSError(f"upstream body exceeds {self.max_bytes} bytes")
@@ -189,7 +205,7 @@ class Puller:
                     st.etag = etag
                     st.last_error = f"refused: {exc}"
                     st.last_error_at = time.time()
-                    log.error("pulled %s from %s refused: %s", kind, url, exc)
+                    log.error("pulled %s from %s refused: %s", kind, redact(url), exc)
                     return "refused"
             finally:
                 shutil.rmtree(staging, ignore_errors=True)
@@ -197,7 +213,7 @@ class Puller:
         st.version = result.version
         st.last_ok = time.time()
         st.last_error = None
-        log.warning("pulled %s %s from %s", result.kind, result.version, url)
+        log.warning("pulled %s %s from %s", result.kind, result.version, redact(url))
         return "activated"
 
 

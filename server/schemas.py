@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Annotated
+
 import msgspec
 
 from rules import ActionDecision, PlacementDecision, TraceEntry
@@ -20,6 +22,14 @@ class GeoIn(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
     city: str | None = None
 
 
+# Out-of-range clock fields were accepted and reached the rules as impossible values (`hour: 99`),
+# or meant something else (`now: 1e300` became 1970-01-01 00:00 UTC). Bad input: 422 (SPEC §6).
+Hour = Annotated[int, msgspec.Meta(ge=0, le=23)]
+Weekday = Annotated[int, msgspec.Meta(ge=0, le=6, description="0 = Monday")]
+# Epoch seconds from 1970 to the end of year 9999, the range a calendar can show.
+Instant = Annotated[float, msgspec.Meta(ge=0, le=253402300799)]
+
+
 class ContextIn(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
     site: str | None = None
     locale: str | None = None
@@ -30,12 +40,12 @@ class ContextIn(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
     timezone: str | None = None
     weather: str | None = None
     geo: GeoIn | None = None
-    hour: int | None = None
-    weekday: int | None = None
+    hour: Hour | None = None
+    weekday: Weekday | None = None
     # null: fall back to the per-country default (SPEC §6)
     consent: bool | None = None
     # Epoch seconds to decide "as of" (e-mail send time); the server's clock when absent.
-    now: float | None = None
+    now: Instant | None = None
 
 
 class DecideRequest(msgspec.Struct, forbid_unknown_fields=True):

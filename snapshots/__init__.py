@@ -7,6 +7,7 @@ from snapshots.content_build import build_content
 from snapshots.errors import (
     ChecksumMismatch,
     ConfigInvalid,
+    CorruptRecord,
     InputInvalid,
     KindMismatch,
     ManifestInvalid,
@@ -34,6 +35,7 @@ __all__ = [
     "ContentConfig",
     "ContentItem",
     "ContentReader",
+    "CorruptRecord",
     "InputInvalid",
     "KindMismatch",
     "Manifest",

@@ -53,17 +53,25 @@ def unpack(
             tar = tarfile.open(tar_path, "r:")  # noqa: SIM115 - closed by the `with` below
         except (tarfile.TarError, OSError) as exc:
             raise UnsafeArchive(f"{tar_path}: not a readable tar archive: {exc}") from None
+        seen: set[str] = set()
         with tar:
-            seen: set[str] = set()
-            for m in tar:
-                _check_member(tar_path, m, seen, max_member_bytes)
-                src = tar.extractfile(m)
-                if src is None:
-                    raise UnsafeArchive(f"{tar_path}: member {m.name!r} has no data")
-                with src, open(target / m.name, "xb") as f:
-                    shutil.copyfileobj(src, f, 1 << 20)
+            try:
+                for m in tar:
+                    _check_member(tar_path, m, seen, max_member_bytes)
+                    src = tar.extractfile(m)
+                    if src is None:
+                        raise UnsafeArchive(f"{tar_path}: member {m.name!r} has no data")
+                    with src, open(target / m.name, "xb") as f:
+                        shutil.copyfileobj(src, f, 1 << 20)
+            except (tarfile.TarError, EOFError) as exc:  # truncated or garbled after the start
+                raise UnsafeArchive(f"{tar_path}: damaged tar archive: {exc}") from None
         if MANIFEST_NAME not in seen:
             raise UnsafeArchive(f"{tar_path}: no {MANIFEST_NAME} in the archive")
+        # tarfile ends quietly at a garbled header after the first member: the manifest says what
+        # must have arrived.
+        missing = sorted(set(read_manifest(target).files) - seen)
+        if missing:
+            raise UnsafeArchive(f"{tar_path}: archive ends before {missing} (truncated?)")
     except BaseException:
         shutil.rmtree(target, ignore_errors=True)
         raise

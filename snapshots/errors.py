@@ -42,6 +42,10 @@ class SchemaMismatch(SnapshotError):
     """The snapshot was written with a schema version this code cannot read."""
 
 
+class CorruptRecord(SnapshotError):
+    """A stored value does not decode as the record type its database holds."""
+
+
 class UnsafeArchive(SnapshotError):
     """A `.tar` member would escape the target directory, is not a regular file, or is too big."""
 

@@ -4,23 +4,34 @@ decode records straight from LMDB's buffers inside the transaction."""
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Literal
+from typing import Literal, TypeVar
 
 import cachetools
 import lmdb
 import msgspec
 
-from snapshots.errors import SnapshotError
+from snapshots.errors import CorruptRecord, SnapshotError
 from snapshots.manifest import Manifest
 from snapshots.model import ContentItem, Profile
 from snapshots.verify import check_snapshot
 
+T = TypeVar("T")
 IndexField = Literal["tag", "type", "placement", "locale", "category"]
 # Catalogues up to this size are cached whole in plain dicts (fastest); bigger ones in an LRU.
 SMALL_CATALOGUE = 200_000
 LRU_SIZE = 50_000
+
+
+# LMDB refuses an empty key or one over its compile-time limit (511 bytes by default) with
+# BadValsizeError; ids arrive from requests, so such a key is simply not found.
+def _key(text: str, limit: int) -> bytes | None:
+    try:
+        raw = text.encode()
+    except UnicodeEncodeError:  # lone surrogates: no stored key is made of them
+        return None
+    return raw if 0 < len(raw) <= limit else None
 
 
 def _open_env(path: Path) -> lmdb.Environment:
@@ -40,6 +51,20 @@ def _open_env(path: Path) -> lmdb.Environment:
         raise SnapshotError(f"{path}: cannot open LMDB environment: {exc}") from None
 
 
+def _decoder(type_: type[T], where: str) -> Callable[[memoryview | bytes], T]:
+    """A msgpack decoder whose failures are `CorruptRecord`s naming the snapshot (never the key:
+    keys are visitor identifiers, and error messages end up in logs)."""
+    decode = msgspec.msgpack.Decoder(type_).decode
+
+    def checked(buf: memoryview | bytes) -> T:
+        try:
+            return decode(buf)
+        except (msgspec.DecodeError, UnicodeDecodeError) as exc:  # ValidationError included
+            raise CorruptRecord(f"{where}: a stored record does not decode: {exc}") from None
+
+    return checked
+
+
 class _Base:
     kind = ""
 
@@ -52,12 +77,18 @@ class _Base:
         )
         self.version: str = self.manifest.version
         self._env = _open_env(self.path)
+        self._max_key: int = self._env.max_key_size()
 
     def _db(self, name: str) -> lmdb._Database:
         try:
             return self._env.open_db(name.encode(), create=False)
         except lmdb.Error as exc:
             raise SnapshotError(f"{self.path}: database {name!r} missing: {exc}") from None
+
+    def _damaged(self, exc: Exception) -> CorruptRecord:
+        """LMDB's own complaint about a page (MDB_CORRUPTED, MDB_PAGE_NOTFOUND, …) or a key that
+        is not UTF-8: damage on disk that the size check at open cannot see."""
+        return CorruptRecord(f"{self.path}: damaged {self.kind} snapshot: {exc}")
 
     def close(self) -> None:
         self._env.close()
@@ -78,40 +109,60 @@ class ProfileReader(_Base):
         super().__init__(path, signing_key, verify)
         self._profiles = self._db("profiles")
         self._alias = self._db("alias")
-        self._decode = msgspec.msgpack.Decoder(Profile).decode
+        self._decode = _decoder(Profile, f"{self.path} (profiles)")
         self.id_priority: list[str] = list(self.manifest.params.get("id_priority", []))
 
     def get(self, canonical_id: str) -> Profile | None:
-        with self._env.begin(db=self._profiles, buffers=True) as txn:
-            buf = txn.get(canonical_id.encode())
-            return None if buf is None else self._decode(buf)
+        key = _key(canonical_id, self._max_key)
+        if key is None:
+            return None
+        try:
+            with self._env.begin(db=self._profiles, buffers=True) as txn:
+                buf = txn.get(key)
+                return None if buf is None else self._decode(buf)
+        except lmdb.Error as exc:
+            raise self._damaged(exc) from None
 
     def resolve(self, id_type: str, value: str) -> str | None:
-        with self._env.begin(db=self._alias) as txn:
-            cid = txn.get(f"{id_type}:{value}".encode())
-            return None if cid is None else bytes(cid).decode()
+        key = _key(f"{id_type}:{value}", self._max_key)
+        if key is None:
+            return None
+        try:
+            with self._env.begin(db=self._alias) as txn:
+                cid = txn.get(key)
+                return None if cid is None else bytes(cid).decode()
+        except (lmdb.Error, UnicodeDecodeError) as exc:
+            raise self._damaged(exc) from None
 
     def lookup(self, ids: Mapping[str, str]) -> Profile | None:
         """The profile of the first identifier (in configured priority) that is known."""
-        with self._env.begin(db=self._alias, buffers=True) as txn:
-            for t in self.id_priority:
-                v = ids.get(t)
-                if v is None:
-                    continue
-                cid = txn.get(f"{t}:{v}".encode())
-                if cid is not None:
-                    buf = txn.get(bytes(cid), db=self._profiles)
-                    if buf is not None:
-                        return self._decode(buf)
+        try:
+            with self._env.begin(db=self._alias, buffers=True) as txn:
+                for t in self.id_priority:
+                    v = ids.get(t)
+                    if v is None:
+                        continue
+                    key = _key(f"{t}:{v}", self._max_key)
+                    cid = None if key is None else txn.get(key)
+                    if cid is not None:
+                        # An empty or over-long alias target is damage (BadValsizeError below).
+                        buf = txn.get(bytes(cid), db=self._profiles)
+                        if buf is not None:
+                            return self._decode(buf)
+        except lmdb.Error as exc:
+            raise self._damaged(exc) from None
         return None
 
     def sample(self, n: int = 1) -> list[Profile]:
         out: list[Profile] = []
-        with self._env.begin(db=self._profiles, buffers=True) as txn:
-            for _, buf in txn.cursor():
-                out.append(self._decode(buf))
-                if len(out) >= n:
-                    break
+        try:
+            with self._env.begin(db=self._profiles, buffers=True) as txn:
+                for _, buf in txn.cursor():
+                    out.append(self._decode(buf))
+                    if len(out) >= n:
+                        break
+        except lmdb.Error as exc:
+            raise self._damaged(exc) from None
         return out
 
     def __enter__(self) -> ProfileReader:
@@ -127,8 +178,8 @@ class ContentReader(_Base):
         super().__init__(path, signing_key, verify)
         self._items_db = self._db("items")
         self._index_db = self._db("index")
-        self._decode = msgspec.msgpack.Decoder(ContentItem).decode
-        self._decode_ids = msgspec.msgpack.Decoder(list[str]).decode
+        self._decode = _decoder(ContentItem, f"{self.path} (items)")
+        self._decode_ids = _decoder(list[str], f"{self.path} (index)")
         small = self.manifest.counts.get("items", 0) <= SMALL_CATALOGUE
         # Values are cached decoded, so `item()`/`ids()` are dict lookups after first use.
         self._items: (
@@ -141,9 +192,15 @@ class ContentReader(_Base):
             return self._items[id]
         except KeyError:
             pass
-        with self._env.begin(db=self._items_db, buffers=True) as txn:
-            buf = txn.get(id.encode())
-            item = None if buf is None else self._decode(buf)
+        key = _key(id, self._max_key)
+        if key is None:
+            return None
+        try:
+            with self._env.begin(db=self._items_db, buffers=True) as txn:
+                buf = txn.get(key)
+                item = None if buf is None else self._decode(buf)
+        except lmdb.Error as exc:
+            raise self._damaged(exc) from None
         self._items[id] = item
         return item
 
@@ -157,17 +214,26 @@ class ContentReader(_Base):
         found = self._index.get(key)
         if found is not None:
             return found
-        with self._env.begin(db=self._index_db, buffers=True) as txn:
-            buf = txn.get(f"{field}:{value}".encode())
-            found = frozenset() if buf is None else frozenset(self._decode_ids(buf))
+        raw = _key(f"{field}:{value}", self._max_key)
+        if raw is None:
+            return frozenset()
+        try:
+            with self._env.begin(db=self._index_db, buffers=True) as txn:
+                buf = txn.get(raw)
+                found = frozenset() if buf is None else frozenset(self._decode_ids(buf))
+        except lmdb.Error as exc:
+            raise self._damaged(exc) from None
         # Index keys are bounded by the catalogue's vocabulary, so this dict stays small.
         if len(self._index) < LRU_SIZE:
             self._index[key] = found
         return found
 
     def all_ids(self) -> list[str]:
-        with self._env.begin(db=self._items_db) as txn:
-            return [bytes(k).decode() for k in txn.cursor().iternext(keys=True, values=False)]
+        try:
+            with self._env.begin(db=self._items_db) as txn:
+                return [bytes(k).decode() for k in txn.cursor().iternext(keys=True, values=False)]
+        except (lmdb.Error, UnicodeDecodeError) as exc:
+            raise self._damaged(exc) from None
 
     def __enter__(self) -> ContentReader:
         return self
