@@ -3,8 +3,9 @@ PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+DATA ?= .data/demo
 
-.PHONY: serve test lint typecheck unit demo-data bench-smoke clean
+.PHONY: serve test lint typecheck unit demo-data clean
 
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -13,7 +14,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 demo-data: $(STAMP)
-	$(BIN)/edgeside demo build
+	$(BIN)/edgeside demo build --data $(DATA)
 
 # With no --data, `edgeside serve` builds the demo snapshots on first use and serves them.
 serve: $(STAMP)
@@ -36,5 +37,5 @@ clean:
 
 # The CDN pattern on loopback: demo origin, edgeside and nginx (deploy/nginx/); Ctrl-C stops it.
 .PHONY: demo-cdn
-demo-cdn: $(STAMP)
+demo-cdn: demo-data
 	$(BIN)/python -m bench.proxies --data $(DATA)

@@ -10,7 +10,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from importlib.metadata import PackageNotFoundError, version
 
 from starlette.applications import Starlette
@@ -92,32 +92,44 @@ def _background(state: AppState) -> list[asyncio.Task[None]]:
     return tasks
 
 
+Handler = Callable[[AppState, Scope, Receive, Send], Awaitable[None]]
+
+
 class HotRoute:
     """A hot handler as a raw ASGI endpoint, so starlette can route to it too (CORS, OPTIONS)."""
 
-    def __init__(self, state: AppState, name: str) -> None:
+    def __init__(self, state: AppState, handler: Handler, methods: tuple[str, ...]) -> None:
         self.state = state
-        self.name = name
+        self.handler = handler
+        self.methods = methods
+        self.method_hint = "use " + " or ".join(methods)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if self.name == "fragment":
-            if scope["method"] not in ("GET", "HEAD"):
-                await send_error(send, 405, "method_not_allowed", "use GET")
-                return
-            await hot.fragment(self.state, scope, receive, send)
-        elif self.name == "edge":
-            if scope["method"] not in ("GET", "HEAD"):
-                await send_error(send, 405, "method_not_allowed", "use GET")
-                return
-            await hot.edge(self.state, scope, receive, send)
-        elif self.name == "events":
-            await live_api.events(self.state, scope, receive, send)
-        else:
-            await hot.decide(self.state, scope, receive, send)
+        state = self.state
+        too_long = state.builder.oversized_header(scope["headers"])
+        if too_long is not None:
+            limit = state.settings.limits.max_header_bytes
+            name = too_long.decode("latin-1")[:64]
+            await send_error(send, 431, "header_too_large", f"a header is over {limit} bytes", name)
+            return
+        if scope["method"] not in self.methods:
+            await send_error(send, 405, "method_not_allowed", self.method_hint)
+            return
+        await self.handler(state, scope, receive, send)
+
+
+def hot_routes(state: AppState) -> dict[str, HotRoute]:
+    """The plain-ASGI routes by path; `FRAGMENT_PREFIX` stands for `/v1/fragments/{placement}`."""
+    return {
+        "/v1/edge": HotRoute(state, hot.edge, ("GET", "HEAD")),
+        "/v1/decide": HotRoute(state, hot.decide, ("POST",)),
+        "/v1/events": HotRoute(state, live_api.events, ("POST",)),
+        hot.FRAGMENT_PREFIX: HotRoute(state, hot.fragment, ("GET", "HEAD")),
+    }
 
 
 class EdgesideApp:
-    """Sends `/v1/edge` and `/v1/decide` straight to their handlers; the rest through starlette.
+    """Sends the hot routes straight to their handlers; the rest through starlette.
 
     With CORS configured every request goes through starlette, whose middleware answers preflights.
     """
@@ -125,24 +137,17 @@ class EdgesideApp:
     def __init__(self, state: AppState, starlette: ASGIApp, bypass: bool) -> None:
         self.state = state
         self.starlette = starlette
-        self.hot = {
-            "/v1/edge": HotRoute(state, "edge"),
-            "/v1/decide": HotRoute(state, "decide"),
-            "/v1/events": HotRoute(state, "events"),
-        }
-        self.fragment = HotRoute(state, "fragment") if bypass else None
-        if not bypass:
-            self.hot = {}
+        self.hot = hot_routes(state) if bypass else {}
+        self.fragment = self.hot.pop(hot.FRAGMENT_PREFIX, None)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
             path = scope["path"]
             route = self.hot.get(path)
+            if route is None and self.fragment is not None and path.startswith(hot.FRAGMENT_PREFIX):
+                route = self.fragment
             if route is not None:
                 await route(scope, receive, send)
-                return
-            if self.fragment is not None and path.startswith(hot.FRAGMENT_PREFIX):
-                await self.fragment(scope, receive, send)
                 return
         await self.starlette(scope, receive, send)
 
@@ -199,13 +204,13 @@ def build_app(settings: Settings, secrets: Secrets) -> EdgesideApp:
             )
         )
     routes = [
-        Route("/v1/edge", HotRoute(state, "edge"), methods=["GET", "HEAD", "OPTIONS"]),
-        Route("/v1/decide", HotRoute(state, "decide"), methods=["POST", "OPTIONS"]),
-        Route("/v1/events", HotRoute(state, "events"), methods=["POST", "OPTIONS"]),
-        Route(
-            "/v1/fragments/{placement}",
-            HotRoute(state, "fragment"),
-            methods=["GET", "HEAD", "OPTIONS"],
+        *(
+            Route(
+                path + "{placement}" if path == hot.FRAGMENT_PREFIX else path,
+                route,
+                methods=[*route.methods, "OPTIONS"],
+            )
+            for path, route in hot_routes(state).items()
         ),
         *build_routes(state, build_openapi(_version())),
         *admin.routes(),

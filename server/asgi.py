@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Awaitable, Callable, MutableMapping
-from typing import Any
+from typing import Any, TypeVar
 
 import msgspec
 
@@ -16,6 +16,7 @@ Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 Headers = list[tuple[bytes, bytes]]
+T = TypeVar("T")
 
 JSON_HEADERS: Headers = [(b"content-type", b"application/json")]
 _error_encoder = msgspec.json.Encoder()
@@ -62,6 +63,51 @@ async def send_error(
 
 class BodyTooLarge(Exception):
     pass
+
+
+class Refused(Exception):
+    """A request answered with a 4xx before any work: the status and the JSON error body."""
+
+    def __init__(self, status: int, body: bytes) -> None:
+        super().__init__(status)
+        self.status = status
+        self.body = body
+
+
+async def read_json_body(
+    scope: Scope, receive: Receive, headers: dict[bytes, bytes], limit: int
+) -> bytes:
+    """The raw body of a `POST` with `Content-Type: application/json`, at most `limit` bytes."""
+    if scope["method"] != "POST":
+        raise Refused(405, error_body("method_not_allowed", "use POST with a JSON body"))
+    content_type = headers.get(b"content-type", b"").split(b";", 1)[0].strip().lower()
+    if content_type != b"application/json":
+        raise Refused(
+            415,
+            error_body("unsupported_media_type", "send the body as Content-Type: application/json"),
+        )
+    too_large = Refused(413, error_body("body_too_large", f"the body is over {limit} bytes"))
+    declared = headers.get(b"content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise too_large
+    try:
+        return await read_body(receive, limit)
+    except BodyTooLarge:
+        raise too_large from None
+
+
+def decode_json(decode: Callable[[bytes], T], raw: bytes) -> T:
+    """Decode a body with a prepared msgspec decoder; a bad body becomes a `Refused` 400/422."""
+    try:
+        return decode(raw)
+    except msgspec.ValidationError as exc:
+        raise Refused(422, validation_error_body(exc)) from None
+    except msgspec.DecodeError as exc:
+        raise Refused(
+            400, error_body("malformed_json", f"the body is not valid JSON: {exc}")
+        ) from None
+    except UnicodeDecodeError:
+        raise Refused(400, error_body("malformed_json", "the body is not valid UTF-8")) from None
 
 
 async def read_body(receive: Receive, limit: int) -> bytes:

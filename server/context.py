@@ -13,6 +13,10 @@ import rules
 from .config import Settings
 from .schemas import ContextIn, VisitorIn
 
+# Real inputs (cookie, user agent, URI, geo) are a few hundred bytes; a request beyond this is
+# decided afresh rather than remembered.
+MEMO_KEY_MAX_BYTES = 4096
+
 _TRUE = frozenset({"1", "true", "yes", "granted", "y", "on"})
 _FALSE = frozenset({"0", "false", "no", "denied", "n", "off"})
 
@@ -106,9 +110,21 @@ class ContextBuilder:
             b"cookie",
         )
 
-    def input_key(self, headers: Mapping[bytes, bytes]) -> tuple[bytes | None, ...]:
-        """The values of every header a decision reads, in a fixed order."""
-        return tuple(map(headers.get, self._inputs))
+    def input_key(self, headers: Mapping[bytes, bytes]) -> tuple[bytes | None, ...] | None:
+        """The values of every header a decision reads, in a fixed order; None when they are too
+        large to be worth remembering (the memo is bounded in entries, so entries stay small)."""
+        key = tuple(map(headers.get, self._inputs))
+        if sum(map(len, filter(None, key))) > MEMO_KEY_MAX_BYTES:
+            return None
+        return key
+
+    def oversized_header(self, raw: list[tuple[bytes, bytes]]) -> bytes | None:
+        """The name of the first header longer than the configured limit, if any."""
+        limit = self.settings.limits.max_header_bytes
+        for name, value in raw:
+            if len(value) > limit:
+                return name
+        return None
 
     # -- consent -------------------------------------------------------------------------------
 

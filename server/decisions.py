@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Sequence
+from typing import NamedTuple
 
 import msgspec
 
@@ -75,6 +76,15 @@ class Served(msgspec.Struct):
     stamp: int = 0
     # The decision-log record (without its time), for every reuse of the answer too.
     record: Record | None = None
+
+
+class Answer(NamedTuple):
+    """A whole response of a GET hot route, as the answer memo keeps it."""
+
+    versions: bytes  # the snapshot versions it was decided with
+    headers: list[tuple[bytes, bytes]]
+    body: bytes
+    served: Served
 
 
 class DecisionService:

@@ -1,7 +1,8 @@
-"""The demo shop: build its snapshots from `demo/` into a data directory, once."""
+"""The demo shop: build its snapshots from `demo/` into a data directory, again when it changes."""
 
 from __future__ import annotations
 
+import hashlib
 import tempfile
 from pathlib import Path
 
@@ -12,10 +13,28 @@ from .rules_snapshot import build_rules_snapshot
 DEMO_DIR = Path(__file__).resolve().parent.parent / "demo"
 
 
+DIGEST_FILE = ".demo-digest"
+
+
+def demo_digest() -> str:
+    """sha256 over every file the demo snapshots are built from."""
+    h = hashlib.sha256()
+    for path in sorted(p for p in DEMO_DIR.rglob("*") if p.is_file() and p.suffix != ".py"):
+        h.update(str(path.relative_to(DEMO_DIR)).encode() + b"\0")
+        h.update(path.read_bytes())
+    return h.hexdigest()
+
+
 def ensure_demo(data_dir: Path, signing_key: bytes | None = None, *, force: bool = False) -> None:
-    """Build and activate the demo snapshots unless every kind already has an active version."""
-    if not force and all(
-        store.active_path(data_dir, kind) for kind in ("profiles", "content", "rules")
+    """Build and activate the demo snapshots unless every kind is active and built from the
+    demo files as they are now (a checkout that changed `demo/` rebuilds on the next start)."""
+    digest = demo_digest()
+    stamp = data_dir / DIGEST_FILE
+    current = stamp.read_text().strip() if stamp.exists() else ""
+    if (
+        not force
+        and current == digest
+        and all(store.active_path(data_dir, kind) for kind in ("profiles", "content", "rules"))
     ):
         return
     # Imported here: the CLI composes the parts, and building is the snapshots part's CLI.
@@ -47,3 +66,4 @@ def ensure_demo(data_dir: Path, signing_key: bytes | None = None, *, force: bool
         if build_rules_snapshot(DEMO_DIR / "rules.yaml", out, signing_key) != 0:
             raise RuntimeError("demo rules do not check")
         store.activate(data_dir, "rules", store.install(data_dir, out))
+    stamp.write_text(digest + "\n")

@@ -1,14 +1,16 @@
-"""The hot routes, `/v1/edge` and `/v1/decide`, as plain ASGI: only what a decision needs.
+"""The hot routes — `/v1/edge`, `/v1/decide`, `/v1/fragments/{placement}` — as plain ASGI.
 
 Starlette's Request/Response objects cost a third of the throughput on a route this small (issue
-4), so these two parse the scope themselves. Everything that can be prepared is prepared here once:
-decoders, encoders, header names.
+4), so these parse the scope themselves and do only what a decision needs. Everything that can be
+prepared is prepared once: decoders, encoders, header names. The GET routes share one answer memo
+path (`_remembered`); `/v1/events` lives with the live store in `server/live/api.py`.
 """
 
 from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from urllib.parse import parse_qs
 
 import msgspec
@@ -17,21 +19,22 @@ import rules
 
 from .asgi import (
     JSON_HEADERS,
-    BodyTooLarge,
     Headers,
     Receive,
+    Refused,
     Scope,
     Send,
+    decode_json,
     error_body,
     header_value,
-    read_body,
+    read_json_body,
     send_error,
     send_response,
-    validation_error_body,
 )
-from .context import Visitor
-from .decisions import Served, fallback_reason
+from .context import MEMO_KEY_MAX_BYTES, Visitor
+from .decisions import Answer, Served, fallback_reason
 from .fragments import render_fragment
+from .memo import SlotMemo
 from .schemas import ContentOut, DecideRequest, DecideResponse
 from .state import AppState, PlacementError, split_placements
 from .world import World
@@ -98,39 +101,52 @@ async def _edge(state: AppState, scope: Scope, receive: Receive, send: Send) -> 
     started = _perf()
     headers = dict(scope["headers"])
     now = _now()
-    holder = state.holder
-    memo = state.edge_memo
-    key = None
-    answer = None
-    if memo.enabled:
-        versions = holder.current.snapshot_header
-        key = (versions, scope["query_string"], *state.builder.input_key(headers))
-        answer = memo.get(key, now)
-    service = state.service
-    if answer is not None and not service.still_current(answer[2]):
-        answer = None  # an event changed this visitor's live activity since: decide again
-    if answer is None:
-        try:
-            answer = _edge_answer(state, scope, headers, now)
-        except PlacementError as exc:
-            await send_error(send, 400, "bad_placements", str(exc), "X-Placements")
-            state.metrics.responses.inc(("edge", "400"))
-            return
-        if key is not None and key[0] == answer[0]:
-            memo.put(key, answer)
-    else:
-        service.count(answer[2].decision)
-    service.emit(answer[2], now)
-    await send_response(send, 204, answer[1])
+    try:
+        answer = _remembered(
+            state,
+            state.edge_memo,
+            (scope["query_string"],),
+            headers,
+            now,
+            lambda: _edge_answer(state, scope, headers, now),
+        )
+    except PlacementError as exc:
+        await send_error(send, 400, "bad_placements", str(exc), "X-Placements")
+        state.metrics.responses.inc(("edge", "400"))
+        return
+    state.service.emit(answer.served, now)
+    await send_response(send, 204, answer.headers)
     metrics = state.metrics
     metrics.responses.inc(("edge", "204"))
     metrics.request_seconds.observe(("edge",), _perf() - started)
 
 
-def _edge_answer(
-    state: AppState, scope: Scope, headers: dict[bytes, bytes], now: float
-) -> tuple[bytes, Headers, Served]:
-    """(snapshot versions used, response headers, decision) for one callout."""
+def _remembered(
+    state: AppState,
+    memo: SlotMemo[Answer],
+    route_key: tuple[object, ...],
+    headers: dict[bytes, bytes],
+    now: float,
+    compute: Callable[[], Answer],
+) -> Answer:
+    """The answer to the very same request a moment ago, if still valid; else a fresh one."""
+    inputs = state.builder.input_key(headers) if memo.enabled else None
+    if inputs is None:
+        return compute()
+    key = (state.holder.current.snapshot_header, *route_key, *inputs)
+    answer = memo.get(key, now)
+    # Reused only while no event has changed this visitor's live activity since.
+    if answer is not None and state.service.still_current(answer.served):
+        state.service.count(answer.served.decision)
+        return answer
+    answer = compute()
+    if key[0] == answer.versions:
+        memo.put(key, answer)
+    return answer
+
+
+def _edge_answer(state: AppState, scope: Scope, headers: dict[bytes, bytes], now: float) -> Answer:
+    """The decision headers for one callout (and what the memo and the log need)."""
     query = query_params(scope)
     raw_placements = headers.get(b"x-placements")
     if raw_placements is not None:
@@ -139,7 +155,7 @@ def _edge_answer(
         placements = [p for value in query.get("p", []) for p in split_placements(value)]
     state.check_placements(placements)
     versions, served, _ = _decide_from_headers(state, query, headers, now, placements)
-    return versions, decision_headers(served.decision, versions), served
+    return Answer(versions, decision_headers(served.decision, versions), b"", served)
 
 
 def _decide_from_headers(
@@ -184,34 +200,23 @@ async def fragment(state: AppState, scope: Scope, receive: Receive, send: Send) 
         return
     headers = dict(scope["headers"])
     now = _now()
-    memo = state.fragment_memo
-    key = None
-    answer = None
-    if memo.enabled:
-        versions = state.holder.current.snapshot_header
-        key = (versions, placement, scope["query_string"], *state.builder.input_key(headers))
-        answer = memo.get(key, now)
-    service = state.service
-    if answer is not None and not service.still_current(answer[3]):
-        answer = None
-    if answer is None:
+
+    def render() -> Answer:
         versions, served, html = _decide_from_headers(
             state, query_params(scope), headers, now, [placement], render=True
         )
-        decision = served.decision
         out = [
             (b"content-type", _HTML),
             # Includes are fetched per visitor: short-lived and never shared by a cache.
             (b"cache-control", state.fragment_cache_control),
-            *(h for h in decision_headers(decision, versions) if h[0] != b"cache-control"),
+            *(h for h in decision_headers(served.decision, versions) if h[0] != b"cache-control"),
         ]
-        answer = (versions, out, html.encode("utf-8"), served)
-        if key is not None and key[0] == versions:
-            memo.put(key, answer)
-    else:
-        service.count(answer[3].decision)
-    service.emit(answer[3], now)
-    await send_response(send, 200, answer[1], answer[2])
+        return Answer(versions, out, html.encode("utf-8"), served)
+
+    route_key = (placement, scope["query_string"])
+    answer = _remembered(state, state.fragment_memo, route_key, headers, now, render)
+    state.service.emit(answer.served, now)
+    await send_response(send, 200, answer.headers, answer.body)
     metrics.responses.inc(("fragment", "200"))
     metrics.request_seconds.observe(("fragment",), _perf() - started)
 
@@ -226,26 +231,19 @@ async def decide(state: AppState, scope: Scope, receive: Receive, send: Send) ->
 
 
 async def _decide(state: AppState, scope: Scope, receive: Receive) -> tuple[int, bytes]:
-    if scope["method"] != "POST":
-        return 405, error_body("method_not_allowed", "use POST with a JSON body")
-    headers = dict(scope["headers"])
-    content_type = headers.get(b"content-type", b"").split(b";", 1)[0].strip().lower()
-    if content_type != b"application/json":
-        return 415, error_body(
-            "unsupported_media_type", "send the body as Content-Type: application/json"
-        )
-    limit = state.settings.limits.max_body_bytes
-    declared = headers.get(b"content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit:
-        return 413, error_body("body_too_large", f"the body is over {limit} bytes")
     try:
-        raw = await read_body(receive, limit)
-    except BodyTooLarge:
-        return 413, error_body("body_too_large", f"the body is over {limit} bytes")
+        return await _decide_or_refuse(state, scope, receive)
+    except Refused as refused:
+        return refused.status, refused.body
+
+
+async def _decide_or_refuse(state: AppState, scope: Scope, receive: Receive) -> tuple[int, bytes]:
+    headers = dict(scope["headers"])
+    raw = await read_json_body(scope, receive, headers, state.settings.limits.max_body_bytes)
     explain = b"explain" in scope.get("query_string", b"")
     memo = state.decide_memo
     key = None
-    if memo.enabled and not explain:
+    if memo.enabled and not explain and len(raw) <= MEMO_KEY_MAX_BYTES:
         key = (state.holder.current.snapshot_header, raw)
         now = _now()
         hit = memo.get(key, now)
@@ -253,14 +251,7 @@ async def _decide(state: AppState, scope: Scope, receive: Receive) -> tuple[int,
             state.service.count(hit[1].decision)
             state.service.emit(hit[1], now)
             return 200, hit[0]
-    try:
-        request = _decode_request(raw)
-    except msgspec.ValidationError as exc:
-        return 422, validation_error_body(exc)
-    except msgspec.DecodeError as exc:
-        return 400, error_body("malformed_json", f"the body is not valid JSON: {exc}")
-    except UnicodeDecodeError:
-        return 400, error_body("malformed_json", "the body is not valid UTF-8")
+    request = decode_json(_decode_request, raw)
     try:
         state.check_placements(request.placements)
     except PlacementError as exc:

@@ -8,11 +8,10 @@ import re
 import time
 from collections.abc import Mapping
 
-from .asgi import Headers
 from .config import Secrets, Settings
 from .context import ContextBuilder, Visitor
 from .decision_log import DecisionLog, Record
-from .decisions import DecisionService, Served
+from .decisions import Answer, DecisionService, Served
 from .live.bandit import StoreArmStats
 from .live.events import Ingest, Pending, live_key
 from .live.store import LiveLimits, LiveStore, open_store
@@ -44,10 +43,8 @@ class AppState:
         self.builder = ContextBuilder(settings)
         self.service = DecisionService(self.metrics, settings.time_budget_ms)
         self.started_at = time.time()
-        self.edge_memo: SlotMemo[tuple[bytes, Headers, Served]] = SlotMemo(
-            settings.memo_ttl_s, settings.memo_max_entries
-        )
-        self.fragment_memo: SlotMemo[tuple[bytes, Headers, bytes, Served]] = SlotMemo(
+        self.edge_memo: SlotMemo[Answer] = SlotMemo(settings.memo_ttl_s, settings.memo_max_entries)
+        self.fragment_memo: SlotMemo[Answer] = SlotMemo(
             settings.memo_ttl_s, settings.memo_max_entries
         )
         self.fragment_cache_control = b"private, max-age=%d" % settings.fragment_max_age_s

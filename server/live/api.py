@@ -12,14 +12,14 @@ import msgspec
 
 from ..asgi import (
     JSON_HEADERS,
-    BodyTooLarge,
     Receive,
+    Refused,
     Scope,
     Send,
+    decode_json,
     error_body,
-    read_body,
+    read_json_body,
     send_response,
-    validation_error_body,
 )
 from .events import EventBatch, EventsAnswer, Pending, Rejection
 
@@ -48,31 +48,17 @@ async def events(state: AppState, scope: Scope, receive: Receive, send: Send) ->
 
 
 async def _events(state: AppState, scope: Scope, receive: Receive) -> tuple[int, bytes]:
-    if scope["method"] != "POST":
-        return 405, error_body("method_not_allowed", "use POST with a JSON body")
-    headers = dict(scope["headers"])
-    content_type = headers.get(b"content-type", b"").split(b";", 1)[0].strip().lower()
-    if content_type != b"application/json":
-        return 415, error_body(
-            "unsupported_media_type", "send the body as Content-Type: application/json"
-        )
+    try:
+        return await _events_or_refuse(state, scope, receive)
+    except Refused as refused:
+        return refused.status, refused.body
+
+
+async def _events_or_refuse(state: AppState, scope: Scope, receive: Receive) -> tuple[int, bytes]:
     s = state.settings.live
-    limit = s.max_body_bytes
-    declared = headers.get(b"content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit:
-        return 413, error_body("body_too_large", f"the body is over {limit} bytes")
-    try:
-        raw = await read_body(receive, limit)
-    except BodyTooLarge:
-        return 413, error_body("body_too_large", f"the body is over {limit} bytes")
-    try:
-        batch = _decode_batch(raw)
-    except msgspec.ValidationError as exc:
-        return 422, validation_error_body(exc)
-    except msgspec.DecodeError as exc:
-        return 400, error_body("malformed_json", f"the body is not valid JSON: {exc}")
-    except UnicodeDecodeError:
-        return 400, error_body("malformed_json", "the body is not valid UTF-8")
+    headers = dict(scope["headers"])
+    raw = await read_json_body(scope, receive, headers, s.max_body_bytes)
+    batch = decode_json(_decode_batch, raw)
     if not batch.events:
         return 422, error_body("empty_batch", "send at least one event", "$.events")
     if len(batch.events) > s.max_events:

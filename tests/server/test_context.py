@@ -78,3 +78,11 @@ def test_visitor_from_body_drops_unusable_ids() -> None:
     visitor = builder().visitor_from_body(VisitorIn(id="P-1", ids={"cookie": "k\n9", "e": "ok"}))
     assert visitor.canonical == "P-1"
     assert visitor.ids == {"e": "ok"}
+
+
+def test_large_inputs_are_not_remembered() -> None:
+    b = builder()
+    assert b.input_key({b"cookie": b"edgeside_id=k9"}) is not None
+    assert b.input_key({b"user-agent": b"x" * 5000}) is None
+    assert b.oversized_header([(b"cookie", b"a" * 100), (b"x-big", b"b" * 9000)]) == b"x-big"
+    assert b.oversized_header([(b"cookie", b"a" * 100)]) is None

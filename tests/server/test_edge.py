@@ -107,3 +107,16 @@ def test_wrong_method(server: Edgeside) -> None:
         response = client.post(PAGE)
     assert response.status_code == 405
     assert response.json()["error"]["code"] == "method_not_allowed"
+
+
+def test_a_header_over_the_limit_is_a_431(server: Edgeside) -> None:
+    with server.client() as client:
+        response = client.get(PAGE, headers={"User-Agent": "x" * 9000})
+        fragment = client.get("/v1/fragments/home_hero", headers={"Referer": "y" * 9000})
+    assert response.status_code == 431
+    assert response.json()["error"] == {
+        "code": "header_too_large",
+        "message": "a header is over 8192 bytes",
+        "field": "user-agent",
+    }
+    assert fragment.status_code == 431

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
-from bench.procs import Edgeside
+from pathlib import Path
+
+from bench.procs import Edgeside, edgeside
+from server.demo import DIGEST_FILE, demo_digest, ensure_demo
+from snapshots import store
 from tests.server.conftest import ADMIN_TOKEN
 
 AUTH = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
@@ -93,3 +97,40 @@ def test_openapi_describes_the_routes_from_the_types(server: Edgeside) -> None:
 def test_unknown_route_is_a_404(server: Edgeside) -> None:
     with server.client() as client:
         assert client.get("/v2/nothing").status_code == 404
+
+
+def test_demo_store_rebuilds_when_the_demo_files_change(tmp_path: Path) -> None:
+    ensure_demo(tmp_path)
+    stamp = tmp_path / DIGEST_FILE
+    assert stamp.read_text().strip() == demo_digest()
+    built = stamp.stat().st_mtime_ns
+    ensure_demo(tmp_path)
+    assert stamp.stat().st_mtime_ns == built  # unchanged demo: nothing rebuilt
+    stamp.write_text("stale\n")  # as after a checkout that changed demo/
+    ensure_demo(tmp_path)
+    assert stamp.read_text().strip() == demo_digest()  # rebuilt, then stamped
+    assert all(store.active_path(tmp_path, k) for k in ("profiles", "content", "rules"))
+
+
+def test_with_cors_the_hot_routes_answer_preflights(demo_data: Path, tmp_path: Path) -> None:
+    config = tmp_path / "cors.yaml"
+    config.write_text("cors_origins: ['https://shop.example']\n")
+    origin = {"Origin": "https://shop.example"}
+    with (
+        edgeside(demo_data, args=["--config", str(config)], log_dir=tmp_path) as server,
+        server.client() as client,
+    ):
+        preflight = client.options(
+            "/v1/decide",
+            headers={**origin, "Access-Control-Request-Method": "POST"},
+        )
+        decided = client.post("/v1/decide", json={"placements": ["home_hero"]}, headers=origin)
+        edge = client.get("/v1/edge?p=home_hero", headers=origin)
+        wrong = client.put("/v1/edge?p=home_hero")
+    assert preflight.status_code == 200
+    assert preflight.headers["access-control-allow-origin"] == "https://shop.example"
+    assert decided.status_code == 200
+    assert decided.headers["access-control-allow-origin"] == "https://shop.example"
+    assert edge.status_code == 204
+    assert wrong.status_code == 405
+    assert wrong.json()["error"]["code"] == "method_not_allowed"
