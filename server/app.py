@@ -23,7 +23,16 @@ from starlette.routing import Route
 
 from . import hot
 from .admin import Admin
-from .asgi import ASGIApp, Receive, Scope, Send, error_body, send_error
+from .asgi import (
+    JSON_HEADERS,
+    ASGIApp,
+    Receive,
+    Scope,
+    Send,
+    error_body,
+    send_error,
+    send_response,
+)
 from .config import Secrets, Settings, load_secrets, settings_from_env
 from .live import api as live_api
 from .live.events import drain_forever
@@ -102,7 +111,11 @@ class HotRoute:
         self.state = state
         self.handler = handler
         self.methods = methods
-        self.method_hint = "use " + " or ".join(methods)
+        # RFC 9110: a 405 names the methods the route does answer.
+        self.refusal = (
+            [*JSON_HEADERS, (b"allow", ", ".join(methods).encode())],
+            error_body("method_not_allowed", "use " + " or ".join(methods)),
+        )
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         state = self.state
@@ -113,7 +126,7 @@ class HotRoute:
             await send_error(send, 431, "header_too_large", f"a header is over {limit} bytes", name)
             return
         if scope["method"] not in self.methods:
-            await send_error(send, 405, "method_not_allowed", self.method_hint)
+            await send_response(send, 405, *self.refusal)
             return
         await self.handler(state, scope, receive, send)
 
@@ -157,7 +170,8 @@ async def _http_error(request: Request, exc: Exception) -> Response:
     status = exc.status_code if isinstance(exc, HTTPException) else 500
     code = {404: "not_found", 405: "method_not_allowed"}.get(status, "http_error")
     message = exc.detail if isinstance(exc, HTTPException) else "error"
-    return Response(error_body(code, message), status, media_type="application/json")
+    headers = exc.headers if isinstance(exc, HTTPException) else None  # a 405's `Allow`
+    return Response(error_body(code, message), status, headers, media_type="application/json")
 
 
 async def _internal_error(request: Request, exc: Exception) -> Response:

@@ -31,6 +31,7 @@ CHECKS = ",".join(
         "response_schema_conformance",
         "negative_data_rejection",
         "ignored_auth",
+        "unsupported_method",
     ]
 )
 # Private memory a worker may gain over thousands of odd requests: memos and caches are bounded, so
@@ -98,3 +99,30 @@ def test_schemathesis_finds_nothing_and_the_server_stays_small(
     assert alive == 200
     assert "Traceback" not in log, log[-4000:]
     assert max(growth.values()) < RSS_GROWTH_KB, (before, after)
+
+
+def test_405_names_the_allowed_methods(prove_data: Path, tmp_path: Path) -> None:
+    """RFC 9110: a 405 carries `Allow`. Found by schemathesis' unsupported_method check: neither
+    the hot routes nor starlette's 405s (whose headers our error handler dropped) sent it."""
+    cases = {
+        "/v1/edge": {"GET"},
+        "/v1/fragments/home_hero": {"GET"},
+        "/v1/decide": {"POST"},
+        "/v1/events": {"POST"},
+        "/healthz": {"GET"},
+        "/readyz": {"GET"},
+        "/v1/admin/snapshots/rules": {"PUT"},
+    }
+    with (
+        edgeside(prove_data, env={"EDGESIDE_ADMIN_TOKEN": ADMIN_TOKEN}, log_dir=tmp_path) as srv,
+        srv.client() as client,
+    ):
+        for path, allowed in cases.items():
+            for method in ("GET", "POST", "PUT", "DELETE", "PATCH"):
+                if method in allowed:
+                    continue
+                r = client.request(method, path, headers={"Authorization": f"Bearer {ADMIN_TOKEN}"})
+                assert r.status_code == 405, (method, path, r.status_code)
+                assert r.json()["error"]["code"] == "method_not_allowed"
+                allow = {m.strip() for m in r.headers.get("allow", "").split(",")}
+                assert allowed <= allow, (method, path, r.headers)
