@@ -6,6 +6,7 @@ import hashlib
 import tempfile
 from pathlib import Path
 
+import snapshots
 from snapshots import store
 
 from .rules_snapshot import build_rules_snapshot
@@ -37,30 +38,26 @@ def ensure_demo(data_dir: Path, signing_key: bytes | None = None, *, force: bool
         and all(store.active_path(data_dir, kind) for kind in ("profiles", "content", "rules"))
     ):
         return
-    # Imported here: the CLI composes the parts, and building is the snapshots part's CLI.
-    from .cli import main as cli_main
-
     data_dir.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=data_dir) as tmp:
-        for kind in ("profiles", "content"):
-            out = Path(tmp) / kind
-            inputs = sorted(str(p) for p in (DEMO_DIR / kind).glob("*.ndjson"))
-            code = cli_main(
-                [
-                    "snapshot",
-                    "build",
-                    "--kind",
-                    kind,
-                    "--input",
-                    *inputs,
-                    "--config",
-                    str(DEMO_DIR / f"{kind}.yaml"),
-                    "--out",
-                    str(out),
-                ]
-            )
-            if code != 0:
-                raise RuntimeError(f"demo {kind} snapshot did not build (exit {code})")
+        inputs = {
+            kind: sorted((DEMO_DIR / kind).glob("*.ndjson")) for kind in ("profiles", "content")
+        }
+        profiles = Path(tmp) / "profiles"
+        snapshots.build_profiles(
+            inputs["profiles"],
+            snapshots.load_config(DEMO_DIR / "profiles.yaml", snapshots.ProfilesConfig),
+            profiles,
+            signing_key=signing_key,
+        )
+        content = Path(tmp) / "content"
+        snapshots.build_content(
+            inputs["content"],
+            snapshots.load_config(DEMO_DIR / "content.yaml", snapshots.ContentConfig),
+            content,
+            signing_key=signing_key,
+        )
+        for kind, out in (("profiles", profiles), ("content", content)):
             store.activate(data_dir, kind, store.install(data_dir, out))
         out = Path(tmp) / "rules"
         if build_rules_snapshot(DEMO_DIR / "rules.yaml", out, signing_key) != 0:
