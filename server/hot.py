@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from urllib.parse import parse_qs
 
 import msgspec
@@ -221,23 +221,29 @@ async def fragment(state: AppState, scope: Scope, receive: Receive, send: Send) 
     metrics.request_seconds.observe(("fragment",), _perf() - started)
 
 
-async def decide(state: AppState, scope: Scope, receive: Receive, send: Send) -> None:
+JSONHandler = Callable[[AppState, Scope, Receive], Awaitable[tuple[int, bytes]]]
+
+
+async def answer_json(
+    route: str, handle: JSONHandler, state: AppState, scope: Scope, receive: Receive, send: Send
+) -> None:
+    """Run a JSON route's handler (a `Refused` becomes its 4xx) and send and count its answer."""
     started = _perf()
-    metrics = state.metrics
-    status, body = await _decide(state, scope, receive)
+    try:
+        status, body = await handle(state, scope, receive)
+    except Refused as refused:
+        status, body = refused.status, refused.body
     await send_response(send, status, JSON_HEADERS, body)
-    metrics.responses.inc(("decide", str(status)))
-    metrics.request_seconds.observe(("decide",), _perf() - started)
+    metrics = state.metrics
+    metrics.responses.inc((route, str(status)))
+    metrics.request_seconds.observe((route,), _perf() - started)
+
+
+async def decide(state: AppState, scope: Scope, receive: Receive, send: Send) -> None:
+    await answer_json("decide", _decide, state, scope, receive, send)
 
 
 async def _decide(state: AppState, scope: Scope, receive: Receive) -> tuple[int, bytes]:
-    try:
-        return await _decide_or_refuse(state, scope, receive)
-    except Refused as refused:
-        return refused.status, refused.body
-
-
-async def _decide_or_refuse(state: AppState, scope: Scope, receive: Receive) -> tuple[int, bytes]:
     headers = dict(scope["headers"])
     raw = await read_json_body(scope, receive, headers, state.settings.limits.max_body_bytes)
     explain = b"explain" in scope.get("query_string", b"")

@@ -11,16 +11,14 @@ from typing import TYPE_CHECKING
 import msgspec
 
 from ..asgi import (
-    JSON_HEADERS,
     Receive,
-    Refused,
     Scope,
     Send,
     decode_json,
     error_body,
     read_json_body,
-    send_response,
 )
+from ..hot import answer_json
 from .events import EventBatch, EventsAnswer, Pending, Rejection
 
 if TYPE_CHECKING:
@@ -40,21 +38,10 @@ class RejectedBody(msgspec.Struct):
 
 
 async def events(state: AppState, scope: Scope, receive: Receive, send: Send) -> None:
-    started = time.perf_counter()
-    status, body = await _events(state, scope, receive)
-    await send_response(send, status, JSON_HEADERS, body)
-    state.metrics.responses.inc(("events", str(status)))
-    state.metrics.request_seconds.observe(("events",), time.perf_counter() - started)
+    await answer_json("events", _events, state, scope, receive, send)
 
 
 async def _events(state: AppState, scope: Scope, receive: Receive) -> tuple[int, bytes]:
-    try:
-        return await _events_or_refuse(state, scope, receive)
-    except Refused as refused:
-        return refused.status, refused.body
-
-
-async def _events_or_refuse(state: AppState, scope: Scope, receive: Receive) -> tuple[int, bytes]:
     s = state.settings.live
     headers = dict(scope["headers"])
     raw = await read_json_body(scope, receive, headers, s.max_body_bytes)
