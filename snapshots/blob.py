@@ -10,7 +10,7 @@ import lmdb
 from snapshots.errors import SnapshotError
 from snapshots.manifest import Manifest
 from snapshots.verify import check_snapshot
-from snapshots.writer import EnvWriter, finalize, staging_dir
+from snapshots.writer import write_snapshot
 
 FILES_DB = "files"
 
@@ -24,20 +24,14 @@ def write_blob_snapshot(
     sources: dict[str, str] | None = None,
 ) -> Manifest:
     pairs = sorted((name.encode(), data) for name, data in files.items())
-    size = sum(len(k) + len(v) + 64 for k, v in pairs)
-    with staging_dir(Path(out_dir)) as tmp:
-        w = EnvWriter(tmp, size * 2)
-        try:
-            w.put_sorted(FILES_DB, pairs)
-        finally:
-            w.close()
-        return finalize(
-            tmp,
-            kind=kind,
-            counts={"files": len(pairs)},
-            sources=sources or {},
-            signing_key=signing_key,
-        )
+    return write_snapshot(
+        Path(out_dir),
+        {FILES_DB: pairs},
+        kind=kind,
+        counts={"files": len(pairs)},
+        sources=sources or {},
+        signing_key=signing_key,
+    )
 
 
 def read_blob_snapshot(

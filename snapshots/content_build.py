@@ -18,7 +18,7 @@ from snapshots.errors import InputInvalid
 from snapshots.model import ContentItem, Scalar, TzDatetime
 from snapshots.ndjson import LineError, read_ndjson, source_digests
 from snapshots.summary import MAX_INVALID_KEPT, BuildSummary, Progress
-from snapshots.writer import EnvWriter, finalize, staging_dir
+from snapshots.writer import write_snapshot
 
 ITEMS_DB = "items"
 INDEX_DB = "index"
@@ -189,22 +189,15 @@ def build_content(
     encode = msgspec.msgpack.Encoder().encode
     item_pairs = sorted((k.encode(), encode(v)) for k, v in items.items())
     index_pairs = sorted((k.encode(), encode(sorted(v))) for k, v in index.items())
-    size = sum(len(k) + len(v) + 32 for k, v in item_pairs + index_pairs)
-
-    with staging_dir(out, force=force) as tmp:
-        w = EnvWriter(tmp, size * 2)
-        try:
-            w.put_sorted(ITEMS_DB, item_pairs)
-            w.put_sorted(INDEX_DB, index_pairs)
-        finally:
-            w.close()
-        manifest = finalize(
-            tmp,
-            kind="content",
-            counts={"items": len(item_pairs), "index_keys": len(index_pairs)},
-            sources=source_digests(list(inputs)),
-            signing_key=signing_key,
-        )
+    manifest = write_snapshot(
+        out,
+        {ITEMS_DB: item_pairs, INDEX_DB: index_pairs},
+        kind="content",
+        counts={"items": len(item_pairs), "index_keys": len(index_pairs)},
+        sources=source_digests(list(inputs)),
+        signing_key=signing_key,
+        force=force,
+    )
     return BuildSummary(
         kind="content",
         out=str(out),

@@ -30,7 +30,7 @@ import lmdb
 from snapshots.errors import SnapshotError
 from snapshots.manifest import DATA_NAME, DELTA_KIND, Manifest
 from snapshots.verify import check_snapshot
-from snapshots.writer import EnvWriter, finalize, staging_dir
+from snapshots.writer import finalize, staging_dir, write_snapshot
 
 UPSERT, DELETE, ALIAS_UPSERT, ALIAS_DELETE = "upsert", "delete", "alias_upsert", "alias_delete"
 PROFILES_DB, ALIAS_DB = "profiles", "alias"
@@ -100,29 +100,21 @@ def diff_profiles(
     finally:
         old_env.close()
         new_env.close()
-    size = sum(len(k) + len(v) + 64 for part in (ups, dels, aups, adels) for k, v in part)
-    with staging_dir(Path(out_dir)) as tmp:
-        w = EnvWriter(tmp, size * 2)
-        try:
-            for name, pairs in ((UPSERT, ups), (DELETE, dels), (ALIAS_UPSERT, aups)):
-                w.put_sorted(name, pairs)
-            w.put_sorted(ALIAS_DELETE, adels)
-        finally:
-            w.close()
-        return finalize(
-            tmp,
-            kind=DELTA_KIND,
-            counts={
-                "upserts": len(ups),
-                "deletes": len(dels),
-                "alias_upserts": len(aups),
-                "alias_deletes": len(adels),
-                "profiles": target.counts.get("profiles", 0),
-            },
-            sources={"base": base.version, "target": target.version},
-            params={"base": [base.version], "id_priority": list(base.params["id_priority"])},
-            signing_key=signing_key,
-        )
+    return write_snapshot(
+        Path(out_dir),
+        {UPSERT: ups, DELETE: dels, ALIAS_UPSERT: aups, ALIAS_DELETE: adels},
+        kind=DELTA_KIND,
+        counts={
+            "upserts": len(ups),
+            "deletes": len(dels),
+            "alias_upserts": len(aups),
+            "alias_deletes": len(adels),
+            "profiles": target.counts.get("profiles", 0),
+        },
+        sources={"base": base.version, "target": target.version},
+        params={"base": [base.version], "id_priority": list(base.params["id_priority"])},
+        signing_key=signing_key,
+    )
 
 
 def delta_base(manifest: Manifest) -> str:

@@ -17,7 +17,7 @@ from snapshots.model import ProfileRecord
 from snapshots.ndjson import LineError, read_ndjson_lines, source_digests
 from snapshots.stitching import MAX_EXAMPLES, Stitcher, canonical_id
 from snapshots.summary import MAX_INVALID_KEPT, BuildSummary, Progress
-from snapshots.writer import EnvWriter, finalize, staging_dir
+from snapshots.writer import write_snapshot
 
 PROFILES_DB = "profiles"
 ALIAS_DB = "alias"
@@ -193,25 +193,21 @@ def _build(
     profile_pairs.sort()  # keys are unique, so tuples compare by key alone
     alias_pairs.sort()
 
-    with staging_dir(out, force=force) as tmp:
-        w = EnvWriter(tmp, size * 2)
-        try:
-            w.put_sorted(PROFILES_DB, profile_pairs)
-            w.put_sorted(ALIAS_DB, alias_pairs)
-        finally:
-            w.close()
-        manifest = finalize(
-            tmp,
-            kind="profiles",
-            counts={
-                "profiles": len(profile_pairs),
-                "aliases": len(alias_pairs),
-                "records": len(records),
-            },
-            sources=source_digests(list(inputs)),
-            params={"id_priority": order},
-            signing_key=signing_key,
-        )
+    manifest = write_snapshot(
+        out,
+        {PROFILES_DB: profile_pairs, ALIAS_DB: alias_pairs},
+        kind="profiles",
+        counts={
+            "profiles": len(profile_pairs),
+            "aliases": len(alias_pairs),
+            "records": len(records),
+        },
+        sources=source_digests(list(inputs)),
+        params={"id_priority": order},
+        signing_key=signing_key,
+        force=force,
+        size_hint=size,  # counted while the pairs were made, so not summed again
+    )
     rep = stitcher.report
     return BuildSummary(
         kind="profiles",

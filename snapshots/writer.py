@@ -133,3 +133,36 @@ def staging_dir(out: Path, *, force: bool = False) -> Iterator[Path]:
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+def write_snapshot(
+    out: Path,
+    dbs: dict[str, list[tuple[bytes, bytes]]],
+    *,
+    kind: str,
+    counts: dict[str, int],
+    sources: dict[str, str],
+    params: dict[str, list[str]] | None = None,
+    signing_key: bytes | None = None,
+    force: bool = False,
+    size_hint: int | None = None,
+) -> Manifest:
+    """Write sorted key/value pairs into named databases of a new snapshot at `out`, with its
+    signed manifest; nothing appears at `out` unless every step succeeds."""
+    if size_hint is None:
+        size_hint = sum(len(k) + len(v) + 64 for pairs in dbs.values() for k, v in pairs)
+    with staging_dir(out, force=force) as tmp:
+        w = EnvWriter(tmp, size_hint * 2)
+        try:
+            for name, pairs in dbs.items():
+                w.put_sorted(name, pairs)
+        finally:
+            w.close()
+        return finalize(
+            tmp,
+            kind=kind,
+            counts=counts,
+            sources=sources,
+            params=params,
+            signing_key=signing_key,
+        )
