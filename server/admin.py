@@ -252,38 +252,30 @@ class Lifecycle:
                 raise ValidationFailed(f"smoke validation failed: {exc}") from None
             lap("validate_ms")
             previous = store.active_version(self.data_dir, kind)
-            if previous == manifest.version:
+
+            def result(activated: bool, message: str) -> PushResult:
                 return PushResult(
                     kind=kind,
                     version=manifest.version,
                     previous=previous,
-                    activated=False,
+                    activated=activated,
                     signature=self.signature_note,
                     bytes=received,
                     counts=manifest.counts,
                     decisions_checked=checked,
                     timings_ms=timings,
-                    message=f"{kind} {manifest.version} is already active; nothing changed",
+                    message=f"{kind} {manifest.version} {message}",
                     base=base,
                 )
+
+            if previous == manifest.version:
+                return result(False, "is already active; nothing changed")
             store.install_staged(self.data_dir, kind, unpacked, manifest.version)
             lap("install_ms")
             store.activate(self.data_dir, kind, manifest.version, keep=self.keep)
             lap("activate_ms")
             timings["total_ms"] = round(sum(timings.values()), 2)
-            return PushResult(
-                kind=kind,
-                version=manifest.version,
-                previous=previous,
-                activated=True,
-                signature=self.signature_note,
-                bytes=received,
-                counts=manifest.counts,
-                decisions_checked=checked,
-                timings_ms=timings,
-                message=f"{kind} {manifest.version} is active; workers switch within a second",
-                base=base,
-            )
+            return result(True, "is active; workers switch within a second")
         finally:
             for p in work:
                 shutil.rmtree(p, ignore_errors=True)
