@@ -8,6 +8,7 @@ directory and starts a real server. Human lines first; the last line is one JSON
   connections from a few client threads (the 202 answer; applying happens off the request path);
 - ``decide_p50_us_no_live`` / ``decide_p50_us_live``: one in-process decision of three placements
   for a known visitor with the live store off, and on with a populated record — side by side;
+- ``stamp_check_us``: the answer memo's per-hit check, `LiveStore.stamp` (best of 5 timeit runs);
 - ``event_to_decision_s_p50`` / ``_max``: an `add_to_cart` posted on one connection until a
   fresh connection (any worker) gets the changed `cart_upsell` decision.
 """
@@ -20,6 +21,7 @@ import statistics
 import tempfile
 import threading
 import time
+import timeit
 from pathlib import Path
 
 import httpx
@@ -67,7 +69,7 @@ def ingest(url: str, seconds: float, threads: int = 4, batch: int = 100) -> floa
     return sum(accepted) / (time.monotonic() - started)
 
 
-def decide_latency(data: Path, rounds: int = 20000) -> tuple[float, float]:
+def decide_latency(data: Path, rounds: int = 20000) -> tuple[float, float, float]:
     holder = WorldHolder(str(data))
     holder.refresh()
     world = holder.current
@@ -98,9 +100,11 @@ def decide_latency(data: Path, rounds: int = 20000) -> tuple[float, float]:
                 service.serve(world, visitor, ctx, placements)
                 samples.append(time.perf_counter_ns() - t0)
             out.append(statistics.median(samples) / 1000.0)
+        n = 200_000
+        stamp_us = min(timeit.repeat(lambda: store.stamp(key), number=n, repeat=5)) / n * 1e6
         store.close()
     world.close()
-    return (out[0] + out[2]) / 2, (out[1] + out[3]) / 2
+    return (out[0] + out[2]) / 2, (out[1] + out[3]) / 2, stamp_us
 
 
 def event_to_decision(url: str, trials: int = 10) -> list[float]:
@@ -138,8 +142,9 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         data = Path(tmp) / "data"
         ensure_demo(data)
-        no_live, with_live = decide_latency(data)
+        no_live, with_live, stamp_us = decide_latency(data)
         print(f"decision p50: {no_live:.1f} µs without live store, {with_live:.1f} µs with")
+        print(f"memo stamp check: {stamp_us:.3f} µs")
         with edgeside(data, workers=args.workers) as server:
             rate = ingest(server.url, args.seconds)
             print(f"ingest: {rate:,.0f} events/s accepted over HTTP ({args.workers} workers)")
@@ -156,6 +161,7 @@ def main() -> None:
                 "decide_p50_us_no_live": round(no_live, 2),
                 "decide_p50_us_live": round(with_live, 2),
                 "recent_adds_us": round(with_live - no_live, 2),
+                "stamp_check_us": round(stamp_us, 3),
                 "event_to_decision_s_p50": round(statistics.median(e2d), 3),
                 "event_to_decision_s_max": round(max(e2d), 3),
             }

@@ -4,13 +4,16 @@ Layout (named databases, msgpack values via msgspec):
 
 - ``visitors``: live key → `Activity` (recent views/purchases, cart, decayed category counters,
   consent, a per-visitor update counter, an expiry). Bounded lists, bounded counters.
-- ``stamps``: live key → 8-byte big-endian update counter. The hot routes' answer memo reads only
-  this (one tiny get) to know whether a memoised answer is still current for the visitor.
 - ``arms``: ``experiment\\0arm`` → `ArmCount` (successes, trials) for bandits.
 - ``frozen``: ``experiment\\0window`` → the arm counts frozen for one bandit window, so every
   worker computes the same weights.
 - ``fired``: ``action\\0key`` → last fire time, to fire a webhook once per visitor per window
   across workers.
+
+Beside them, ``stamps.bin`` (`server.live.stamps`): a shared-memory counter per hash slot of live
+keys, changed after every write or delete of a key's record. The hot routes' answer memo reads only
+this (one index operation) to know whether a memoised answer is still current for the visitor, and
+a zero slot lets `read` skip LMDB for visitors that never sent an event.
 
 Every process opens the environment itself, after the fork, with ``lock=True`` (SPEC §10). Reads
 are one short ``begin(buffers=True)`` transaction decoded in place; writes come in batches from a
@@ -22,15 +25,17 @@ from __future__ import annotations
 import logging
 import os
 import struct
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
+from zlib import crc32
 
 import lmdb
 import msgspec
 
+from .stamps import StampTable
+
 log = logging.getLogger("edgeside.live")
 
-_STAMP = struct.Struct(">Q")
 _FIRED = struct.Struct(">d")
 
 
@@ -39,7 +44,7 @@ class Activity(msgspec.Struct, array_like=True, omit_defaults=True):
 
     updated: float = 0.0
     expires: float = 0.0
-    seq: int = 0
+    seq: int = 0  # this record's update counter (the memo uses the stamp table instead)
     views: list[str] = msgspec.field(default_factory=list)
     purchases: list[str] = msgspec.field(default_factory=list)
     cart: list[str] = msgspec.field(default_factory=list)
@@ -91,7 +96,14 @@ def _push(items: list[str], value: str, limit: int) -> None:
 class LiveStore:
     """One process's handle on the shared environment."""
 
-    def __init__(self, path: Path, map_size: int, limits: LiveLimits | None = None) -> None:
+    def __init__(
+        self,
+        path: Path,
+        map_size: int,
+        limits: LiveLimits | None = None,
+        *,
+        stamp_slots: int = 1 << 20,
+    ) -> None:
         path.mkdir(parents=True, exist_ok=True)
         self.path = path
         self.limits = limits or LiveLimits()
@@ -104,33 +116,71 @@ class LiveStore:
             max_readers=512,
             max_spare_txns=4,
         )
-        self._visitors = self.env.open_db(b"visitors")
-        self._stamps = self.env.open_db(b"stamps")
-        self._arms = self.env.open_db(b"arms")
-        self._frozen = self.env.open_db(b"frozen")
-        self._fired = self.env.open_db(b"fired")
+        try:
+            self._visitors = self.env.open_db(b"visitors")
+            self._arms = self.env.open_db(b"arms")
+            self._frozen = self.env.open_db(b"frozen")
+            self._fired = self.env.open_db(b"fired")
+            self.stamps = StampTable(path, stamp_slots, self._keys)
+        except BaseException:
+            self.env.close()
+            raise
+        self._drop_legacy_stamps()
         self._resume = b""  # where the next sweep of this process starts
 
     def close(self) -> None:
+        self.stamps.close()
         self.env.close()
+
+    def _keys(self) -> Iterator[bytes]:
+        """Every key with an activity record, expired or not (to build the stamp table)."""
+        with self.env.begin(db=self._visitors) as txn:
+            yield from txn.cursor().iternext(keys=True, values=False)
+
+    def _drop_legacy_stamps(self) -> None:
+        """Remove the ``stamps`` database of earlier versions (the stamp table replaced it)."""
+        try:
+            with self.env.begin() as txn:
+                self.env.open_db(b"stamps", txn=txn, create=False)
+        except lmdb.NotFoundError:
+            return
+        try:
+            with self.env.begin(write=True) as wtxn:
+                wtxn.drop(self.env.open_db(b"stamps", txn=wtxn, create=False), delete=True)
+        except lmdb.Error as exc:  # only space is lost: try again at the next start
+            log.warning("live store %s: legacy stamps database not dropped: %s", self.path, exc)
+            return
+        log.info("live store %s: dropped the legacy stamps database", self.path)
 
     # -- reads (hot path) -----------------------------------------------------------------------
 
     def read(self, key: str, now: float) -> tuple[Activity | None, int]:
-        """(the visitor's live activity or None when absent/expired, its update counter):
-        one short transaction, decoded from LMDB's buffer."""
+        """(the visitor's live activity or None when absent/expired, its stamp): the stamp is
+        read first, so it is never newer than the activity; a zero stamp means no record and no
+        transaction; otherwise one short transaction, decoded from LMDB's buffer."""
+        kb = key.encode()
+        table = self.stamps
+        stamp: int = table.slots[crc32(kb) & table.mask]
+        if not stamp:
+            return None, 0
         with self.env.begin(db=self._visitors, buffers=True) as txn:
-            raw = txn.get(key.encode())
+            raw = txn.get(kb)
             if raw is None:
-                return None, 0
+                return None, stamp  # a key sharing the slot has a record
             found = _decode_activity(raw)
-        return (found if found.expires > now else None), found.seq
+        return (found if found.expires > now else None), stamp
 
     def stamp(self, key: str) -> int:
-        """The visitor's update counter (0 when never updated): cheap enough for every memo hit."""
-        with self.env.begin(db=self._stamps, buffers=True) as txn:
-            raw = txn.get(key.encode())
-            return 0 if raw is None else int(_STAMP.unpack(raw)[0])
+        """The visitor's stamp: changes whenever the visitor's record is written or deleted (and
+        when a key sharing its slot is); 0 only when the visitor has no record. One index
+        operation into shared memory: cheap enough for every memo hit."""
+        table = self.stamps
+        return table.slots[crc32(key.encode()) & table.mask]
+
+    def maybe_active(self, key: str) -> bool:
+        """False when the visitor certainly has no live activity record (`read` would find none)."""
+        table = self.stamps
+        return table.slots[crc32(key.encode()) & table.mask] != 0
 
     def arm_counts(self, experiment: str) -> dict[str, tuple[int, int]]:
         prefix = experiment.encode() + b"\0"
@@ -171,6 +221,8 @@ class LiveStore:
         """Apply a batch in one write transaction; returns how many changed something."""
         limits = self.limits
         applied = 0
+        keys = [k.encode() for k in dict.fromkeys(ch.key for ch in changes)]
+        self.stamps.reserve(keys)  # before the transaction: a record never has a zero stamp
         with self.env.begin(write=True) as txn:
             cache: dict[str, Activity] = {}
             for ch in changes:
@@ -197,9 +249,8 @@ class LiveStore:
                 rec.expires = now + limits.ttl_s
                 applied += 1
             for key, rec in cache.items():
-                kb = key.encode()
-                txn.put(kb, _encode(rec), db=self._visitors)
-                txn.put(kb, _STAMP.pack(rec.seq), db=self._stamps)
+                txn.put(key.encode(), _encode(rec), db=self._visitors)
+        self.stamps.bump(keys)  # after the commit: a new stamp always comes with the new record
         return applied
 
     def _apply_one(self, rec: Activity, ch: Change, limits: LiveLimits) -> None:
@@ -280,7 +331,6 @@ class LiveStore:
                 dead.extend(k for _, k in live[:extra])
             for k in dead:
                 txn.delete(k, db=self._visitors)
-                txn.delete(k, db=self._stamps)
             stale = [
                 bytes(k)
                 for i, (k, v) in enumerate(txn.cursor(db=self._fired))
@@ -288,6 +338,7 @@ class LiveStore:
             ]
             for k in stale:
                 txn.delete(k, db=self._fired)
+        self.stamps.bump(dead)  # after the commit, as in `apply`
         return len(dead)
 
     def count(self) -> int:
