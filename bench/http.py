@@ -69,6 +69,24 @@ def wrk(url: str, seconds: int, connections: int, cookie_file: Path, mode: str) 
     return result
 
 
+def memo_hit_ratios(url: str) -> dict[str, float]:
+    """Hit ratio of each memo, from the server's /metrics (one worker's view)."""
+    import httpx
+
+    counts: dict[str, dict[str, float]] = {}
+    for line in httpx.get(url + "/metrics", timeout=10).text.splitlines():
+        if line.startswith("edgeside_memo_lookups_total{"):
+            labels, value = line[len("edgeside_memo_lookups_total{") :].split("} ")
+            fields = dict(part.split("=") for part in labels.split(","))
+            memo, result = fields["memo"].strip('"'), fields["result"].strip('"')
+            counts.setdefault(memo, {})[result] = float(value)
+    return {
+        memo: round(c.get("hit", 0) / total, 3)
+        for memo, c in counts.items()
+        if (total := c.get("hit", 0) + c.get("miss", 0))
+    }
+
+
 def bare_argv(port: int, workers: int, server: str) -> list[str]:
     if server == "granian":
         return [
@@ -115,6 +133,7 @@ def main(argv: list[str] | None = None) -> int:
         cookie_file = tmp / "cookies.txt"
         cookie_file.write_text("\n".join(demo_cookies()) + "\n")
         runs: dict[str, list[dict[str, Any]]] = {"edge": [], "bare": [], "decide": []}
+        memo: dict[str, float] = {}
         if granian:
             runs |= {"edge_granian": [], "bare_granian": []}
         common = (args.duration, args.connections, cookie_file)
@@ -123,6 +142,7 @@ def main(argv: list[str] | None = None) -> int:
             with edgeside(data, workers=args.workers, log_dir=tmp) as server:
                 wrk(server.url, 2, args.connections, cookie_file, "edge")  # warm-up
                 runs["edge"].append(wrk(server.url, *common, "edge"))
+                memo = memo_hit_ratios(server.url)
                 runs["decide"].append(wrk(server.url, *common, "decide"))
             if granian:
                 runs["bare_granian"].append(measure_bare(args.workers, "granian", *common, tmp))
@@ -157,6 +177,10 @@ def main(argv: list[str] | None = None) -> int:
         "decide_rps": round(rps("decide")),
         "decide_p99_ms": pct("decide", "p99_us"),
         "errors": errors,
+        # Of the last round's edge run, warm-up included: the very same request answered again,
+        # and the same decision shared by another request.
+        "edge_memo_hit_ratio": memo.get("edge"),
+        "decision_memo_hit_ratio": memo.get("decision"),
     }
     if granian:
         result |= {

@@ -13,7 +13,7 @@ import os
 from pathlib import Path
 
 from rules.analysis import Report, analyze
-from rules.context import Context, Geo
+from rules.context import Context, Geo, context_key
 from rules.decision import (
     ActionDecision,
     Condition,
@@ -48,6 +48,7 @@ __all__ = [
     "analyze_text",
     "check_file",
     "compile_ruleset",
+    "context_key",
     "decision_key",
     "has_errors",
     "load",

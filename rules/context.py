@@ -76,3 +76,25 @@ def clock(ctx: Context) -> tuple[int, int]:
     hour = ctx.hour if ctx.hour is not None else hit[0]
     weekday = ctx.weekday if ctx.weekday is not None else hit[1]
     return hour, weekday
+
+
+def context_key(ctx: Context) -> tuple[object, ...]:
+    """Every field of `ctx` a decision can read, except `now` (whose effect a decision's
+    `expires` bounds): equal keys and an unexpired decision mean an equal decision."""
+    geo = ctx.geo
+    return (
+        ctx.site,
+        ctx.locale,
+        ctx.url,
+        ctx.path,
+        ctx.referrer,
+        ctx.device,
+        ctx.timezone,
+        ctx.weather,
+        geo.country,
+        geo.region,
+        geo.city,
+        ctx.hour,
+        ctx.weekday,
+        ctx.consent,
+    )

@@ -434,6 +434,27 @@ class Engine:
             prev = top
         return out
 
+    def assign(
+        self,
+        ctx: Context,
+        placement: str,
+        experiment_id: str,
+        visitor_id: str | None,
+        stats: ArmStats | None = None,
+    ) -> str | None:
+        """The arm `decide` would give `visitor_id` in an experiment of a placement (at
+        `ctx.now`), or None when the placement has no such experiment — so a caller can tell
+        whether two visitors would get the same decision."""
+        prog = self._placements_for(ctx.site, ctx.locale).get(placement)
+        if prog is None:
+            return None
+        for exp, bucketer in prog.experiments:
+            if exp.id == experiment_id:
+                if exp.strategy == "thompson" and stats is not None:
+                    bucketer = self._bandit(exp, bucketer, stats, ctx.now)
+                return bucketer.assign(visitor_id)
+        return None
+
     def _default_decision(self, prog: Program, reason: str) -> PlacementDecision:
         d = prog.placement.default
         ids = list(d.content.ids) if d.content is not None else []

@@ -137,9 +137,10 @@ class Settings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     limits: Limits = msgspec.field(default_factory=Limits)
     cors_origins: list[str] = msgspec.field(default_factory=list)
     fragment_max_age_s: int = 60
-    # Reuse an answer to the very same request for at most this long (0 disables). It bounds how
-    # late an hour-of-day rule or a validity window can take effect; see server/memo.py.
-    memo_ttl_s: float = 1.0
+    # Reuse a remembered answer for at most this long (0 disables the memos). An answer is exact
+    # until its decision's own `expires` (the next hour boundary for an hour-of-day rule, the next
+    # validity edge of a candidate item, …); this only caps it. See server/memo.py.
+    memo_ttl_s: float = 60.0
     memo_max_entries: int = 50_000
     # Snapshot lifecycle (docs/snapshots.md § Lifecycle).
     keep_versions: int = 3  # versions kept per kind besides the active one, for rollback

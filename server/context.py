@@ -8,14 +8,20 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
+import msgspec
+
 import rules
 
 from .config import Settings
 from .schemas import ContextIn, VisitorIn
 
-# Real inputs (cookie, user agent, URI, geo) are a few hundred bytes; a request beyond this is
-# decided afresh rather than remembered.
+# Real inputs (cookie, user agent, URI, geo) are a few hundred bytes; a request whose headers are
+# larger is decided afresh rather than remembered (the memos are bounded in entries, not bytes).
 MEMO_KEY_MAX_BYTES = 4096
+
+# The headers that name the visitor: everything else a proxy sends describes the request.
+_VISITOR_HEADERS = frozenset({b"cookie", b"x-visitor-id"})
+_MAX_CONTEXTS = 4096
 
 _TRUE = frozenset({"1", "true", "yes", "granted", "y", "on"})
 _FALSE = frozenset({"0", "false", "no", "denied", "n", "off"})
@@ -88,35 +94,9 @@ class ContextBuilder:
         self._opt_in = frozenset(c.upper() for c in settings.consent.opt_in_countries)
         self._site_hosts = {h.lower(): s for h, s in settings.site_hosts.items()}
         self._max_id = settings.limits.max_id_chars
-        # Every header `from_headers` and `visitor_from_headers` read: together with the query
-        # string they are all a decision can depend on, so they key the answer memo.
-        self._inputs = (
-            *self._country,
-            *self._region,
-            *self._city,
-            *self._timezone,
-            *self._weather,
-            self._consent_header,
-            b"x-placements",
-            b"x-original-uri",
-            b"x-forwarded-uri",
-            b"x-site",
-            b"x-forwarded-host",
-            b"host",
-            b"accept-language",
-            b"referer",
-            b"user-agent",
-            b"x-visitor-id",
-            b"cookie",
-        )
-
-    def input_key(self, headers: Mapping[bytes, bytes]) -> tuple[bytes | None, ...] | None:
-        """The values of every header a decision reads, in a fixed order; None when they are too
-        large to be worth remembering (the memo is bounded in entries, so entries stay small)."""
-        key = tuple(map(headers.get, self._inputs))
-        if sum(map(len, filter(None, key))) > MEMO_KEY_MAX_BYTES:
-            return None
-        return key
+        # Contexts by the request headers that make them (all but the visitor's identifiers):
+        # a proxy sends the same few for every visitor on the same page.
+        self._contexts: dict[tuple[object, ...], rules.Context] = {}
 
     def oversized_header(self, raw: list[tuple[bytes, bytes]]) -> bytes | None:
         """The name of the first header longer than the configured limit, if any."""
@@ -146,6 +126,24 @@ class ContextBuilder:
                 if text and len(text) <= 128 and text.isprintable():
                     return text
         return None
+
+    def context_for(
+        self,
+        raw: list[tuple[bytes, bytes]],
+        headers: Mapping[bytes, bytes],
+        site: str | None,
+        now: float,
+    ) -> rules.Context:
+        """`from_headers`, remembered by the raw headers it depends on (`raw`, the request's
+        header list; `headers`, the same as a mapping)."""
+        key = (site, *[h for h in raw if h[0] not in _VISITOR_HEADERS])
+        template = self._contexts.get(key)
+        if template is None:
+            template = self.from_headers(headers, site, now)
+            if len(self._contexts) >= _MAX_CONTEXTS:
+                self._contexts.clear()
+            self._contexts[key] = template
+        return msgspec.structs.replace(template, now=now)
 
     def from_headers(
         self, headers: Mapping[bytes, bytes], site: str | None, now: float

@@ -8,9 +8,9 @@ turns into the placements' declared defaults and a reason, never an exception.
 from __future__ import annotations
 
 import logging
+import math
 import time
 from collections.abc import Sequence
-from typing import NamedTuple
 
 import msgspec
 
@@ -22,8 +22,9 @@ from .context import Visitor
 from .decision_log import DecisionLog, Record
 from .live.bandit import StoreArmStats
 from .live.events import live_key
-from .live.store import LiveStore
+from .live.store import Activity, LiveStore
 from .live.triggers import Triggers
+from .memo import AnswerMemo
 from .metrics import Metrics
 from .world import World
 
@@ -76,26 +77,53 @@ class Served(msgspec.Struct):
     stamp: int = 0
     # The decision-log record (without its time), for every reuse of the answer too.
     record: Record | None = None
+    # Until when the answer stays exactly right (the decision's own bound, and the visitor's
+    # live activity's expiry).
+    expires: float = math.inf
+    # Whether a route may remember this answer for the very same request. Not for an unknown
+    # visitor whose decision was shared from the decision memo: those visitors are many and
+    # mostly seen once, and the decision memo already holds their decision for all of them.
+    remember: bool = True
+    # Reuses from an answer memo not yet added to the metrics (see `DecisionService.reuse`).
+    uses: int = 0
 
 
-class Answer(NamedTuple):
-    """A whole response of a GET hot route, as the answer memo keeps it."""
+class Answer:
+    """A whole response of a GET hot route (server/hot.py) as the answer memo keeps it: its two
+    ASGI messages are built once and sent again as they are."""
 
-    versions: bytes  # the snapshot versions it was decided with
-    headers: list[tuple[bytes, bytes]]
-    body: bytes
-    served: Served
+    __slots__ = ("body", "served", "start", "versions")
+
+    def __init__(
+        self,
+        status: int,
+        headers: list[tuple[bytes, bytes]],
+        body: bytes,
+        versions: bytes,
+        served: Served,
+    ) -> None:
+        if status != 204:  # RFC 9110 §8.6: no Content-Length on a 204
+            headers = [*headers, (b"content-length", b"%d" % len(body))]
+        self.start = {"type": "http.response.start", "status": status, "headers": headers}
+        self.body = {"type": "http.response.body", "body": body}
+        self.versions = versions  # the snapshot versions it was decided with
+        self.served = served
 
 
 class DecisionService:
-    def __init__(self, metrics: Metrics, time_budget_ms: float) -> None:
+    def __init__(
+        self, metrics: Metrics, time_budget_ms: float, memo_age_s: float = 0, memo_entries: int = 0
+    ) -> None:
         self.metrics = metrics
         self.budget_s = time_budget_ms / 1000.0
+        # Decisions by what they depend on (see `serve`); cleared when the world changes.
+        self.memo: AnswerMemo[rules.Decision] = AnswerMemo(memo_age_s, memo_entries)
         # Set in the worker's lifespan, after the fork (SPEC §10); None means no live store.
         self.live: LiveStore | None = None
         self.arm_stats: StoreArmStats | None = None
         self.log: DecisionLog | None = None
         self.triggers: Triggers | None = None
+        self._reused: list[Served] = []
 
     def still_current(self, served: Served) -> bool:
         """Whether a memoised answer may be reused: no event touched its visitor since."""
@@ -106,6 +134,25 @@ class DecisionService:
             return live.stamp(served.live_key) == served.stamp
         except Exception:  # a store fault must not break the page: recompute
             return False
+
+    def reuse(self, served: Served, now: float) -> None:
+        """Account for an answer served again from a memo: logged like a fresh one, counted in
+        the metrics at the next `flush_counts` — a memo hit is a few µs, a metric update each
+        time would be a good part of it."""
+        if not served.uses:
+            reused = self._reused
+            reused.append(served)
+            if len(reused) > _MAX_PENDING:
+                self.flush_counts()
+        served.uses += 1
+        self.emit(served, now)
+
+    def flush_counts(self) -> None:
+        """Add the memo reuses since the last call to the decision metrics (before a scrape)."""
+        reused, self._reused = self._reused, []
+        for served in reused:
+            self.count(served.decision, served.uses)
+            served.uses = 0
 
     def emit(self, served: Served, now: float) -> None:
         """Log a served decision (sampled): for fresh and memoised answers alike."""
@@ -182,6 +229,26 @@ class DecisionService:
                         # Withdrawn by an event: decide as for a visitor without consent.
                         ctx = msgspec.structs.replace(ctx, consent=False)
                         profile, visitor_id, recent = None, None, None
+        # A decision depends on the snapshots, the placements, the context, the profile, the
+        # visitor's live activity and the clock — and on the visitor id only through experiment
+        # arms. So visitors without live activity share decisions: the same person on another
+        # device or URL parameter, and every unknown visitor in the same context whose arms are
+        # the same (checked below). Live activity is per visitor: those decide afresh.
+        memo_key = None
+        if recent is None and not explain and self.memo.enabled:
+            memo_key = (
+                world.snapshot_header,
+                tuple(placements),
+                profile.id if profile is not None else None,
+                rules.context_key(ctx),
+            )
+            shared = self.memo.get(memo_key, ctx.now)
+            if shared is not None and (
+                profile is not None or _same_arms(engine, ctx, shared, visitor_id, self.arm_stats)
+            ):
+                served = self._served(world, ctx, shared, key, stamp, None)
+                served.remember = profile is not None
+                return served
         try:
             decision = engine.decide(
                 visitor_id=visitor_id,
@@ -200,23 +267,62 @@ class DecisionService:
                 decision = engine.fallback(ctx, placements, "internal_error")
             except Exception:
                 decision = _bare_fallback(placements, "internal_error")
+        # Fallbacks (a deadline overrun, a rule error) are this moment's, not the inputs'.
+        if memo_key is not None and not decision.rule_errors and fallback_reason(decision) is None:
+            self.memo.put(memo_key, decision, ctx.now, decision.expires)
+        return self._served(world, ctx, decision, key, stamp, recent)
+
+    def _served(
+        self,
+        world: World,
+        ctx: rules.Context,
+        decision: rules.Decision,
+        key: str | None,
+        stamp: int,
+        recent: Activity | None,
+    ) -> Served:
+        """Count, trigger and log a decision for this visitor (fresh or shared)."""
         self.count(decision)
         if decision.actions and key is not None and ctx.consent and self.triggers is not None:
             self.triggers.offer(decision.actions, key, ctx.now)
         record = None
         if self.log is not None and self.log.enabled:
             record = _record(world, ctx, decision, key if ctx.consent else None, self.log)
-        return Served(decision, key, stamp, record)
+        expires = decision.expires
+        if recent is not None:
+            expires = min(expires, recent.expires)
+        return Served(decision, key, stamp, record, expires)
 
-    def count(self, decision: rules.Decision) -> None:
-        """Metrics for a decision served (computed now, or reused from the memo)."""
+    def count(self, decision: rules.Decision, times: int = 1) -> None:
+        """Metrics for a decision served `times` (computed now, or reused from a memo)."""
         metrics = self.metrics
         for placement in decision.placements:
-            metrics.decisions.inc((placement.placement, placement.variant))
+            metrics.decisions.inc((placement.placement, placement.variant), times)
             if placement.fallback is not None:
-                metrics.fallbacks.inc((placement.fallback,))
+                metrics.fallbacks.inc((placement.fallback,), times)
         if decision.rule_errors:
-            metrics.rule_errors.inc((), decision.rule_errors)
+            metrics.rule_errors.inc((), decision.rule_errors * times)
+
+
+# Answers reused since the last metrics flush are kept in a list; past this many, flush at once.
+_MAX_PENDING = 10_000
+
+
+def _same_arms(
+    engine: rules.Engine,
+    ctx: rules.Context,
+    decision: rules.Decision,
+    visitor_id: str | None,
+    stats: StoreArmStats | None,
+) -> bool:
+    """Whether `visitor_id` lands in the same arm of every experiment `decision` went through
+    (the only way the visitor id reaches a decision besides the profile)."""
+    for p in decision.placements:
+        if p.experiment is not None and p.arm != engine.assign(
+            ctx, p.placement, p.experiment, visitor_id, stats
+        ):
+            return False
+    return True
 
 
 def _record(

@@ -2,15 +2,16 @@
 
 Starlette's Request/Response objects cost a third of the throughput on a route this small (issue
 4), so these parse the scope themselves and do only what a decision needs. Everything that can be
-prepared is prepared once: decoders, encoders, header names. The GET routes share one answer memo
-path (`_remembered`); `/v1/events` lives with the live store in `server/live/api.py`.
+prepared is prepared once: decoders, encoders, header names. The GET routes sit behind
+`Remembering`, which answers a request seen a moment ago from the answer memo before any parsing;
+`/v1/events` lives with the live store in `server/live/api.py`.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Hashable, Sequence
 from urllib.parse import parse_qs
 
 import msgspec
@@ -19,6 +20,7 @@ import rules
 
 from .asgi import (
     JSON_HEADERS,
+    ASGIApp,
     Headers,
     Receive,
     Refused,
@@ -34,7 +36,7 @@ from .asgi import (
 from .context import MEMO_KEY_MAX_BYTES, Visitor
 from .decisions import Answer, Served, fallback_reason
 from .fragments import render_fragment
-from .memo import SlotMemo
+from .memo import AnswerMemo
 from .schemas import ContentOut, DecideRequest, DecideResponse
 from .state import AppState, PlacementError, split_placements
 from .world import World
@@ -88,87 +90,166 @@ _EDGE_FAILED: Headers = [
 ]
 
 
-async def edge(state: AppState, scope: Scope, receive: Receive, send: Send) -> None:
-    try:
-        await _edge(state, scope, receive, send)
-    except Exception:
-        log.exception("edge handler failed")
-        state.metrics.fallbacks.inc(("internal_error",))
-        await send_response(send, 204, _EDGE_FAILED)
+def edge_key(scope: Scope) -> Hashable:
+    """The memo key of a `/v1/edge` request: the request itself, byte for byte (a proxy sends
+    the same few headers for the same visitor and page)."""
+    return (scope["method"], scope["query_string"], *scope["headers"])
 
 
-async def _edge(state: AppState, scope: Scope, receive: Receive, send: Send) -> None:
-    started = _perf()
-    headers = dict(scope["headers"])
-    now = _now()
-    try:
-        answer = _remembered(
-            state,
-            state.edge_memo,
-            (scope["query_string"],),
-            headers,
-            now,
-            lambda: _edge_answer(state, scope, headers, now),
-        )
-    except PlacementError as exc:
-        await send_error(send, 400, "bad_placements", str(exc), "X-Placements")
-        state.metrics.responses.inc(("edge", "400"))
-        return
-    state.service.emit(answer.served, now)
-    await send_response(send, 204, answer.headers)
-    metrics = state.metrics
-    metrics.responses.inc(("edge", "204"))
-    metrics.request_seconds.observe(("edge",), _perf() - started)
+def fragment_key(scope: Scope) -> Hashable:
+    return (scope["path"], scope["method"], scope["query_string"], *scope["headers"])
 
 
-def _remembered(
+class Remembering:
+    """A GET hot route behind its answer memo: the very request answered a moment ago is
+    answered again, while still exact, without parsing anything; every other request goes to
+    `route` (the checked handler), which computes the answer and puts it in the memo."""
+
+    def __init__(
+        self,
+        state: AppState,
+        memo: AnswerMemo[Answer],
+        key: Callable[[Scope], Hashable],
+        label: str,
+        status: int,
+        route: ASGIApp,
+    ) -> None:
+        self.state = state
+        self.memo = memo
+        self.key = key
+        self.route = route
+        self.label = (label,)
+        self.response = (label, str(status))  # the memo keeps only answers with this status
+        self.enabled = memo.enabled
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if not self.enabled:
+            await self.route(scope, receive, send)
+            return
+        started = _perf()
+        now = _now()
+        answer = self.memo.get(self.key(scope), now)
+        state = self.state
+        service = state.service
+        if answer is None or not service.still_current(answer.served):
+            await self.route(scope, receive, send)
+            return
+        service.reuse(answer.served, now)
+        await send(answer.start)
+        await send(answer.body)
+        metrics = state.metrics
+        metrics.responses.inc(self.response)
+        metrics.request_seconds.observe(self.label, _perf() - started)
+
+
+def _remember(
     state: AppState,
-    memo: SlotMemo[Answer],
-    route_key: tuple[object, ...],
-    headers: dict[bytes, bytes],
+    memo: AnswerMemo[Answer],
+    key: Hashable,
+    scope: Scope,
+    answer: Answer,
     now: float,
-    compute: Callable[[], Answer],
-) -> Answer:
-    """The answer to the very same request a moment ago, if still valid; else a fresh one."""
-    inputs = state.builder.input_key(headers) if memo.enabled else None
-    if inputs is None:
-        return compute()
-    key = (state.holder.current.snapshot_header, *route_key, *inputs)
-    answer = memo.get(key, now)
-    # Reused only while no event has changed this visitor's live activity since.
-    if answer is not None and state.service.still_current(answer.served):
-        state.service.count(answer.served.decision)
-        return answer
-    answer = compute()
-    if key[0] == answer.versions:
-        memo.put(key, answer)
-    return answer
+) -> None:
+    """Put a fresh answer in its memo, unless it was decided on a world already replaced or the
+    request is too large to be worth keeping (the memo is bounded in entries, not bytes)."""
+    if not (memo.enabled and answer.served.remember):
+        return
+    if answer.versions != state.holder.current.snapshot_header:
+        return
+    if sum(len(name) + len(value) for name, value in scope["headers"]) > MEMO_KEY_MAX_BYTES:
+        return
+    memo.put(key, answer, now, answer.served.expires)
 
 
-def _edge_answer(state: AppState, scope: Scope, headers: dict[bytes, bytes], now: float) -> Answer:
-    """The decision headers for one callout (and what the memo and the log need)."""
-    query = query_params(scope)
-    raw_placements = headers.get(b"x-placements")
-    if raw_placements is not None:
-        placements = split_placements(raw_placements.decode("latin-1"))
-    else:
-        placements = [p for value in query.get("p", []) for p in split_placements(value)]
-    state.check_placements(placements)
-    versions, served, _ = _decide_from_headers(state, query, headers, now, placements)
-    return Answer(versions, decision_headers(served.decision, versions), b"", served)
+class Edge:
+    """`GET /v1/edge` behind `Remembering`: a request not answered a moment ago.
+
+    What repeats across different requests is remembered too, in small bounded dicts: the parsed
+    query (site and placements) by its raw bytes, and the headers of a decision the service
+    shared between visitors (see `DecisionService.serve`) by the decision itself.
+    """
+
+    _MAX = 4096
+
+    def __init__(self) -> None:
+        self._queries: dict[tuple[bytes, bytes | None], tuple[str | None, tuple[str, ...]]] = {}
+        self._headers: dict[int, tuple[rules.Decision, bytes, Headers]] = {}
+
+    async def __call__(self, state: AppState, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await self._edge(state, scope, send)
+        except Exception:
+            log.exception("edge handler failed")
+            state.metrics.fallbacks.inc(("internal_error",))
+            await send_response(send, 204, _EDGE_FAILED)
+
+    async def _edge(self, state: AppState, scope: Scope, send: Send) -> None:
+        started = _perf()
+        headers = dict(scope["headers"])
+        now = _now()
+        try:
+            site, placements = self._query(state, scope, headers)
+        except PlacementError as exc:
+            await send_error(send, 400, "bad_placements", str(exc), "X-Placements")
+            state.metrics.responses.inc(("edge", "400"))
+            return
+        versions, served, _ = _decide_from_headers(
+            state, site, scope["headers"], headers, now, placements
+        )
+        answer = Answer(
+            204, self._decision_headers(served.decision, versions), b"", versions, served
+        )
+        _remember(state, state.edge_memo, edge_key(scope), scope, answer, now)
+        state.service.emit(served, now)
+        await send(answer.start)
+        await send(answer.body)
+        metrics = state.metrics
+        metrics.responses.inc(("edge", "204"))
+        metrics.request_seconds.observe(("edge",), _perf() - started)
+
+    def _query(
+        self, state: AppState, scope: Scope, headers: dict[bytes, bytes]
+    ) -> tuple[str | None, tuple[str, ...]]:
+        """The site and the checked placements (`X-Placements` wins over `?p=`)."""
+        raw_placements = headers.get(b"x-placements")
+        key = (scope["query_string"], raw_placements)
+        hit = self._queries.get(key)
+        if hit is not None:
+            return hit
+        query = query_params(scope)
+        if raw_placements is not None:
+            placements = split_placements(raw_placements.decode("latin-1"))
+        else:
+            placements = [p for value in query.get("p", []) for p in split_placements(value)]
+        state.check_placements(placements)
+        if len(self._queries) >= self._MAX:
+            self._queries.clear()
+        hit = self._queries[key] = (query.get("site", [None])[0], tuple(placements))
+        return hit
+
+    def _decision_headers(self, decision: rules.Decision, versions: bytes) -> Headers:
+        hit = self._headers.get(id(decision))
+        # Identity, not equality: the entry holds the decision, so its id is not reused.
+        if hit is not None and hit[0] is decision and hit[1] is versions:
+            return hit[2]
+        headers = decision_headers(decision, versions)
+        if len(self._headers) >= self._MAX:
+            self._headers.clear()
+        self._headers[id(decision)] = (decision, versions, headers)
+        return headers
 
 
 def _decide_from_headers(
     state: AppState,
-    query: dict[str, list[str]],
+    site: str | None,
+    raw: list[tuple[bytes, bytes]],
     headers: dict[bytes, bytes],
     now: float,
-    placements: list[str],
+    placements: Sequence[str],
     render: bool = False,
 ) -> tuple[bytes, Served, str]:
     """Decide from what a proxy forwards; with `render`, also the first placement's fragment."""
-    site = query.get("site", [None])[0]
-    ctx = state.builder.from_headers(headers, site, now)
+    ctx = state.builder.context_for(raw, headers, site, now)
     visitor = state.builder.visitor_from_headers(headers) if ctx.consent else _ANONYMOUS
     holder = state.holder
     world = holder.acquire()
@@ -198,25 +279,22 @@ async def fragment(state: AppState, scope: Scope, receive: Receive, send: Send) 
         await send_error(send, 400, "bad_placements", str(exc), "placement")
         metrics.responses.inc(("fragment", "400"))
         return
-    headers = dict(scope["headers"])
     now = _now()
-
-    def render() -> Answer:
-        versions, served, html = _decide_from_headers(
-            state, query_params(scope), headers, now, [placement], render=True
-        )
-        out = [
-            (b"content-type", _HTML),
-            # Includes are fetched per visitor: short-lived and never shared by a cache.
-            (b"cache-control", state.fragment_cache_control),
-            *(h for h in decision_headers(served.decision, versions) if h[0] != b"cache-control"),
-        ]
-        return Answer(versions, out, html.encode("utf-8"), served)
-
-    route_key = (placement, scope["query_string"])
-    answer = _remembered(state, state.fragment_memo, route_key, headers, now, render)
-    state.service.emit(answer.served, now)
-    await send_response(send, 200, answer.headers, answer.body)
+    site = query_params(scope).get("site", [None])[0]
+    versions, served, html = _decide_from_headers(
+        state, site, scope["headers"], dict(scope["headers"]), now, [placement], render=True
+    )
+    out = [
+        (b"content-type", _HTML),
+        # Includes are fetched per visitor: short-lived and never shared by a cache.
+        (b"cache-control", state.fragment_cache_control),
+        *(h for h in decision_headers(served.decision, versions) if h[0] != b"cache-control"),
+    ]
+    answer = Answer(200, out, html.encode("utf-8"), versions, served)
+    _remember(state, state.fragment_memo, fragment_key(scope), scope, answer, now)
+    state.service.emit(served, now)
+    await send(answer.start)
+    await send(answer.body)
     metrics.responses.inc(("fragment", "200"))
     metrics.request_seconds.observe(("fragment",), _perf() - started)
 
@@ -254,8 +332,7 @@ async def _decide(state: AppState, scope: Scope, receive: Receive) -> tuple[int,
         now = _now()
         hit = memo.get(key, now)
         if hit is not None and state.service.still_current(hit[1]):
-            state.service.count(hit[1].decision)
-            state.service.emit(hit[1], now)
+            state.service.reuse(hit[1], now)
             return 200, hit[0]
     request = decode_json(_decode_request, raw)
     try:
@@ -267,7 +344,8 @@ async def _decide(state: AppState, scope: Scope, receive: Receive) -> tuple[int,
     if explain and not state.authorized(headers):
         return 401, error_body("unauthorized", "explain needs the admin bearer token")
     builder = state.builder
-    ctx = builder.from_body(request.context, _now())
+    now = _now()
+    ctx = builder.from_body(request.context, now)
     visitor = builder.visitor_from_body(request.visitor) if ctx.consent else _ANONYMOUS
     holder = state.holder
     world = holder.acquire()
@@ -297,8 +375,8 @@ async def _decide(state: AppState, scope: Scope, receive: Receive) -> tuple[int,
         if request.render and world.content is not None:
             response.items = _render_items(world, decision)
         body = _encode(response)
-        if key is not None and key[0] == world.snapshot_header:
-            memo.put(key, (body, served))
+        if key is not None and key[0] == state.holder.current.snapshot_header:
+            memo.put(key, (body, served), now, served.expires)
         return 200, body
     finally:
         holder.release(world)

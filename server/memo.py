@@ -1,12 +1,17 @@
-"""A short-lived memo of answers, keyed by every input that can change them.
+"""A bounded memo of answers, each kept until the moment it could change.
 
 A proxy asks the same question many times a second (the same returning visitor, the same anonymous
-context), and a decision is a pure function of its inputs, the snapshot versions and the clock. So
-an answer may be reused for at most `ttl` seconds — the staleness a time-based rule (hour, validity
-window) can see — and only under a key holding all the request's inputs and the versions.
+context), and a decision is a pure function of its inputs, the snapshot versions, the visitor's
+live activity and the clock. The rules engine says until when a decision stays exactly what it is
+(`rules.Decision.expires`: the next hour boundary for an hour-of-day rule, the next validity edge of
+a candidate item, `inf` when nothing depends on the clock); the memo keeps an answer until then, or
+`max_age_s` at most. Snapshot versions are not part of the keys: the memo is cleared when the
+world changes, and an answer decided on an older world is never put.
 
-Entries live in one dict per time slot; a new slot starts with an empty dict, which bounds both age
-and memory without a per-entry expiry check.
+Memory is bounded by two generations of at most `max_entries / 2` entries each: new entries go to
+the young one; when it is full it becomes the old one and the previous old one is dropped. A hit
+in the old generation moves to the young one, so entries in use survive — an LRU approximation
+with O(1) work and no per-entry bookkeeping on a hit.
 """
 
 from __future__ import annotations
@@ -17,30 +22,48 @@ from typing import Generic, TypeVar
 V = TypeVar("V")
 
 
-class SlotMemo(Generic[V]):
-    def __init__(self, ttl_s: float, max_entries: int) -> None:
-        self.ttl_s = ttl_s
-        self.max_entries = max_entries
-        self.enabled = ttl_s > 0 and max_entries > 0
-        self._slot = -1
-        self._entries: dict[Hashable, V] = {}
+class AnswerMemo(Generic[V]):
+    __slots__ = ("_half", "_old", "_young", "enabled", "hits", "max_age_s", "misses")
+
+    def __init__(self, max_age_s: float, max_entries: int) -> None:
+        self.max_age_s = max_age_s
+        self.enabled = max_age_s > 0 and max_entries > 1
+        self._half = max(max_entries // 2, 1)
+        self._young: dict[Hashable, tuple[float, V]] = {}
+        self._old: dict[Hashable, tuple[float, V]] = {}
         self.hits = 0
         self.misses = 0
 
     def get(self, key: Hashable, now: float) -> V | None:
-        slot = int(now / self.ttl_s)
-        if slot != self._slot:
-            self._slot = slot
-            self._entries = {}
+        """The answer remembered under `key`, if it is still valid at `now`."""
+        entry = self._young.get(key)
+        if entry is None:
+            entry = self._old.pop(key, None)
+            if entry is None:
+                self.misses += 1
+                return None
+            self._keep(key, entry)
+        if entry[0] <= now:
             self.misses += 1
             return None
-        value = self._entries.get(key)
-        if value is None:
-            self.misses += 1
-        else:
-            self.hits += 1
-        return value
+        self.hits += 1
+        return entry[1]
 
-    def put(self, key: Hashable, value: V) -> None:
-        if len(self._entries) < self.max_entries:
-            self._entries[key] = value
+    def put(self, key: Hashable, value: V, now: float, expires: float) -> None:
+        """Remember `value` until `expires` (or `max_age_s` from `now`, whichever is sooner)."""
+        if self.enabled and expires > now:
+            self._keep(key, (min(expires, now + self.max_age_s), value))
+
+    def _keep(self, key: Hashable, entry: tuple[float, V]) -> None:
+        young = self._young
+        if len(young) >= self._half:
+            self._old = young
+            self._young = young = {}
+        young[key] = entry
+
+    def clear(self) -> None:
+        self._young = {}
+        self._old = {}
+
+    def __len__(self) -> int:
+        return len(self._young) + len(self._old)

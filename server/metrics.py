@@ -158,6 +158,12 @@ class Metrics:
             "Decision-log records written, and dropped by reason (buffer_full, sink_down, …).",
             ("result",),
         )
+        self.memo_lookups = Gauge(
+            "edgeside_memo_lookups_total",
+            "Memo lookups by memo (edge, fragment, decide: the very same request; decision: the "
+            "same decision for another request) and result (hit, miss).",
+            ("memo", "result"),
+        )
         self.triggers = Gauge(
             "edgeside_triggers_total",
             "Webhook triggers by outcome (sent, deduplicated, failed, dropped).",
@@ -172,6 +178,7 @@ class Metrics:
             self.live_visitors,
             self.log_records,
             self.triggers,
+            self.memo_lookups,
             self.request_seconds,
             self.responses,
             self.decisions,

@@ -7,6 +7,7 @@ import hmac
 import re
 import time
 from collections.abc import Mapping
+from typing import Any
 
 from .config import Secrets, Settings
 from .context import ContextBuilder, Visitor
@@ -16,7 +17,7 @@ from .live.bandit import StoreArmStats
 from .live.events import Ingest, Pending, live_key
 from .live.store import LiveLimits, LiveStore, open_store
 from .live.triggers import Triggers
-from .memo import SlotMemo
+from .memo import AnswerMemo
 from .metrics import Metrics
 from .world import KINDS, World, WorldHolder
 
@@ -41,16 +42,17 @@ class AppState:
         self.holder = WorldHolder(settings.data, secrets.signing_key)
         self.holder.on_swap.append(self._record_swap)
         self.builder = ContextBuilder(settings)
-        self.service = DecisionService(self.metrics, settings.time_budget_ms)
+        self.service = DecisionService(
+            self.metrics, settings.time_budget_ms, settings.memo_ttl_s, settings.memo_max_entries
+        )
         self.started_at = time.time()
-        self.edge_memo: SlotMemo[Answer] = SlotMemo(settings.memo_ttl_s, settings.memo_max_entries)
-        self.fragment_memo: SlotMemo[Answer] = SlotMemo(
-            settings.memo_ttl_s, settings.memo_max_entries
-        )
+        # Answers to the very same request a moment ago, per route (see server/hot.py); under
+        # them, the service's memo of decisions by what they depend on.
+        age, entries = settings.memo_ttl_s, settings.memo_max_entries
+        self.edge_memo: AnswerMemo[Answer] = AnswerMemo(age, entries)
+        self.fragment_memo: AnswerMemo[Answer] = AnswerMemo(age, entries)
+        self.decide_memo: AnswerMemo[tuple[bytes, Served]] = AnswerMemo(age, entries)
         self.fragment_cache_control = b"private, max-age=%d" % settings.fragment_max_age_s
-        self.decide_memo: SlotMemo[tuple[bytes, Served]] = SlotMemo(
-            settings.memo_ttl_s, settings.memo_max_entries
-        )
         self._token = secrets.admin_token.encode() if secrets.admin_token else None
         self.ingest = Ingest(settings.live)
         self.live: LiveStore | None = None
@@ -130,7 +132,18 @@ class AppState:
             dlog.add(record)
 
     def refresh_gauges(self) -> None:
+        """Bring the metrics up to date before a scrape: gauges, and memo reuses not counted yet."""
+        self.service.flush_counts()
         m = self.metrics
+        memos: dict[str, AnswerMemo[Any]] = {
+            "edge": self.edge_memo,
+            "fragment": self.fragment_memo,
+            "decide": self.decide_memo,
+            "decision": self.service.memo,
+        }
+        for name, memo in memos.items():
+            m.memo_lookups.set((name, "hit"), memo.hits)
+            m.memo_lookups.set((name, "miss"), memo.misses)
         dlog = self.decision_log
         m.log_records.set(("written",), dlog.written)
         for reason, n in dlog.dropped.items():
@@ -144,6 +157,9 @@ class AppState:
                 m.live_visitors.set((), self.live.count())
 
     def _record_swap(self, world: World) -> None:
+        # Answers of the old world are never reused; dropping them now also frees the memory.
+        for memo in (self.edge_memo, self.fragment_memo, self.decide_memo, self.service.memo):
+            memo.clear()
         metrics = self.metrics
         metrics.snapshot_swaps.inc()
         metrics.snapshot_version.values.clear()
