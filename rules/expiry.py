@@ -68,4 +68,10 @@ def next_multiple(now: float, step: float) -> float:
         while (prev := math.nextafter(t, -math.inf)) > now and prev // step > window:
             t = prev
         return t
-    return t if t > now else now  # rounded down: early, still sound
+    # Rounded down: t is still in the window (so early, still sound); step up to the boundary.
+    for _ in range(64):
+        nxt = math.nextafter(t, math.inf)
+        if nxt // step > window:
+            return nxt
+        t = nxt
+    return t if t > now else now
