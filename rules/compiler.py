@@ -20,11 +20,14 @@ import types
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from rules import ast, fold
+from rules import ast, expiry, fold
 
 ARGS = ("A", "I", "N", "L", "G", "PID", "X", "H", "W", "NOW", "S", "RV", "RP", "RC", "RK")
 
 HELPERS: dict[str, object] = {"_len": len, "_Exception": Exception}
+# Helpers known not to read the clock. A global a function loads that is not here (nor one of the
+# rule set's precompiled regexes) makes its decisions count as reading `now` (see rules/expiry.py).
+CLOCK_FREE_HELPERS = frozenset({"_len", "_Exception"})
 
 # Attribute names generated code may use (checked by the tests on every code object's co_names).
 ALLOWED_ATTRIBUTES = frozenset(
@@ -120,6 +123,20 @@ class Shared:
     def __init__(self) -> None:
         self.globals: dict[str, object] = {"__builtins__": {}, **HELPERS}
         self._regex: dict[str, str] = {}
+        self._clock_free = set(CLOCK_FREE_HELPERS)
+        # code object → what it can read of the clock and live data (bits of rules/expiry.py)
+        self._uses: dict[types.CodeType, int] = {}
+
+    def uses(self, fn: Fn) -> int:
+        """What a function compiled here can read of the clock and live data (`rules.expiry`)."""
+        return self._uses.get(fn.__code__, expiry.NOW)  # not compiled here: assume the worst
+
+    def _record(
+        self, code: types.CodeType, names: set[str], attrs: set[str], stored: set[str]
+    ) -> None:
+        # Globals: names of ours, and (to be safe) any name that is neither assigned nor an arg.
+        globals_ = {n for n in names if n in self.globals or (n not in stored and n not in ARGS)}
+        self._uses[code] = expiry.uses(names | attrs, globals_, frozenset(self._clock_free))
 
     def regex(self, pattern: str) -> str:
         name = self._regex.get(pattern)
@@ -127,6 +144,7 @@ class Shared:
             name = f"_re{len(self._regex)}"
             self._regex[pattern] = name
             self.globals[name] = re.compile(pattern)
+            self._clock_free.add(name)
         return name
 
 
@@ -407,19 +425,31 @@ def _function(name: str, body: list[py.stmt], shared: Shared, filename: str) -> 
         fields["type_params"] = []
     fn = py.FunctionDef(**fields)  # type: ignore[arg-type]
     module = py.Module(body=[fn], type_ignores=[])
-    _locate(module)
+    names: set[str] = set()
+    attrs: set[str] = set()
+    stored: set[str] = set()
+    _locate(module, names, attrs, stored)
     code = compile(module, filename, "exec", dont_inherit=True, optimize=2)
     fcode = next(c for c in code.co_consts if isinstance(c, types.CodeType))
+    shared._record(fcode, names, attrs, stored)
     return types.FunctionType(fcode, shared.globals, name)
 
 
-def _locate(module: py.Module) -> None:
+def _locate(module: py.Module, names: set[str], attrs: set[str], stored: set[str]) -> None:
     """Every node on line 1 (the code has no source); one flat pass, cheaper than
-    `ast.fix_missing_locations`' recursion when thousands of placements compile."""
+    `ast.fix_missing_locations`' recursion when thousands of placements compile. The same pass
+    collects, for `Shared.uses`, every name the code loads (in nested scopes too), every attribute
+    it reads and every name it assigns or takes as an argument."""
     for node in py.walk(module):
         if "lineno" in node._attributes:
             node.lineno = node.end_lineno = 1  # type: ignore[attr-defined]
             node.col_offset = node.end_col_offset = 0  # type: ignore[attr-defined]
+        if isinstance(node, py.Name):
+            (names if isinstance(node.ctx, py.Load) else stored).add(node.id)
+        elif isinstance(node, py.Attribute):
+            attrs.add(node.attr)
+        elif isinstance(node, py.arg):
+            stored.add(node.arg)
 
 
 def _assign(target: str, value: py.expr) -> py.stmt:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import time
 from datetime import UTC, datetime
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -35,7 +36,8 @@ class Context(msgspec.Struct, kw_only=True):
 
 
 _ZONES: dict[str, ZoneInfo | None] = {}
-_CLOCK: dict[tuple[str | None, int], tuple[int, int]] = {}
+# (time zone, minute) → (hour, weekday, the first instant after the minute they can change at)
+_CLOCK: dict[tuple[str | None, int], tuple[int, int, float]] = {}
 _CLOCK_MAX = 4096
 
 
@@ -52,30 +54,63 @@ def _zone(name: str | None) -> ZoneInfo | None:
     return _ZONES[name]
 
 
+def _derived(timezone: str | None, minute: int) -> tuple[int, int, float]:
+    """The cache entry of (timezone, minute), computed on a miss."""
+    key = (timezone, minute)
+    hit = _CLOCK.get(key)
+    if hit is None:
+        zone = _zone(timezone) or UTC
+        start = minute * 60
+        quarter = (start // 900 + 1) * 900  # the next quarter hour in UTC
+        until = float(start + 60)
+        try:
+            dt = datetime.fromtimestamp(start, zone)
+        except (OverflowError, OSError, ValueError):
+            dt = datetime(1970, 1, 1, tzinfo=UTC)
+        else:
+            # Offsets in use are whole quarter hours, so the local hour and day change on UTC
+            # quarter hours — unless the offset is not one (some before 1980) or changes before
+            # the quarter (a transition off the quarter hour, e.g. St John's at 00:01 until 2011):
+            # then at any minute.
+            offset = dt.utcoffset()
+            try:
+                later = datetime.fromtimestamp(quarter - 60, zone).utcoffset()
+            except (OverflowError, OSError, ValueError):
+                later = None
+            if offset is not None and offset == later and offset.total_seconds() % 900 == 0:
+                until = float(quarter)
+        hit = (dt.hour, dt.weekday(), until)
+        if len(_CLOCK) >= _CLOCK_MAX:
+            _CLOCK.clear()
+        _CLOCK[key] = hit
+    return hit
+
+
 def clock(ctx: Context) -> tuple[int, int]:
     """(hour, weekday) for the context, cached per time zone and minute.
 
     Every UTC offset in use is a multiple of 15 minutes, so hour and weekday are constant within a
     minute: the cache key loses nothing.
     """
-    if ctx.hour is not None and ctx.weekday is not None:
-        return ctx.hour, ctx.weekday
-    minute = int(ctx.now // 60)
-    key = (ctx.timezone, minute)
-    hit = _CLOCK.get(key)
-    if hit is None:
-        zone = _zone(ctx.timezone)
-        try:
-            dt = datetime.fromtimestamp(minute * 60, zone or UTC)
-        except (OverflowError, OSError, ValueError):
-            dt = datetime(1970, 1, 1, tzinfo=UTC)
-        hit = (dt.hour, dt.weekday())
-        if len(_CLOCK) >= _CLOCK_MAX:
-            _CLOCK.clear()
-        _CLOCK[key] = hit
-    hour = ctx.hour if ctx.hour is not None else hit[0]
-    weekday = ctx.weekday if ctx.weekday is not None else hit[1]
+    hour, weekday, _ = clock_until(ctx)
     return hour, weekday
+
+
+def clock_until(ctx: Context) -> tuple[int, int, float]:
+    """(hour, weekday, turn): `clock` and the first instant after ``ctx.now`` at which the hour or
+    weekday derived from ``now`` can change — the next quarter hour in UTC, or the next minute
+    where the zone's offset is not a steady whole quarter hour; inf when the caller gave both.
+    (When the caller gave one, ``turn`` is that of the other.)"""
+    hour, weekday = ctx.hour, ctx.weekday
+    if hour is not None and weekday is not None:
+        return hour, weekday, math.inf
+    minute = int(ctx.now // 60)
+    hit = _CLOCK.get((ctx.timezone, minute)) or _derived(ctx.timezone, minute)
+    return (
+        hit[0] if hour is None else hour,
+        hit[1] if weekday is None else weekday,
+        hit[2],
+    )
 
 
 def context_key(ctx: Context) -> tuple[object, ...]:

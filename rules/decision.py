@@ -13,6 +13,7 @@ they do not change what the page shows (segments only through the variants, whic
 from __future__ import annotations
 
 import hashlib
+import math
 
 import msgspec
 
@@ -66,6 +67,9 @@ class Decision(msgspec.Struct):
     ttl: int = 0
     rule_errors: int = 0
     trace: list[TraceEntry] | None = None
+    # Epoch seconds before which the same inputs (profile, context apart from `now`, live
+    # activity, content and rules) give this same decision; inf when nothing used depends on time.
+    expires: float = math.inf
 
 
 _encode = msgspec.msgpack.Encoder().encode

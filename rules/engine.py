@@ -7,10 +7,16 @@ Python function per distinct placement, one for all segments and one for all act
 `decide()` never raises for data problems: a placement whose rules raise on odd profile data falls
 back to its default (`fallback="rule_error"`, counted in `rule_errors`); a segment or action whose
 condition raises counts as false; an internal fault gives `fallback()` for every placement.
+
+Every decision carries `expires` (rules/expiry.py): what each compiled function can read of the
+clock and live data is known from compilation (`Program.uses`, `Engine._segments_uses`, …); per
+request the engine ORs the bits of what it ran, keeps the earliest boundary that picks and bandit
+windows report, and turns both into one epoch time at the end.
 """
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -26,7 +32,7 @@ from rules.compiler import (
     segments_function,
     value_function,
 )
-from rules.context import Context, clock
+from rules.context import Context, clock_until
 from rules.decision import (
     ActionDecision,
     Condition,
@@ -37,15 +43,18 @@ from rules.decision import (
     Webhook,
     decision_key,
 )
+from rules.expiry import HOUR, NOW, RECENT, WEEKDAY, next_multiple
 from rules.interfaces import ActivityLike, ArmStats, ContentCatalog, ProfileLike
 from rules.model import Action, Experiment, Outcome, Placement, Rule, RuleSet
-from rules.picks import PickCache, pick
+from rules.picks import PickCache, pick_until
 
 FALLBACK_TTL = 60  # a degraded page should not stay in a CDN for long
 
 _EMPTY_MAP: Mapping[str, float] = {}
 _EMPTY_ATTRS: Mapping[str, object] = {}
 _EMPTY_SEQ: tuple[str, ...] = ()
+_INF = math.inf
+_NOW_OR_RECENT = NOW | RECENT
 
 
 @dataclass(slots=True, eq=False)
@@ -54,6 +63,7 @@ class Program:
     fn: Fn
     rules: tuple[Rule, ...]
     experiments: tuple[tuple[Experiment, Bucketer], ...]
+    uses: int = NOW  # what `fn` can read of the clock and live data (rules/expiry.py)
     explain: dict[int, Fn] = field(default_factory=dict)
 
 
@@ -110,6 +120,7 @@ class Engine:
         self.segment_names: tuple[str, ...] = tuple(ruleset.segments)
         self._segment_index = {name: i for i, name in enumerate(self.segment_names)}
         self._segments_fn: Fn | None = None
+        self._segments_uses = 0
         if self.segment_names:
             self._segments_fn = segments_function(
                 [e.tree for e in ruleset.segments.values()],
@@ -117,6 +128,7 @@ class Engine:
                 self._segment_index,
                 filename,
             )
+            self._segments_uses = self._shared.uses(self._segments_fn)
         order = sorted(range(len(ruleset.actions)), key=lambda i: (-ruleset.actions[i].priority, i))
         self._actions: tuple[Action, ...] = tuple(ruleset.actions[i] for i in order)
         self._action_decisions = tuple(
@@ -128,6 +140,7 @@ class Engine:
             for a in self._actions
         )
         self._actions_fn: Fn | None = None
+        self._actions_uses = 0
         if self._actions:
             self._actions_fn = actions_function(
                 [a.when.tree if a.when else None for a in self._actions],
@@ -135,6 +148,7 @@ class Engine:
                 self._segment_index,
                 filename,
             )
+            self._actions_uses = self._shared.uses(self._actions_fn)
         memo: dict[tuple[object, ...], Program] = {}
         self._table: dict[tuple[str, str | None], dict[str, Program]] = {}
         for key, per in ruleset.table.items():
@@ -160,8 +174,8 @@ class Engine:
         self._lookup_cache: dict[tuple[str, str | None], dict[str, Program]] = {}
         self._picks = PickCache()
         self._site_locales = {name: s.locale for name, s in ruleset.sites.items() if s.locale}
-        # (experiment id) → (window, bucketer): bandit weights, recomputed once per window.
-        self._bandits: dict[str, tuple[int, Bucketer]] = {}
+        # (experiment id) → (window, bucketer, window end): bandit weights, once per window.
+        self._bandits: dict[str, tuple[int, Bucketer, float]] = {}
 
     def _compile_placement(self, p: Placement, filename: str) -> Program:
         fn = placement_function(
@@ -177,7 +191,7 @@ class Engine:
             (e, Bucketer(e.salt, [(a.name, a.weight) for a in e.arms], e.holdout))
             for e in p.experiments
         )
-        return Program(p, fn, tuple(p.rules), exps)
+        return Program(p, fn, tuple(p.rules), exps, self._shared.uses(fn))
 
     # -- look-up ----------------------------------------------------------------------------
 
@@ -271,8 +285,12 @@ class Engine:
             rv, rp, rc, rk = recent.views, recent.purchases, recent.cart, recent.categories
         else:
             rv, rp, rc, rk = _EMPTY_SEQ, _EMPTY_SEQ, _EMPTY_SEQ, _EMPTY_MAP
-        hour, weekday = clock(ctx)
+        hour, weekday, turn = clock_until(ctx)
         now = ctx.now
+        # Expiry: `uses` collects what the functions run can read of the clock and live data;
+        # `until` is the earliest boundary reported by picks, bandit windows and fallbacks.
+        uses = self._segments_uses
+        until = _INF
         seg_values: tuple[bool, ...] = ()
         args_head = (attrs, interests, counters, last_seen, upstream, pid, ctx, hour, weekday, now)
         args_tail = (rv, rp, rc, rk)
@@ -302,11 +320,13 @@ class Engine:
             if not late and deadline is not None and time.monotonic() > deadline:
                 late = True
             if late:
+                until = min(until, now + 1.0)  # a deadline fallback may not happen later
                 out.append(self._default_decision(prog, "deadline"))
                 ttl = min(ttl, FALLBACK_TTL) if ttl is not None else min(p.ttl, FALLBACK_TTL)
                 if trace is not None:
                     trace.append(TraceEntry(name, "fallback", None, False, note="deadline passed"))
                 continue
+            uses |= prog.uses
             try:
                 idx = prog.fn(*args)
             except Exception as exc:  # odd profile data: this placement fails open
@@ -339,7 +359,9 @@ class Engine:
                     continue
                 experiment = exp.id
                 if exp.strategy == "thompson" and stats is not None:
-                    bucketer = self._bandit(exp, bucketer, stats, now)
+                    bucketer, window_end = self._bandit(exp, bucketer, stats, now)
+                    if window_end < until:
+                        until = window_end
                 arm = bucketer.assign(visitor_id)
                 if arm != HOLDOUT:
                     for a in exp.arms:
@@ -354,7 +376,7 @@ class Engine:
             if spec is not None:
                 if content is not None:
                     try:
-                        ids = pick(
+                        ids, ids_until = pick_until(
                             spec,
                             content,
                             placement=name,
@@ -364,6 +386,8 @@ class Engine:
                             recent=recent,
                             cache=self._picks,
                         )
+                        if ids_until < until:
+                            until = ids_until
                     except Exception:  # a broken catalogue item must not break the page
                         errors += 1
                         ids = list(spec.ids)
@@ -382,6 +406,7 @@ class Engine:
         actions: list[ActionDecision] = []
         # Actions trigger webhooks about the visitor: none without consent.
         if self._actions_fn is not None and ctx.consent:
+            uses |= self._actions_uses
             flags, action_errors = self._actions_fn(*args)
             errors += action_errors
             site = ctx.site
@@ -390,6 +415,17 @@ class Engine:
             ):
                 if flag and (action.sites is None or site in action.sites):
                     actions.append(decision)
+        if errors:
+            until = min(until, now + 1.0)  # rule errors: no promise beyond the contract's second
+        if uses:
+            # Only what can change with `now`: hour/weekday the caller gave do not (then `turn` is
+            # inf), and without live activity the recent.* arguments are empty whatever the time.
+            if uses & _NOW_OR_RECENT and (uses & NOW or recent is not None):
+                until = min(until, now + 1.0)
+            elif turn < until and (
+                (uses & HOUR and ctx.hour is None) or (uses & WEEKDAY and ctx.weekday is None)
+            ):
+                until = turn
         return Decision(
             placements=out,
             segments=segments,
@@ -398,14 +434,21 @@ class Engine:
             ttl=ttl if ttl is not None else self.ruleset.default_ttl,
             rule_errors=errors,
             trace=trace,
+            expires=until,
         )
 
-    def _bandit(self, exp: Experiment, fixed: Bucketer, stats: ArmStats, now: float) -> Bucketer:
-        """The window's bucketer of a thompson experiment; the declared one if stats fail."""
-        window = int(now // stats.window_s) if stats.window_s > 0 else 0
+    def _bandit(
+        self, exp: Experiment, fixed: Bucketer, stats: ArmStats, now: float
+    ) -> tuple[Bucketer, float]:
+        """The window's bucketer of a thompson experiment (the declared one if stats fail), and
+        when the window ends."""
+        window_s = stats.window_s
+        window = int(now // window_s) if window_s > 0 else 0
         hit = self._bandits.get(exp.id)
-        if hit is not None and hit[0] == window:
-            return hit[1]
+        if hit is not None and hit[0] == window and hit[2] > now:
+            return hit[1], hit[2]
+        # One window for all time when it has no length; else until the next window starts.
+        end = next_multiple(now, window_s) if window_s > 0 else _INF
         try:
             names = [a.name for a in exp.arms]
             counts = stats.counts(exp.id, window)
@@ -413,12 +456,11 @@ class Engine:
             bucketer = Bucketer(
                 f"{exp.salt}:{window}", list(zip(names, weights, strict=True)), exp.holdout
             )
-            self._bandits[exp.id] = (window, bucketer)
-            return bucketer
         except Exception:  # live statistics are an optimisation: never a reason to fail
             # Remembered for the window, so a failing store is not asked on every request.
-            self._bandits[exp.id] = (window, fixed)
-            return fixed
+            bucketer = fixed
+        self._bandits[exp.id] = (window, bucketer, end)
+        return bucketer, end
 
     def bandit_weights(self, experiment_id: str) -> dict[str, float] | None:
         """The current window's weights of a thompson experiment (for status and tests)."""
@@ -506,6 +548,7 @@ class Engine:
             ttl=ttl,
             rule_errors=0,
             trace=None,
+            expires=ctx.now + 1.0,  # a fallback answers a fault: no promise beyond a second
         )
 
 

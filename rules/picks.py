@@ -7,10 +7,16 @@ a scan of the catalogue. Then, per candidate: the validity window at the request
     priority_w · item.priority + affinity_w · Σ interests[tag] + recency_w · 1 / (1 + age_days / 7)
 
 sorted high to low, ties broken by id (deterministic), first ``limit``.
+
+`pick_until` also says until when the same inputs give the same ids (see rules/expiry.py): the next
+validity boundary (``valid_from``/``valid_to``) of any candidate, the end of the 5-minute recency
+bucket when recency ranks, and ``now + 1`` when live activity excludes items.
 """
 
 from __future__ import annotations
 
+import math
+from bisect import bisect_right
 from collections.abc import Mapping, Sequence
 
 from rules.interfaces import ActivityLike, ContentCatalog
@@ -71,19 +77,30 @@ class Prepared:
     """A pick's candidates in static-score order (priority and recency), overall and per tag.
 
     Built once per (pick, catalogue, placement, locale, 5-minute recency bucket) and reused:
-    per request only a handful of entries are read.
+    per request only a handful of entries are read. ``edges`` are the candidates' validity
+    boundaries, sorted (a pick's answer can change at the first one after ``now``); ``until`` is
+    when the static order itself expires (the end of the recency bucket it was built for, or
+    never).
     """
 
-    __slots__ = ("by_tag", "catalog", "ordered")
+    __slots__ = ("by_tag", "catalog", "edges", "ordered", "until")
 
-    def __init__(self, catalog: ContentCatalog, ordered: list[Entry]) -> None:
+    def __init__(
+        self, catalog: ContentCatalog, ordered: list[Entry], until: float = math.inf
+    ) -> None:
         self.catalog = catalog
         self.ordered = ordered
+        self.until = until
         by_tag: dict[str, list[Entry]] = {}
+        edges: set[float] = set()
         for e in ordered:
             for t in e[2]:
                 by_tag.setdefault(t, []).append(e)
+            for edge in (e[3], e[4]):
+                if edge is not None and not math.isnan(edge):  # NaN never flips validity
+                    edges.add(edge)
         self.by_tag = by_tag
+        self.edges = sorted(edges)
 
 
 class PickCache:
@@ -126,7 +143,9 @@ class PickCache:
                 score += w_recency / (1.0 + age_days / 7.0)
             ordered.append((score, cid, tuple(item.tags), item.valid_from, item.valid_to))
         ordered.sort(key=lambda e: (-e[0], e[1]))
-        prepared = Prepared(catalog, ordered)
+        prepared = Prepared(
+            catalog, ordered, (bucket + 1) * RECENCY_BUCKET_S if w_recency else math.inf
+        )
         if len(self._entries) >= self.MAX:
             self._entries.clear()
         self._entries[key] = prepared
@@ -162,7 +181,32 @@ def pick(
     recent: ActivityLike | None,
     cache: PickCache | None = None,
 ) -> list[str]:
-    """The ids of the picked items, best first.
+    """The ids of the picked items, best first (`pick_until` without the expiry)."""
+    return pick_until(
+        spec,
+        catalog,
+        placement=placement,
+        locale=locale,
+        now=now,
+        interests=interests,
+        recent=recent,
+        cache=cache,
+    )[0]
+
+
+def pick_until(
+    spec: PickSpec,
+    catalog: ContentCatalog,
+    *,
+    placement: str,
+    locale: str | None,
+    now: float,
+    interests: Mapping[str, float],
+    recent: ActivityLike | None,
+    cache: PickCache | None = None,
+) -> tuple[list[str], float]:
+    """The ids of the picked items, best first, and the instant before which the same arguments
+    but a later ``now`` give the same ids.
 
     Without affinity the answer is exact: the first ``limit`` valid, not excluded items in static
     order. With affinity, the pool re-ranked exactly is the best ``limit`` items in static order
@@ -171,19 +215,32 @@ def pick(
     """
     if spec.ids:
         out = []
+        until = math.inf
         for cid in spec.ids:
             item = catalog.item(cid)
             if item is None:
                 continue
-            if item.valid_from is not None and now < item.valid_from:
+            start, end = item.valid_from, item.valid_to
+            if start is not None and start > now and start < until:
+                until = start
+            if end is not None and end > now and end < until:
+                until = end
+            if start is not None and now < start:
                 continue
-            if item.valid_to is not None and now >= item.valid_to:
+            if end is not None and now >= end:
                 continue
             out.append(cid)
-        return out[: spec.limit]
+        return out[: spec.limit], until
     prepared = (cache or PickCache()).prepared(spec, catalog, placement, locale, now)
+    until = prepared.until
+    edges = prepared.edges
+    if edges:
+        i = bisect_right(edges, now)
+        if i < len(edges) and edges[i] < until:
+            until = edges[i]
     excluded: set[str] = set()
-    if recent is not None:
+    if recent is not None and spec.exclude:
+        until = min(until, now + 1.0)  # live activity decays with time
         for name in spec.exclude:
             seq: Sequence[str] = getattr(recent, name)
             excluded.update(seq)
@@ -192,7 +249,7 @@ def pick(
     _take(prepared.ordered, limit, now, excluded, pool)
     _, w_affinity, _ = _weights(spec)
     if not (w_affinity and interests):
-        return list(pool)
+        return list(pool), until
     for tag, weight in interests.items():
         entries = prepared.by_tag.get(tag)
         if entries and weight:
@@ -201,4 +258,4 @@ def pick(
         (-(e[0] + w_affinity * sum(interests.get(t, 0.0) for t in e[2])), cid)
         for cid, e in pool.items()
     )
-    return [cid for _, cid in scored[:limit]]
+    return [cid for _, cid in scored[:limit]], until
