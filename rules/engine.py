@@ -493,7 +493,7 @@ class Engine:
         for exp, bucketer in prog.experiments:
             if exp.id == experiment_id:
                 if exp.strategy == "thompson" and stats is not None:
-                    bucketer = self._bandit(exp, bucketer, stats, ctx.now)
+                    bucketer, _ = self._bandit(exp, bucketer, stats, ctx.now)
                 return bucketer.assign(visitor_id)
         return None
 

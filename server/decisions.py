@@ -34,7 +34,11 @@ log = logging.getLogger("edgeside.decisions")
 NO_RULES_KEY = "default"
 
 
-def _bare_fallback(placements: Sequence[str], reason: str) -> rules.Decision:
+def _bare_fallback(
+    placements: Sequence[str], reason: str, expires: float = math.inf
+) -> rules.Decision:
+    """Every placement at `default`; without rules that lasts until a rules snapshot arrives
+    (which replaces the world and with it every memo), after an engine fault only a moment."""
     return rules.Decision(
         placements=[
             rules.PlacementDecision(
@@ -54,6 +58,7 @@ def _bare_fallback(placements: Sequence[str], reason: str) -> rules.Decision:
         ttl=0,
         rule_errors=0,
         trace=None,
+        expires=expires,
     )
 
 
@@ -266,7 +271,7 @@ class DecisionService:
             try:
                 decision = engine.fallback(ctx, placements, "internal_error")
             except Exception:
-                decision = _bare_fallback(placements, "internal_error")
+                decision = _bare_fallback(placements, "internal_error", ctx.now + 1.0)
         # Fallbacks (a deadline overrun, a rule error) are this moment's, not the inputs'.
         if memo_key is not None and not decision.rule_errors and fallback_reason(decision) is None:
             self.memo.put(memo_key, decision, ctx.now, decision.expires)
