@@ -150,7 +150,8 @@ class DecisionService:
             if len(reused) > _MAX_PENDING:
                 self.flush_counts()
         served.uses += 1
-        self.emit(served, now)
+        if served.record is not None:
+            self.emit(served, now)
 
     def flush_counts(self) -> None:
         """Add the memo reuses since the last call to the decision metrics (before a scrape)."""

@@ -114,32 +114,27 @@ class Remembering:
         status: int,
         route: ASGIApp,
     ) -> None:
-        self.state = state
         self.memo = memo
         self.key = key
         self.route = route
-        self.label = (label,)
+        self.service = state.service
+        self.responses = state.metrics.responses
         self.response = (label, str(status))  # the memo keeps only answers with this status
-        self.enabled = memo.enabled
+        self.latency = state.metrics.request_seconds.series((label,))
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if not self.enabled:
-            await self.route(scope, receive, send)
-            return
         started = _perf()
         now = _now()
         answer = self.memo.get(self.key(scope), now)
-        state = self.state
-        service = state.service
+        service = self.service
         if answer is None or not service.still_current(answer.served):
             await self.route(scope, receive, send)
             return
         service.reuse(answer.served, now)
         await send(answer.start)
         await send(answer.body)
-        metrics = state.metrics
-        metrics.responses.inc(self.response)
-        metrics.request_seconds.observe(self.label, _perf() - started)
+        self.responses.inc(self.response)
+        self.latency.observe(_perf() - started)
 
 
 def _remember(

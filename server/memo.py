@@ -35,7 +35,8 @@ class AnswerMemo(Generic[V]):
         self.misses = 0
 
     def get(self, key: Hashable, now: float) -> V | None:
-        """The answer remembered under `key`, if it is still valid at `now`."""
+        """The answer remembered under `key`, if it is still valid at `now` (None when the memo
+        is disabled: it is always empty)."""
         entry = self._young.get(key)
         if entry is None:
             entry = self._old.pop(key, None)

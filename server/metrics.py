@@ -64,6 +64,21 @@ class Gauge(Counter):
         return lines
 
 
+class Series:
+    """One label set of a histogram; a hot path holds its series and observes without lookups."""
+
+    __slots__ = ("buckets", "counts", "sum")
+
+    def __init__(self, buckets: tuple[float, ...]) -> None:
+        self.buckets = buckets
+        self.counts = [0] * (len(buckets) + 1)  # per bucket, then +Inf
+        self.sum = 0.0
+
+    def observe(self, value: float) -> None:
+        self.counts[bisect_left(self.buckets, value)] += 1
+        self.sum += value
+
+
 class Histogram:
     def __init__(
         self,
@@ -76,28 +91,28 @@ class Histogram:
         self.help = help_text
         self.label_names = labels
         self.buckets = buckets
-        # per label set: [count per bucket..., +Inf count], sum
-        self.counts: dict[tuple[str, ...], list[int]] = {}
-        self.sums: defaultdict[tuple[str, ...], float] = defaultdict(float)
+        self._series: dict[tuple[str, ...], Series] = {}
+
+    def series(self, labels: tuple[str, ...]) -> Series:
+        found = self._series.get(labels)
+        if found is None:
+            found = self._series[labels] = Series(self.buckets)
+        return found
 
     def observe(self, labels: tuple[str, ...], value: float) -> None:
-        counts = self.counts.get(labels)
-        if counts is None:
-            counts = self.counts[labels] = [0] * (len(self.buckets) + 1)
-        counts[bisect_left(self.buckets, value)] += 1
-        self.sums[labels] += value
+        self.series(labels).observe(value)
 
     def render(self) -> list[str]:
         lines = [f"# HELP {self.name} {self.help}", f"# TYPE {self.name} histogram"]
         names = (*self.label_names, "le")
-        for labels, counts in sorted(self.counts.items()):
+        for labels, series in sorted(self._series.items()):
             running = 0
-            for bound, count in zip((*self.buckets, float("inf")), counts, strict=True):
+            for bound, count in zip((*self.buckets, float("inf")), series.counts, strict=True):
                 running += count
                 le = "+Inf" if bound == float("inf") else f"{bound:g}"
                 lines.append(f"{self.name}_bucket{_labels(names, (*labels, le))} {running}")
             base = _labels(self.label_names, labels)
-            lines.append(f"{self.name}_sum{base} {self.sums[labels]:.6f}")
+            lines.append(f"{self.name}_sum{base} {series.sum:.6f}")
             lines.append(f"{self.name}_count{base} {running}")
         return lines
 
