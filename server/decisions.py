@@ -128,7 +128,7 @@ class DecisionService:
         self.arm_stats: StoreArmStats | None = None
         self.log: DecisionLog | None = None
         self.triggers: Triggers | None = None
-        self._reused: list[Served] = []
+        self._pending: list[Served] = []
 
     def still_current(self, served: Served) -> bool:
         """Whether a memoised answer may be reused: no event touched its visitor since."""
@@ -141,22 +141,25 @@ class DecisionService:
             return False
 
     def reuse(self, served: Served, now: float) -> None:
-        """Account for an answer served again from a memo: logged like a fresh one, counted in
-        the metrics at the next `flush_counts` — a memo hit is a few µs, a metric update each
-        time would be a good part of it."""
-        if not served.uses:
-            reused = self._reused
-            reused.append(served)
-            if len(reused) > _MAX_PENDING:
-                self.flush_counts()
-        served.uses += 1
+        """Account for an answer served again from a memo: counted and logged like a fresh one."""
+        self._tally(served)
         if served.record is not None:
             self.emit(served, now)
 
+    def _tally(self, served: Served) -> None:
+        """Count `served` once more in the decision metrics — at the next `flush_counts`: a memo
+        hit costs a few µs, and an update per placement each time would be a good part of it."""
+        if not served.uses:
+            pending = self._pending
+            pending.append(served)
+            if len(pending) > _MAX_PENDING:
+                self.flush_counts()
+        served.uses += 1
+
     def flush_counts(self) -> None:
-        """Add the memo reuses since the last call to the decision metrics (before a scrape)."""
-        reused, self._reused = self._reused, []
-        for served in reused:
+        """Add the decisions served since the last call to the metrics (before a scrape)."""
+        pending, self._pending = self._pending, []
+        for served in pending:
             self.count(served.decision, served.uses)
             served.uses = 0
 
@@ -205,9 +208,9 @@ class DecisionService:
     ) -> Served:
         engine = world.engine
         if engine is None:
-            decision = _bare_fallback(placements, "no_rules")
-            self.count(decision)
-            return Served(decision)
+            served = Served(_bare_fallback(placements, "no_rules"))
+            self._tally(served)
+            return served
         profile = None
         visitor_id: str | None = None
         key: str | None = None
@@ -288,7 +291,6 @@ class DecisionService:
         recent: Activity | None,
     ) -> Served:
         """Count, trigger and log a decision for this visitor (fresh or shared)."""
-        self.count(decision)
         if decision.actions and key is not None and ctx.consent and self.triggers is not None:
             self.triggers.offer(decision.actions, key, ctx.now)
         record = None
@@ -297,7 +299,9 @@ class DecisionService:
         expires = decision.expires
         if recent is not None:
             expires = min(expires, recent.expires)
-        return Served(decision, key, stamp, record, expires)
+        served = Served(decision, key, stamp, record, expires)
+        self._tally(served)
+        return served
 
     def count(self, decision: rules.Decision, times: int = 1) -> None:
         """Metrics for a decision served `times` (computed now, or reused from a memo)."""
@@ -310,7 +314,7 @@ class DecisionService:
             metrics.rule_errors.inc((), decision.rule_errors * times)
 
 
-# Answers reused since the last metrics flush are kept in a list; past this many, flush at once.
+# Decisions served since the last metrics flush are kept in a list; past this many, flush at once.
 _MAX_PENDING = 10_000
 
 

@@ -121,6 +121,9 @@ class Remembering:
         self.responses = state.metrics.responses
         self.response = (label, str(status))  # the memo keeps only answers with this status
         self.latency = state.metrics.request_seconds.series((label,))
+        # Answers sent from the memo since the last scrape: counted in `responses` then.
+        self.sent = 0
+        state.before_scrape.append(self.count_sent)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         started = _perf()
@@ -133,8 +136,12 @@ class Remembering:
         service.reuse(answer.served, now)
         await send(answer.start)
         await send(answer.body)
-        self.responses.inc(self.response)
+        self.sent += 1
         self.latency.observe(_perf() - started)
+
+    def count_sent(self) -> None:
+        sent, self.sent = self.sent, 0
+        self.responses.inc(self.response, sent)
 
 
 def _remember(

@@ -6,7 +6,7 @@ import contextlib
 import hmac
 import re
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from .config import Secrets, Settings
@@ -46,6 +46,8 @@ class AppState:
             self.metrics, settings.time_budget_ms, settings.memo_ttl_s, settings.memo_max_entries
         )
         self.started_at = time.time()
+        # Counts the hot paths keep to themselves and add to the metrics only before a scrape.
+        self.before_scrape: list[Callable[[], None]] = []
         # Answers to the very same request a moment ago, per route (see server/hot.py); under
         # them, the service's memo of decisions by what they depend on.
         age, entries = settings.memo_ttl_s, settings.memo_max_entries
@@ -134,6 +136,8 @@ class AppState:
     def refresh_gauges(self) -> None:
         """Bring the metrics up to date before a scrape: gauges, and memo reuses not counted yet."""
         self.service.flush_counts()
+        for count in self.before_scrape:
+            count()
         m = self.metrics
         memos: dict[str, AnswerMemo[Any]] = {
             "edge": self.edge_memo,
