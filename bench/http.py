@@ -7,6 +7,10 @@ settings (uvloop, httptools, no access log), loads each in turn with wrk and a L
 varies visitors, sites and placements, rounds interleaved so drift hits both alike. Also measures
 `/v1/decide`, and granian when it is installed. Last line: one JSON object (SPEC §9 asks
 `ratio` ≥ 0.8).
+
+Two more runs show where the ceiling is: the bare app sending the same five headers `/v1/edge`
+sends (`ratio_bare_edge_headers`: what uvicorn charges for the headers alone), and `/v1/edge` asked
+one known visitor's question over and over (`ratio_edge_repeat`: every answer a memo hit).
 """
 
 from __future__ import annotations
@@ -87,26 +91,32 @@ def memo_hit_ratios(url: str) -> dict[str, float]:
     }
 
 
-def bare_argv(port: int, workers: int, server: str) -> list[str]:
+def bare_argv(port: int, workers: int, server: str, app: str = "app") -> list[str]:
     if server == "granian":
         return [
             sys.executable, "-m", "granian", "--interface", "asgi", "--host", "127.0.0.1",
             "--port", str(port), "--workers", str(workers), "--log-level", "warning",
-            "bench.bare_app:app",
+            f"bench.bare_app:{app}",
         ]  # fmt: skip
     return [
-        sys.executable, "-m", "uvicorn", "bench.bare_app:app", "--host", "127.0.0.1",
+        sys.executable, "-m", "uvicorn", f"bench.bare_app:{app}", "--host", "127.0.0.1",
         "--port", str(port), "--workers", str(workers), "--loop", "uvloop", "--http",
         "httptools", "--no-access-log", "--log-level", "warning",
     ]  # fmt: skip
 
 
 def measure_bare(
-    workers: int, server: str, seconds: int, connections: int, cookies: Path, log_dir: Path
+    workers: int,
+    server: str,
+    seconds: int,
+    connections: int,
+    cookies: Path,
+    log_dir: Path,
+    app: str = "app",
 ) -> dict[str, Any]:
     port = free_port()
     log = log_dir / f"bare-{server}-{port}.log"
-    with process(bare_argv(port, workers, server), log=log, cwd=ROOT) as proc:
+    with process(bare_argv(port, workers, server, app), log=log, cwd=ROOT) as proc:
         wait_http(f"http://127.0.0.1:{port}/", ok=(204,), proc=proc, log=log)
         return wrk(f"http://127.0.0.1:{port}", seconds, connections, cookies, "edge")
 
@@ -132,18 +142,28 @@ def main(argv: list[str] | None = None) -> int:
             ensure_demo(data)
         cookie_file = tmp / "cookies.txt"
         cookie_file.write_text("\n".join(demo_cookies()) + "\n")
-        runs: dict[str, list[dict[str, Any]]] = {"edge": [], "bare": [], "decide": []}
+        runs: dict[str, list[dict[str, Any]]] = {
+            "edge": [],
+            "bare": [],
+            "decide": [],
+            "edge_repeat": [],
+            "bare_edge_headers": [],
+        }
         memo: dict[str, float] = {}
         if granian:
             runs |= {"edge_granian": [], "bare_granian": []}
         common = (args.duration, args.connections, cookie_file)
         for round_no in range(args.rounds):
             runs["bare"].append(measure_bare(args.workers, "uvicorn", *common, tmp))
+            runs["bare_edge_headers"].append(
+                measure_bare(args.workers, "uvicorn", *common, tmp, app="app_edge_headers")
+            )
             with edgeside(data, workers=args.workers, log_dir=tmp) as server:
                 wrk(server.url, 2, args.connections, cookie_file, "edge")  # warm-up
                 runs["edge"].append(wrk(server.url, *common, "edge"))
                 memo = memo_hit_ratios(server.url)
                 runs["decide"].append(wrk(server.url, *common, "decide"))
+                runs["edge_repeat"].append(wrk(server.url, *common, "repeat"))
             if granian:
                 runs["bare_granian"].append(measure_bare(args.workers, "granian", *common, tmp))
                 with edgeside(
@@ -177,6 +197,12 @@ def main(argv: list[str] | None = None) -> int:
         "decide_rps": round(rps("decide")),
         "decide_p99_ms": pct("decide", "p99_us"),
         "errors": errors,
+        # Where the ceiling is: the bare app sending the five headers /v1/edge sends, and
+        # /v1/edge asked one question over and over (every answer a memo hit).
+        "bare_edge_headers_rps": round(rps("bare_edge_headers")),
+        "ratio_bare_edge_headers": round(rps("bare_edge_headers") / rps("bare"), 3),
+        "edge_repeat_rps": round(rps("edge_repeat")),
+        "ratio_edge_repeat": round(rps("edge_repeat") / rps("bare"), 3),
         # Of the last round's edge run, warm-up included: the very same request answered again,
         # and the same decision shared by another request.
         "edge_memo_hit_ratio": memo.get("edge"),

@@ -1,5 +1,5 @@
 -- wrk script for bench.http: varies visitors (cookies from a file), sites and placement sets.
--- usage: wrk ... -s bench/wrk_edge.lua URL -- COOKIE_FILE [decide]
+-- usage: wrk ... -s bench/wrk_edge.lua URL -- COOKIE_FILE [edge|decide|repeat]
 local cookies = {}
 local sets = { "home_hero,home_recs", "home_hero", "article_sidebar,home_hero", "cart_upsell,home_recs,home_hero" }
 local sites = { "shop-fr", "shop-de", "shop-uk" }
@@ -26,6 +26,10 @@ function request()
   if n % 5 == 0 then cookie = "anon-" .. math.random(1, 1000000) end
   local site = sites[(n % #sites) + 1]
   local set = sets[(n % #sets) + 1]
+  if mode == "repeat" then
+    -- One known visitor asking the same question over and over: every answer a memo hit.
+    cookie, site, set = cookies[1], sites[1], sets[1]
+  end
   if mode == "decide" then
     local ps = '"' .. set:gsub(",", '","') .. '"'
     local body = '{"visitor":{"ids":{"cookie":"' .. cookie .. '"}},"context":{"site":"' .. site
