@@ -120,3 +120,50 @@ def test_a_header_over_the_limit_is_a_431(server: Edgeside) -> None:
         "field": "user-agent",
     }
     assert fragment.status_code == 431
+
+
+def counters(client: httpx.Client, name: str) -> dict[str, float]:
+    """One metric's samples from /metrics, by their label text."""
+    out: dict[str, float] = {}
+    for line in client.get("/metrics").text.splitlines():
+        if line.startswith(name + "{"):
+            labels, value = line[len(name) + 1 :].split("} ")
+            out[labels] = float(value)
+    return out
+
+
+EDGE_HITS = 'memo="edge",result="hit"'
+SHARED_HITS = 'memo="decision",result="hit"'
+
+
+def test_a_repeated_question_is_answered_again_from_the_memo(server: Edgeside) -> None:
+    with server.client() as client:
+        first = edge(client, "c-bruno", **{"X-Original-URI": "/memo-test"}).headers
+        memo = counters(client, "edgeside_memo_lookups_total")
+        decisions = counters(client, "edgeside_decisions_total")
+        again = [
+            edge(client, "c-bruno", **{"X-Original-URI": "/memo-test"}).headers for _ in range(5)
+        ]
+        memo_after = counters(client, "edgeside_memo_lookups_total")
+        decisions_after = counters(client, "edgeside_decisions_total")
+    names = ("x-edge-key", "x-edge-decision", "x-edge-segments", "x-edge-snapshot")
+    assert all([h[n] for n in names] == [first[n] for n in names] for h in again)
+    assert memo_after[EDGE_HITS] - memo[EDGE_HITS] == 5
+    # Every answer is counted, from the memo or not (at the scrape after it was sent).
+    hero = next(k for k in decisions_after if 'placement="home_hero"' in k and k in decisions)
+    assert decisions_after[hero] - decisions[hero] >= 5
+
+
+def test_unknown_visitors_in_the_same_context_share_one_decision(server: Edgeside) -> None:
+    with server.client() as client:
+        first = edge(client, "unknown-1", **{"X-Original-URI": "/shared-test"}).headers
+        memo = counters(client, "edgeside_memo_lookups_total")
+        others = [
+            edge(client, f"unknown-{i}", **{"X-Original-URI": "/shared-test"}).headers
+            for i in range(2, 6)
+        ]
+        memo_after = counters(client, "edgeside_memo_lookups_total")
+    assert {h["x-edge-key"] for h in others} == {first["x-edge-key"]}
+    assert memo_after[SHARED_HITS] - memo[SHARED_HITS] == 4
+    # Each is a new visitor: their answers are not kept per request.
+    assert memo_after[EDGE_HITS] == memo[EDGE_HITS]
