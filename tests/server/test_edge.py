@@ -150,7 +150,8 @@ def test_a_repeated_question_is_answered_again_from_the_memo(server: Edgeside) -
     assert all([h[n] for n in names] == [first[n] for n in names] for h in again)
     assert memo_after[EDGE_HITS] - memo[EDGE_HITS] == 5
     # Every answer is counted, from the memo or not (at the scrape after it was sent).
-    hero = next(k for k in decisions_after if 'placement="home_hero"' in k and k in decisions)
+    variant = dict(part.split("=") for part in first["x-edge-decision"].split(";"))["home_hero"]
+    hero = f'placement="home_hero",variant="{variant}"'
     assert decisions_after[hero] - decisions[hero] >= 5
 
 
