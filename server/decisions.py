@@ -93,24 +93,30 @@ class Served(msgspec.Struct):
     uses: int = 0
 
 
+Message = dict[str, object]
+
+
+def response_messages(
+    status: int, headers: list[tuple[bytes, bytes]], body: bytes = b""
+) -> tuple[Message, Message]:
+    """The two ASGI messages of a whole response."""
+    if status != 204:  # RFC 9110 §8.6: no Content-Length on a 204
+        headers = [*headers, (b"content-length", b"%d" % len(body))]
+    return (
+        {"type": "http.response.start", "status": status, "headers": headers},
+        {"type": "http.response.body", "body": body},
+    )
+
+
 class Answer:
     """A whole response of a GET hot route (server/hot.py) as the answer memo keeps it: its two
-    ASGI messages are built once and sent again as they are."""
+    ASGI messages, built once (and shared by answers that are the same) and sent again as they
+    are, and what it was decided for."""
 
     __slots__ = ("body", "served", "start", "versions")
 
-    def __init__(
-        self,
-        status: int,
-        headers: list[tuple[bytes, bytes]],
-        body: bytes,
-        versions: bytes,
-        served: Served,
-    ) -> None:
-        if status != 204:  # RFC 9110 §8.6: no Content-Length on a 204
-            headers = [*headers, (b"content-length", b"%d" % len(body))]
-        self.start = {"type": "http.response.start", "status": status, "headers": headers}
-        self.body = {"type": "http.response.body", "body": body}
+    def __init__(self, messages: tuple[Message, Message], versions: bytes, served: Served) -> None:
+        self.start, self.body = messages
         self.versions = versions  # the snapshot versions it was decided with
         self.served = served
 

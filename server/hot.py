@@ -34,7 +34,7 @@ from .asgi import (
     send_response,
 )
 from .context import MEMO_KEY_MAX_BYTES, Visitor
-from .decisions import Answer, Served, fallback_reason
+from .decisions import Answer, Message, Served, fallback_reason, response_messages
 from .fragments import render_fragment
 from .memo import AnswerMemo
 from .schemas import ContentOut, DecideRequest, DecideResponse
@@ -167,15 +167,16 @@ class Edge:
     """`GET /v1/edge` behind `Remembering`: a request not answered a moment ago.
 
     What repeats across different requests is remembered too, in small bounded dicts: the parsed
-    query (site and placements) by its raw bytes, and the headers of a decision the service
-    shared between visitors (see `DecisionService.serve`) by the decision itself.
+    query (site and placements) by its raw bytes, and the response messages by the decision (the
+    service shares decisions between visitors, see `DecisionService.serve`) and by their headers.
     """
 
     _MAX = 4096
 
     def __init__(self) -> None:
         self._queries: dict[tuple[bytes, bytes | None], tuple[str | None, tuple[str, ...]]] = {}
-        self._headers: dict[int, tuple[rules.Decision, bytes, Headers]] = {}
+        self._by_decision: dict[int, tuple[rules.Decision, bytes, tuple[Message, Message]]] = {}
+        self._by_headers: dict[tuple[tuple[bytes, bytes], ...], tuple[Message, Message]] = {}
 
     async def __call__(self, state: AppState, scope: Scope, receive: Receive, send: Send) -> None:
         try:
@@ -198,9 +199,7 @@ class Edge:
         versions, served, _ = _decide_from_headers(
             state, site, scope["headers"], headers, now, placements
         )
-        answer = Answer(
-            204, self._decision_headers(served.decision, versions), b"", versions, served
-        )
+        answer = Answer(self._messages(served.decision, versions), versions, served)
         _remember(state, state.edge_memo, edge_key(scope), scope, answer, now)
         state.service.emit(served, now)
         await send(answer.start)
@@ -229,16 +228,20 @@ class Edge:
         hit = self._queries[key] = (query.get("site", [None])[0], tuple(placements))
         return hit
 
-    def _decision_headers(self, decision: rules.Decision, versions: bytes) -> Headers:
-        hit = self._headers.get(id(decision))
-        # Identity, not equality: the entry holds the decision, so its id is not reused.
+    def _messages(self, decision: rules.Decision, versions: bytes) -> tuple[Message, Message]:
+        """The response messages for a decision: one pair for all answers with the same headers,
+        so the memo's answers share them (and a hit touches memory that is already warm)."""
+        hit = self._by_decision.get(id(decision))
+        # Identity first: the entry holds the decision, so its id is not reused meanwhile.
         if hit is not None and hit[0] is decision and hit[1] is versions:
             return hit[2]
         headers = decision_headers(decision, versions)
-        if len(self._headers) >= self._MAX:
-            self._headers.clear()
-        self._headers[id(decision)] = (decision, versions, headers)
-        return headers
+        if len(self._by_decision) >= self._MAX:
+            self._by_decision.clear()
+            self._by_headers.clear()
+        messages = self._by_headers.setdefault(tuple(headers), response_messages(204, headers))
+        self._by_decision[id(decision)] = (decision, versions, messages)
+        return messages
 
 
 def _decide_from_headers(
@@ -292,7 +295,7 @@ async def fragment(state: AppState, scope: Scope, receive: Receive, send: Send) 
         (b"cache-control", state.fragment_cache_control),
         *(h for h in decision_headers(served.decision, versions) if h[0] != b"cache-control"),
     ]
-    answer = Answer(200, out, html.encode("utf-8"), versions, served)
+    answer = Answer(response_messages(200, out, html.encode("utf-8")), versions, served)
     _remember(state, state.fragment_memo, fragment_key(scope), scope, answer, now)
     state.service.emit(served, now)
     await send(answer.start)
