@@ -9,25 +9,101 @@ Every generated function takes the same positional arguments (`ARGS`), prepared 
 
     A attributes · I interests · N counters · L last_seen · G upstream segments · PID profile id ·
     X context · H hour · W weekday · NOW epoch s · S segment values · RV RP RC recent views,
-    purchases, cart · RK recent categories
+    purchases, cart · RK recent categories · UNTIL the request's clock cell (below)
+
+`days_since(t)` compared with a number (`days_since(t) > 90`, `30 <= days_since(t)`, …) does not
+read ``NOW``: it calls a `_since_*` helper with the cell ``UNTIL = [until, now]``, which compares as
+``(now - t) / 86400.0 > c`` did and, when the answer can still change (days_since only grows),
+lowers ``until`` to the instant it would. So such a comparison costs the decision no more than its
+own edge (`rules.expiry`), while every other use of the clock loads ``NOW``. ``UNTIL`` defaults to
+None: only functions with such comparisons (the `expiry.TRACKED` bit) need the cell.
 """
 
 from __future__ import annotations
 
 import ast as py
+import math
 import re
 import types
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, TypeGuard
 
 from rules import ast, expiry, fold
 
-ARGS = ("A", "I", "N", "L", "G", "PID", "X", "H", "W", "NOW", "S", "RV", "RP", "RC", "RK")
+ARGS = ("A", "I", "N", "L", "G", "PID", "X", "H", "W", "NOW", "S", "RV", "RP", "RC", "RK", "UNTIL")
 
-HELPERS: dict[str, object] = {"_len": len, "_Exception": Exception}
-# Helpers known not to read the clock. A global a function loads that is not here (nor one of the
-# rule set's precompiled regexes) makes its decisions count as reading `now` (see rules/expiry.py).
-CLOCK_FREE_HELPERS = frozenset({"_len", "_Exception"})
+# A bound this much (relative to the operands) before t + c·86400 is never after the instant
+# `(now - t) / 86400.0` crosses c, whatever the rounding of either computation (a few ulps; this is
+# ≈ 64 times that, ≈ 25 µs for today's epoch times). The absolute term covers t = c = 0.
+_EDGE_RELATIVE = 2.0**-46
+_EDGE_ABSOLUTE = 1e-300
+
+
+def _edge(cell: list[float], t: float, c: float, now: float) -> None:
+    """Lowers ``cell[0]`` to an instant after ``now`` and not after the first one at which
+    ``(now - t) / 86400.0`` reaches or passes ``c`` (the caller knows it has not yet)."""
+    seconds = c * 86400.0
+    bound = t + seconds - (abs(t) + abs(seconds)) * _EDGE_RELATIVE - _EDGE_ABSOLUTE
+    if not bound > now:
+        # Within the rounding margin of the edge (or odd data: t infinite or NaN): the answer may
+        # change at the next representable instant; that much is always true.
+        bound = math.nextafter(now, math.inf)
+    if bound < cell[0]:
+        cell[0] = bound
+
+
+# days_since(t) OP c for a number c, given the clock cell [until, now]. Each computes exactly what
+# the inline `(NOW - t) / 86400.0 OP c` would (same exceptions for odd data) and records, while the
+# answer can still flip, the edge where it would.
+def _since_gt(cell: list[float], t: float, c: float) -> bool:
+    now = cell[1]
+    if (now - t) / 86400.0 > c:
+        return True  # for ever: days_since only grows
+    _edge(cell, t, c, now)
+    return False
+
+
+def _since_ge(cell: list[float], t: float, c: float) -> bool:
+    now = cell[1]
+    if (now - t) / 86400.0 >= c:
+        return True
+    _edge(cell, t, c, now)
+    return False
+
+
+def _since_lt(cell: list[float], t: float, c: float) -> bool:
+    now = cell[1]
+    if (now - t) / 86400.0 < c:
+        _edge(cell, t, c, now)
+        return True
+    return False  # for ever
+
+
+def _since_le(cell: list[float], t: float, c: float) -> bool:
+    now = cell[1]
+    if (now - t) / 86400.0 <= c:
+        _edge(cell, t, c, now)
+        return True
+    return False
+
+
+# `days_since(x) OP c` → helper; `c OP days_since(x)` is `days_since(x) MIRROR[OP] c`.
+_SINCE = {">": "_since_gt", ">=": "_since_ge", "<": "_since_lt", "<=": "_since_le"}
+_MIRROR = {">": "<", ">=": "<=", "<": ">", "<=": ">="}
+
+HELPERS: dict[str, object] = {
+    "_len": len,
+    "_Exception": Exception,
+    "_since_gt": _since_gt,
+    "_since_ge": _since_ge,
+    "_since_lt": _since_lt,
+    "_since_le": _since_le,
+}
+# Helpers known not to read the clock — or, the `_since_*` ones, to read it only through the UNTIL
+# cell, recording there until when their answer holds. A global a function loads that is not here
+# (nor one of the rule set's precompiled regexes) makes its decisions count as reading `now` (see
+# rules/expiry.py).
+CLOCK_FREE_HELPERS = frozenset(HELPERS)
 
 # Attribute names generated code may use (checked by the tests on every code object's co_names).
 ALLOWED_ATTRIBUTES = frozenset(
@@ -73,6 +149,10 @@ _ARITH_OPS: dict[str, py.operator] = {
 _BOOL_CALLS = frozenset({"has", "startswith", "endswith", "contains", "matches"})
 
 Fn = Callable[..., Any]
+
+
+def _is_days_since(node: ast.Node) -> TypeGuard[ast.Call]:
+    return isinstance(node, ast.Call) and node.obj is None and node.func == "days_since"
 
 
 def _name(id: str) -> py.Name:
@@ -280,7 +360,36 @@ class Gen:
                 return _const(_frozen(value)), False
         return self.expr(node)
 
+    def since(self, node: ast.Binary) -> py.expr | None:
+        """`days_since(x) OP c` (either order, OP one of < <= > >=, c a number) as a tracked
+        comparison (module docstring), or None when the comparison is not of that shape."""
+        op = node.op
+        if op not in _SINCE:
+            return None
+        if _is_days_since(node.left):
+            call, other = node.left, node.right
+        elif _is_days_since(node.right):
+            call, other, op = node.right, node.left, _MIRROR[op]
+        else:
+            return None
+        ok, c = fold.constant(other)
+        if not ok or isinstance(c, bool) or not isinstance(c, int | float):
+            return None
+        try:
+            # c must be exact as a float, and its edge finite (else: the inline code, NOW)
+            if float(c) != c or not math.isfinite(c * 86400.0):
+                return None
+        except OverflowError:
+            return None
+        arg, nullable = self.expr(call.args[0])
+        store, load = self.bind(arg) if nullable else (arg, arg)
+        test = py.Call(func=_name(_SINCE[op]), args=[_name("UNTIL"), load, _const(c)], keywords=[])
+        return _and([_not_none(store), test]) if nullable else test
+
     def compare(self, node: ast.Binary) -> py.expr:
+        tracked = self.since(node)
+        if tracked is not None:
+            return tracked
         op = node.op
         left, ln = self.expr(node.left)
         right, rn = self.container(node.right) if op in ("in", "not in") else self.expr(node.right)
@@ -432,7 +541,8 @@ def _function(name: str, body: list[py.stmt], shared: Shared, filename: str) -> 
     code = compile(module, filename, "exec", dont_inherit=True, optimize=2)
     fcode = next(c for c in code.co_consts if isinstance(c, types.CodeType))
     shared._record(fcode, names, attrs, stored)
-    return types.FunctionType(fcode, shared.globals, name)
+    # UNTIL defaults to None: only functions with tracked comparisons need the cell.
+    return types.FunctionType(fcode, shared.globals, name, (None,))
 
 
 def _locate(module: py.Module, names: set[str], attrs: set[str], stored: set[str]) -> None:

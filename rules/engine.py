@@ -10,8 +10,9 @@ condition raises counts as false; an internal fault gives `fallback()` for every
 
 Every decision carries `expires` (rules/expiry.py): what each compiled function can read of the
 clock and live data is known from compilation (`Program.uses`, `Engine._segments_uses`, …); per
-request the engine ORs the bits of what it ran, keeps the earliest boundary that picks and bandit
-windows report, and turns both into one epoch time at the end.
+request the engine ORs the bits of what it ran, keeps the earliest boundary that picks, bandit
+windows and tracked `days_since` comparisons (through the request's clock cell) report, and turns
+both into one epoch time at the end.
 """
 
 from __future__ import annotations
@@ -43,7 +44,7 @@ from rules.decision import (
     Webhook,
     decision_key,
 )
-from rules.expiry import HOUR, NOW, RECENT, WEEKDAY, next_multiple
+from rules.expiry import HOUR, NOW, RECENT, TRACKED, WEEKDAY, next_multiple
 from rules.interfaces import ActivityLike, ArmStats, ContentCatalog, ProfileLike
 from rules.model import Action, Experiment, Outcome, Placement, Rule, RuleSet
 from rules.picks import PickCache, pick_until
@@ -176,6 +177,13 @@ class Engine:
         self._site_locales = {name: s.locale for name, s in ruleset.sites.items() if s.locale}
         # (experiment id) → (window, bucketer, window end): bandit weights, once per window.
         self._bandits: dict[str, tuple[int, Bucketer, float]] = {}
+        # Whether any function compares days_since with a number (rules.compiler `since`): then
+        # every call gets the request's clock cell [until, now], where those comparisons record
+        # their edges; else no call does (and no function needs it).
+        uses = self._segments_uses | self._actions_uses
+        for prog in memo.values():
+            uses |= prog.uses
+        self._tracked = bool(uses & TRACKED)
 
     def _compile_placement(self, p: Placement, filename: str) -> Program:
         fn = placement_function(
@@ -293,13 +301,22 @@ class Engine:
         until = _INF
         seg_values: tuple[bool, ...] = ()
         args_head = (attrs, interests, counters, last_seen, upstream, pid, ctx, hour, weekday, now)
-        args_tail = (rv, rp, rc, rk)
+        # The clock cell [until, now]: the functions run lower `until` to the edges of their
+        # tracked days_since comparisons — segments always, placements when run, actions with
+        # consent, as for `uses`.
+        cell = [_INF, now] if self._tracked else None
+        args_tail = (rv, rp, rc, rk) if cell is None else (rv, rp, rc, rk, cell)
         if self._segments_fn is not None:
             seg_values, seg_errors = self._segments_fn(*args_head, (), *args_tail)
             errors += seg_errors
         args = (*args_head, seg_values, *args_tail)
         trace: list[TraceEntry] | None = None
+        trace_args = args
         if explain:
+            # Explain re-evaluates conditions (short-circuited ones too): with a cell of its own,
+            # so that the decision expires as it would without explain.
+            if cell is not None:
+                trace_args = (*args[:-1], [_INF, now])
             # Segments first: they are computed once for the request, before any placement.
             trace = [
                 TraceEntry("*", "segment", name, bool(value))
@@ -334,7 +351,7 @@ class Engine:
                 out.append(self._default_decision(prog, "rule_error"))
                 ttl = min(ttl, FALLBACK_TTL) if ttl is not None else min(p.ttl, FALLBACK_TTL)
                 if trace is not None:
-                    self._trace_rules(prog, args, trace, len(prog.rules) - 1)
+                    self._trace_rules(prog, trace_args, trace, len(prog.rules) - 1)
                     trace.append(
                         TraceEntry(
                             name, "fallback", None, False, note=f"rule error: {type(exc).__name__}"
@@ -348,7 +365,7 @@ class Engine:
                 rule, outcome = None, p.default
             if trace is not None:
                 last = idx if idx >= 0 and p.strategy == "first_match" else len(prog.rules) - 1
-                self._trace_rules(prog, args, trace, last)
+                self._trace_rules(prog, trace_args, trace, last)
                 if rule is None:
                     trace.append(TraceEntry(name, "default", None, True, note="no rule matched"))
             variant = outcome.variant
@@ -415,6 +432,8 @@ class Engine:
             ):
                 if flag and (action.sites is None or site in action.sites):
                     actions.append(decision)
+        if cell is not None and cell[0] < until:
+            until = cell[0]
         if errors:
             until = min(until, now + 1.0)  # rule errors: no promise beyond the contract's second
         if uses:

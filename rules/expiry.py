@@ -4,8 +4,15 @@
 ``now``, live activity, content and rules objects) give the same decision. It is the minimum of the
 bounds of everything the decision used:
 
-- a function that reads ``now`` (``ctx.now``, ``days_since``) or live activity (``recent.*``, which
-  decays with time): ``now + 1`` — one second is the granularity of the contract;
+- ``days_since(t)`` compared with a number (``days_since(t) > 90``): days_since only grows, so the
+  answer flips at most once, at the edge ``t + 90·86400``; the comparison records that edge (a hair
+  early, for float rounding) while it is ahead, nothing once it is passed or when t is null
+  (`rules.compiler`, ``_since_*``, in the per-request cell ``UNTIL``). A short-circuited operand
+  that was not evaluated needs no bound: the evaluated ones decide the result, and each of those is
+  covered by its own recorded edge or by the static bits below;
+- a function that reads ``now`` otherwise (``ctx.now``, ``days_since`` in arithmetic or compared
+  with a non-constant) or live activity (``recent.*``, which decays with time): ``now + 1`` — one
+  second is the granularity of the contract;
 - a function that reads only the hour or weekday derived from ``now``: the next instant the derived
   clock can change (`rules.context.clock_until`: a quarter hour in UTC) — unless the caller gave
   them;
@@ -14,7 +21,8 @@ bounds of everything the decision used:
 
 What a function reads is found once, when it is compiled, from the Python AST it is compiled from
 (every name and attribute it can load, in nested scopes too); per request the engine only ORs the
-bits of the functions it ran and turns them into one bound.
+bits of the functions it ran and turns them into one bound, with the edges the tracked comparisons
+it ran recorded.
 """
 
 from __future__ import annotations
@@ -23,10 +31,11 @@ import math
 from collections.abc import Iterable
 
 # Bits of what a compiled function reads.
-NOW = 1  # ctx.now, days_since(…), or anything not known to be clock-free
+NOW = 1  # ctx.now, days_since(…) but in tracked comparisons, anything not known clock-free
 HOUR = 2  # ctx.hour derived from now
 WEEKDAY = 4  # ctx.weekday derived from now
 RECENT = 8  # live activity (decays with time)
+TRACKED = 16  # now, only through comparisons that record their own bound (the UNTIL cell)
 
 _BY_NAME = {
     "NOW": NOW,
@@ -37,6 +46,7 @@ _BY_NAME = {
     "RP": RECENT,
     "RC": RECENT,
     "RK": RECENT,
+    "UNTIL": TRACKED,
 }
 
 NEVER = math.inf

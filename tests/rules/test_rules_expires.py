@@ -5,10 +5,11 @@ from __future__ import annotations
 
 import dis
 import math
+import operator
 import random
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -32,7 +33,17 @@ from rules_fakes import (
 
 import rules
 from rules import expiry
-from rules.compiler import ARGS, CLOCK_FREE_HELPERS, HELPERS, Shared, code_objects
+from rules.compiler import (
+    ARGS,
+    CLOCK_FREE_HELPERS,
+    HELPERS,
+    Shared,
+    _since_ge,
+    _since_gt,
+    _since_le,
+    _since_lt,
+    code_objects,
+)
 from rules.context import Context, Geo, clock, clock_until
 from rules.picks import RECENCY_BUCKET_S
 
@@ -98,7 +109,7 @@ def test_an_hour_given_by_the_caller_does_not_expire() -> None:
 
 
 def test_a_segment_reading_now_expires_within_a_second_even_when_unused() -> None:
-    seg = '  lapsed: days_since(profile.last_seen["category:shoes"]) > 90'
+    seg = '  lapsed: days_since(profile.last_seen["category:shoes"]) * 2 > 180'
     eng = engine_from(one_rule('profile.tier == "gold"', segments=seg))
     d = eng.decide(visitor_id="v", profile=BRUNO, ctx=ctx(), placements=["p"])
     assert d.segments == ["lapsed"] and d.expires == NOW + 1.0
@@ -141,6 +152,250 @@ def test_unknown_placements_deadlines_errors_and_fallbacks() -> None:
     eng = engine_from(one_rule('profile.tier.startswith("g")'))
     d = eng.decide(visitor_id="v", profile=Profile("x", {"tier": 3}), ctx=ctx(), placements=["p"])
     assert d.rule_errors == 1 and d.expires == NOW + 1.0
+
+
+# -- days_since compared with a number: the comparison's own edge ------------------------------
+
+SHOES = 'profile.last_seen["category:shoes"]'
+EPS = 1e-3  # the edge is recorded a hair early (≈ 25 µs at today's epoch times), never late
+
+
+def seen(days_ago: float, key: str = "category:shoes") -> Profile:
+    return Profile("c-seen", {"tier": "gold"}, last_seen={key: NOW - days_ago * DAY})
+
+
+def lapsed_engine(cmp: str) -> rules.Engine:
+    """A segment `lapsed` with the comparison, and a placement whose variant follows it."""
+    seg = f"  lapsed: '{cmp}'"
+    return engine_from(one_rule("segment.lapsed", segments=seg))
+
+
+def lapsed_at(eng: rules.Engine, profile: Profile | None, t: float) -> rules.Decision:
+    return eng.decide(visitor_id="v", profile=profile, ctx=ctx(now=t), placements=["p"])
+
+
+def test_anonymous_visitors_of_the_demo_no_longer_expire_in_a_second() -> None:
+    eng = engine_from(DEMO.read_text(), filename="demo.yaml")
+    d = eng.decide(visitor_id=None, profile=None, ctx=ctx(), placements=["home_hero"])
+    assert d.expires == NEXT_QUARTER  # night_owl reads ctx.hour; at_risk no longer costs anything
+    d = eng.decide(visitor_id=None, profile=None, ctx=ctx(hour=14), placements=["home_hero"])
+    assert d.expires == math.inf
+    d = eng.decide(visitor_id=None, profile=None, ctx=ctx(), placements=["article_sidebar"])
+    assert d.expires == math.inf
+
+
+def test_demo_profiles_expire_at_their_at_risk_edge_or_never() -> None:
+    eng = engine_from(DEMO.read_text(), filename="demo.yaml")
+    page = ["home_recs", "article_sidebar"]  # neither reads the clock (no catalogue: no picks)
+    d = eng.decide(visitor_id="a", profile=ALICE, ctx=ctx(), placements=page)
+    # last seen 3 days ago: at_risk (and the winback action) turns on 90 days after that
+    edge = ALICE.last_seen["category:shoes"] + 90 * DAY
+    assert "at_risk" not in d.segments and edge - EPS < d.expires <= edge
+    d = eng.decide(visitor_id="b", profile=BRUNO, ctx=ctx(), placements=page)
+    assert "at_risk" in d.segments and d.expires == math.inf  # 200 days: already past the edge
+    d = eng.decide(visitor_id="c", profile=CHLOE, ctx=ctx(), placements=page)
+    assert d.expires == math.inf  # never seen: days_since(null) is null whatever the time
+
+
+def test_a_greater_than_expires_at_its_edge_and_flips_right_after() -> None:
+    eng = lapsed_engine(f"days_since({SHOES}) > 90")
+    p = seen(10)
+    d = lapsed_at(eng, p, NOW)
+    edge = p.last_seen["category:shoes"] + 90 * DAY
+    assert d.placements[0].variant == "no" and edge - EPS < d.expires <= edge
+    # nothing changes up to the bound, the variant does just after the edge…
+    for t in (NOW + 40 * DAY, math.nextafter(d.expires, -math.inf), d.expires, edge):
+        assert same(lapsed_at(eng, p, t), d)
+    after = lapsed_at(eng, p, edge + EPS)
+    assert after.placements[0].variant == "yes" and after.segments == ["lapsed"]
+    # …and once past the edge the comparison can never change back: no bound from it
+    assert after.expires == math.inf
+    assert lapsed_at(eng, seen(200), NOW).expires == math.inf
+
+
+def test_the_edge_is_the_first_instant_the_answer_changes_within_epsilon() -> None:
+    # at NOW the profile is 5 s short of the edge: the rule flips 5 s later, not a second later
+    p = Profile("c-edge", last_seen={"category:shoes": NOW - 90 * DAY + 5.0})
+    eng = lapsed_engine(f"days_since({SHOES}) >= 90")
+    d = lapsed_at(eng, p, NOW)
+    assert d.placements[0].variant == "no" and NOW + 5.0 - EPS < d.expires <= NOW + 5.0
+    assert lapsed_at(eng, p, math.nextafter(d.expires, -math.inf)).placements[0].variant == "no"
+    assert lapsed_at(eng, p, NOW + 5.0).placements[0].variant == "yes"
+
+
+def test_less_than_expires_at_its_edge_too() -> None:
+    eng = lapsed_engine(f"days_since({SHOES}) < 30")
+    p = seen(10)
+    d = lapsed_at(eng, p, NOW)
+    edge = p.last_seen["category:shoes"] + 30 * DAY
+    assert d.placements[0].variant == "yes" and edge - EPS < d.expires <= edge
+    assert same(lapsed_at(eng, p, math.nextafter(d.expires, -math.inf)), d)
+    after = lapsed_at(eng, p, edge + EPS)
+    assert after.placements[0].variant == "no" and after.expires == math.inf
+
+
+@pytest.mark.parametrize(
+    ("cmp", "days", "variant", "edge_days"),
+    [
+        (f"90 < days_since({SHOES})", 10, "no", 90),
+        (f"90 <= days_since({SHOES})", 10, "no", 90),
+        (f"30 > days_since({SHOES})", 10, "yes", 30),
+        (f"30 >= days_since({SHOES})", 10, "yes", 30),
+        (f"days_since({SHOES}) <= 30", 10, "yes", 30),
+        (f"days_since({SHOES}) > 2 * 45", 10, "no", 90),  # folded constant
+        (f"days_since({SHOES}) > -1", 0.5, "yes", None),  # past the edge
+        (f"days_since({SHOES}) < 0.25", 0.5, "no", None),
+        (f"not (days_since({SHOES}) > 90)", 10, "yes", 90),
+    ],
+)
+def test_either_operand_order_and_direction(
+    cmp: str, days: float, variant: str, edge_days: float | None
+) -> None:
+    eng = lapsed_engine(cmp)
+    p = seen(days)
+    d = lapsed_at(eng, p, NOW)
+    assert d.placements[0].variant == variant
+    if edge_days is None:
+        assert d.expires == math.inf
+        return
+    edge = p.last_seen["category:shoes"] + edge_days * DAY
+    assert edge - EPS < d.expires <= edge
+    assert same(lapsed_at(eng, p, math.nextafter(d.expires, -math.inf)), d)
+    assert not same(lapsed_at(eng, p, edge + EPS), d)
+
+
+@pytest.mark.parametrize(
+    "cmp",
+    [
+        f"days_since({SHOES}) * 2 > 3",  # arithmetic
+        f"days_since({SHOES}) - 1 > 3",
+        f"days_since({SHOES}) > profile.ltv",  # compared with data
+        f"days_since({SHOES}) == 10",  # equality: left to the one-second rule
+        f"days_since({SHOES}) != 10",
+        "days_since(ctx.now - 100) > 1",  # t read from the clock itself
+        f"ctx.now > 0 or days_since({SHOES}) > 90",
+    ],
+)
+def test_other_uses_of_the_clock_keep_the_one_second_rule(cmp: str) -> None:
+    d = lapsed_at(lapsed_engine(cmp), seen(10), NOW)
+    assert d.rule_errors == 0 and d.expires == NOW + 1.0
+
+
+def test_a_null_time_never_expires() -> None:
+    eng = lapsed_engine(f"days_since({SHOES}) > 90")
+    for profile in (None, seen(10, key="category:tents"), Profile("c-empty")):
+        d = lapsed_at(eng, profile, NOW)
+        assert d.placements[0].variant == "no" and d.expires == math.inf
+    # without consent no profile is read
+    d = eng.decide(visitor_id="v", profile=seen(10), ctx=ctx(consent=False), placements=["p"])
+    assert d.expires == math.inf
+
+
+def test_short_circuit_skips_a_comparison_only_behind_what_decides() -> None:
+    # gold: the comparison is not evaluated and the result cannot change (tier is data)
+    eng = lapsed_engine(f'profile.tier == "gold" or days_since({SHOES}) > 90')
+    assert lapsed_at(eng, seen(10), NOW).expires == math.inf
+    eng = lapsed_engine(f'profile.tier == "silver" or days_since({SHOES}) > 90')
+    edge = NOW + 80 * DAY
+    assert edge - EPS < lapsed_at(eng, seen(10), NOW).expires <= edge
+    # an hour that is true now can turn false: its own bound (the quarter hour) applies
+    eng = lapsed_engine(f"ctx.hour >= 20 or days_since({SHOES}) > 90")
+    assert lapsed_at(eng, seen(10), NOW).expires == NEXT_QUARTER
+    # two comparisons: the earlier edge wins
+    eng = lapsed_engine(f"days_since({SHOES}) > 90 or days_since({SHOES}) > 20")
+    edge = NOW + 10 * DAY
+    assert edge - EPS < lapsed_at(eng, seen(10), NOW).expires <= edge
+
+
+def test_placements_and_actions_add_their_edges_only_when_they_run() -> None:
+    text = (
+        one_rule(f"days_since({SHOES}) > 30".replace("'", "''"))
+        + f"actions:\n  - {{id: a, when: 'days_since({SHOES}) > 20', priority: 1}}\n"
+    )
+    eng = engine_from(text)
+    p = seen(10)
+    d = eng.decide(visitor_id="v", profile=p, ctx=ctx(), placements=["p"])
+    assert NOW + 10 * DAY - EPS < d.expires <= NOW + 10 * DAY  # the action's edge
+    d = eng.decide(visitor_id="v", profile=p, ctx=ctx(), placements=[])
+    assert NOW + 10 * DAY - EPS < d.expires <= NOW + 10 * DAY
+    # no consent: no profile and no actions; a placement not asked for adds nothing
+    d = eng.decide(visitor_id="v", profile=p, ctx=ctx(consent=False), placements=["p"])
+    assert d.expires == math.inf
+    eng = engine_from(one_rule(f"days_since({SHOES}) > 30".replace("'", "''")))
+    assert eng.decide(visitor_id="v", profile=p, ctx=ctx(), placements=[]).expires == math.inf
+
+
+def test_explain_gives_the_same_expiry_and_the_comparison_values() -> None:
+    # explain evaluates every condition, short-circuited ones too: not a reason to expire earlier
+    eng = lapsed_engine(f'profile.tier == "gold" or days_since({SHOES}) > 90')
+    plain = lapsed_at(eng, seen(10), NOW)
+    d = eng.decide(visitor_id="v", profile=seen(10), ctx=ctx(), placements=["p"], explain=True)
+    assert d.expires == plain.expires == math.inf and d.trace is not None
+    eng = engine_from(one_rule(f'profile.tier == "gold" or days_since({SHOES}) > 90'))
+    d = eng.decide(visitor_id="v", profile=seen(10), ctx=ctx(), placements=["p"], explain=True)
+    assert d.placements[0].variant == "yes" and d.expires == math.inf and d.trace is not None
+    [rule] = [e for e in d.trace if e.kind == "rule"]
+    assert [c.value for c in rule.conditions] == [True, False]
+
+
+def test_the_edge_is_never_late_and_hardly_early() -> None:
+    """The recorded edge against the first float instant at which the comparison really flips."""
+
+    def first_flip(pred: object, now: float) -> float:
+        # smallest float x > now with pred(x) != pred(now), by bisection on floats
+        assert callable(pred)
+        start = pred(now)
+        lo, hi = now, now + 1.0
+        while pred(hi) == start:
+            hi = now + (hi - now) * 2
+        while math.nextafter(lo, math.inf) < hi:
+            mid = lo + (hi - lo) / 2
+            if mid <= lo or mid >= hi:
+                mid = math.nextafter(lo, math.inf)
+            lo, hi = (lo, mid) if pred(mid) != start else (mid, hi)
+        return hi
+
+    rng = random.Random(5)
+    helpers = [
+        (_since_gt, operator.gt),
+        (_since_ge, operator.ge),
+        (_since_lt, operator.lt),
+        (_since_le, operator.le),
+    ]
+    for _ in range(5000):
+        fn, op = rng.choice(helpers)
+        now = rng.uniform(1e9, 2e9)
+        c: float = rng.choice(
+            [
+                90,
+                0,
+                1,
+                1 / 3,
+                7.3,
+                rng.uniform(-5, 400),
+                rng.uniform(0, 1e6),
+                round(rng.uniform(0, 100), 2),
+            ]
+        )
+        # t puts the edge within microseconds to days of now, sometimes within float rounding
+        offset = rng.choice([rng.uniform(0, 5 * DAY), rng.uniform(0, 1e-4), 2.0**-20, 1e-7, 0.0])
+        t = now - c * DAY + offset
+        cell = [math.inf, now]
+        answer = fn(cell, t, c)
+        assert answer is op((now - t) / 86400.0, c)  # exactly the inline comparison
+        flips_later = answer == (op in (operator.lt, operator.le))  # it can still change
+        if not flips_later:
+            assert cell[0] == math.inf
+            continue
+
+        def pred(x: float, fn: object = fn, t: float = t, c: float = c) -> bool:
+            return bool(fn([math.inf, x], t, c))  # type: ignore[operator]
+
+        flip = first_flip(pred, now)
+        assert now < cell[0] <= flip, (op, now, t, c, cell[0], flip)
+        # early by the rounding margin only: ≈ 25 µs for today's times and constants
+        early = 2.0**-45 * (abs(t) + abs(c) * DAY)
+        assert cell[0] >= flip - early or cell[0] == math.nextafter(now, math.inf)
 
 
 # -- content picks ----------------------------------------------------------------------------
@@ -327,7 +582,8 @@ def test_flags_cover_what_the_bytecode_reads() -> None:
     assert ruleset is not None
     eng = rules.compile_ruleset(ruleset)
     fns = [eng._segments_fn, eng._actions_fn]
-    assert eng._segments_uses == expiry.NOW  # days_since in `at_risk`
+    assert eng._segments_uses == expiry.TRACKED  # days_since(…) > 90 in `at_risk`
+    assert eng._tracked
     for per in eng._table.values():
         for prog in per.values():
             assert prog.uses | _bytecode_bits(prog.fn) == prog.uses
@@ -393,12 +649,72 @@ def test_clock_until_off_quarter_offsets_and_transitions() -> None:
 
 
 def _variant_demo() -> str:
-    # The demo's `at_risk` reads the clock (days_since), which makes every demo decision expire in
-    # a second; the variant without it exercises the other sources of time dependence.
+    # Without `at_risk`'s days_since: the other sources of time dependence, on their own.
     text = DEMO.read_text()
     old = " or days_since(profile.last_seen['category:shoes']) > 90"
     assert text.count(old) == 1
     return text.replace(old, "")
+
+
+LAST = "profile.last_seen['category:shoes']"
+# Tracked comparisons in every position: behind and ahead of clock-dependent and clock-free
+# operands of `and`/`or`, under `not`, reversed, in segments, placements and actions.
+TRACKED_SEGMENTS = f"""
+  night_or_lapsed: "ctx.hour >= 21 or days_since({LAST}) > 30"
+  recent_weekday: "days_since({LAST}) < 7 and not (ctx.weekday == 5)"
+  ripe: "89.99999 <= days_since({LAST}) and 'vip' in profile.segments or 90 >= days_since({LAST})"
+"""
+TRACKED_PLACEMENT = f"""
+      winback:
+        default: none
+        rules:
+          - id: w1
+            when: "ctx.hour < 12 and days_since({LAST}) >= 30"
+            then: morning_back
+          - id: w2
+            when: "segment.gold_plus or 7 > days_since({LAST})"
+            then: fresh
+          - id: w3
+            when: "not (days_since({LAST}) > 89.99999) and segment.night_or_lapsed"
+            then: mid
+"""
+TRACKED_ACTION = f"""
+  - id: lapsing_day
+    when: "days_since({LAST}) >= 14 and ctx.weekday != 5"
+    priority: 3
+"""
+# Where the edges of the comparisons above lie (days after last_seen).
+THRESHOLDS = {"demo": [90.0], "tracked": [90.0, 89.99999, 30.0, 14.0, 7.0]}
+
+
+def _tracked_demo() -> str:
+    text = DEMO.read_text()
+    for anchor, extra in (
+        ("  bargain_hunter:", TRACKED_SEGMENTS.lstrip("\n")),
+        ("      home_recs:", TRACKED_PLACEMENT.lstrip("\n")),
+        ("  - id: newsletter_signup", TRACKED_ACTION.lstrip("\n")),
+    ):
+        assert text.count(anchor) == 1
+        text = text.replace(anchor, extra + anchor)
+    return text
+
+
+def _near_edge(rng: random.Random, profile: Profile | None, now: float, source: str) -> Profile:
+    """A profile whose last_seen puts one comparison's edge just before or after ``now``: within
+    float rounding, a second, a quarter hour, a few days."""
+    offset = rng.choice(
+        [
+            rng.uniform(0, 1e-4),
+            rng.uniform(0, 1),
+            rng.uniform(-1, 0),
+            rng.uniform(0, 900),
+            rng.uniform(-900, 0),
+            rng.uniform(0, 3 * DAY),
+        ]
+    )
+    base = profile or rng.choice([ALICE, BRUNO, CHLOE])
+    last = now - rng.choice(THRESHOLDS[source]) * DAY + offset
+    return replace(base, id=f"{base.id}-edge", last_seen={"category:shoes": last})
 
 
 def _timed_catalog(base: float) -> Catalog:
@@ -442,7 +758,7 @@ class Case:
 
 
 def _case(rng: random.Random) -> Case:
-    page = ["home_hero", "home_recs", "article_sidebar", "cart_upsell", "nope"]
+    page = ["home_hero", "home_recs", "article_sidebar", "cart_upsell", "winback", "nope"]
     zones = [None, "Europe/Paris", "Asia/Kolkata", "America/St_Johns", "Asia/Kathmandu"]
     kw: dict[str, object] = {
         "site": rng.choice(["default", "shop-fr", "shop-de", "shop-uk"]),
@@ -465,20 +781,22 @@ def _case(rng: random.Random) -> Case:
     return Case(profile, kw, rng.sample(page, rng.randrange(1, len(page) + 1)), recent)
 
 
-@pytest.mark.parametrize("source", ["demo", "variant"])
+@pytest.mark.parametrize("source", ["demo", "variant", "tracked"])
 def test_decisions_hold_until_they_expire(source: str) -> None:
-    text = DEMO.read_text() if source == "demo" else _variant_demo()
+    text = {"demo": DEMO.read_text, "variant": _variant_demo, "tracked": _tracked_demo}[source]()
     ruleset, diags = rules.load(text, filename="demo.yaml")
     assert ruleset is not None, rules.render_all(diags)
     eng = rules.compile_ruleset(ruleset)
-    rng = random.Random(2026 if source == "demo" else 7)
+    rng = random.Random({"demo": 2026, "variant": 7, "tracked": 11}[source])
     base = 1_780_056_000.0  # Friday 2026-05-29 12:00 UTC
     catalog = _timed_catalog(base)
     bounds: dict[str, int] = {"inf": 0, "second": 0, "longer": 0}
-    changed = 0
-    for _ in range(300):
+    changed = segments_flipped = 0
+    for _ in range(400):
         case = _case(rng)
         now = base + rng.uniform(-2 * DAY, 2 * DAY)
+        if source != "variant" and rng.random() < 0.6:
+            case.profile = _near_edge(rng, case.profile, now, source)
         d = case.at(eng, catalog, now)
         assert d.expires > now
         if d.expires == math.inf:
@@ -486,14 +804,20 @@ def test_decisions_hold_until_they_expire(source: str) -> None:
             probes = [now + rng.uniform(0, 400 * DAY) for _ in range(4)]
         else:
             bounds["second" if d.expires == now + 1.0 else "longer"] += 1
-            probes = [now + rng.uniform(0, d.expires - now) for _ in range(3)]
-            probes.append(math.nextafter(d.expires, -math.inf))
+            last = math.nextafter(d.expires, -math.inf)
+            probes = [min(now + rng.uniform(0, d.expires - now), last) for _ in range(3)]
+            probes.append(last)
         for t in probes:
             assert same(case.at(eng, catalog, t), d), (case, now, t, d.expires)
-        if d.expires != math.inf and not same(case.at(eng, catalog, d.expires), d):
-            changed += 1
-    if source == "demo":
-        assert bounds == {"inf": 0, "second": 300, "longer": 0}  # `at_risk` reads the clock
-    else:
-        # every kind of bound occurs, and some are tight: the decision changes right at them
-        assert min(bounds.values()) > 10 and changed > 0, (bounds, changed)
+        if d.expires != math.inf:
+            # tight bounds: the decision changes right at them (edges: within their epsilon)
+            later = case.at(eng, catalog, d.expires + EPS)
+            changed += not same(later, d)
+            segments_flipped += later.segments != d.segments
+    # every kind of bound occurs (the tracked segments read the hour: few decisions never expire),
+    # and some are tight: the decision changes right at them
+    assert min(bounds.values()) > (0 if source == "tracked" else 10), bounds
+    assert changed > 0, (bounds, changed)
+    if source != "variant":
+        # days_since edges decide many of those bounds (segments are in every decision)
+        assert segments_flipped > 30, (bounds, changed, segments_flipped)
