@@ -5,8 +5,9 @@ context), and a decision is a pure function of its inputs, the snapshot versions
 live activity and the clock. The rules engine says until when a decision stays exactly what it is
 (`rules.Decision.expires`: the next hour boundary for an hour-of-day rule, the next validity edge of
 a candidate item, `inf` when nothing depends on the clock); the memo keeps an answer until then, or
-`max_age_s` at most. Snapshot versions are not part of the keys: the memo is cleared when the
-world changes, and an answer decided on an older world is never put.
+`max_age_s` at most — and never gives it for an instant before it was decided (a clock stepped
+back, or a request "as of" an earlier time). Snapshot versions are not part of the keys: the memo
+is cleared when the world changes, and an answer decided on an older world is never put.
 
 Memory is bounded by two generations of at most `max_entries / 2` entries each: new entries go to
 the young one; when it is full it becomes the old one and the previous old one is dropped. A hit
@@ -29,8 +30,9 @@ class AnswerMemo(Generic[V]):
         self.max_age_s = max_age_s
         self.enabled = max_age_s > 0 and max_entries > 1
         self._half = max(max_entries // 2, 1)
-        self._young: dict[Hashable, tuple[float, V]] = {}
-        self._old: dict[Hashable, tuple[float, V]] = {}
+        # key → (valid from, valid until, answer)
+        self._young: dict[Hashable, tuple[float, float, V]] = {}
+        self._old: dict[Hashable, tuple[float, float, V]] = {}
         self.hits = 0
         self.misses = 0
 
@@ -44,18 +46,19 @@ class AnswerMemo(Generic[V]):
                 self.misses += 1
                 return None
             self._keep(key, entry)
-        if entry[0] <= now:
+        if not entry[0] <= now < entry[1]:
             self.misses += 1
             return None
         self.hits += 1
-        return entry[1]
+        return entry[2]
 
     def put(self, key: Hashable, value: V, now: float, expires: float) -> None:
-        """Remember `value` until `expires` (or `max_age_s` from `now`, whichever is sooner)."""
+        """Remember `value`, decided at `now`, until `expires` (or `max_age_s` from `now`,
+        whichever is sooner)."""
         if self.enabled and expires > now:
-            self._keep(key, (min(expires, now + self.max_age_s), value))
+            self._keep(key, (now, min(expires, now + self.max_age_s), value))
 
-    def _keep(self, key: Hashable, entry: tuple[float, V]) -> None:
+    def _keep(self, key: Hashable, entry: tuple[float, float, V]) -> None:
         young = self._young
         if len(young) >= self._half:
             self._old = young

@@ -114,7 +114,8 @@ def test_server_wall_clock_jumping_years_keeps_serving(prove_data: Path, tmp_pat
                 ("back", "@2026-11-21 12:00:00"),
             ]:
                 stamp.write_text(when + "\n")
-                # Past the 1 s answer memo either way: the memo's slot changes with the clock.
+                # The memo never answers for an instant before its answer was decided, or after it
+                # expired: each jump is decided afresh.
                 statuses = {c.get(edge).status_code for _ in range(20)}
                 hero = hero_content(decide(c))
                 seen[label] = (statuses.pop() if len(statuses) == 1 else -1, hero)

@@ -53,3 +53,10 @@ def test_zero_age_disables() -> None:
     assert not memo.enabled
     memo.put("k", "answer", now=0, expires=math.inf)
     assert memo.get("k", now=0) is None
+
+
+def test_an_answer_is_never_given_for_an_instant_before_it_was_decided() -> None:
+    memo: AnswerMemo[str] = AnswerMemo(max_age_s=60, max_entries=10)
+    memo.put("k", "answer", now=100.0, expires=math.inf)
+    assert memo.get("k", now=99.9) is None  # the clock stepped back, or "as of" earlier
+    assert memo.get("k", now=100.0) == "answer"
