@@ -29,6 +29,7 @@ from collections.abc import Callable, Sequence
 from typing import Any, TypeGuard
 
 from rules import ast, expiry, fold
+from rules.context import CLOCK_FIELDS, KEY_FIELDS
 
 ARGS = ("A", "I", "N", "L", "G", "PID", "X", "H", "W", "NOW", "S", "RV", "RP", "RC", "RK", "UNTIL")
 
@@ -206,17 +207,30 @@ class Shared:
         self._clock_free = set(CLOCK_FREE_HELPERS)
         # code object → what it can read of the clock and live data (bits of rules/expiry.py)
         self._uses: dict[types.CodeType, int] = {}
+        # code object → the context fields it can read (names of `rules.context.KEY_FIELDS`)
+        self._reads: dict[types.CodeType, frozenset[str]] = {}
 
     def uses(self, fn: Fn) -> int:
         """What a function compiled here can read of the clock and live data (`rules.expiry`)."""
         return self._uses.get(fn.__code__, expiry.NOW)  # not compiled here: assume the worst
 
+    def ctx_fields(self, fn: Fn) -> frozenset[str]:
+        """The context fields (`rules.context.KEY_FIELDS` names) a function compiled here can read
+        — apart from `now`, whose effect its `uses` bits bound."""
+        return self._reads.get(fn.__code__, _ALL_FIELDS)  # not compiled here: every field
+
     def _record(
-        self, code: types.CodeType, names: set[str], attrs: set[str], stored: set[str]
+        self,
+        code: types.CodeType,
+        names: set[str],
+        attrs: set[str],
+        stored: set[str],
+        reads: frozenset[str],
     ) -> None:
         # Globals: names of ours, and (to be safe) any name that is neither assigned nor an arg.
         globals_ = {n for n in names if n in self.globals or (n not in stored and n not in ARGS)}
         self._uses[code] = expiry.uses(names | attrs, globals_, frozenset(self._clock_free))
+        self._reads[code] = reads
 
     def regex(self, pattern: str) -> str:
         name = self._regex.get(pattern)
@@ -537,29 +551,77 @@ def _function(name: str, body: list[py.stmt], shared: Shared, filename: str) -> 
     names: set[str] = set()
     attrs: set[str] = set()
     stored: set[str] = set()
-    _locate(module, names, attrs, stored)
+    reads = _locate(module, names, attrs, stored)
     code = compile(module, filename, "exec", dont_inherit=True, optimize=2)
     fcode = next(c for c in code.co_consts if isinstance(c, types.CodeType))
-    shared._record(fcode, names, attrs, stored)
+    shared._record(fcode, names, attrs, stored, reads)
     # UNTIL defaults to None: only functions with tracked comparisons need the cell.
     return types.FunctionType(fcode, shared.globals, name, (None,))
 
 
-def _locate(module: py.Module, names: set[str], attrs: set[str], stored: set[str]) -> None:
+_ALL_FIELDS = frozenset(KEY_FIELDS)
+_GEO_FIELDS = frozenset(f for f in KEY_FIELDS if f.startswith("geo."))
+# Context fields that are X's own attributes (geo's are reached through X.geo, `now` as NOW).
+_X_FIELDS = frozenset(f for f in KEY_FIELDS if "." not in f)
+
+
+def _locate(
+    module: py.Module, names: set[str], attrs: set[str], stored: set[str]
+) -> frozenset[str]:
     """Every node on line 1 (the code has no source); one flat pass, cheaper than
     `ast.fix_missing_locations`' recursion when thousands of placements compile. The same pass
     collects, for `Shared.uses`, every name the code loads (in nested scopes too), every attribute
-    it reads and every name it assigns or takes as an argument."""
+    it reads and every name it assigns or takes as an argument; and returns, for
+    `Shared.ctx_fields`, the context fields the code can read, found by shape rather than by
+    attribute name (a `city` read elsewhere is not `ctx.geo.city`): ``X.f``, ``X.geo.f`` and the
+    clock arguments H and W (`rules.context.CLOCK_FIELDS`). Any other use of ``X`` or ``X.geo``
+    (passed on whole, an attribute not known) counts as reading all of it."""
+    reads: set[str] = set()
+    x_loads = x_reached = 0  # loads of X; of them, those that are an X.f
+    geo_nodes: set[int] = set()  # the X.geo nodes
+    geo_reached: set[int] = set()  # of them, those that are the value of an X.geo.f
     for node in py.walk(module):
         if "lineno" in node._attributes:
             node.lineno = node.end_lineno = 1  # type: ignore[attr-defined]
             node.col_offset = node.end_col_offset = 0  # type: ignore[attr-defined]
         if isinstance(node, py.Name):
-            (names if isinstance(node.ctx, py.Load) else stored).add(node.id)
+            if isinstance(node.ctx, py.Load):
+                names.add(node.id)
+                if node.id == "X":
+                    x_loads += 1
+                elif node.id == "H":
+                    reads.update(CLOCK_FIELDS["hour"])
+                elif node.id == "W":
+                    reads.update(CLOCK_FIELDS["weekday"])
+            else:
+                stored.add(node.id)
         elif isinstance(node, py.Attribute):
             attrs.add(node.attr)
+            value = node.value
+            if isinstance(value, py.Name) and value.id == "X":
+                x_reached += 1
+                if node.attr == "geo":
+                    geo_nodes.add(id(node))
+                elif node.attr in _X_FIELDS:
+                    reads.add(node.attr)
+                elif node.attr != "now":  # `now` is the clock's: `uses` bounds it
+                    reads.update(_ALL_FIELDS)
+            elif (
+                isinstance(value, py.Attribute)
+                and value.attr == "geo"
+                and isinstance(value.value, py.Name)
+                and value.value.id == "X"
+            ):
+                geo_reached.add(id(value))
+                field = f"geo.{node.attr}"
+                reads.update((field,) if field in _GEO_FIELDS else _GEO_FIELDS)
         elif isinstance(node, py.arg):
             stored.add(node.arg)
+    if x_loads > x_reached:
+        reads.update(_ALL_FIELDS)
+    if geo_nodes - geo_reached:
+        reads.update(_GEO_FIELDS)
+    return frozenset(reads)
 
 
 def _assign(target: str, value: py.expr) -> py.stmt:

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import math
+import operator
 import time
+from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -111,6 +113,50 @@ def clock_until(ctx: Context) -> tuple[int, int, float]:
         hit[1] if weekday is None else weekday,
         hit[2],
     )
+
+
+# Every field `context_key` holds, in its order (geo's as `geo.<name>`): all of `Context` but `now`.
+KEY_FIELDS = (
+    "site",
+    "locale",
+    "url",
+    "path",
+    "referrer",
+    "device",
+    "timezone",
+    "weather",
+    "geo.country",
+    "geo.region",
+    "geo.city",
+    "hour",
+    "weekday",
+    "consent",
+)
+# What the clock arguments are derived from besides `now`: the given field, else `now` in the zone.
+CLOCK_FIELDS = {"hour": ("hour", "timezone"), "weekday": ("weekday", "timezone")}
+
+ContextKey = Callable[[Context], tuple[object, ...]]
+
+
+def _empty_key(ctx: Context) -> tuple[object, ...]:
+    return ()
+
+
+def key_function(fields: Iterable[str]) -> ContextKey:
+    """A function of a context giving the values of ``fields`` (names of `KEY_FIELDS`), in the order
+    of `KEY_FIELDS` whatever the order given: one C-level `operator.attrgetter`, built once."""
+    wanted = set(fields)
+    unknown = wanted.difference(KEY_FIELDS)
+    if unknown:
+        raise ValueError(f"not context key fields: {sorted(unknown)}")
+    names = [f for f in KEY_FIELDS if f in wanted]
+    if not names:
+        return _empty_key
+    if len(names) == 1:
+        one = operator.attrgetter(names[0])
+        return lambda ctx: (one(ctx),)
+    # With two or more names attrgetter returns a tuple; dotted names read `ctx.geo.<name>`.
+    return operator.attrgetter(*names)
 
 
 def context_key(ctx: Context) -> tuple[object, ...]:

@@ -33,7 +33,7 @@ from rules.compiler import (
     segments_function,
     value_function,
 )
-from rules.context import Context, clock_until
+from rules.context import KEY_FIELDS, Context, clock_until, key_function
 from rules.decision import (
     ActionDecision,
     Condition,
@@ -56,6 +56,12 @@ _EMPTY_ATTRS: Mapping[str, object] = {}
 _EMPTY_SEQ: tuple[str, ...] = ()
 _INF = math.inf
 _NOW_OR_RECENT = NOW | RECENT
+# Context fields the engine reads itself, whatever the rules: `site` and `locale` choose the
+# placement table, the pick locale, the actions' sites and the decision key; `consent` gates the
+# profile, live activity, the visitor id (experiment arms) and the actions. (`now` is `expires`'.)
+# Rules reading `ctx.hour`/`ctx.weekday` add the field and `timezone` (`CLOCK_FIELDS`), which also
+# covers the engine's own use of them for `expires`.
+ENGINE_FIELDS = ("site", "locale", "consent")
 
 
 @dataclass(slots=True, eq=False)
@@ -184,6 +190,14 @@ class Engine:
         for prog in memo.values():
             uses |= prog.uses
         self._tracked = bool(uses & TRACKED)
+        # The context fields a decision can depend on (besides `now`): the engine's own and those
+        # any compiled function can read. Actions count even though they run only with consent.
+        fields = set(ENGINE_FIELDS)
+        for fn in (self._segments_fn, self._actions_fn, *(p.fn for p in memo.values())):
+            if fn is not None:
+                fields |= self._shared.ctx_fields(fn)
+        self.context_fields: tuple[str, ...] = tuple(f for f in KEY_FIELDS if f in fields)
+        self._context_key = key_function(self.context_fields)
 
     def _compile_placement(self, p: Placement, filename: str) -> Program:
         fn = placement_function(
@@ -200,6 +214,13 @@ class Engine:
             for e in p.experiments
         )
         return Program(p, fn, tuple(p.rules), exps, self._shared.uses(fn))
+
+    def context_key(self, ctx: Context) -> tuple[object, ...]:
+        """The values of `context_fields`: contexts with equal keys (and equal `now`) get the same
+        decision for the same profile, visitor, placements, content, live activity and statistics
+        — a memo key that ignores what these rules never read (`rules.context_key` holds every
+        field)."""
+        return self._context_key(ctx)
 
     # -- look-up ----------------------------------------------------------------------------
 
