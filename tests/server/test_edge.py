@@ -156,11 +156,15 @@ def test_a_repeated_question_is_answered_again_from_the_memo(server: Edgeside) -
 
 
 def test_unknown_visitors_in_the_same_context_share_one_decision(server: Edgeside) -> None:
+    # The demo rules read neither the URL nor the device: each page view is the same question.
+    browser = "Mozilla/5.0 (Windows NT 10.0; Win64; x64) shared-test"
     with server.client() as client:
-        first = edge(client, "unknown-1", **{"X-Original-URI": "/shared-test"}).headers
+        first = edge(client, "unknown-1", **{"User-Agent": browser}).headers
         memo = counters(client, "edgeside_memo_lookups_total")
         others = [
-            edge(client, f"unknown-{i}", **{"X-Original-URI": "/shared-test"}).headers
+            edge(
+                client, f"unknown-{i}", **{"X-Original-URI": f"/page-{i}", "User-Agent": browser}
+            ).headers
             for i in range(2, 6)
         ]
         memo_after = counters(client, "edgeside_memo_lookups_total")
