@@ -28,7 +28,7 @@ import orjson
 
 from server.demo import DEMO_DIR, ensure_demo
 
-from .procs import ROOT, edgeside, free_port, process, wait_http
+from .procs import ROOT, cpu_seconds, edgeside, free_port, process, wait_http
 
 LUA = Path(__file__).with_name("wrk_edge.lua")
 
@@ -45,8 +45,14 @@ def demo_cookies() -> list[str]:
     return sorted(set(cookies))
 
 
-def wrk(url: str, seconds: int, connections: int, cookie_file: Path, mode: str) -> dict[str, Any]:
+def wrk(
+    url: str, seconds: int, connections: int, cookie_file: Path, mode: str, pid: int | None = None
+) -> dict[str, Any]:
+    """One wrk run; given the server's process `pid`, also the CPU time the server (and its
+    workers) spent per request."""
     import subprocess
+
+    cpu_before = cpu_seconds(pid) if pid is not None else 0.0
 
     out = subprocess.run(
         [
@@ -70,6 +76,8 @@ def wrk(url: str, seconds: int, connections: int, cookie_file: Path, mode: str) 
     line = next(x for x in out.splitlines() if x.startswith("WRKJSON "))
     result: dict[str, Any] = json.loads(line[len("WRKJSON ") :])
     result["rps"] = result["requests"] / (result["duration_us"] / 1e6)
+    if pid is not None:
+        result["cpu_us"] = (cpu_seconds(pid) - cpu_before) / max(result["requests"], 1) * 1e6
     return result
 
 
@@ -118,7 +126,7 @@ def measure_bare(
     log = log_dir / f"bare-{server}-{port}.log"
     with process(bare_argv(port, workers, server, app), log=log, cwd=ROOT) as proc:
         wait_http(f"http://127.0.0.1:{port}/", ok=(204,), proc=proc, log=log)
-        return wrk(f"http://127.0.0.1:{port}", seconds, connections, cookies, "edge")
+        return wrk(f"http://127.0.0.1:{port}", seconds, connections, cookies, "edge", proc.pid)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -160,16 +168,16 @@ def main(argv: list[str] | None = None) -> int:
             )
             with edgeside(data, workers=args.workers, log_dir=tmp) as server:
                 wrk(server.url, 2, args.connections, cookie_file, "edge")  # warm-up
-                runs["edge"].append(wrk(server.url, *common, "edge"))
+                runs["edge"].append(wrk(server.url, *common, "edge", server.proc.pid))
                 memo = memo_hit_ratios(server.url)
-                runs["decide"].append(wrk(server.url, *common, "decide"))
-                runs["edge_repeat"].append(wrk(server.url, *common, "repeat"))
+                runs["decide"].append(wrk(server.url, *common, "decide", server.proc.pid))
+                runs["edge_repeat"].append(wrk(server.url, *common, "repeat", server.proc.pid))
             if granian:
                 runs["bare_granian"].append(measure_bare(args.workers, "granian", *common, tmp))
                 with edgeside(
                     data, workers=args.workers, log_dir=tmp, args=["--server", "granian"]
                 ) as server:
-                    runs["edge_granian"].append(wrk(server.url, *common, "edge"))
+                    runs["edge_granian"].append(wrk(server.url, *common, "edge", server.proc.pid))
             print(
                 f"round {round_no + 1}: "
                 + ", ".join(f"{k} {v[-1]['rps']:.0f} rps" for k, v in runs.items() if v),
@@ -181,6 +189,9 @@ def main(argv: list[str] | None = None) -> int:
 
     def pct(name: str, key: str) -> float:
         return round(float(statistics.mean(r[key] for r in runs[name])) / 1000.0, 3)
+
+    def cpu(name: str) -> float:
+        return round(float(statistics.mean(r["cpu_us"] for r in runs[name])), 2)
 
     errors = sum(r["errors"] + r["status_errors"] for rs in runs.values() for r in rs)
     result: dict[str, Any] = {
@@ -203,6 +214,8 @@ def main(argv: list[str] | None = None) -> int:
         "ratio_bare_edge_headers": round(rps("bare_edge_headers") / rps("bare"), 3),
         "edge_repeat_rps": round(rps("edge_repeat")),
         "ratio_edge_repeat": round(rps("edge_repeat") / rps("bare"), 3),
+        # Server CPU time per request (µs), the same comparison with less noise from neighbours.
+        "cpu_us_per_request": {name: cpu(name) for name in runs if runs[name]},
         # Of the last round's edge run, warm-up included: the very same request answered again,
         # and the same decision shared by another request.
         "edge_memo_hit_ratio": memo.get("edge"),

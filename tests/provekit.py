@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from bench.procs import children
 from server.demo import ensure_demo
 
 ADMIN_TOKEN = "prove-admin-token-5f1c2a9e7b"
@@ -32,14 +33,6 @@ def prove_copy(prove_data: Path, tmp_path: Path) -> Path:
     target = tmp_path / "data"
     shutil.copytree(prove_data, target, symlinks=True)
     return target
-
-
-def children(pid: int) -> list[int]:
-    try:
-        raw = Path(f"/proc/{pid}/task/{pid}/children").read_text()
-    except OSError:
-        return []
-    return [int(x) for x in raw.split()]
 
 
 def worker_pids(supervisor: int) -> list[int]:
