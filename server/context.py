@@ -127,16 +127,21 @@ class ContextBuilder:
                     return text
         return None
 
+    @staticmethod
+    def describing(raw: list[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
+        """The request's headers but those that name the visitor: what describes the request."""
+        return [h for h in raw if h[0] not in _VISITOR_HEADERS]
+
     def context_for(
         self,
-        raw: list[tuple[bytes, bytes]],
+        described: list[tuple[bytes, bytes]],
         headers: Mapping[bytes, bytes],
         site: str | None,
         now: float,
     ) -> rules.Context:
-        """`from_headers`, remembered by the raw headers it depends on (`raw`, the request's
-        header list; `headers`, the same as a mapping)."""
-        key = (site, *[h for h in raw if h[0] not in _VISITOR_HEADERS])
+        """`from_headers`, remembered by the headers it depends on (`described`, from
+        `describing`; `headers`, all of the request's as a mapping)."""
+        key = (site, *described)
         template = self._contexts.get(key)
         if template is None:
             template = self.from_headers(headers, site, now)

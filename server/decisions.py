@@ -89,6 +89,10 @@ class Served(msgspec.Struct):
     # visitor whose decision was shared from the decision memo: those visitors are many and
     # mostly seen once, and the decision memo already holds their decision for all of them.
     remember: bool = True
+    # Decided for a visitor the snapshots do not know, without live activity, with nothing per
+    # visitor in it (no actions): every such visitor in the same context gets it too, if the
+    # experiments put them in the same arms (`DecisionService.welcomes`).
+    stranger: bool = False
     # Reuses from an answer memo not yet added to the metrics (see `DecisionService.reuse`).
     uses: int = 0
 
@@ -284,9 +288,35 @@ class DecisionService:
             except Exception:
                 decision = _bare_fallback(placements, "internal_error", ctx.now + 1.0)
         # Fallbacks (a deadline overrun, a rule error) are this moment's, not the inputs'.
-        if memo_key is not None and not decision.rule_errors and fallback_reason(decision) is None:
+        shareable = (
+            memo_key is not None and not decision.rule_errors and fallback_reason(decision) is None
+        )
+        if shareable:
             self.memo.put(memo_key, decision, ctx.now, decision.expires)
-        return self._served(world, ctx, decision, key, stamp, recent)
+        served = self._served(world, ctx, decision, key, stamp, recent)
+        served.stranger = shareable and profile is None and not stamp and not decision.actions
+        return served
+
+    def welcomes(
+        self, world: World, visitor: Visitor, ctx: rules.Context, decision: rules.Decision
+    ) -> bool:
+        """Whether `visitor`, in the context `ctx` was made from, gets `decision` — one served to
+        a stranger (`Served.stranger`) in that context: so do visitors the snapshots do not know
+        either, without live activity, in the same experiment arms; and, without consent,
+        everyone."""
+        if not ctx.consent:
+            return True
+        if self.lookup(world, visitor) is not None:
+            return False
+        live = self.live
+        if live is not None:
+            key = live_key(None, visitor)
+            if key is not None and live.maybe_active(key):
+                return False
+        if world.engine is None:
+            return False
+        visitor_id = visitor.canonical or next(iter(visitor.ids.values()), None)
+        return _same_arms(world.engine, ctx, decision, visitor_id, self.arm_stats)
 
     def _served(
         self,

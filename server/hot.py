@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Awaitable, Callable, Hashable, Sequence
+from typing import NamedTuple
 from urllib.parse import parse_qs
 
 import msgspec
@@ -188,7 +189,8 @@ class Edge:
 
     async def _edge(self, state: AppState, scope: Scope, send: Send) -> None:
         started = _perf()
-        headers = dict(scope["headers"])
+        raw = scope["headers"]
+        headers = dict(raw)
         now = _now()
         try:
             site, placements = self._query(state, scope, headers)
@@ -196,17 +198,47 @@ class Edge:
             await send_error(send, 400, "bad_placements", str(exc), "X-Placements")
             state.metrics.responses.inc(("edge", "400"))
             return
-        versions, served, _ = _decide_from_headers(
-            state, site, scope["headers"], headers, now, placements
-        )
-        answer = Answer(self._messages(served.decision, versions), versions, served)
-        _remember(state, state.edge_memo, edge_key(scope), scope, answer, now)
-        state.service.emit(served, now)
+        described = state.builder.describing(raw)
+        # The request without who asks: most visitors are strangers, and strangers asking the
+        # same question get the same answer (`DecisionService.welcomes` says when).
+        shape = (scope["method"], scope["query_string"], *described)
+        answer = self._for_stranger(state, shape, headers, now)
+        if answer is None:
+            decided = _decide_from_headers(state, site, described, headers, now, placements)
+            served, versions = decided.served, decided.versions
+            answer = Answer(self._messages(served.decision, versions), versions, served)
+            _remember(state, state.edge_memo, edge_key(scope), scope, answer, now)
+            if served.stranger and not state.decision_log.enabled:
+                state.stranger_memo.put(shape, (answer, decided.ctx), now, served.expires)
+            state.service.emit(served, now)
         await send(answer.start)
         await send(answer.body)
         metrics = state.metrics
         metrics.responses.inc(("edge", "204"))
         metrics.request_seconds.observe(("edge",), _perf() - started)
+
+    @staticmethod
+    def _for_stranger(
+        state: AppState, shape: Hashable, headers: dict[bytes, bytes], now: float
+    ) -> Answer | None:
+        """The answer a stranger got to this very question, if this visitor gets it too."""
+        remembered = state.stranger_memo.get(shape, now)
+        if remembered is None:
+            return None
+        answer, ctx = remembered
+        service = state.service
+        visitor = state.builder.visitor_from_headers(headers) if ctx.consent else _ANONYMOUS
+        holder = state.holder
+        world = holder.acquire()
+        try:
+            if answer.versions != world.snapshot_header:
+                return None
+            if not service.welcomes(world, visitor, ctx, answer.served.decision):
+                return None
+        finally:
+            holder.release(world)
+        service.reuse(answer.served, now)
+        return answer
 
     def _query(
         self, state: AppState, scope: Scope, headers: dict[bytes, bytes]
@@ -244,17 +276,24 @@ class Edge:
         return messages
 
 
+class Decided(NamedTuple):
+    versions: bytes
+    served: Served
+    html: str  # the first placement's fragment, when asked to render
+    ctx: rules.Context
+
+
 def _decide_from_headers(
     state: AppState,
     site: str | None,
-    raw: list[tuple[bytes, bytes]],
+    described: list[tuple[bytes, bytes]],
     headers: dict[bytes, bytes],
     now: float,
     placements: Sequence[str],
     render: bool = False,
-) -> tuple[bytes, Served, str]:
+) -> Decided:
     """Decide from what a proxy forwards; with `render`, also the first placement's fragment."""
-    ctx = state.builder.context_for(raw, headers, site, now)
+    ctx = state.builder.context_for(described, headers, site, now)
     visitor = state.builder.visitor_from_headers(headers) if ctx.consent else _ANONYMOUS
     holder = state.holder
     world = holder.acquire()
@@ -264,7 +303,7 @@ def _decide_from_headers(
         if render:
             chosen = served.decision.placements[0]
             html = render_fragment(world, chosen.placement, chosen.variant, chosen.content)
-        return world.snapshot_header, served, html
+        return Decided(world.snapshot_header, served, html, ctx)
     finally:
         holder.release(world)
 
@@ -286,8 +325,9 @@ async def fragment(state: AppState, scope: Scope, receive: Receive, send: Send) 
         return
     now = _now()
     site = query_params(scope).get("site", [None])[0]
-    versions, served, html = _decide_from_headers(
-        state, site, scope["headers"], dict(scope["headers"]), now, [placement], render=True
+    raw = scope["headers"]
+    versions, served, html, _ = _decide_from_headers(
+        state, site, state.builder.describing(raw), dict(raw), now, [placement], render=True
     )
     out = [
         (b"content-type", _HTML),

@@ -9,6 +9,8 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
+import rules
+
 from .config import Secrets, Settings
 from .context import ContextBuilder, Visitor
 from .decision_log import DecisionLog, Record
@@ -54,6 +56,8 @@ class AppState:
         self.edge_memo: AnswerMemo[Answer] = AnswerMemo(age, entries)
         self.fragment_memo: AnswerMemo[Answer] = AnswerMemo(age, entries)
         self.decide_memo: AnswerMemo[tuple[bytes, Served]] = AnswerMemo(age, entries)
+        # `/v1/edge` answers given to strangers, by the request without its visitor headers.
+        self.stranger_memo: AnswerMemo[tuple[Answer, rules.Context]] = AnswerMemo(age, entries)
         self.fragment_cache_control = b"private, max-age=%d" % settings.fragment_max_age_s
         self._token = secrets.admin_token.encode() if secrets.admin_token else None
         self.ingest = Ingest(settings.live)
@@ -143,6 +147,7 @@ class AppState:
             "edge": self.edge_memo,
             "fragment": self.fragment_memo,
             "decide": self.decide_memo,
+            "stranger": self.stranger_memo,
             "decision": self.service.memo,
         }
         for name, memo in memos.items():
@@ -162,7 +167,13 @@ class AppState:
 
     def _record_swap(self, world: World) -> None:
         # Answers of the old world are never reused; dropping them now also frees the memory.
-        for memo in (self.edge_memo, self.fragment_memo, self.decide_memo, self.service.memo):
+        for memo in (
+            self.edge_memo,
+            self.fragment_memo,
+            self.decide_memo,
+            self.stranger_memo,
+            self.service.memo,
+        ):
             memo.clear()
         metrics = self.metrics
         metrics.snapshot_swaps.inc()

@@ -180,3 +180,36 @@ def test_bad_batches_are_refused_with_reasons(demo_copy: Path) -> None:
         assert statuses[2].json()["error"]["code"] == "flood"
         metrics = client.get("/metrics").text
         assert 'edgeside_events_total{result="flood"} 100' in metrics
+
+
+def test_a_stranger_with_live_activity_is_decided_for_themselves(demo_copy: Path) -> None:
+    def upsell(client: httpx.Client, cookie: str) -> str:
+        response = client.get(
+            "/v1/edge?p=cart_upsell&site=shop-fr", headers={"Cookie": f"edgeside_id={cookie}"}
+        )
+        return dict(part.split("=") for part in response.headers["x-edge-decision"].split(";"))[
+            "cart_upsell"
+        ]
+
+    with edgeside(demo_copy, workers=1) as server, server.client() as client:
+        # Visitors the profiles do not know share one answer (the strangers' memo)…
+        assert [upsell(client, f"stranger-{i}") for i in range(3)] == ["none"] * 3
+        cart = {
+            "type": "add_to_cart",
+            "visitor": {"ids": {"cookie": "stranger-1"}},
+            "content_id": "p-tent-1",
+            "category": "camping",
+        }
+        assert post_events(server.url, [cart]).status_code == 202
+        # …until one of them has a cart: then they are decided with it, within a second.
+        deadline = time.monotonic() + 1.0
+        while upsell(client, "stranger-1") == "none":
+            assert time.monotonic() < deadline, "the cart did not reach the decision within 1 s"
+            time.sleep(0.02)
+        assert upsell(client, "stranger-9") == "none"
+        hits = [
+            line
+            for line in client.get("/metrics").text.splitlines()
+            if line.startswith('edgeside_memo_lookups_total{memo="stranger",result="hit"}')
+        ]
+        assert hits and float(hits[0].split()[-1]) >= 2

@@ -89,3 +89,22 @@ def test_reuses_reach_the_metrics_at_the_next_flush() -> None:
     assert svc.metrics.decisions.values.get(("clock", "afternoon")) is None
     svc.flush_counts()
     assert svc.metrics.decisions.values[("clock", "afternoon")] == 5
+
+
+def test_a_strangers_decision_welcomes_exactly_the_strangers_in_its_arm() -> None:
+    world = World(engine=engine())
+    svc = service()
+    ctx = rules.Context(site="default", now=NOON)
+    first = svc.serve(world, cookie("anon-0"), ctx, ["hero"])
+    assert first.stranger
+    arm = first.decision.placements[0].arm
+    for i in range(1, 200):
+        alone = world.engine.decide(  # type: ignore[union-attr]
+            visitor_id=f"anon-{i}", profile=None, ctx=ctx, placements=["hero"]
+        ).placements[0]
+        assert svc.welcomes(world, cookie(f"anon-{i}"), ctx, first.decision) == (alone.arm == arm)
+    # Without consent there is no one to tell apart.
+    no_consent = rules.Context(site="default", now=NOON, consent=False)
+    shared = svc.serve(world, cookie("anon-0"), no_consent, ["hero"])
+    assert shared.stranger
+    assert all(svc.welcomes(world, cookie(f"x{i}"), no_consent, shared.decision) for i in range(9))

@@ -172,3 +172,12 @@ def test_unknown_visitors_in_the_same_context_share_one_decision(server: Edgesid
     assert memo_after[SHARED_HITS] - memo[SHARED_HITS] == 4
     # Each is a new visitor: their answers are not kept per request.
     assert memo_after[EDGE_HITS] == memo[EDGE_HITS]
+
+
+def test_a_known_visitor_never_gets_the_strangers_answer(server: Edgeside) -> None:
+    page = {"X-Original-URI": "/after-a-stranger"}
+    with server.client() as client:
+        stranger = edge(client, "never-seen-7", **page).headers["x-edge-key"]
+        alice = edge(client, "c-alice", **page).headers["x-edge-key"]
+        alice_elsewhere = edge(client, "c-alice").headers["x-edge-key"]
+    assert alice == alice_elsewhere != stranger
