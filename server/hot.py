@@ -153,15 +153,17 @@ def _remember(
     answer: Answer,
     now: float,
 ) -> None:
-    """Put a fresh answer in its memo, unless it was decided on a world already replaced or the
-    request is too large to be worth keeping (the memo is bounded in entries, not bytes)."""
-    if not (memo.enabled and answer.served.remember):
-        return
+    """Put a fresh answer in its memo for the very same request (see `_keepable`)."""
+    if memo.enabled and answer.served.remember and _keepable(state, scope, answer):
+        memo.put(key, answer, now, answer.served.expires)
+
+
+def _keepable(state: AppState, scope: Scope, answer: Answer) -> bool:
+    """Not an answer decided on a world already replaced, nor one to a request too large to be
+    worth keeping (the memos are bounded in entries, not bytes)."""
     if answer.versions != state.holder.current.snapshot_header:
-        return
-    if sum(len(name) + len(value) for name, value in scope["headers"]) > MEMO_KEY_MAX_BYTES:
-        return
-    memo.put(key, answer, now, answer.served.expires)
+        return False
+    return sum(len(name) + len(value) for name, value in scope["headers"]) <= MEMO_KEY_MAX_BYTES
 
 
 class Edge:
@@ -208,7 +210,12 @@ class Edge:
             served, versions = decided.served, decided.versions
             answer = Answer(self._messages(served.decision, versions), versions, served)
             _remember(state, state.edge_memo, edge_key(scope), scope, answer, now)
-            if served.stranger and not state.decision_log.enabled:
+            # Not with the decision log on: its records name each visitor.
+            if (
+                served.stranger
+                and not state.decision_log.enabled
+                and _keepable(state, scope, answer)
+            ):
                 state.stranger_memo.put(shape, (answer, decided.ctx), now, served.expires)
             state.service.emit(served, now)
         await send(answer.start)
