@@ -268,6 +268,7 @@ class DecisionService:
             ):
                 served = self._served(world, ctx, shared, key, stamp, None)
                 served.remember = profile is not None
+                served.stranger = profile is None and not stamp and not shared.actions
                 return served
         try:
             decision = engine.decide(
