@@ -84,6 +84,9 @@ class LiveSettings(msgspec.Struct, forbid_unknown_fields=True):
     # Per visitor and worker: at most this many events per flood window.
     flood_events: int = 200
     flood_window_s: float = 10.0
+    # Slots of the shared stamp table (a power of two, 4 bytes each): visitors sharing a slot
+    # only make each other's memoised answers be decided again, so more slots, fewer of those.
+    stamp_slots: int = 1 << 20
     queue_max: int = 50_000
     flush_interval_s: float = 0.05
     sweep_interval_s: float = 60.0
@@ -245,6 +248,9 @@ def load_settings(
         raise ConfigError("keep_versions must be at least 1 (the rollback target)")
     if settings.server not in ("uvicorn", "granian"):
         raise ConfigError(f"server {settings.server!r}: choose uvicorn or granian")
+    slots = settings.live.stamp_slots
+    if not 1 <= slots <= 1 << 30 or slots & (slots - 1):
+        raise ConfigError(f"live.stamp_slots {slots}: a power of two up to 2**30, e.g. 1048576")
     return settings
 
 

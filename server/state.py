@@ -78,7 +78,9 @@ class AppState:
             half_life_s=s.half_life_s,
             max_visitors=s.max_visitors,
         )
-        self.live = open_store(self.settings.data, s.dir, s.map_size_mb * 1024 * 1024, limits)
+        self.live = open_store(
+            self.settings.data, s.dir, s.map_size_mb * 1024 * 1024, limits, s.stamp_slots
+        )
         self.service.live = self.live
         if self.live is not None:
             self.service.arm_stats = StoreArmStats(self.live, s.bandit_window_s)

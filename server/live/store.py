@@ -352,11 +352,13 @@ class LiveStore:
         return int(info["last_pgno"] + 1) * int(stat["psize"])
 
 
-def open_store(data_dir: str, subdir: str, map_size: int, limits: LiveLimits) -> LiveStore | None:
+def open_store(
+    data_dir: str, subdir: str, map_size: int, limits: LiveLimits, stamp_slots: int = 1 << 20
+) -> LiveStore | None:
     """The store under DATA/<subdir>, or None when it cannot be opened (decisions go on without)."""
     path = Path(subdir) if os.path.isabs(subdir) else Path(data_dir or ".") / subdir
     try:
-        return LiveStore(path, map_size, limits)
+        return LiveStore(path, map_size, limits, stamp_slots=stamp_slots)
     except (lmdb.Error, OSError) as exc:
         log.error("live store %s unavailable, deciding without live activity: %s", path, exc)
         return None

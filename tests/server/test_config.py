@@ -55,3 +55,12 @@ def test_settings_travel_to_workers_without_secrets() -> None:
     secrets = load_secrets(env)
     assert secrets.admin_token == "s3cret"
     assert "s3cret" not in repr(secrets)
+
+
+def test_stamp_slots_must_be_a_power_of_two(tmp_path: Path) -> None:
+    config = tmp_path / "edgeside.yaml"
+    config.write_text("live: {stamp_slots: 1000}\n")
+    with pytest.raises(ConfigError, match="stamp_slots 1000: a power of two"):
+        load_settings({"config": str(config)}, environ={})
+    config.write_text("live: {stamp_slots: 4096}\n")
+    assert load_settings({"config": str(config)}, environ={}).live.stamp_slots == 4096
