@@ -33,6 +33,7 @@ import rules
 import snapshots
 from snapshots import archive, delta, store
 from snapshots.manifest import DELTA_KIND, KINDS, Manifest, read_manifest
+from snapshots.scan import scan
 from snapshots.verify import check_snapshot
 
 from .asgi import error_body
@@ -244,6 +245,12 @@ class Lifecycle:
                 )
                 lap("apply_delta_ms")
                 unpacked = applied
+            if kind != "rules":  # the LMDB kinds: read every page where a crash costs nothing
+                try:
+                    scan(unpacked)
+                except snapshots.SnapshotError as exc:
+                    raise ValidationFailed(f"smoke validation failed: {exc}") from None
+                lap("scan_ms")
             try:
                 checked = self.validate(kind, unpacked, manifest, world)
             except ValidationFailed:

@@ -4,6 +4,7 @@ reason, the active version untouched and staging cleaned; rollback, activate, st
 
 from __future__ import annotations
 
+import random
 import tarfile
 import threading
 import time
@@ -16,8 +17,10 @@ import pytest
 
 from bench.procs import Edgeside, edgeside
 from server.demo import ensure_demo
-from snapshots import write_blob_snapshot
+from snapshots import SnapshotError, write_blob_snapshot
 from snapshots.delta import diff_profiles
+from snapshots.ndjson import file_sha256
+from snapshots.scan import scan
 from snapshots.store import active_path, list_staging
 from snapshots.verify import verify_snapshot
 from tests.server.lifecycle_kit import (
@@ -194,6 +197,36 @@ def bad_body(case: str, tmp: Path) -> bytes:
         m = read_manifest_of(snap)
         return resigned(snap, KEY, counts={**m["counts"], "profiles": 0})
     raise AssertionError(case)
+
+
+def crashing_content(tmp: Path) -> bytes:
+    """A content snapshot with damaged pages that make LMDB crash a reader, hashed and signed
+    after the damage (a broken builder): only reading every page finds it."""
+    snap = content_snapshot(tmp)
+    original = (snap / "data.mdb").read_bytes()
+    rnd = random.Random(7)
+    for _ in range(400):
+        raw = bytearray(original)
+        for _ in range(rnd.randint(1, 400)):
+            raw[8192 + rnd.randrange(len(raw) - 8192)] = rnd.randrange(256)
+        (snap / "data.mdb").write_bytes(bytes(raw))
+        try:
+            scan(snap)
+        except SnapshotError as exc:
+            if "crashed" in str(exc):
+                files = {"data.mdb": file_sha256(snap / "data.mdb")}
+                return resigned(snap, KEY, files=files, sizes={"data.mdb": len(raw)})
+    raise AssertionError("no damage among 400 crashed LMDB (expected about 12)")
+
+
+def test_pages_that_crash_a_reader_are_refused_before_any_worker_reads_them(
+    client: httpx.Client, signed_data: Path, tmp_path: Path
+) -> None:
+    before = actives(client)
+    r = push(client, "content", crashing_content(tmp_path))
+    assert r.status_code == 422, r.text
+    assert "crashed the reading process" in r.json()["error"]["message"]
+    assert_untouched(client, signed_data, before)
 
 
 def read_manifest_of(snap: Path) -> dict[str, dict[str, int]]:
