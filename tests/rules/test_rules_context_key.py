@@ -11,7 +11,18 @@ from pathlib import Path
 import pytest
 from hypothesis import HealthCheck, Phase, find, given, settings
 from hypothesis import strategies as st
-from rules_fakes import ALICE, BRUNO, CHLOE, NOW, SCHEMA, Activity, Profile, ctx, demo_catalog
+from rules_fakes import (
+    ALICE,
+    BRUNO,
+    CHLOE,
+    NOW,
+    SCHEMA,
+    Activity,
+    Profile,
+    ctx,
+    demo_catalog,
+    one_rule,
+)
 
 import rules
 from rules import Context, Geo
@@ -39,23 +50,6 @@ actions:
   - {id: a, when: 'ctx.geo.country == "US"'}
 """
 )
-
-
-def file_reading(when: str) -> str:
-    return (
-        SCHEMA
-        + f"""
-sites:
-  default:
-    placements:
-      p:
-        default: no
-        rules:
-          - id: r
-            when: '{when}'
-            then: yes
-"""
-    )
 
 
 def engine_of(text: str) -> rules.Engine:
@@ -109,13 +103,13 @@ def test_country_only_rules_key_on_country() -> None:
     ],
 )
 def test_fields_read(when: str, fields: set[str]) -> None:
-    eng = engine_of(file_reading(when))
+    eng = engine_of(one_rule(when))
     assert set(eng.context_fields) == {*ENGINE_FIELDS, *fields}
     assert list(eng.context_fields) == [f for f in KEY_FIELDS if f in eng.context_fields]
 
 
 def test_engine_fields_always_in_the_key() -> None:
-    eng = engine_of(file_reading("profile.ltv > 10"))
+    eng = engine_of(one_rule("profile.ltv > 10"))
     assert eng.context_fields == ("site", "locale", "consent")
     base = ctx()
     for other in (ctx(site="shop-fr"), ctx(locale="fr-FR"), ctx(consent=False)):
@@ -125,7 +119,7 @@ def test_engine_fields_always_in_the_key() -> None:
 
 
 def test_a_url_rule_changes_with_the_url() -> None:
-    eng = engine_of(file_reading('ctx.url.contains("sale")'))
+    eng = engine_of(one_rule('ctx.url.contains("sale")'))
     a, b = ctx(url="https://x/sale"), ctx(url="https://x/home")
     assert eng.context_key(a) != eng.context_key(b)
     assert decide(eng, a).placements[0].variant == "yes"
@@ -133,7 +127,7 @@ def test_a_url_rule_changes_with_the_url() -> None:
 
 
 def test_hour_rules_key_on_the_time_zone() -> None:
-    eng = engine_of(file_reading("ctx.hour >= 22"))
+    eng = engine_of(one_rule("ctx.hour >= 22"))
     utc, paris = ctx(timezone="UTC"), ctx(timezone="Europe/Paris")  # 20:26 and 22:26
     assert eng.context_key(utc) != eng.context_key(paris)
     assert decide(eng, utc) != decide(eng, paris)

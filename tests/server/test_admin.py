@@ -4,7 +4,6 @@ reason, the active version untouched and staging cleaned; rollback, activate, st
 
 from __future__ import annotations
 
-import random
 import tarfile
 import threading
 import time
@@ -17,10 +16,9 @@ import pytest
 
 from bench.procs import Edgeside, edgeside
 from server.demo import ensure_demo
-from snapshots import SnapshotError, write_blob_snapshot
+from snapshots import write_blob_snapshot
 from snapshots.delta import diff_profiles
 from snapshots.ndjson import file_sha256
-from snapshots.scan import scan
 from snapshots.store import active_path, list_staging
 from snapshots.verify import verify_snapshot
 from tests.server.lifecycle_kit import (
@@ -43,6 +41,7 @@ from tests.server.lifecycle_kit import (
     wait_all_workers,
     worker_pids,
 )
+from tests.snapshots.snaphelp import damage_until_a_reader_crashes
 
 MAX_UPLOAD = 3_000_000
 
@@ -203,20 +202,10 @@ def crashing_content(tmp: Path) -> bytes:
     """A content snapshot with damaged pages that make LMDB crash a reader, hashed and signed
     after the damage (a broken builder): only reading every page finds it."""
     snap = content_snapshot(tmp)
-    original = (snap / "data.mdb").read_bytes()
-    rnd = random.Random(7)
-    for _ in range(400):
-        raw = bytearray(original)
-        for _ in range(rnd.randint(1, 400)):
-            raw[8192 + rnd.randrange(len(raw) - 8192)] = rnd.randrange(256)
-        (snap / "data.mdb").write_bytes(bytes(raw))
-        try:
-            scan(snap)
-        except SnapshotError as exc:
-            if "crashed" in str(exc):
-                files = {"data.mdb": file_sha256(snap / "data.mdb")}
-                return resigned(snap, KEY, files=files, sizes={"data.mdb": len(raw)})
-    raise AssertionError("no damage among 400 crashed LMDB (expected about 12)")
+    damage_until_a_reader_crashes(snap, seed=7)
+    files = {"data.mdb": file_sha256(snap / "data.mdb")}
+    sizes = {"data.mdb": (snap / "data.mdb").stat().st_size}
+    return resigned(snap, KEY, files=files, sizes=sizes)
 
 
 def test_pages_that_crash_a_reader_are_refused_before_any_worker_reads_them(

@@ -3,7 +3,6 @@ refused before anything serves it."""
 
 from __future__ import annotations
 
-import random
 import shutil
 from pathlib import Path
 
@@ -13,6 +12,7 @@ import snapshots
 from server.demo import ensure_demo
 from snapshots import store
 from snapshots.scan import read_all, scan
+from tests.snapshots.snaphelp import damage_until_a_reader_crashes
 
 
 @pytest.fixture(scope="module")
@@ -34,23 +34,9 @@ def test_damage_that_crashes_a_reader_is_refused_not_fatal(content: Path, tmp_pa
     """Some damage makes LMDB itself crash the reading process (it keeps no page checksums): the
     scan reports it as a `SnapshotError`, and this process lives on. About 3 in 100 random
     damages do; a seeded search finds one."""
-    rnd = random.Random(20261122)
-    original = (content / "data.mdb").read_bytes()
     copy = tmp_path / "snap"
     shutil.copytree(content, copy)
-    crashed = None
-    for _ in range(400):
-        raw = bytearray(original)
-        for _ in range(rnd.randint(1, 400)):
-            raw[8192 + rnd.randrange(len(raw) - 8192)] = rnd.randrange(256)
-        (copy / "data.mdb").write_bytes(bytes(raw))
-        try:
-            scan(copy)
-        except snapshots.SnapshotError as exc:
-            if "crashed the reading process" in str(exc):
-                crashed = str(exc)
-                break
-    assert crashed is not None, "no damage among 400 crashed LMDB (expected about 12)"
+    crashed = damage_until_a_reader_crashes(copy, seed=20261122)
     assert "damaged" in crashed
 
 
