@@ -229,12 +229,7 @@ class DecisionService:
         if ctx.consent:
             profile = self.lookup(world, visitor)
             # Bucket by the person where we know them, so every device lands in the same arm.
-            if profile is not None:
-                visitor_id = profile.id
-            elif visitor.canonical is not None:
-                visitor_id = visitor.canonical
-            elif visitor.ids:
-                visitor_id = next(iter(visitor.ids.values()))
+            visitor_id = profile.id if profile is not None else _bucketing_id(visitor)
             live = self.live
             if live is not None:
                 key = live_key(profile.id if profile is not None else None, visitor)
@@ -316,8 +311,7 @@ class DecisionService:
                 return False
         if world.engine is None:
             return False
-        visitor_id = visitor.canonical or next(iter(visitor.ids.values()), None)
-        return _same_arms(world.engine, ctx, decision, visitor_id, self.arm_stats)
+        return _same_arms(world.engine, ctx, decision, _bucketing_id(visitor), self.arm_stats)
 
     def _served(
         self,
@@ -354,6 +348,14 @@ class DecisionService:
 
 # Decisions served since the last metrics flush are kept in a list; past this many, flush at once.
 _MAX_PENDING = 10_000
+
+
+def _bucketing_id(visitor: Visitor) -> str | None:
+    """What experiments bucket a visitor the profiles do not know by: the canonical id they
+    gave, else their first identifier."""
+    if visitor.canonical is not None:
+        return visitor.canonical
+    return next(iter(visitor.ids.values()), None)
 
 
 def _same_arms(
