@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import gc
 import logging
 import time
@@ -167,19 +168,30 @@ class EdgesideApp:
         self.state = state
         self.starlette = starlette
         routes: dict[str, ASGIApp] = {}
+        # The GET routes behind their answer memo; server/protocol.py answers their repeats.
+        self.remembering: dict[str, hot.Remembering] = {}
         if bypass:
             routes.update(hot_routes(state))
-            routes["/v1/edge"] = hot.Remembering(
-                state, state.edge_memo, hot.edge_key, "edge", 204, routes["/v1/edge"]
-            )
-            routes[hot.FRAGMENT_PREFIX] = hot.Remembering(
-                state,
-                state.fragment_memo,
-                hot.fragment_key,
-                "fragment",
-                200,
-                routes[hot.FRAGMENT_PREFIX],
-            )
+            self.remembering = {
+                "/v1/edge": hot.Remembering(
+                    state,
+                    state.edge_memo,
+                    hot.edge_key,
+                    "edge",
+                    204,
+                    routes["/v1/edge"],
+                    functools.partial(hot.Edge.recall_stranger, state),
+                ),
+                hot.FRAGMENT_PREFIX: hot.Remembering(
+                    state,
+                    state.fragment_memo,
+                    hot.fragment_key,
+                    "fragment",
+                    200,
+                    routes[hot.FRAGMENT_PREFIX],
+                ),
+            }
+            routes.update(self.remembering)
         self.hot = routes
         self.fragment = self.hot.pop(hot.FRAGMENT_PREFIX, None)
 

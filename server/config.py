@@ -145,6 +145,9 @@ class Settings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     # validity edge of a candidate item, …); this only caps it. See server/memo.py.
     memo_ttl_s: float = 60.0
     memo_max_entries: int = 50_000
+    # Answer a repeat of a remembered GET request in the HTTP protocol, before any ASGI request
+    # is made (server/protocol.py); false serves with uvicorn's own httptools protocol.
+    protocol_memo: bool = True
     # Snapshot lifecycle (docs/snapshots.md § Lifecycle).
     keep_versions: int = 3  # versions kept per kind besides the active one, for rollback
     max_upload_bytes: int = 8 << 30  # a pushed or pulled .tar larger than this is refused (413)

@@ -117,12 +117,15 @@ class Answer:
     ASGI messages, built once (and shared by answers that are the same) and sent again as they
     are, and what it was decided for."""
 
-    __slots__ = ("body", "served", "start", "versions")
+    __slots__ = ("body", "served", "start", "versions", "wire")
 
     def __init__(self, messages: tuple[Message, Message], versions: bytes, served: Served) -> None:
         self.start, self.body = messages
         self.versions = versions  # the snapshot versions it was decided with
         self.served = served
+        # The same response as HTTP/1.1 bytes, split around the server's own headers: made by
+        # server/protocol.py the first time it answers a repeat with it.
+        self.wire: tuple[bytes, bytes] | None = None
 
 
 class DecisionService:

@@ -91,58 +91,98 @@ _EDGE_FAILED: Headers = [
 ]
 
 
-def edge_key(scope: Scope) -> Hashable:
+RequestKey = Callable[[str, str, bytes, Headers], Hashable]
+# A stranger's answer this request gets too, from (method, query, headers, now); see `Edge`.
+Strangers = Callable[[str, bytes, Headers, float], "Answer | None"]
+
+
+def edge_key(method: str, path: str, query: bytes, headers: Headers) -> Hashable:
     """The memo key of a `/v1/edge` request: the request itself, byte for byte (a proxy sends
     the same few headers for the same visitor and page)."""
-    return (scope["method"], scope["query_string"], *scope["headers"])
+    return (method, query, *headers)
 
 
-def fragment_key(scope: Scope) -> Hashable:
-    return (scope["path"], scope["method"], scope["query_string"], *scope["headers"])
+def fragment_key(method: str, path: str, query: bytes, headers: Headers) -> Hashable:
+    return (path, method, query, *headers)
+
+
+def key_of(key: RequestKey, scope: Scope) -> Hashable:
+    return key(scope["method"], scope["path"], scope["query_string"], scope["headers"])
+
+
+# A scope key the HTTP protocol sets on a request it looked up in the memo and did not find.
+MEMO_MISSED = "edgeside.memo_missed"
 
 
 class Remembering:
-    """A GET hot route behind its answer memo: the very request answered a moment ago is
-    answered again, while still exact, without parsing anything; every other request goes to
-    `route` (the checked handler), which computes the answer and puts it in the memo."""
+    """A GET hot route behind its answer memos: an answer already known is sent again, while
+    still exact, without parsing anything — the answer to the very request answered a moment
+    ago, or (given `strangers`) the answer a stranger got to the same question; every other
+    request goes to `route` (the checked handler), which decides and remembers the answer."""
 
     def __init__(
         self,
         state: AppState,
         memo: AnswerMemo[Answer],
-        key: Callable[[Scope], Hashable],
+        key: RequestKey,
         label: str,
         status: int,
         route: ASGIApp,
+        strangers: Strangers | None = None,
     ) -> None:
         self.memo = memo
         self.key = key
         self.route = route
+        self.strangers = strangers
         self.service = state.service
         self.responses = state.metrics.responses
-        self.response = (label, str(status))  # the memo keeps only answers with this status
+        self.response = (label, str(status))  # the memos keep only answers with this status
         self.latency = state.metrics.request_seconds.series((label,))
-        # Answers sent from the memo since the last scrape: counted in `responses` then.
+        self.protocol_answers = state.metrics.protocol_answers
+        # Answers sent from the memos since the last scrape (of them, by the HTTP protocol):
+        # counted in the metrics then.
         self.sent = 0
+        self.sent_by_protocol = 0
         state.before_scrape.append(self.count_sent)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         started = _perf()
-        now = _now()
-        answer = self.memo.get(self.key(scope), now)
-        service = self.service
-        if answer is None or not service.still_current(answer.served):
+        # The protocol may have looked it up already (server/protocol.py).
+        if MEMO_MISSED in scope:
             await self.route(scope, receive, send)
             return
-        service.reuse(answer.served, now)
+        answer = self.recall(
+            scope["method"], scope["path"], scope["query_string"], scope["headers"]
+        )
+        if answer is None:
+            await self.route(scope, receive, send)
+            return
         await send(answer.start)
         await send(answer.body)
-        self.sent += 1
         self.latency.observe(_perf() - started)
+
+    def recall(self, method: str, path: str, query: bytes, headers: Headers) -> Answer | None:
+        """An answer already known for this request, if it is still exact, counted and logged
+        as sent; the caller sends it and observes its latency. Also called by the HTTP
+        protocol, before any ASGI request exists (server/protocol.py)."""
+        now = _now()
+        answer = self.memo.get(self.key(method, path, query, headers), now)
+        service = self.service
+        if answer is not None and service.still_current(answer.served):
+            service.reuse(answer.served, now)
+        elif self.strangers is not None:
+            answer = self.strangers(method, query, headers, now)
+        else:
+            return None
+        if answer is not None:
+            self.sent += 1
+        return answer
 
     def count_sent(self) -> None:
         sent, self.sent = self.sent, 0
         self.responses.inc(self.response, sent)
+        by_protocol, self.sent_by_protocol = self.sent_by_protocol, 0
+        self.protocol_answers.inc(self.response[:1], by_protocol)
 
 
 def _remember(
@@ -160,10 +200,19 @@ def _remember(
 
 def _keepable(state: AppState, scope: Scope, answer: Answer) -> bool:
     """Not an answer decided on a world already replaced, nor one to a request too large to be
-    worth keeping (the memos are bounded in entries, not bytes)."""
+    worth keeping (the memos are bounded in entries, not bytes), nor one to a request with a body:
+    the protocol answers a repeat as soon as its headers are in (server/protocol.py)."""
     if answer.versions != state.holder.current.snapshot_header:
         return False
-    return sum(len(name) + len(value) for name, value in scope["headers"]) <= MEMO_KEY_MAX_BYTES
+    size = 0
+    for name, value in scope["headers"]:
+        if name in _BODY_HEADERS:
+            return False
+        size += len(name) + len(value)
+    return size <= MEMO_KEY_MAX_BYTES
+
+
+_BODY_HEADERS = frozenset((b"content-length", b"transfer-encoding"))
 
 
 class Edge:
@@ -201,23 +250,15 @@ class Edge:
             state.metrics.responses.inc(("edge", "400"))
             return
         described = state.builder.describing(raw)
-        # The request without who asks: most visitors are strangers, and strangers asking the
-        # same question get the same answer (`DecisionService.welcomes` says when).
-        shape = (scope["method"], scope["query_string"], *described)
-        answer = self._for_stranger(state, shape, headers, now)
-        if answer is None:
-            decided = _decide_from_headers(state, site, described, headers, now, placements)
-            served, versions = decided.served, decided.versions
-            answer = Answer(self._messages(served.decision, versions), versions, served)
-            _remember(state, state.edge_memo, edge_key(scope), scope, answer, now)
-            # Not with the decision log on: its records name each visitor.
-            if (
-                served.stranger
-                and not state.decision_log.enabled
-                and _keepable(state, scope, answer)
-            ):
-                state.stranger_memo.put(shape, (answer, decided.ctx), now, served.expires)
-            state.service.emit(served, now)
+        decided = _decide_from_headers(state, site, described, headers, now, placements)
+        served, versions = decided.served, decided.versions
+        answer = Answer(self._messages(served.decision, versions), versions, served)
+        _remember(state, state.edge_memo, key_of(edge_key, scope), scope, answer, now)
+        # Not with the decision log on: its records name each visitor.
+        if served.stranger and not state.decision_log.enabled and _keepable(state, scope, answer):
+            shape = _shape(scope["method"], scope["query_string"], described)
+            state.stranger_memo.put(shape, (answer, decided.ctx), now, served.expires)
+        state.service.emit(served, now)
         await send(answer.start)
         await send(answer.body)
         metrics = state.metrics
@@ -225,16 +266,21 @@ class Edge:
         metrics.request_seconds.observe(("edge",), _perf() - started)
 
     @staticmethod
-    def _for_stranger(
-        state: AppState, shape: Hashable, headers: dict[bytes, bytes], now: float
+    def recall_stranger(
+        state: AppState, method: str, query: bytes, raw: Headers, now: float
     ) -> Answer | None:
-        """The answer a stranger got to this very question, if this visitor gets it too."""
+        """The answer a stranger got to this very question, if this visitor gets it too: most
+        visitors are strangers, and strangers asking the same question get the same answer
+        (`DecisionService.welcomes` says when)."""
+        shape = _shape(method, query, state.builder.describing(raw))
         remembered = state.stranger_memo.get(shape, now)
         if remembered is None:
             return None
         answer, ctx = remembered
         service = state.service
-        visitor = state.builder.visitor_from_headers(headers) if ctx.consent else _ANONYMOUS
+        visitor = _ANONYMOUS
+        if ctx.consent:
+            visitor = state.builder.visitor_from_headers(dict(raw))
         holder = state.holder
         world = holder.acquire()
         try:
@@ -281,6 +327,11 @@ class Edge:
         messages = self._by_headers.setdefault(tuple(headers), response_messages(204, headers))
         self._by_decision[id(decision)] = (decision, versions, messages)
         return messages
+
+
+def _shape(method: str, query: bytes, described: Headers) -> Hashable:
+    """The stranger memo's key: the request without who asks (`ContextBuilder.describing`)."""
+    return (method, query, *described)
 
 
 class Decided(NamedTuple):
@@ -343,7 +394,7 @@ async def fragment(state: AppState, scope: Scope, receive: Receive, send: Send) 
         *(h for h in decision_headers(served.decision, versions) if h[0] != b"cache-control"),
     ]
     answer = Answer(response_messages(200, out, html.encode("utf-8")), versions, served)
-    _remember(state, state.fragment_memo, fragment_key(scope), scope, answer, now)
+    _remember(state, state.fragment_memo, key_of(fragment_key, scope), scope, answer, now)
     state.service.emit(served, now)
     await send(answer.start)
     await send(answer.body)

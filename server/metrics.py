@@ -179,6 +179,12 @@ class Metrics:
             "same decision for another request) and result (hit, miss).",
             ("memo", "result"),
         )
+        self.protocol_answers = Counter(
+            "edgeside_protocol_answers_total",
+            "Answers the HTTP protocol sent from an answer memo, before any ASGI request was "
+            "made (server/protocol.py), by route; they are in the other request metrics too.",
+            ("route",),
+        )
         self.triggers = Gauge(
             "edgeside_triggers_total",
             "Webhook triggers by outcome (sent, deduplicated, failed, dropped).",
@@ -194,6 +200,7 @@ class Metrics:
             self.log_records,
             self.triggers,
             self.memo_lookups,
+            self.protocol_answers,
             self.request_seconds,
             self.responses,
             self.decisions,

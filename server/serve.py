@@ -93,7 +93,7 @@ def run_serve(args: argparse.Namespace) -> int:
         port=settings.port,
         workers=settings.workers,
         loop="uvloop",
-        http="httptools",
+        http="server.protocol:MemoProtocol" if settings.protocol_memo else "httptools",
         lifespan="on",
         log_level=settings.log_level,
         access_log=settings.access_log,
