@@ -124,7 +124,6 @@ class Settings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     workers: int = 1
     data: str = ""
     config: str = ""
-    server: str = "uvicorn"
     log_level: str = "warning"
     access_log: bool = False
     # A decision that overruns this budget falls back to defaults for the remaining placements.
@@ -189,7 +188,6 @@ ENV_OPTIONS: dict[str, type] = {
     "workers": int,
     "data": str,
     "config": str,
-    "server": str,
     "log_level": str,
     "time_budget_ms": float,
     "keep_versions": int,
@@ -249,8 +247,6 @@ def load_settings(
         raise ConfigError("workers must be at least 1")
     if settings.keep_versions < 1:
         raise ConfigError("keep_versions must be at least 1 (the rollback target)")
-    if settings.server not in ("uvicorn", "granian"):
-        raise ConfigError(f"server {settings.server!r}: choose uvicorn or granian")
     slots = settings.live.stamp_slots
     if not 1 <= slots <= 1 << 30 or slots & (slots - 1):
         raise ConfigError(f"live.stamp_slots {slots}: a power of two up to 2**30, e.g. 1048576")

@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import argparse
-import importlib
 import os
 import sys
 from pathlib import Path
-from typing import Any
 
 from .config import SETTINGS_ENV, ConfigError, load_secrets, load_settings, settings_to_env
 from .demo import ensure_demo
@@ -37,7 +35,6 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     serve.add_argument("--workers", type=int, help="worker processes (EDGESIDE_WORKERS, default 1)")
     serve.add_argument("--data", help="data directory with the snapshot store (EDGESIDE_DATA)")
     serve.add_argument("--config", help="YAML/JSON settings file (EDGESIDE_CONFIG)")
-    serve.add_argument("--server", choices=["uvicorn", "granian"], help="EDGESIDE_SERVER")
     serve.add_argument("--log-level", dest="log_level", help="EDGESIDE_LOG_LEVEL")
     serve.add_argument(
         "--pull",
@@ -64,7 +61,7 @@ def run_demo_build(args: argparse.Namespace) -> int:
 
 
 def run_serve(args: argparse.Namespace) -> int:
-    cli = {k: getattr(args, k) for k in ("host", "port", "workers", "data", "config", "server")}
+    cli = {k: getattr(args, k) for k in ("host", "port", "workers", "data", "config")}
     cli["log_level"] = args.log_level
     cli["pull"] = args.pull
     try:
@@ -82,8 +79,6 @@ def run_serve(args: argparse.Namespace) -> int:
     os.environ[SETTINGS_ENV] = settings_to_env(settings)
     url = f"http://{settings.host}:{settings.port}"
     print(CURL_EXAMPLES.format(url=url, data=settings.data), flush=True)
-    if settings.server == "granian":
-        return _serve_granian(settings.host, settings.port, settings.workers, settings.log_level)
     import uvicorn
 
     uvicorn.run(
@@ -100,23 +95,4 @@ def run_serve(args: argparse.Namespace) -> int:
         server_header=False,
         timeout_graceful_shutdown=5,
     )
-    return 0
-
-
-def _serve_granian(host: str, port: int, workers: int, log_level: str) -> int:
-    try:
-        # An optional extra: typed loosely so the code checks with and without it installed.
-        granian: Any = importlib.import_module("granian")
-    except ImportError:
-        print("edgeside: --server granian needs `pip install granian`", file=sys.stderr)
-        return 2
-    granian.Granian(
-        "server.app:create_app",
-        address=host,
-        port=port,
-        workers=workers,
-        interface="asgi",
-        factory=True,
-        log_level=log_level,
-    ).serve()
     return 0
