@@ -272,6 +272,8 @@ class Edge:
         """The answer a stranger got to this very question, if this visitor gets it too: most
         visitors are strangers, and strangers asking the same question get the same answer
         (`DecisionService.welcomes` says when)."""
+        if state.builder.oversized_header(raw) is not None:
+            return None  # the key leaves out who asks: a cookie over the limit still gets its 431
         shape = _shape(method, query, state.builder.describing(raw))
         remembered = state.stranger_memo.get(shape, now)
         if remembered is None:

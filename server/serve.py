@@ -81,6 +81,8 @@ def run_serve(args: argparse.Namespace) -> int:
     print(CURL_EXAMPLES.format(url=url, data=settings.data), flush=True)
     import uvicorn
 
+    from .protocol import MemoProtocol
+
     uvicorn.run(
         "server.app:create_app",
         factory=True,
@@ -88,7 +90,7 @@ def run_serve(args: argparse.Namespace) -> int:
         port=settings.port,
         workers=settings.workers,
         loop="uvloop",
-        http="server.protocol:MemoProtocol" if settings.protocol_memo else "httptools",
+        http=MemoProtocol if settings.protocol_memo else "httptools",
         lifespan="on",
         log_level=settings.log_level,
         access_log=settings.access_log,

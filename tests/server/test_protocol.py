@@ -11,9 +11,6 @@ Two servers on copies of the same demo snapshots (so the same `x-edge-snapshot`)
 the shortcut (the default), `plain` with `protocol_memo: false` (uvicorn's own protocol, the
 app's memo unchanged). Each test names its page with its own `X-Original-URI`, which the demo
 rules do not read: its first request is a miss whatever ran before it.
-
-The last test is a strict xfail: a regression of 0ca85f9 found while writing these (see its
-reason); it passes, and so fails the run, once that is fixed — then drop the marker.
 """
 
 from __future__ import annotations
@@ -528,11 +525,6 @@ def test_an_event_makes_the_protocol_decide_a_repeat_again(fast: Edgeside) -> No
     assert remembered_again  # and it is the one remembered now
 
 
-@pytest.mark.xfail(
-    raises=AssertionError,
-    reason="0ca85f9: Remembering.recall gives the strangers' answer before HotRoute checks the "
-    "header sizes, so a visitor header over the limit gets a 204 instead of a 431",
-)
 def test_a_visitor_header_over_the_limit_is_a_431_even_after_a_stranger_asked(
     fast: Edgeside, plain: Edgeside
 ) -> None:
