@@ -176,7 +176,7 @@ class EdgesideApp:
                 "/v1/edge": hot.Remembering(
                     state,
                     state.edge_memo,
-                    hot.edge_key,
+                    state.keys.edge,
                     "edge",
                     204,
                     routes["/v1/edge"],
@@ -185,7 +185,7 @@ class EdgesideApp:
                 hot.FRAGMENT_PREFIX: hot.Remembering(
                     state,
                     state.fragment_memo,
-                    hot.fragment_key,
+                    state.keys.fragment,
                     "fragment",
                     200,
                     routes[hot.FRAGMENT_PREFIX],

@@ -6,7 +6,7 @@ cookie name and the geo mapping are resolved to bytes once, when the builder is 
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 
 import msgspec
 
@@ -20,7 +20,18 @@ from .schemas import ContextIn, VisitorIn
 MEMO_KEY_MAX_BYTES = 4096
 
 # The headers that name the visitor: everything else a proxy sends describes the request.
-_VISITOR_HEADERS = frozenset({b"cookie", b"x-visitor-id"})
+VISITOR_HEADERS = frozenset({b"cookie", b"x-visitor-id"})
+# Headers every answer memo key holds (see `ContextBuilder.key_headers`).
+_ALWAYS_KEYED = frozenset(
+    {
+        b"x-placements",
+        b"x-site",
+        b"host",
+        b"x-forwarded-host",
+        b"content-length",
+        b"transfer-encoding",
+    }
+)
 _MAX_CONTEXTS = 4096
 
 _TRUE = frozenset({"1", "true", "yes", "granted", "y", "on"})
@@ -94,6 +105,25 @@ class ContextBuilder:
         self._opt_in = frozenset(c.upper() for c in settings.consent.opt_in_countries)
         self._site_hosts = {h.lower(): s for h, s in settings.site_hosts.items()}
         self._max_id = settings.limits.max_id_chars
+        # What each context field is made of, for `key_headers`: every field `from_headers` fills
+        # (tests/server/test_context.py checks that this covers `rules.KEY_FIELDS`).
+        uri = (b"x-original-uri", b"x-forwarded-uri")
+        self._headers_by_field: dict[str, tuple[bytes, ...]] = {
+            "site": (),  # always keyed
+            "consent": (),  # always keyed
+            "locale": (b"accept-language",),
+            "url": uri,
+            "path": uri,
+            "referrer": (b"referer",),
+            "device": (b"user-agent",),
+            "timezone": self._timezone,
+            "hour": self._timezone,  # from `now` in the visitor's zone
+            "weekday": self._timezone,
+            "weather": self._weather,
+            "geo.country": self._country,
+            "geo.region": self._region,
+            "geo.city": self._city,
+        }
         # Contexts by the request headers that make them (all but the visitor's identifiers):
         # a proxy sends the same few for every visitor on the same page.
         self._contexts: dict[tuple[object, ...], rules.Context] = {}
@@ -127,10 +157,28 @@ class ContextBuilder:
                     return text
         return None
 
+    def key_headers(self, fields: Iterable[str]) -> frozenset[bytes] | None:
+        """The headers a `/v1/edge` request's answer can depend on, besides who asks, when the
+        rules read only these context `fields` (`rules.Engine.context_fields`): the answer memos
+        key requests by these alone, so a URL, referrer or user agent the rules never read does
+        not make a known answer unknown. None (key by every header) for a field not mapped here.
+
+        Always: the placements, what names the site, what decides consent (the header and the
+        country), and the body headers (a request with a body is never remembered)."""
+        names = set(_ALWAYS_KEYED)
+        names.update((self._consent_header, *self._country))
+        by_field = self._headers_by_field
+        for field in fields:
+            headers = by_field.get(field)
+            if headers is None:
+                return None
+            names.update(headers)
+        return frozenset(names)
+
     @staticmethod
     def describing(raw: list[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
         """The request's headers but those that name the visitor: what describes the request."""
-        return [h for h in raw if h[0] not in _VISITOR_HEADERS]
+        return [h for h in raw if h[0] not in VISITOR_HEADERS]
 
     def context_for(
         self,

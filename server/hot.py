@@ -91,22 +91,13 @@ _EDGE_FAILED: Headers = [
 ]
 
 
-RequestKey = Callable[[str, str, bytes, Headers], Hashable]
+# A request's key in a route's answer memo (server/memo_keys.py), None if it has none.
+RequestKey = Callable[[str, str, bytes, Headers], Hashable | None]
 # A stranger's answer this request gets too, from (method, query, headers, now); see `Edge`.
 Strangers = Callable[[str, bytes, Headers, float], "Answer | None"]
 
 
-def edge_key(method: str, path: str, query: bytes, headers: Headers) -> Hashable:
-    """The memo key of a `/v1/edge` request: the request itself, byte for byte (a proxy sends
-    the same few headers for the same visitor and page)."""
-    return (method, query, *headers)
-
-
-def fragment_key(method: str, path: str, query: bytes, headers: Headers) -> Hashable:
-    return (path, method, query, *headers)
-
-
-def key_of(key: RequestKey, scope: Scope) -> Hashable:
+def key_of(key: RequestKey, scope: Scope) -> Hashable | None:
     return key(scope["method"], scope["path"], scope["query_string"], scope["headers"])
 
 
@@ -166,7 +157,10 @@ class Remembering:
         as sent; the caller sends it and observes its latency. Also called by the HTTP
         protocol, before any ASGI request exists (server/protocol.py)."""
         now = _now()
-        answer = self.memo.get(self.key(method, path, query, headers), now)
+        key = self.key(method, path, query, headers)
+        if key is None:
+            return None
+        answer = self.memo.get(key, now)
         service = self.service
         if answer is not None and service.still_current(answer.served):
             service.reuse(answer.served, now)
@@ -188,12 +182,14 @@ class Remembering:
 def _remember(
     state: AppState,
     memo: AnswerMemo[Answer],
-    key: Hashable,
+    key: Hashable | None,
     scope: Scope,
     answer: Answer,
     now: float,
 ) -> None:
     """Put a fresh answer in its memo for the very same request (see `_keepable`)."""
+    if key is None:
+        return
     if memo.enabled and answer.served.remember and _keepable(state, scope, answer):
         memo.put(key, answer, now, answer.served.expires)
 
@@ -253,11 +249,13 @@ class Edge:
         decided = _decide_from_headers(state, site, described, headers, now, placements)
         served, versions = decided.served, decided.versions
         answer = Answer(self._messages(served.decision, versions), versions, served)
-        _remember(state, state.edge_memo, key_of(edge_key, scope), scope, answer, now)
+        keys = state.keys
+        _remember(state, state.edge_memo, key_of(keys.edge, scope), scope, answer, now)
         # Not with the decision log on: its records name each visitor.
         if served.stranger and not state.decision_log.enabled and _keepable(state, scope, answer):
-            shape = _shape(scope["method"], scope["query_string"], described)
-            state.stranger_memo.put(shape, (answer, decided.ctx), now, served.expires)
+            shape = keys.stranger(scope["method"], scope["query_string"], raw)
+            if shape is not None:
+                state.stranger_memo.put(shape, (answer, decided.ctx), now, served.expires)
         state.service.emit(served, now)
         await send(answer.start)
         await send(answer.body)
@@ -272,9 +270,9 @@ class Edge:
         """The answer a stranger got to this very question, if this visitor gets it too: most
         visitors are strangers, and strangers asking the same question get the same answer
         (`DecisionService.welcomes` says when)."""
-        if state.builder.oversized_header(raw) is not None:
-            return None  # the key leaves out who asks: a cookie over the limit still gets its 431
-        shape = _shape(method, query, state.builder.describing(raw))
+        shape = state.keys.stranger(method, query, raw)
+        if shape is None:
+            return None
         remembered = state.stranger_memo.get(shape, now)
         if remembered is None:
             return None
@@ -329,11 +327,6 @@ class Edge:
         messages = self._by_headers.setdefault(tuple(headers), response_messages(204, headers))
         self._by_decision[id(decision)] = (decision, versions, messages)
         return messages
-
-
-def _shape(method: str, query: bytes, described: Headers) -> Hashable:
-    """The stranger memo's key: the request without who asks (`ContextBuilder.describing`)."""
-    return (method, query, *described)
 
 
 class Decided(NamedTuple):
@@ -396,7 +389,7 @@ async def fragment(state: AppState, scope: Scope, receive: Receive, send: Send) 
         *(h for h in decision_headers(served.decision, versions) if h[0] != b"cache-control"),
     ]
     answer = Answer(response_messages(200, out, html.encode("utf-8")), versions, served)
-    _remember(state, state.fragment_memo, key_of(fragment_key, scope), scope, answer, now)
+    _remember(state, state.fragment_memo, key_of(state.keys.fragment, scope), scope, answer, now)
     state.service.emit(served, now)
     await send(answer.start)
     await send(answer.body)

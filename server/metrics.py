@@ -30,6 +30,12 @@ def _escape(value: str) -> str:
     return value.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
 
 
+def _number(value: float) -> str:
+    """A sample value without losing digits (`:g` would print 1035871 as 1.03587e+06)."""
+    value = float(value)  # gauges are set with ints too
+    return str(int(value)) if value.is_integer() else repr(value)
+
+
 def _labels(names: tuple[str, ...], values: tuple[str, ...]) -> str:
     if not names:
         return ""
@@ -50,7 +56,7 @@ class Counter:
     def render(self) -> list[str]:
         lines = [f"# HELP {self.name} {self.help}", f"# TYPE {self.name} counter"]
         for labels, value in sorted(self.values.items()):
-            lines.append(f"{self.name}{_labels(self.label_names, labels)} {value:g}")
+            lines.append(f"{self.name}{_labels(self.label_names, labels)} {_number(value)}")
         return lines
 
 

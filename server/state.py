@@ -20,6 +20,7 @@ from .live.events import Ingest, Pending, live_key
 from .live.store import LiveLimits, LiveStore, open_store
 from .live.triggers import Triggers
 from .memo import AnswerMemo
+from .memo_keys import MemoKeys
 from .metrics import Metrics
 from .world import KINDS, World, WorldHolder
 
@@ -44,6 +45,8 @@ class AppState:
         self.holder = WorldHolder(settings.data, secrets.signing_key)
         self.holder.on_swap.append(self._record_swap)
         self.builder = ContextBuilder(settings)
+        # How the answer memos below key a request; reset for each world's rules.
+        self.keys = MemoKeys(self.builder, settings.limits.max_header_bytes)
         self.service = DecisionService(
             self.metrics, settings.time_budget_ms, settings.memo_ttl_s, settings.memo_max_entries
         )
@@ -177,6 +180,7 @@ class AppState:
             self.service.memo,
         ):
             memo.clear()
+        self.keys.use(None if world.engine is None else world.engine.context_fields)
         metrics = self.metrics
         metrics.snapshot_swaps.inc()
         metrics.snapshot_version.values.clear()

@@ -134,6 +134,7 @@ def counters(client: httpx.Client, name: str) -> dict[str, float]:
 
 EDGE_HITS = 'memo="edge",result="hit"'
 SHARED_HITS = 'memo="decision",result="hit"'
+STRANGER_HITS = 'memo="stranger",result="hit"'
 
 
 def test_a_repeated_question_is_answered_again_from_the_memo(server: Edgeside) -> None:
@@ -155,23 +156,45 @@ def test_a_repeated_question_is_answered_again_from_the_memo(server: Edgeside) -
     assert decisions_after[hero] - decisions[hero] >= 5
 
 
-def test_unknown_visitors_in_the_same_context_share_one_decision(server: Edgeside) -> None:
-    # The demo rules read neither the URL nor the device: each page view is the same question.
+def test_strangers_on_any_page_get_the_answer_a_stranger_got(server: Edgeside) -> None:
+    # The demo rules read neither the URL nor the device: each page view is the same question,
+    # and the memos key a stranger's question by what the rules read (server/memo_keys.py).
     browser = "Mozilla/5.0 (Windows NT 10.0; Win64; x64) shared-test"
+    place = {"CF-IPCity": "Sharedtown"}  # this test's own context: a city no rule names
     with server.client() as client:
-        first = edge(client, "unknown-1", **{"User-Agent": browser}).headers
+        first = edge(client, "unknown-1", **place).headers
         memo = counters(client, "edgeside_memo_lookups_total")
         others = [
             edge(
-                client, f"unknown-{i}", **{"X-Original-URI": f"/page-{i}", "User-Agent": browser}
+                client,
+                f"unknown-{i}",
+                **place,
+                **{"X-Original-URI": f"/page-{i}", "User-Agent": f"{browser} {i}"},
             ).headers
             for i in range(2, 6)
         ]
         memo_after = counters(client, "edgeside_memo_lookups_total")
     assert {h["x-edge-key"] for h in others} == {first["x-edge-key"]}
-    assert memo_after[SHARED_HITS] - memo[SHARED_HITS] == 4
+    assert memo_after[STRANGER_HITS] - memo[STRANGER_HITS] == 4
     # Each is a new visitor: their answers are not kept per request.
     assert memo_after[EDGE_HITS] == memo[EDGE_HITS]
+
+
+def test_unknown_visitors_in_the_same_context_share_one_decision(server: Edgeside) -> None:
+    # Consent said four ways is one context for the rules, but four questions to the memos that
+    # key requests by their headers: each stranger's question is new, its decision is not.
+    place = {"CF-IPCity": "Consentville"}
+    with server.client() as client:
+        first = edge(client, "unknown-a", **place).headers
+        memo = counters(client, "edgeside_memo_lookups_total")
+        others = [
+            edge(client, f"unknown-{said}", **place, **{"X-Consent": said}).headers
+            for said in ("1", "yes", "true", "granted")
+        ]
+        memo_after = counters(client, "edgeside_memo_lookups_total")
+    assert {h["x-edge-key"] for h in others} == {first["x-edge-key"]}
+    assert memo_after[SHARED_HITS] - memo[SHARED_HITS] == 4
+    assert memo_after[STRANGER_HITS] == memo[STRANGER_HITS]
 
 
 def test_a_known_visitor_never_gets_the_strangers_answer(server: Edgeside) -> None:

@@ -9,8 +9,8 @@ answered is read from `edgeside_protocol_answers_total{route}` (one worker: one 
 
 Two servers on copies of the same demo snapshots (so the same `x-edge-snapshot`): `fast` with
 the shortcut (the default), `plain` with `protocol_memo: false` (uvicorn's own protocol, the
-app's memo unchanged). Each test names its page with its own `X-Original-URI`, which the demo
-rules do not read: its first request is a miss whatever ran before it.
+app's memo unchanged). Each test asks from its own city (`seen_on`), which the demo rules read
+but no rule names: its first request is a miss whatever ran before it.
 """
 
 from __future__ import annotations
@@ -91,8 +91,11 @@ def cookie(visitor: str) -> str:
     return f"Cookie: edgeside_id={visitor}"
 
 
-def seen_on(uri: str) -> str:
-    return f"X-Original-URI: {uri}"
+def seen_on(page: str) -> str:
+    """A header that makes a test's questions its own: a city no demo rule names. The rules read
+    `geo.city`, so it is part of every memo key (server/memo_keys.py), yet it changes no decision.
+    (The URL would not do: the demo rules never read it, so the memos leave it out.)"""
+    return f"CF-IPCity: test{page}"
 
 
 class Response(NamedTuple):
@@ -237,6 +240,36 @@ def test_a_repeat_is_answered_by_the_protocol_with_the_asgi_routes_bytes(
         assert repeat.headers["content-type"] == "text/html; charset=utf-8"
         assert repeat.body.startswith(b'<div class="edgeside" data-placement="home_hero"')
         assert int(repeat.headers["content-length"]) == len(repeat.body)
+
+
+def test_the_same_visitor_on_another_page_is_a_repeat_for_rules_that_read_neither(
+    fast: Edgeside,
+) -> None:
+    # The demo rules read neither the URL, the referrer nor the device (server/memo_keys.py).
+    city = seen_on("/pages")
+    views = [
+        request(
+            PAGE,
+            cookie("c-alice"),
+            city,
+            f"X-Original-URI: /p/{n}",
+            f"Referer: /p/{n - 1}",
+            f"User-Agent: browser {n % 2}",
+        )
+        for n in range(1, 6)
+    ]
+    with Connection(fast) as conn:
+        before = protocol_answers(fast)
+        answers = [conn.ask(view) for view in views]
+        after = protocol_answers(fast)
+        # Another city is another question (the demo rules read `geo.city`).
+        paris = conn.ask(request(PAGE, cookie("c-alice"), "CF-IPCity: Paris"))
+        last = protocol_answers(fast)
+
+    assert after - before == 4  # all but the first
+    assert len({without_date(a.raw) for a in answers}) == 1
+    assert last == after
+    assert paris.status == 204
 
 
 def test_a_strangers_answer_is_given_by_the_protocol_to_the_next_stranger(
