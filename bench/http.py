@@ -14,6 +14,9 @@ answer is already known without making an ASGI request; `edge_asgi` is the same 
 edgeside with that shortcut off (`protocol_memo: false`: uvicorn's own protocol, every answer
 through the ASGI app), reported as `ratio_asgi` so that the two are never confused.
 
+`edge_pages` and `bare_pages` are the same load with what deploy/nginx forwards on every page
+view besides (the page, one of 5 000; the referrer; the browser; its language): `ratio_pages`.
+
 Two more runs show where the ceiling is: the bare app sending the same five headers `/v1/edge`
 sends (`ratio_bare_edge_headers`: what uvicorn charges for the headers alone), and `/v1/edge` asked
 one known visitor's question over and over (`ratio_edge_repeat`: every answer a memo hit).
@@ -144,12 +147,13 @@ def measure_bare(
     cookies: Path,
     log_dir: Path,
     app: str = "app",
+    mode: str = "edge",
 ) -> dict[str, Any]:
     port = free_port()
     log = log_dir / f"bare-{server}-{port}.log"
     with process(bare_argv(port, workers, server, app), log=log, cwd=ROOT) as proc:
         wait_http(f"http://127.0.0.1:{port}/", ok=(204,), proc=proc, log=log)
-        return wrk(f"http://127.0.0.1:{port}", seconds, connections, cookies, "edge", proc.pid)
+        return wrk(f"http://127.0.0.1:{port}", seconds, connections, cookies, mode, proc.pid)
 
 
 def measure_edge_granian(
@@ -194,6 +198,8 @@ def main(argv: list[str] | None = None) -> int:
             "edge": [],
             "edge_asgi": [],
             "bare": [],
+            "edge_pages": [],
+            "bare_pages": [],
             "decide": [],
             "edge_repeat": [],
             "bare_edge_headers": [],
@@ -205,6 +211,9 @@ def main(argv: list[str] | None = None) -> int:
         common = (args.duration, args.connections, cookie_file)
         for round_no in range(args.rounds):
             runs["bare"].append(measure_bare(args.workers, "uvicorn", *common, tmp))
+            runs["bare_pages"].append(
+                measure_bare(args.workers, "uvicorn", *common, tmp, mode="pages")
+            )
             runs["bare_edge_headers"].append(
                 measure_bare(args.workers, "uvicorn", *common, tmp, app="app_edge_headers")
             )
@@ -215,6 +224,7 @@ def main(argv: list[str] | None = None) -> int:
                 share = protocol_share(server.url)
                 runs["decide"].append(wrk(server.url, *common, "decide", server.proc.pid))
                 runs["edge_repeat"].append(wrk(server.url, *common, "repeat", server.proc.pid))
+                runs["edge_pages"].append(wrk(server.url, *common, "pages", server.proc.pid))
             with edgeside(
                 data, workers=args.workers, log_dir=tmp, args=["--config", str(asgi_only)]
             ) as server:
@@ -250,6 +260,11 @@ def main(argv: list[str] | None = None) -> int:
         "edge_p50_ms": pct("edge", "p50_us"),
         "edge_p99_ms": pct("edge", "p99_us"),
         "edge_p999_ms": pct("edge", "p999_us"),
+        # Every page view a proxy forwards: page, referrer, browser, language.
+        "edge_pages_rps": round(rps("edge_pages")),
+        "bare_pages_rps": round(rps("bare_pages")),
+        "ratio_pages": round(rps("edge_pages") / rps("bare_pages"), 3),
+        "edge_pages_p99_ms": pct("edge_pages", "p99_us"),
         # The same load with every answer made through the ASGI app (no protocol shortcut).
         "edge_asgi_rps": round(rps("edge_asgi")),
         "ratio_asgi": round(rps("edge_asgi") / rps("bare"), 3),

@@ -1,8 +1,17 @@
 -- wrk script for bench.http: varies visitors (cookies from a file), sites and placement sets.
--- usage: wrk ... -s bench/wrk_edge.lua URL -- COOKIE_FILE [edge|decide|repeat]
+-- usage: wrk ... -s bench/wrk_edge.lua URL -- COOKIE_FILE [edge|pages|decide|repeat]
+-- `pages` is `edge` plus what deploy/nginx forwards on every page view: the page (one of 5 000,
+-- Zipf-like), the referrer, the browser and its language.
 local cookies = {}
 local sets = { "home_hero,home_recs", "home_hero", "article_sidebar,home_hero", "cart_upsell,home_recs,home_hero" }
 local sites = { "shop-fr", "shop-de", "shop-uk" }
+local languages = { "fr-FR,fr;q=0.9,en;q=0.8", "de-DE,de;q=0.9", "en-GB,en;q=0.9" }
+local browsers = {
+  "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0 Safari/537.36",
+  "Mozilla/5.0 (iPhone; CPU iPhone OS 18_1 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/18.1 Mobile/15E148 Safari/604.1",
+  "Mozilla/5.0 (Macintosh; Intel Mac OS X 14_7) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/18.1 Safari/605.1.15",
+  "Mozilla/5.0 (X11; Linux x86_64; rv:133.0) Gecko/20100101 Firefox/133.0",
+}
 local mode = "edge"
 local n = 0
 
@@ -36,8 +45,15 @@ function request()
       .. '"},"placements":[' .. ps .. ']}'
     return wrk.format("POST", "/v1/decide", { ["Content-Type"] = "application/json" }, body)
   end
-  return wrk.format("GET", "/v1/edge?site=" .. site .. "&p=" .. set,
-    { ["Cookie"] = "edgeside_id=" .. cookie, ["CF-IPCountry"] = "FR" })
+  local headers = { ["Cookie"] = "edgeside_id=" .. cookie, ["CF-IPCountry"] = "FR" }
+  if mode == "pages" then
+    local p = math.random()
+    headers["X-Original-URI"] = "/p/" .. (math.floor(5000 * p * p * p) + 1) .. "?ref=" .. n % 7
+    headers["Referer"] = "https://" .. site .. ".example/p/" .. math.random(1, 5000)
+    headers["User-Agent"] = browsers[math.random(1, #browsers)]
+    headers["Accept-Language"] = languages[(n % #sites) + 1]
+  end
+  return wrk.format("GET", "/v1/edge?site=" .. site .. "&p=" .. set, headers)
 end
 
 function done(summary, latency, requests)
