@@ -1,19 +1,19 @@
 """The HTTP protocol edgeside serves with: uvicorn's httptools protocol, plus one shortcut.
 
-A proxy asks the same question again and again: the same visitor on the same page sends the same
-request, byte for byte. The GET hot routes (`/v1/edge`, `/v1/fragments/…`) keep their answers in
-an answer memo (server/hot.py `Remembering`), but under ASGI even a memo hit pays everything uvicorn
-charges any request — a scope, a task, a request-response cycle, header checks on the way out —
-about as much as a bare ASGI app's whole answer. That is what kept `/v1/edge` below 0.8 × a bare
-ASGI app (issue 4, `python -m bench.http`).
+A proxy asks the same questions again and again: the same visitor on another page, strangers in
+the same context. The GET hot routes (`/v1/edge`, `/v1/fragments/…`) keep their answers in answer
+memos (server/hot.py `Remembering`, keyed by server/memo_keys.py), but under ASGI even a memo hit
+pays everything uvicorn charges any request — a scope, a task, a request-response cycle, header
+checks on the way out — about as much as a bare ASGI app's whole answer. That is what kept
+`/v1/edge` below 0.8 × a bare ASGI app (issue 4, `python -m bench.http`).
 
-So a repeat is answered here, as soon as its headers are parsed: the same memo, looked up with the
-same key by the same `Remembering.recall` (still exact, the visitor's live activity unchanged,
-counted and logged like any answer), and written as the bytes uvicorn would have written for it,
-made once per answer. Everything else — a miss, and every request the shortcut is not sure of
-(a body, `Expect`, an upgrade, HTTP/1.0 or `Connection: close`, a pipelined request behind one
-still running, a paused transport, an access log to write, an encoded path) — goes on to uvicorn's
-protocol and the ASGI app unchanged.
+So a question answered before is answered here, as soon as its headers are parsed: the same
+memos, looked up with the same keys by the same `Remembering.recall` (still exact, the visitor's
+live activity unchanged, counted and logged like any answer), and written as the bytes uvicorn
+would have written for it, made once per answer. Everything else — a miss, and every request the
+shortcut is not sure of (a body, `Expect`, an upgrade, HTTP/1.0 or `Connection: close`, a
+pipelined request behind one still running, a paused transport, an access log to write, an
+encoded path) — goes on to uvicorn's protocol and the ASGI app unchanged.
 
 It relies on `HttpToolsProtocol` internals, so uvicorn is pinned to the versions the tests cover
 (tests/server/test_protocol.py compares the shortcut's bytes with the ASGI route's); the setting
