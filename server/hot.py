@@ -155,7 +155,15 @@ class Remembering:
     def recall(self, method: str, path: str, query: bytes, headers: Headers) -> Answer | None:
         """An answer already known for this request, if it is still exact, counted and logged
         as sent; the caller sends it and observes its latency. Also called by the HTTP
-        protocol, before any ASGI request exists (server/protocol.py)."""
+        protocol, before any ASGI request exists (server/protocol.py). A fault here means no
+        known answer: the route decides afresh (and fails open itself)."""
+        try:
+            return self._recall(method, path, query, headers)
+        except Exception:
+            log.exception("answer memo lookup failed; deciding afresh")
+            return None
+
+    def _recall(self, method: str, path: str, query: bytes, headers: Headers) -> Answer | None:
         now = _now()
         key = self.key(method, path, query, headers)
         if key is None:
@@ -179,18 +187,9 @@ class Remembering:
         self.protocol_answers.inc(self.response[:1], by_protocol)
 
 
-def _remember(
-    state: AppState,
-    memo: AnswerMemo[Answer],
-    key: Hashable | None,
-    scope: Scope,
-    answer: Answer,
-    now: float,
-) -> None:
-    """Put a fresh answer in its memo for the very same request (see `_keepable`)."""
-    if key is None:
-        return
-    if memo.enabled and answer.served.remember and _keepable(state, scope, answer):
+def _remember(memo: AnswerMemo[Answer], key: Hashable | None, answer: Answer, now: float) -> None:
+    """Put a fresh answer, `_keepable` for its request, in its memo."""
+    if key is not None and answer.served.remember:
         memo.put(key, answer, now, answer.served.expires)
 
 
@@ -249,13 +248,14 @@ class Edge:
         decided = _decide_from_headers(state, site, described, headers, now, placements)
         served, versions = decided.served, decided.versions
         answer = Answer(self._messages(served.decision, versions), versions, served)
-        keys = state.keys
-        _remember(state, state.edge_memo, key_of(keys.edge, scope), scope, answer, now)
-        # Not with the decision log on: its records name each visitor.
-        if served.stranger and not state.decision_log.enabled and _keepable(state, scope, answer):
-            shape = keys.stranger(scope["method"], scope["query_string"], raw)
-            if shape is not None:
-                state.stranger_memo.put(shape, (answer, decided.ctx), now, served.expires)
+        if _keepable(state, scope, answer):
+            keys = state.keys
+            _remember(state.edge_memo, key_of(keys.edge, scope), answer, now)
+            # Not with the decision log on: its records name each visitor.
+            if served.stranger and not state.decision_log.enabled:
+                shape = keys.stranger(scope["method"], scope["query_string"], raw)
+                if shape is not None:
+                    state.stranger_memo.put(shape, (answer, decided.ctx), now, served.expires)
         state.service.emit(served, now)
         await send(answer.start)
         await send(answer.body)
@@ -389,7 +389,8 @@ async def fragment(state: AppState, scope: Scope, receive: Receive, send: Send) 
         *(h for h in decision_headers(served.decision, versions) if h[0] != b"cache-control"),
     ]
     answer = Answer(response_messages(200, out, html.encode("utf-8")), versions, served)
-    _remember(state, state.fragment_memo, key_of(state.keys.fragment, scope), scope, answer, now)
+    if _keepable(state, scope, answer):
+        _remember(state.fragment_memo, key_of(state.keys.fragment, scope), answer, now)
     state.service.emit(served, now)
     await send(answer.start)
     await send(answer.body)
