@@ -4,14 +4,27 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 DATA ?= .data/demo
+PIP_VERSION := 26.3
+UV_VERSION := 0.13.9
 
 .PHONY: serve test lint typecheck unit demo-data clean
 
-$(STAMP): pyproject.toml
+# requirements.lock decides what a fresh machine gets (exact versions of every run-time and dev
+# dependency); pyproject.toml keeps compatible ranges for `pip install edgeside`. `make lock`
+# refreshes the lock after a dependency change in pyproject.toml.
+$(STAMP): pyproject.toml requirements.lock
 	$(PY) -m venv $(VENV)
-	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -e '.[dev]'
+	$(BIN)/pip install -q 'pip==$(PIP_VERSION)'
+	$(BIN)/pip install -q -r requirements.lock
+	$(BIN)/pip install -q --no-deps -e .
 	touch $(STAMP)
+
+.PHONY: lock
+lock:
+	$(PY) -m venv $(VENV)
+	$(BIN)/pip install -q 'uv==$(UV_VERSION)'
+	$(BIN)/uv pip compile --quiet --universal --python-version 3.11 --extra dev \
+		--custom-compile-command 'make lock' pyproject.toml -o requirements.lock
 
 demo-data: $(STAMP)
 	$(BIN)/edgeside demo build --data $(DATA)

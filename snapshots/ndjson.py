@@ -48,10 +48,19 @@ def read_ndjson_lines(
                 yield lineno, line, decoder.decode(line)
             except msgspec.ValidationError as exc:
                 yield lineno, line, LineError(name, lineno, f"invalid record: {exc}")
-            except msgspec.DecodeError as exc:
-                yield lineno, line, LineError(name, lineno, f"malformed JSON: {exc}")
-            except UnicodeDecodeError as exc:
-                yield lineno, line, LineError(name, lineno, f"invalid UTF-8 at byte {exc.start}")
+            except (msgspec.DecodeError, UnicodeDecodeError) as exc:
+                yield lineno, line, LineError(name, lineno, _undecodable(line, exc))
+
+
+def _undecodable(line: bytes, exc: Exception) -> str:
+    """Why a line is not JSON. msgspec ≤ 0.22 raised `UnicodeDecodeError` for invalid UTF-8 and
+    0.23 raises a `DecodeError` without the offset, so the line itself is asked: the byte offset is
+    what lets someone find the bad byte in a multi-gigabyte export."""
+    try:
+        line.decode("utf-8")
+    except UnicodeDecodeError as bad:
+        return f"invalid UTF-8 at byte {bad.start}"
+    return f"malformed JSON: {exc}"
 
 
 def file_sha256(path: str | os.PathLike[str]) -> str:
