@@ -9,9 +9,9 @@ UV_VERSION := 0.13.9
 
 .PHONY: serve test lint typecheck unit demo-data clean
 
-# requirements.lock decides what a fresh machine gets (exact versions of every run-time and dev
-# dependency); pyproject.toml keeps compatible ranges for `pip install edgeside`. `make lock`
-# refreshes the lock after a dependency change in pyproject.toml.
+# requirements.lock decides what a fresh machine gets: exact versions of every run-time, dev and
+# optional-extra dependency (the tests exercise every extra). pyproject.toml keeps compatible
+# ranges for `pip install edgeside`. `make lock` refreshes the lock after pyproject.toml changes.
 $(STAMP): pyproject.toml requirements.lock
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install -q 'pip==$(PIP_VERSION)'
@@ -23,7 +23,7 @@ $(STAMP): pyproject.toml requirements.lock
 lock:
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install -q 'uv==$(UV_VERSION)'
-	$(BIN)/uv pip compile --quiet --universal --python-version 3.11 --extra dev \
+	$(BIN)/uv pip compile --quiet --universal --python-version 3.11 --all-extras \
 		--custom-compile-command 'make lock' pyproject.toml -o requirements.lock
 
 demo-data: $(STAMP)
