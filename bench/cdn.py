@@ -173,7 +173,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.data:
             data = Path(args.data).resolve()  # processes start in another directory
         else:
-            from server.demo import ensure_demo
+            from server.offline.demo import ensure_demo
 
             data = work / "data"
             ensure_demo(data)

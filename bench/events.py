@@ -29,13 +29,13 @@ import httpx
 import rules
 from bench.procs import edgeside
 from server.config import Settings
-from server.context import Visitor
-from server.decisions import DecisionService
-from server.demo import ensure_demo
+from server.decide.service import DecisionService
+from server.decide.world import WorldHolder
 from server.live.events import live_key
 from server.live.store import Change, LiveStore
 from server.metrics import Metrics
-from server.world import WorldHolder
+from server.offline.demo import ensure_demo
+from server.visitor import Visitor
 
 
 def ingest(url: str, seconds: float, threads: int = 4, batch: int = 100) -> float:

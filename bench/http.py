@@ -35,7 +35,7 @@ from typing import Any
 
 import orjson
 
-from server.demo import DEMO_DIR, ensure_demo
+from server.offline.demo import DEMO_DIR, ensure_demo
 
 from .procs import ROOT, cpu_seconds, edgeside, free_port, process, wait_http
 

@@ -32,7 +32,7 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from server.demo import ensure_demo
+from server.offline.demo import ensure_demo
 
 from .http import demo_cookies
 from .procs import ROOT, Edgeside, edgeside

@@ -313,8 +313,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--data", help="edgeside data directory (default: the demo build)")
     args = parser.parse_args(argv)
-    from server.demo import ensure_demo
-    from server.serve import DEFAULT_DEMO_DATA
+    from server.offline.demo import DEFAULT_DEMO_DATA, ensure_demo
 
     # Absolute: bench.procs starts processes in another working directory.
     data = Path(args.data).resolve() if args.data else DEFAULT_DEMO_DATA

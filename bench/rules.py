@@ -33,7 +33,7 @@ import msgspec
 import rules
 import snapshots
 from rules import Context, Geo
-from server.demo import ensure_demo
+from server.offline.demo import ensure_demo
 from snapshots import store
 
 from .http import demo_cookies

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import gc
 import logging
 import time
@@ -23,8 +22,6 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from . import hot
-from .admin import Admin
 from .asgi import (
     JSON_HEADERS,
     ASGIApp,
@@ -36,6 +33,11 @@ from .asgi import (
     send_response,
 )
 from .config import Secrets, Settings, load_secrets, settings_from_env
+from .decide.route import Decide
+from .edge.answers import EdgeMemos
+from .edge.remembering import PROTOCOL_ROUTES, Remembering
+from .edge.routes import FRAGMENT_PREFIX, Edge, Fragment, remembering
+from .lifecycle.admin import Admin
 from .live import api as live_api
 from .live.events import drain_forever
 from .openapi import build_openapi
@@ -147,59 +149,43 @@ class HotRoute:
         await self.handler(state, scope, receive, send)
 
 
-def hot_routes(state: AppState) -> dict[str, HotRoute]:
+def hot_routes(state: AppState, edge: Edge, fragment: Fragment) -> dict[str, HotRoute]:
     """The plain-ASGI routes by path; `FRAGMENT_PREFIX` stands for `/v1/fragments/{placement}`."""
     return {
-        "/v1/edge": HotRoute(state, hot.Edge(), ("GET", "HEAD")),
-        "/v1/decide": HotRoute(state, hot.decide, ("POST",)),
+        "/v1/edge": HotRoute(state, edge, ("GET", "HEAD")),
+        "/v1/decide": HotRoute(state, Decide(state), ("POST",)),
         "/v1/events": HotRoute(state, live_api.events, ("POST",)),
-        hot.FRAGMENT_PREFIX: HotRoute(state, hot.fragment, ("GET", "HEAD")),
+        FRAGMENT_PREFIX: HotRoute(state, fragment, ("GET", "HEAD")),
     }
 
 
 class EdgesideApp:
-    """Sends the hot routes straight to their handlers — the GET ones behind their answer memo —
-    and the rest through starlette.
+    """Sends the hot routes straight to their handlers — the GET ones behind their answer memo
+    (`remembering`) — and the rest through starlette.
 
-    With CORS configured every request goes through starlette, whose middleware answers preflights.
+    With CORS configured (`remembering` is None) every request goes through starlette, whose
+    middleware answers preflights.
     """
 
-    def __init__(self, state: AppState, starlette: ASGIApp, bypass: bool) -> None:
-        self.state = state
+    def __init__(
+        self,
+        starlette: ASGIApp,
+        hot: dict[str, HotRoute],
+        remembering: dict[str, Remembering] | None,
+    ) -> None:
         self.starlette = starlette
         routes: dict[str, ASGIApp] = {}
-        # The GET routes behind their answer memo; server/protocol.py answers their repeats.
-        self.remembering: dict[str, hot.Remembering] = {}
-        if bypass:
-            routes.update(hot_routes(state))
-            self.remembering = {
-                "/v1/edge": hot.Remembering(
-                    state,
-                    state.edge_memo,
-                    state.keys.edge,
-                    "edge",
-                    204,
-                    routes["/v1/edge"],
-                    functools.partial(hot.Edge.recall_stranger, state),
-                ),
-                hot.FRAGMENT_PREFIX: hot.Remembering(
-                    state,
-                    state.fragment_memo,
-                    state.keys.fragment,
-                    "fragment",
-                    200,
-                    routes[hot.FRAGMENT_PREFIX],
-                ),
-            }
-            routes.update(self.remembering)
+        if remembering is not None:
+            routes.update(hot)
+            routes.update(remembering)
         self.hot = routes
-        self.fragment = self.hot.pop(hot.FRAGMENT_PREFIX, None)
+        self.fragment = self.hot.pop(FRAGMENT_PREFIX, None)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
             path = scope["path"]
             route = self.hot.get(path)
-            if route is None and self.fragment is not None and path.startswith(hot.FRAGMENT_PREFIX):
+            if route is None and self.fragment is not None and path.startswith(FRAGMENT_PREFIX):
                 route = self.fragment
             if route is not None:
                 await route(scope, receive, send)
@@ -228,16 +214,25 @@ async def _internal_error(request: Request, exc: Exception) -> Response:
 def build_app(settings: Settings, secrets: Secrets) -> EdgesideApp:
     state = AppState(settings, secrets)
     admin = Admin(state)
+    memos = EdgeMemos(state)
+    edge = Edge(memos)
+    hot = hot_routes(state, edge, Fragment(memos, settings.fragment_max_age_s))
+    # The GET routes behind their answer memo; server/edge/protocol.py answers their repeats.
+    known: dict[str, Remembering] | None = None
+    if not settings.cors_origins:
+        known = remembering(state, memos, edge, hot["/v1/edge"], hot[FRAGMENT_PREFIX])
 
     @contextlib.asynccontextmanager
-    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+    async def lifespan(app: Starlette) -> AsyncIterator[dict[str, object]]:
         await asyncio.to_thread(state.holder.refresh)
         state.open_live()
         _tune_gc()
         tasks = _background(state)
         await admin.start()
+        # What the HTTP protocol answers by itself: handed to it in the lifespan state.
+        protocol = {path.encode(): route for path, route in (known or {}).items()}
         try:
-            yield
+            yield {PROTOCOL_ROUTES: protocol}
         finally:
             await admin.stop()
             for task in tasks:
@@ -263,11 +258,11 @@ def build_app(settings: Settings, secrets: Secrets) -> EdgesideApp:
     routes = [
         *(
             Route(
-                path + "{placement}" if path == hot.FRAGMENT_PREFIX else path,
+                path + "{placement}" if path == FRAGMENT_PREFIX else path,
                 route,
                 methods=[*route.methods, "OPTIONS"],
             )
-            for path, route in hot_routes(state).items()
+            for path, route in hot.items()
         ),
         *build_routes(state, build_openapi(_version())),
         *admin.routes(),
@@ -278,7 +273,7 @@ def build_app(settings: Settings, secrets: Secrets) -> EdgesideApp:
         lifespan=lifespan,
         exception_handlers={HTTPException: _http_error, Exception: _internal_error},
     )
-    return EdgesideApp(state, starlette, bypass=not settings.cors_origins)
+    return EdgesideApp(starlette, hot, known)
 
 
 def create_app() -> EdgesideApp:

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import re
+import time
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any, TypeVar
+from urllib.parse import parse_qs
 
 import msgspec
 
+from .metrics import Metrics
 from .schemas import ErrorBody, ErrorDetail
 
 Scope = MutableMapping[str, Any]
@@ -17,6 +20,7 @@ Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 Headers = list[tuple[bytes, bytes]]
 T = TypeVar("T")
+S = TypeVar("S")
 
 JSON_HEADERS: Headers = [(b"content-type", b"application/json")]
 _error_encoder = msgspec.json.Encoder()
@@ -126,3 +130,43 @@ async def read_body(receive: Receive, limit: int) -> bytes:
         if not message.get("more_body", False):
             break
     return b"".join(chunks)
+
+
+def query_params(scope: Scope) -> dict[str, list[str]]:
+    """The query string's parameters; percent-decoding only where there is something to decode."""
+    raw: bytes = scope.get("query_string", b"")
+    if not raw:
+        return {}
+    text = raw.decode("latin-1")
+    if "%" in text or "+" in text:
+        return parse_qs(text, keep_blank_values=False, max_num_fields=256)
+    params: dict[str, list[str]] = {}
+    for pair in text.split("&", 256):
+        name, _, value = pair.partition("=")
+        if value:
+            params.setdefault(name, []).append(value)
+    return params
+
+
+# A JSON route's handler: (its state, the scope, receive) -> (status, body).
+JSONHandler = Callable[[S, Scope, Receive], Awaitable[tuple[int, bytes]]]
+
+
+async def answer_json(
+    route: str,
+    handle: JSONHandler[S],
+    state: S,
+    metrics: Metrics,
+    scope: Scope,
+    receive: Receive,
+    send: Send,
+) -> None:
+    """Run a JSON route's handler (a `Refused` becomes its 4xx) and send and count its answer."""
+    started = time.perf_counter()
+    try:
+        status, body = await handle(state, scope, receive)
+    except Refused as refused:
+        status, body = refused.status, refused.body
+    await send_response(send, status, JSON_HEADERS, body)
+    metrics.responses.inc((route, str(status)))
+    metrics.request_seconds.observe((route,), time.perf_counter() - started)

@@ -9,8 +9,9 @@ from collections.abc import Sequence
 import rules.cli
 import snapshots.cli
 
-from . import rules_snapshot, serve
-from .report import cli as report_cli
+from . import serve
+from .offline import demo, rules_snapshot
+from .offline.report import cli as report_cli
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -19,6 +20,7 @@ def build_parser() -> argparse.ArgumentParser:
     snapshots.cli.register(subparsers)
     rules_snapshot.register_build(rules.cli.register(subparsers))
     serve.register(subparsers)
+    demo.register(subparsers)
     report_cli.register(subparsers)
     return parser
 

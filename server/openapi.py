@@ -8,7 +8,8 @@ import msgspec
 
 import snapshots
 
-from .admin import PushResult, StatusBody, SwitchResult
+from .lifecycle.admin import StatusBody
+from .lifecycle.pipeline import PushResult, SwitchResult
 from .live.events import EventBatch, EventsAnswer
 from .schemas import DecideRequest, DecideResponse, ErrorBody, ReadyBody
 

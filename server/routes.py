@@ -12,9 +12,9 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from .asgi import error_body
+from .decide.world import KINDS
 from .schemas import ReadyBody, SnapshotStatus
 from .state import AppState
-from .world import KINDS
 
 _encode = msgspec.json.Encoder().encode
 

@@ -5,12 +5,9 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from pathlib import Path
 
 from .config import SETTINGS_ENV, ConfigError, load_secrets, load_settings, settings_to_env
-from .demo import ensure_demo
-
-DEFAULT_DEMO_DATA = Path(__file__).resolve().parent.parent / ".data" / "demo"
+from .offline.demo import DEFAULT_DEMO_DATA, ensure_demo
 
 CURL_EXAMPLES = """\
 edgeside is serving {url}  (data: {data})
@@ -44,21 +41,6 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     )
     serve.set_defaults(func=run_serve)
 
-    demo = subparsers.add_parser("demo", help="the demo shop")
-    demo_sub = demo.add_subparsers(dest="demo_command", required=True)
-    build = demo_sub.add_parser("build", help="build and activate the demo snapshots")
-    build.add_argument("--data", default=str(DEFAULT_DEMO_DATA))
-    build.add_argument("--force", action="store_true", help="rebuild even if present")
-    build.set_defaults(func=run_demo_build)
-
-
-def run_demo_build(args: argparse.Namespace) -> int:
-    secrets = load_secrets()
-    key = secrets.signing_key.encode() if secrets.signing_key else None
-    ensure_demo(Path(args.data), key, force=args.force)
-    print(f"demo snapshots active in {args.data}")
-    return 0
-
 
 def run_serve(args: argparse.Namespace) -> int:
     cli = {k: getattr(args, k) for k in ("host", "port", "workers", "data", "config")}
@@ -81,7 +63,7 @@ def run_serve(args: argparse.Namespace) -> int:
     print(CURL_EXAMPLES.format(url=url, data=settings.data), flush=True)
     import uvicorn
 
-    from .protocol import MemoProtocol
+    from .edge.protocol import MemoProtocol
 
     uvicorn.run(
         "server.app:create_app",

@@ -9,20 +9,18 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
-import rules
-
 from .config import Secrets, Settings
-from .context import ContextBuilder, Visitor
+from .decide.context import ContextBuilder
+from .decide.service import DecisionService
+from .decide.world import KINDS, World, WorldHolder
 from .decision_log import DecisionLog, Record
-from .decisions import Answer, DecisionService, Served
 from .live.bandit import StoreArmStats
 from .live.events import Ingest, Pending, live_key
 from .live.store import LiveLimits, LiveStore, open_store
 from .live.triggers import Triggers
 from .memo import AnswerMemo
-from .memo_keys import MemoKeys
 from .metrics import Metrics
-from .world import KINDS, World, WorldHolder
+from .visitor import Visitor
 
 PLACEMENT_NAME = re.compile(r"[A-Za-z0-9_.:-]{1,128}")
 
@@ -45,29 +43,26 @@ class AppState:
         self.holder = WorldHolder(settings.data, secrets.signing_key)
         self.holder.on_swap.append(self._record_swap)
         self.builder = ContextBuilder(settings)
-        # How the answer memos below key a request; reset for each world's rules.
-        self.keys = MemoKeys(self.builder, settings.limits.max_header_bytes)
         self.service = DecisionService(
             self.metrics, settings.time_budget_ms, settings.memo_ttl_s, settings.memo_max_entries
         )
         self.started_at = time.time()
         # Counts the hot paths keep to themselves and add to the metrics only before a scrape.
         self.before_scrape: list[Callable[[], None]] = []
-        # Answers to the very same request a moment ago, per route (see server/hot.py); under
-        # them, the service's memo of decisions by what they depend on.
-        age, entries = settings.memo_ttl_s, settings.memo_max_entries
-        self.edge_memo: AnswerMemo[Answer] = AnswerMemo(age, entries)
-        self.fragment_memo: AnswerMemo[Answer] = AnswerMemo(age, entries)
-        self.decide_memo: AnswerMemo[tuple[bytes, Served]] = AnswerMemo(age, entries)
-        # `/v1/edge` answers given to strangers, by the request without its visitor headers.
-        self.stranger_memo: AnswerMemo[tuple[Answer, rules.Context]] = AnswerMemo(age, entries)
-        self.fragment_cache_control = b"private, max-age=%d" % settings.fragment_max_age_s
+        # Every memo of this worker by name: the service's memo of decisions by what they depend
+        # on, and over it the routes' memos of whole answers, which each room adds (`add_memos`).
+        # All are cleared when a new world is swapped in, and counted before a scrape.
+        self.memos: dict[str, AnswerMemo[Any]] = {"decision": self.service.memo}
         self._token = secrets.admin_token.encode() if secrets.admin_token else None
         self.ingest = Ingest(settings.live)
         self.live: LiveStore | None = None
         self.triggers: Triggers | None = None
         self.decision_log = DecisionLog(settings.decision_log, settings.data)
         self.service.log = self.decision_log
+
+    def add_memos(self, memos: dict[str, AnswerMemo[Any]]) -> None:
+        """Memos of answers a room keeps: cleared with every new world, counted in the metrics."""
+        self.memos.update(memos)
 
     def open_live(self) -> None:
         """Open the node's live store in this worker (after the fork, SPEC §10)."""
@@ -148,14 +143,7 @@ class AppState:
         for count in self.before_scrape:
             count()
         m = self.metrics
-        memos: dict[str, AnswerMemo[Any]] = {
-            "edge": self.edge_memo,
-            "fragment": self.fragment_memo,
-            "decide": self.decide_memo,
-            "stranger": self.stranger_memo,
-            "decision": self.service.memo,
-        }
-        for name, memo in memos.items():
+        for name, memo in self.memos.items():
             m.memo_lookups.set((name, "hit"), memo.hits)
             m.memo_lookups.set((name, "miss"), memo.misses)
         dlog = self.decision_log
@@ -172,15 +160,8 @@ class AppState:
 
     def _record_swap(self, world: World) -> None:
         # Answers of the old world are never reused; dropping them now also frees the memory.
-        for memo in (
-            self.edge_memo,
-            self.fragment_memo,
-            self.decide_memo,
-            self.stranger_memo,
-            self.service.memo,
-        ):
+        for memo in self.memos.values():
             memo.clear()
-        self.keys.use(None if world.engine is None else world.engine.context_fields)
         metrics = self.metrics
         metrics.snapshot_swaps.inc()
         metrics.snapshot_version.values.clear()

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from bench.procs import children
-from server.demo import ensure_demo
+from server.offline.demo import ensure_demo
 
 ADMIN_TOKEN = "prove-admin-token-5f1c2a9e7b"
 

@@ -14,11 +14,11 @@ from ..asgi import (
     Receive,
     Scope,
     Send,
+    answer_json,
     decode_json,
     error_body,
     read_json_body,
 )
-from ..hot import answer_json
 from .events import EventBatch, EventsAnswer, Pending, Rejection
 
 if TYPE_CHECKING:
@@ -38,7 +38,7 @@ class RejectedBody(msgspec.Struct):
 
 
 async def events(state: AppState, scope: Scope, receive: Receive, send: Send) -> None:
-    await answer_json("events", _events, state, scope, receive, send)
+    await answer_json("events", _events, state, state.metrics, scope, receive, send)
 
 
 async def _events(state: AppState, scope: Scope, receive: Receive) -> tuple[int, bytes]:

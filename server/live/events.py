@@ -17,8 +17,8 @@ import msgspec
 from cachetools import TTLCache
 
 from ..config import LiveSettings
-from ..context import Visitor
 from ..schemas import VisitorIn
+from ..visitor import Visitor
 from .store import Change, LiveStore
 
 log = logging.getLogger("edgeside.events")

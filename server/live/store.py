@@ -346,11 +346,6 @@ class LiveStore:
             entries: int = txn.stat(self._visitors)["entries"]
             return entries
 
-    def used_bytes(self) -> int:
-        info = self.env.info()
-        stat = self.env.stat()
-        return int(info["last_pgno"] + 1) * int(stat["psize"])
-
 
 def open_store(
     data_dir: str, subdir: str, map_size: int, limits: LiveLimits, stamp_slots: int = 1 << 20

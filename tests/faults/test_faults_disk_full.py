@@ -19,7 +19,7 @@ import pytest
 from bench.procs import edgeside
 from snapshots import store
 from tests.provekit import ADMIN_TOKEN, prove_data
-from tests.server.lifecycle_kit import profiles_snapshot, tar_of
+from tests.server.lifecycle.kit import profiles_snapshot, tar_of
 
 __all__ = ["prove_data"]
 

@@ -19,7 +19,7 @@ import pytest
 from bench.procs import edgeside, free_port
 from snapshots import store
 from tests.provekit import prove_copy, prove_data
-from tests.server.lifecycle_kit import AUTH, EDGE, TOKEN, active, status
+from tests.server.lifecycle.kit import AUTH, EDGE, TOKEN, active, status
 
 __all__ = ["prove_copy", "prove_data"]
 

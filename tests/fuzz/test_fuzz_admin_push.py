@@ -14,7 +14,7 @@ import httpx
 from bench.procs import edgeside
 from snapshots import store
 from tests.provekit import ADMIN_TOKEN, bounded, prove_copy, prove_data
-from tests.server.lifecycle_kit import content_snapshot, rules_snapshot, tar_of
+from tests.server.lifecycle.kit import content_snapshot, rules_snapshot, tar_of
 
 __all__ = ["prove_copy", "prove_data"]
 

@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 
 import rules
 import snapshots
-from server.demo import DEMO_DIR
+from server.offline.demo import DEMO_DIR
 from snapshots import store
 from tests.provekit import bounded, prove_data
 

@@ -27,7 +27,7 @@ from hypothesis import HealthCheck, event, given, reject, settings
 from hypothesis import strategies as st
 
 import snapshots
-from server.world import _open_rules
+from server.decide.world import open_rules
 from snapshots import store
 from snapshots.manifest import MANIFEST_NAME, encode_manifest, read_manifest
 from snapshots.ndjson import file_sha256
@@ -175,7 +175,7 @@ def test_mutated_rules_blob_is_refused_as_the_server_expects(
             env.close()
         remanifest(path)
         try:
-            _open_rules(path, None)
+            open_rules(path, None)
         except (snapshots.SnapshotError, OSError, UnicodeDecodeError) as exc:
             assert str(exc)
 

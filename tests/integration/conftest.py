@@ -14,7 +14,7 @@ import pytest
 
 from bench.procs import Edgeside, edgeside
 from bench.proxies import Running, demo_origin, nginx
-from server.demo import ensure_demo
+from server.offline.demo import ensure_demo
 from tests.conftest import require_binary
 
 pytestmark = pytest.mark.integration

@@ -10,7 +10,7 @@ import pytest
 
 from bench.procs import edgeside
 from bench.proxies import Running, nginx
-from server.demo import DEMO_DIR, build_rules_snapshot
+from server.offline.demo import DEMO_DIR, build_rules_snapshot
 from snapshots import store
 
 from .helpers import decide, demo_cookies, keys_by_cookie, page, render_number, renders, variants

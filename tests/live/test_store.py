@@ -9,9 +9,9 @@ import lmdb
 import pytest
 
 from server.config import LiveSettings
-from server.context import Visitor
 from server.live.events import EventIn, Ingest, Pending, drain_forever, live_key
 from server.live.store import Change, LiveLimits, LiveStore
+from server.visitor import Visitor
 
 
 def test_lists_are_bounded_and_most_recent_first(tmp_path: Path) -> None:

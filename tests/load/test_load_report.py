@@ -58,9 +58,14 @@ def test_headline_and_chart() -> None:
 
 
 def test_chart_without_load_results() -> None:
+    # No load benchmark ran: both panels are still drawn, empty, and the SVG is well-formed.
     results = fake_results()
     results["benches"] = {}
-    ET.fromstring(report.chart(results))  # noqa: S314 - our own output
+    svg = report.chart(results)
+    root = ET.fromstring(svg)  # noqa: S314 - our own output
+    assert root.tag.endswith("svg")
+    assert "/v1/edge under load" in svg and "soak: worker private memory (0 s)" in svg
+    assert "<polyline" not in svg and "knee" not in svg  # nothing plotted from no results
 
 
 def test_the_knee_is_the_last_step_within_the_objective() -> None:

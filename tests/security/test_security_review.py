@@ -24,7 +24,7 @@ from starlette.routing import Route
 from bench.procs import edgeside
 from server.app import build_app
 from server.config import Secrets, Settings
-from server.demo import ensure_demo
+from server.offline.demo import ensure_demo
 from tests.provekit import ADMIN_TOKEN, prove_copy, prove_data
 
 __all__ = ["prove_copy", "prove_data"]

@@ -12,7 +12,7 @@ import time
 import pytest
 
 import rules
-from server.demo import DEMO_DIR
+from server.offline.demo import DEMO_DIR
 
 DEMO = (DEMO_DIR / "rules.yaml").read_text()
 HOOK = "when: segment.runner\n"

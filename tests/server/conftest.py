@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from bench.procs import Edgeside, edgeside
-from server.demo import ensure_demo
+from server.offline.demo import ensure_demo
 
 ADMIN_TOKEN = "test-admin-token-0123456789"
 

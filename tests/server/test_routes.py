@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from bench.procs import Edgeside, edgeside
-from server.demo import DIGEST_FILE, demo_digest, ensure_demo
+from server.offline.demo import DIGEST_FILE, demo_digest, ensure_demo
 from snapshots import store
 from tests.server.conftest import ADMIN_TOKEN
 

@@ -9,9 +9,9 @@ from typing import Any
 import orjson
 import pytest
 import yaml
-from snaphelp import PROFILES_CONFIG, WriteNdjson
 
 from snapshots.config import ProfilesConfig, load_config
+from tests.snapshots.kit import PROFILES_CONFIG, WriteNdjson
 
 
 @pytest.fixture

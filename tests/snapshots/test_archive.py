@@ -8,12 +8,12 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from snaphelp import WriteNdjson, rec
 
 from snapshots import UnsafeArchive, open_profiles, verify_snapshot
 from snapshots.archive import pack, unpack
 from snapshots.config import ProfilesConfig
 from snapshots.profiles_build import build_profiles
+from tests.snapshots.kit import WriteNdjson, rec
 
 
 def test_pack_and_unpack_round_trip(

@@ -8,11 +8,11 @@ from typing import Any
 
 import msgspec
 import pytest
-from snaphelp import WriteNdjson
 
 from snapshots import InputInvalid, open_content
 from snapshots.config import ContentConfig
 from snapshots.content_build import build_content
+from tests.snapshots.kit import WriteNdjson
 
 CONFIG: dict[str, Any] = {
     "sources": {

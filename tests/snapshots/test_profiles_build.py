@@ -7,11 +7,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
-from snaphelp import WriteNdjson, rec
 
 from snapshots import InputInvalid, OutputExists, open_profiles
 from snapshots.config import ProfilesConfig
 from snapshots.profiles_build import build_profiles
+from tests.snapshots.kit import WriteNdjson, rec
 
 Cfg = Callable[..., ProfilesConfig]
 

@@ -9,10 +9,10 @@ from pathlib import Path
 import pytest
 
 import snapshots
-from server.demo import ensure_demo
+from server.offline.demo import ensure_demo
 from snapshots import store
 from snapshots.scan import read_all, scan
-from tests.snapshots.snaphelp import damage_until_a_reader_crashes
+from tests.snapshots.kit import damage_until_a_reader_crashes
 
 
 @pytest.fixture(scope="module")

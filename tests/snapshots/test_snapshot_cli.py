@@ -7,9 +7,9 @@ import tarfile
 from pathlib import Path
 
 import pytest
-from snaphelp import WriteNdjson, rec
 
 from server.cli import main
+from tests.snapshots.kit import WriteNdjson, rec
 
 REPO = Path(__file__).resolve().parents[2]
 DEMO = REPO / "demo"

@@ -5,12 +5,11 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
-from snaphelp import WriteNdjson, rec
-
 from snapshots.config import ProfilesConfig
 from snapshots.profiles_build import build_profiles
 from snapshots.reader import open_profiles
 from snapshots.stitching import Stitcher
+from tests.snapshots.kit import WriteNdjson, rec
 
 
 def test_links_are_transitive() -> None:

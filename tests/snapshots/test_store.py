@@ -8,12 +8,12 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from snaphelp import WriteNdjson, rec
 
 from snapshots import StoreError, read_manifest
 from snapshots.config import ProfilesConfig
 from snapshots.profiles_build import build_profiles
 from snapshots.store import activate, active_path, active_version, install, list_versions
+from tests.snapshots.kit import WriteNdjson, rec
 
 
 def build(tmp_path: Path, write_ndjson: WriteNdjson, cfg: ProfilesConfig, name: str) -> Path:
@@ -51,18 +51,27 @@ def test_readers_never_see_a_missing_active_link_during_swaps(
     ]
     activate(data, "profiles", versions[0])
     misses = 0
+    reads = 0
+    reading = threading.Event()
     stop = threading.Event()
 
     def read() -> None:
-        nonlocal misses
+        nonlocal misses, reads
+        reading.set()
         while not stop.is_set():
             if active_path(data, "profiles") is None:
                 misses += 1
+            reads += 1
 
     t = threading.Thread(target=read)
     t.start()
-    for i in range(300):
-        activate(data, "profiles", versions[i % 2])
+    # Swaps only once the reader runs: swaps it never overlapped would prove nothing.
+    assert reading.wait(10), "the reader thread never started"
+    swaps = 0
+    while swaps < 300 or reads < 300:
+        activate(data, "profiles", versions[swaps % 2])
+        swaps += 1
     stop.set()
     t.join()
     assert misses == 0
+    assert reads >= 300, f"the reader looked only {reads} times"

@@ -8,7 +8,6 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from snaphelp import WriteNdjson, rec
 
 from snapshots import (
     ChecksumMismatch,
@@ -24,6 +23,7 @@ from snapshots import (
 )
 from snapshots.config import ProfilesConfig
 from snapshots.profiles_build import build_profiles
+from tests.snapshots.kit import WriteNdjson, rec
 
 KEY = b"s3cret"
 

@@ -1,0 +1,1 @@
+"""How a decision is made: request context, the world of open snapshots, the decision service."""

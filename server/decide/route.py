@@ -1,0 +1,135 @@
+"""`POST /v1/decide`: JSON decisions for apps, e-mail and call-centre tools (SPEC §6).
+
+Plain ASGI like the edge routes, for the same reason (server/edge/routes.py): the body is decoded
+by a prepared msgspec decoder, and the answer encoded by a prepared encoder.
+"""
+
+from __future__ import annotations
+
+import time
+
+import msgspec
+
+import rules
+
+from ..asgi import (
+    Receive,
+    Scope,
+    Send,
+    answer_json,
+    decode_json,
+    error_body,
+    query_params,
+    read_json_body,
+)
+from ..memo import AnswerMemo
+from ..schemas import ContentOut, DecideRequest, DecideResponse
+from ..state import AppState, PlacementError
+from .context import ANONYMOUS, MEMO_KEY_MAX_BYTES
+from .service import Served, fallback_reason
+from .world import World
+
+_decode_request = msgspec.json.Decoder(DecideRequest).decode
+_encode = msgspec.json.Encoder().encode
+_now = time.time
+
+
+class Decide:
+    """`POST /v1/decide`, with a memo of whole answers by request body: a caller asking the very
+    same question a moment ago, on the same snapshots, gets the same bytes."""
+
+    def __init__(self, state: AppState) -> None:
+        settings = state.settings
+        self.memo: AnswerMemo[tuple[bytes, Served]] = AnswerMemo(
+            settings.memo_ttl_s, settings.memo_max_entries
+        )
+        state.add_memos({"decide": self.memo})
+
+    async def __call__(self, state: AppState, scope: Scope, receive: Receive, send: Send) -> None:
+        await answer_json("decide", self._decide, state, state.metrics, scope, receive, send)
+
+    async def _decide(self, state: AppState, scope: Scope, receive: Receive) -> tuple[int, bytes]:
+        return await _decide(state, self.memo, scope, receive)
+
+
+async def _decide(
+    state: AppState, memo: AnswerMemo[tuple[bytes, Served]], scope: Scope, receive: Receive
+) -> tuple[int, bytes]:
+    headers = dict(scope["headers"])
+    raw = await read_json_body(scope, receive, headers, state.settings.limits.max_body_bytes)
+    explain = b"explain" in scope.get("query_string", b"")
+    key = None
+    if memo.enabled and not explain and len(raw) <= MEMO_KEY_MAX_BYTES:
+        key = (state.holder.current.snapshot_header, raw)
+        now = _now()
+        hit = memo.get(key, now)
+        if hit is not None and state.service.still_current(hit[1]):
+            state.service.reuse(hit[1], now)
+            return 200, hit[0]
+    request = decode_json(_decode_request, raw)
+    try:
+        state.check_placements(request.placements)
+    except PlacementError as exc:
+        field = "$.placements" if exc.index is None else f"$.placements[{exc.index}]"
+        return 422, error_body("bad_placements", str(exc), field)
+    explain = "explain" in query_params(scope)
+    if explain and not state.authorized(headers):
+        return 401, error_body("unauthorized", "explain needs the admin bearer token")
+    builder = state.builder
+    now = _now()
+    ctx = builder.from_body(request.context, now)
+    visitor = builder.visitor_from_body(request.visitor) if ctx.consent else ANONYMOUS
+    holder = state.holder
+    world = holder.acquire()
+    try:
+        engine = world.engine
+        if engine is not None:
+            for i, name in enumerate(request.placements):
+                if not engine.has_placement(ctx.site, name):
+                    return 422, error_body(
+                        "unknown_placement",
+                        f"placement {name!r} is not defined for site {ctx.site!r}",
+                        f"$.placements[{i}]",
+                    )
+        served = state.service.serve(world, visitor, ctx, request.placements, explain=explain)
+        state.service.emit(served, _now())  # ctx.now may be a requested "as of" time
+        decision = served.decision
+        response = DecideResponse(
+            placements=decision.placements,
+            segments=decision.segments,
+            key=decision.key,
+            snapshots=world.versions,
+            ttl=decision.ttl,
+            actions=decision.actions,
+            fallback=fallback_reason(decision),
+            trace=decision.trace,
+        )
+        if request.render and world.content is not None:
+            response.items = _render_items(world, decision)
+        body = _encode(response)
+        if key is not None and key[0] == state.holder.current.snapshot_header:
+            memo.put(key, (body, served), now, served.expires)
+        return 200, body
+    finally:
+        holder.release(world)
+
+
+def _render_items(world: World, decision: rules.Decision) -> dict[str, ContentOut]:
+    content = world.content
+    items: dict[str, ContentOut] = {}
+    if content is None:
+        return items
+    for placement in decision.placements:
+        for cid in placement.content:
+            item = content.get(cid)
+            if item is not None and cid not in items:
+                items[cid] = ContentOut(
+                    id=item.id,
+                    type=item.type,
+                    title=item.title,
+                    locale=item.locale,
+                    tags=item.tags,
+                    attributes=item.attributes,
+                    body=item.body,
+                )
+    return items

@@ -1,0 +1,363 @@
+"""One decision, fail-open: whatever goes wrong, every placement gets an answer (SPEC §6).
+
+Order of work per request: resolve the visitor (only with consent), then one call into the compiled
+rules engine with a deadline. A missing snapshot, a reader or engine fault, or an overrun budget
+turns into the placements' declared defaults and a reason, never an exception.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Sequence
+
+import msgspec
+
+import rules
+import snapshots
+from rules.context import clock
+
+from ..decision_log import DecisionLog, Record
+from ..live.bandit import StoreArmStats
+from ..live.events import live_key
+from ..live.store import Activity, LiveStore
+from ..live.triggers import Triggers
+from ..memo import AnswerMemo
+from ..metrics import Metrics
+from ..visitor import Visitor
+from .world import World
+
+log = logging.getLogger("edgeside.decisions")
+
+# What a page gets when not even the rules are loaded: the site's default, one key for all.
+NO_RULES_KEY = "default"
+
+
+def _bare_fallback(
+    placements: Sequence[str], reason: str, expires: float = math.inf
+) -> rules.Decision:
+    """Every placement at `default`; without rules that lasts until a rules snapshot arrives
+    (which replaces the world and with it every memo), after an engine fault only a moment."""
+    return rules.Decision(
+        placements=[
+            rules.PlacementDecision(
+                placement=name,
+                variant="default",
+                content=[],
+                rule=None,
+                experiment=None,
+                arm=None,
+                fallback=reason,
+            )
+            for name in placements
+        ],
+        segments=[],
+        key=NO_RULES_KEY,
+        actions=[],
+        ttl=0,
+        rule_errors=0,
+        trace=None,
+        expires=expires,
+    )
+
+
+def fallback_reason(decision: rules.Decision) -> str | None:
+    """The reasons defaults were forced, comma-separated and deduplicated, or None."""
+    reasons: list[str] = []
+    for placement in decision.placements:
+        reason = placement.fallback
+        if reason is not None and reason not in reasons:
+            reasons.append(reason)
+    return ",".join(reasons) if reasons else None
+
+
+class Served(msgspec.Struct):
+    """A decision and what the hot routes need to memoise and log it."""
+
+    decision: rules.Decision
+    # The visitor's live key and its update counter when decided: a memoised answer is reused
+    # only while the counter is unchanged, so an event changes the next decision at once.
+    live_key: str | None = None
+    stamp: int = 0
+    # The decision-log record (without its time), for every reuse of the answer too.
+    record: Record | None = None
+    # Until when the answer stays exactly right (the decision's own bound, and the visitor's
+    # live activity's expiry).
+    expires: float = math.inf
+    # Whether a route may remember this answer for the very same request. Not for an unknown
+    # visitor whose decision was shared from the decision memo: those visitors are many and
+    # mostly seen once, and the decision memo already holds their decision for all of them.
+    remember: bool = True
+    # Decided for a visitor the snapshots do not know, without live activity, with nothing per
+    # visitor in it (no actions): every such visitor in the same context gets it too, if the
+    # experiments put them in the same arms (`DecisionService.welcomes`).
+    stranger: bool = False
+    # Reuses from an answer memo not yet added to the metrics (see `DecisionService.reuse`).
+    uses: int = 0
+
+
+class DecisionService:
+    def __init__(
+        self, metrics: Metrics, time_budget_ms: float, memo_age_s: float = 0, memo_entries: int = 0
+    ) -> None:
+        self.metrics = metrics
+        self.budget_s = time_budget_ms / 1000.0
+        # Decisions by what they depend on (see `serve`); cleared when the world changes.
+        self.memo: AnswerMemo[rules.Decision] = AnswerMemo(memo_age_s, memo_entries)
+        # Set in the worker's lifespan, after the fork (SPEC §10); None means no live store.
+        self.live: LiveStore | None = None
+        self.arm_stats: StoreArmStats | None = None
+        self.log: DecisionLog | None = None
+        self.triggers: Triggers | None = None
+        self._pending: list[Served] = []
+
+    def still_current(self, served: Served) -> bool:
+        """Whether a memoised answer may be reused: no event touched its visitor since."""
+        live = self.live
+        if live is None or served.live_key is None:
+            return True
+        try:
+            return live.stamp(served.live_key) == served.stamp
+        except Exception:  # a store fault must not break the page: recompute
+            return False
+
+    def reuse(self, served: Served, now: float) -> None:
+        """Account for an answer served again from a memo: counted and logged like a fresh one."""
+        self._tally(served)
+        if served.record is not None:
+            self.emit(served, now)
+
+    def _tally(self, served: Served) -> None:
+        """Count `served` once more in the decision metrics — at the next `flush_counts`: a memo
+        hit costs a few µs, and an update per placement each time would be a good part of it."""
+        if not served.uses:
+            pending = self._pending
+            pending.append(served)
+            if len(pending) > _MAX_PENDING:
+                self.flush_counts()
+        served.uses += 1
+
+    def flush_counts(self) -> None:
+        """Add the decisions served since the last call to the metrics (before a scrape)."""
+        pending, self._pending = self._pending, []
+        for served in pending:
+            self.count(served.decision, served.uses)
+            served.uses = 0
+
+    def emit(self, served: Served, now: float) -> None:
+        """Log a served decision (sampled): for fresh and memoised answers alike."""
+        dlog = self.log
+        if dlog is not None and served.record is not None and dlog.sampled():
+            record = dict(served.record)
+            record["t"] = round(now, 3)
+            dlog.add(record)
+
+    def lookup(self, world: World, visitor: Visitor) -> snapshots.Profile | None:
+        profiles = world.profiles
+        if profiles is None or visitor.anonymous:
+            return None
+        try:
+            if visitor.canonical is not None:
+                found = profiles.get(visitor.canonical)
+                if found is not None:
+                    return found
+            return profiles.lookup(visitor.ids) if visitor.ids else None
+        except Exception:  # a corrupt record must not break the page: decide as anonymous
+            log.exception("profile lookup failed")
+            self.metrics.fallbacks.inc(("profile_error",))
+            return None
+
+    def serve(
+        self,
+        world: World,
+        visitor: Visitor,
+        ctx: rules.Context,
+        placements: Sequence[str],
+        *,
+        explain: bool = False,
+    ) -> Served:
+        engine = world.engine
+        if engine is None:
+            served = Served(_bare_fallback(placements, "no_rules"))
+            self._tally(served)
+            return served
+        profile = None
+        visitor_id: str | None = None
+        key: str | None = None
+        stamp = 0
+        recent = None
+        if ctx.consent:
+            profile = self.lookup(world, visitor)
+            # Bucket by the person where we know them, so every device lands in the same arm.
+            visitor_id = profile.id if profile is not None else _bucketing_id(visitor)
+            live = self.live
+            if live is not None:
+                key = live_key(profile.id if profile is not None else None, visitor)
+                if key is not None:
+                    try:
+                        recent, stamp = live.read(key, ctx.now)
+                    except Exception:  # decide without live activity rather than fail
+                        log.exception("live store read failed")
+                        self.metrics.fallbacks.inc(("live_error",))
+                    if recent is not None and recent.consent is False:
+                        # Withdrawn by an event: decide as for a visitor without consent.
+                        ctx = msgspec.structs.replace(ctx, consent=False)
+                        profile, visitor_id, recent = None, None, None
+        # A decision depends on the snapshots, the placements, the context fields the rules read
+        # (`Engine.context_key`), the profile, the visitor's live activity and the clock — and on
+        # the visitor id only through experiment arms. So visitors without live activity share
+        # decisions: the same person on another page, device or URL parameter, and every unknown
+        # visitor in the same context whose arms are the same (checked below). Live activity is
+        # per visitor: those decide afresh.
+        memo_key = None
+        if recent is None and not explain and self.memo.enabled:
+            memo_key = (
+                world.snapshot_header,
+                tuple(placements),
+                profile.id if profile is not None else None,
+                engine.context_key(ctx),
+            )
+            shared = self.memo.get(memo_key, ctx.now)
+            if shared is not None and (
+                profile is not None or _same_arms(engine, ctx, shared, visitor_id, self.arm_stats)
+            ):
+                served = self._served(world, ctx, shared, key, stamp, None)
+                served.remember = profile is not None
+                served.stranger = profile is None and not stamp and not shared.actions
+                return served
+        try:
+            decision = engine.decide(
+                visitor_id=visitor_id,
+                profile=profile,
+                ctx=ctx,
+                placements=placements,
+                content=world.content,
+                recent=recent,
+                explain=explain,
+                deadline=time.monotonic() + self.budget_s,
+                stats=self.arm_stats,
+            )
+        except Exception:  # the engine promises not to raise; if it does, the page still renders
+            log.exception("rules engine raised")
+            try:
+                decision = engine.fallback(ctx, placements, "internal_error")
+            except Exception:
+                decision = _bare_fallback(placements, "internal_error", ctx.now + 1.0)
+        # Fallbacks (a deadline overrun, a rule error) are this moment's, not the inputs'.
+        shareable = (
+            memo_key is not None and not decision.rule_errors and fallback_reason(decision) is None
+        )
+        if shareable:
+            self.memo.put(memo_key, decision, ctx.now, decision.expires)
+        served = self._served(world, ctx, decision, key, stamp, recent)
+        served.stranger = shareable and profile is None and not stamp and not decision.actions
+        return served
+
+    def welcomes(
+        self, world: World, visitor: Visitor, ctx: rules.Context, decision: rules.Decision
+    ) -> bool:
+        """Whether `visitor`, in the context `ctx` was made from, gets `decision` — one served to
+        a stranger (`Served.stranger`) in that context: so do visitors the snapshots do not know
+        either, without live activity, in the same experiment arms; and, without consent,
+        everyone."""
+        if not ctx.consent:
+            return True
+        if self.lookup(world, visitor) is not None:
+            return False
+        live = self.live
+        if live is not None:
+            key = live_key(None, visitor)
+            if key is not None and live.maybe_active(key):
+                return False
+        if world.engine is None:
+            return False
+        return _same_arms(world.engine, ctx, decision, _bucketing_id(visitor), self.arm_stats)
+
+    def _served(
+        self,
+        world: World,
+        ctx: rules.Context,
+        decision: rules.Decision,
+        key: str | None,
+        stamp: int,
+        recent: Activity | None,
+    ) -> Served:
+        """Count, trigger and log a decision for this visitor (fresh or shared)."""
+        if decision.actions and key is not None and ctx.consent and self.triggers is not None:
+            self.triggers.offer(decision.actions, key, ctx.now)
+        record = None
+        if self.log is not None and self.log.enabled:
+            record = _record(world, ctx, decision, key if ctx.consent else None, self.log)
+        expires = decision.expires
+        if recent is not None:
+            expires = min(expires, recent.expires)
+        served = Served(decision, key, stamp, record, expires)
+        self._tally(served)
+        return served
+
+    def count(self, decision: rules.Decision, times: int = 1) -> None:
+        """Metrics for a decision served `times` (computed now, or reused from a memo)."""
+        metrics = self.metrics
+        for placement in decision.placements:
+            metrics.decisions.inc((placement.placement, placement.variant), times)
+            if placement.fallback is not None:
+                metrics.fallbacks.inc((placement.fallback,), times)
+        if decision.rule_errors:
+            metrics.rule_errors.inc((), decision.rule_errors * times)
+
+
+# Decisions served since the last metrics flush are kept in a list; past this many, flush at once.
+_MAX_PENDING = 10_000
+
+
+def _bucketing_id(visitor: Visitor) -> str | None:
+    """What experiments bucket a visitor the profiles do not know by: the canonical id they
+    gave, else their first identifier."""
+    if visitor.canonical is not None:
+        return visitor.canonical
+    return next(iter(visitor.ids.values()), None)
+
+
+def _same_arms(
+    engine: rules.Engine,
+    ctx: rules.Context,
+    decision: rules.Decision,
+    visitor_id: str | None,
+    stats: StoreArmStats | None,
+) -> bool:
+    """Whether `visitor_id` lands in the same arm of every experiment `decision` went through
+    (the only way the visitor id reaches a decision besides the profile)."""
+    for p in decision.placements:
+        if p.experiment is not None and p.arm != engine.assign(
+            ctx, p.placement, p.experiment, visitor_id, stats
+        ):
+            return False
+    return True
+
+
+def _record(
+    world: World, ctx: rules.Context, decision: rules.Decision, key: str | None, dlog: DecisionLog
+) -> Record:
+    hour, _ = clock(ctx)
+    return {
+        "kind": "decision",
+        "visitor": key,  # None without consent: identifiers are never logged then
+        "site": ctx.site,
+        "country": ctx.geo.country,
+        "hour": hour,
+        "snapshots": world.snapshot_header.decode("ascii", "replace"),
+        "key": decision.key,
+        "segments": decision.segments,
+        "placements": [
+            {
+                "placement": p.placement,
+                "variant": p.variant,
+                "rule": p.rule,
+                "experiment": p.experiment,
+                "arm": p.arm,
+            }
+            for p in decision.placements
+        ],
+        "sample": dlog.sample_rate,
+    }

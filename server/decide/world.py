@@ -1,0 +1,178 @@
+"""The set of snapshots a worker decides with, and how it follows newly activated versions.
+
+A `World` does not change once built: one profiles reader, one content reader, one compiled rules
+engine, and the versions they came from (only its count of requests holding it, its retirement and
+which readers it closes move). A newly activated version makes a new world (`WorldHolder.prepare`).
+A request takes the current world once and uses only it, so every request sees one consistent set of
+versions from start to end (SPEC §7). Decisions are computed without an `await` between taking the
+world and the last read from it, and a retired world is closed only when no request holds it any
+more.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import rules
+import snapshots
+from snapshots import store
+
+log = logging.getLogger("edgeside.world")
+
+KINDS = ("profiles", "content", "rules")
+
+
+@dataclass(eq=False)
+class World:
+    profiles: snapshots.ProfileReader | None = None
+    content: snapshots.ContentReader | None = None
+    engine: rules.Engine | None = None
+    versions: dict[str, str] = field(default_factory=dict)
+    paths: dict[str, str] = field(default_factory=dict)
+    loaded_at: dict[str, float] = field(default_factory=dict)
+    # When each active snapshot was built (its manifest's created_at): the age operators watch.
+    created_at: dict[str, float] = field(default_factory=dict)
+    errors: dict[str, str] = field(default_factory=dict)
+    # The readers this world closes when it retires; a reader carried into the next world moves.
+    owned: list[snapshots.ProfileReader | snapshots.ContentReader] = field(default_factory=list)
+    # Precomputed so the hot path only copies bytes.
+    snapshot_header: bytes = b""
+    users: int = 0
+    retired: bool = False
+
+    def __post_init__(self) -> None:
+        self.snapshot_header = ";".join(
+            f"{kind}={self.versions[kind]}" for kind in KINDS if kind in self.versions
+        ).encode("ascii", "replace")
+
+    def close(self) -> None:
+        for reader in self.owned:
+            reader.close()
+        self.owned = []
+
+
+def open_rules(path: Path, signing_key: bytes | None) -> tuple[rules.Engine, snapshots.Manifest]:
+    manifest, files = snapshots.read_blob_snapshot(path, signing_key=signing_key)
+    if not files:
+        raise snapshots.SnapshotError(f"{path}: rules snapshot holds no rules file")
+    name, data = sorted(files.items())[0]
+    ruleset, diagnostics = rules.load(data.decode("utf-8"), filename=name)
+    errors = [d for d in diagnostics if d.severity == "error"]
+    if ruleset is None or errors:
+        first = errors[0] if errors else None
+        where = f"{first.file}:{first.line}:{first.col}: {first.message}" if first else "invalid"
+        raise snapshots.SnapshotError(f"{path}: rules do not check: {where}")
+    return rules.compile_ruleset(ruleset), manifest
+
+
+class WorldHolder:
+    """Owns the current world of one worker process and swaps it when an active pointer moves."""
+
+    def __init__(self, data_dir: str, signing_key: str = "") -> None:
+        self.data_dir = Path(data_dir)
+        self.signing_key = signing_key.encode() if signing_key else None
+        self.current = World()
+        self.swaps = 0
+        self._seen: dict[str, str] = {}
+        self.on_swap: list[Callable[[World], None]] = []
+
+    def acquire(self) -> World:
+        world = self.current
+        world.users += 1
+        return world
+
+    def release(self, world: World) -> None:
+        world.users -= 1
+        if world.retired and world.users == 0:
+            world.close()
+
+    def _active_paths(self) -> dict[str, str]:
+        found: dict[str, str] = {}
+        for kind in KINDS:
+            path = store.active_path(self.data_dir, kind)
+            if path is not None:
+                found[kind] = str(path.resolve())
+        return found
+
+    def refresh(self) -> bool:
+        """Load and switch to whatever was activated since the last call (startup, tests)."""
+        new = self.prepare()
+        if new is None:
+            return False
+        self.commit(new)
+        return True
+
+    def prepare(self) -> World | None:
+        """Open whatever was activated since the last call, without touching the current world.
+
+        Safe to run in a thread: opening readers and compiling rules can take milliseconds, and
+        the event loop keeps serving meanwhile. A kind that fails to open keeps its previous
+        version (the error is reported by `/readyz`), so a bad activation never takes a node down.
+        """
+        paths = self._active_paths()
+        if paths == self._seen:
+            return None
+        self._seen = paths
+        old = self.current
+        profiles, content, engine = old.profiles, old.content, old.engine
+        versions, kept = dict(old.versions), dict(old.paths)
+        loaded_at, created_at = dict(old.loaded_at), dict(old.created_at)
+        errors = dict(old.errors)
+        owned: list[snapshots.ProfileReader | snapshots.ContentReader] = []
+        for kind, path in paths.items():
+            if old.paths.get(kind) == path:
+                continue
+            key = self.signing_key
+            try:
+                if kind == "profiles":
+                    profiles = snapshots.open_profiles(Path(path), signing_key=key, verify=False)
+                    owned.append(profiles)
+                    manifest = profiles.manifest
+                elif kind == "content":
+                    content = snapshots.open_content(Path(path), signing_key=key, verify=False)
+                    owned.append(content)
+                    manifest = content.manifest
+                else:
+                    engine, manifest = open_rules(Path(path), key)
+            except (snapshots.SnapshotError, OSError, UnicodeDecodeError) as exc:
+                errors[kind] = str(exc)
+                log.error("cannot load %s snapshot %s: %s", kind, path, exc)
+                continue
+            errors.pop(kind, None)
+            versions[kind] = manifest.version
+            kept[kind] = path
+            loaded_at[kind] = time.time()
+            created_at[kind] = manifest.created_at
+        if versions == old.versions and errors == old.errors:
+            for reader in owned:
+                reader.close()
+            return None
+        return World(
+            profiles=profiles,
+            content=content,
+            engine=engine,
+            versions=versions,
+            paths=kept,
+            loaded_at=loaded_at,
+            created_at=created_at,
+            errors=errors,
+            owned=owned,
+        )
+
+    def commit(self, new: World) -> None:
+        """Make `new` current (on the event loop thread) and retire the old world."""
+        old = self.current
+        carried = [r for r in old.owned if r is new.profiles or r is new.content]
+        new.owned.extend(carried)
+        old.owned = [r for r in old.owned if r not in carried]
+        self.current = new
+        self.swaps += 1
+        old.retired = True
+        if old.users == 0:
+            old.close()
+        for callback in self.on_swap:
+            callback(new)

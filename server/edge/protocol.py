@@ -1,0 +1,141 @@
+"""The HTTP protocol edgeside serves with: uvicorn's httptools protocol, plus one shortcut.
+
+A proxy asks the same questions again and again: the same visitor on another page, strangers in the
+same context. The GET hot routes (`/v1/edge`, `/v1/fragments/…`) keep their answers in answer memos
+(server/edge/remembering.py `Remembering`, keyed by server/edge/memo_keys.py), but under ASGI even a
+memo hit pays everything uvicorn charges any request — a scope, a task, a request-response cycle,
+header checks on the way out — about as much as a bare ASGI app's whole answer. That is what kept
+`/v1/edge` below 0.8 × a bare ASGI app (issue 4, `python -m bench.http`).
+
+So a question answered before is answered here, as soon as its headers are parsed: the same
+memos, looked up with the same keys by the same `Remembering.recall` (still exact, the visitor's
+live activity unchanged, counted and logged like any answer), and written as the bytes uvicorn
+would have written for it, made once per answer. Everything else — a miss, and every request the
+shortcut is not sure of (a body, `Expect`, an upgrade, HTTP/1.0 or `Connection: close`, a
+pipelined request behind one still running, a paused transport, an access log to write, an
+encoded path) — goes on to uvicorn's protocol and the ASGI app unchanged.
+
+It relies on `HttpToolsProtocol` internals, so uvicorn is pinned to the versions the tests cover
+(tests/server/edge/test_protocol.py compares the shortcut's bytes with the ASGI route's); the
+setting `protocol_memo: false` serves with uvicorn's own protocol instead.
+
+The app hands this protocol its routes in the ASGI lifespan state (`PROTOCOL_ROUTES`, see
+server/edge/remembering.py); without them (no lifespan, CORS on) every request goes to the app.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any, cast
+
+from uvicorn.config import Config
+from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
+from uvicorn.server import ServerState
+
+from .answers import Answer
+from .remembering import MEMO_MISSED, PROTOCOL_ROUTES, Remembering
+from .routes import FRAGMENT_PREFIX
+
+EDGE_PATH = b"/v1/edge"
+_FRAGMENTS = FRAGMENT_PREFIX.encode()
+_perf = time.perf_counter
+
+
+class MemoProtocol(HttpToolsProtocol):
+    """uvicorn's HTTP/1.1 protocol, answering repeats of remembered GET requests itself."""
+
+    def __init__(
+        self,
+        config: Config,
+        server_state: ServerState,
+        app_state: dict[str, Any],
+        _loop: asyncio.AbstractEventLoop | None = None,
+    ) -> None:
+        super().__init__(config, server_state, app_state, _loop)
+        routes: dict[bytes, Remembering] = app_state.get(PROTOCOL_ROUTES, {})
+        if self.access_log or self.root_path:
+            routes = {}  # the shortcut writes no access log and knows no root path
+        self.edge = routes.get(EDGE_PATH)
+        self.fragments = routes.get(_FRAGMENTS)
+        # The message being parsed was answered here: its end is not the ASGI cycle's business.
+        self.answered = False
+
+    def on_headers_complete(self) -> None:
+        if self.edge is not None:
+            answered = self._answer_repeat()
+            if answered:
+                self.answered = True
+                return
+            if answered is not None:  # looked up and missed: the route need not look again
+                cast(dict[str, object], self.scope)[MEMO_MISSED] = True
+            # An answer earlier in this read armed the keep-alive timer; this request must not
+            # be cut off by it (uvicorn disarms it only when data arrives).
+            self._unset_keepalive_if_required()
+        super().on_headers_complete()
+
+    def on_body(self, body: bytes) -> None:
+        if not self.answered:
+            super().on_body(body)
+
+    def on_message_complete(self) -> None:
+        if self.answered:
+            self.answered = False
+            return
+        super().on_message_complete()
+
+    def _answer_repeat(self) -> bool | None:
+        """Answer the request whose headers were just parsed from its route's memo, if it is
+        a repeat this shortcut can answer exactly as the ASGI route would: True if it did,
+        False if it looked the request up and found no answer, None if it did not look."""
+        parser = self.parser
+        if (
+            parser.get_method() != b"GET"
+            or self.expect_100_continue
+            or parser.get_http_version() != "1.1"
+            or not parser.should_keep_alive()
+            or parser.should_upgrade()
+            or self.flow.write_paused
+        ):
+            return None
+        cycle = self.cycle
+        if cycle is not None and not cycle.response_complete:
+            return None  # a pipelined request behind one still running: answers keep order
+        path, _, query = self.url.partition(b"?")
+        route = self.edge if path == EDGE_PATH else None
+        if route is None and path.startswith(_FRAGMENTS):
+            route = self.fragments
+        if route is None or b"%" in path or b"#" in query or not path.isascii():
+            return None  # (an encoded path: the ASGI scope would hold another path, another key)
+        started = _perf()
+        answer = route.recall("GET", path.decode("ascii"), query, self.headers)
+        if answer is None:
+            return False
+        self.transport.write(self._wire(answer))
+        self.on_response_complete()  # uvicorn's bookkeeping: request count, keep-alive timer
+        route.sent_by_protocol += 1
+        route.latency.observe(_perf() - started)
+        return True
+
+    def _wire(self, answer: Answer) -> bytes:
+        """The answer as uvicorn writes it: status line, the server's headers (`date`, which
+        changes every second), the answer's headers, a blank line, the body."""
+        wire = answer.wire
+        if wire is None:
+            status = cast(int, answer.start["status"])
+            headers = cast(list[tuple[bytes, bytes]], answer.start["headers"])
+            lines = b"".join(name + b": " + value + b"\r\n" for name, value in headers)
+            body = cast(bytes, answer.body["body"])
+            wire = answer.wire = (STATUS_LINE[status], lines + b"\r\n" + body)
+        return wire[0] + _server_headers(self.server_state.default_headers) + wire[1]
+
+
+_defaults: tuple[list[tuple[bytes, bytes]], bytes] = ([], b"")
+
+
+def _server_headers(headers: list[tuple[bytes, bytes]]) -> bytes:
+    """uvicorn's default headers as bytes; it makes a new list each second (the `date`)."""
+    global _defaults
+    if _defaults[0] is not headers:
+        _defaults = (headers, b"".join(name + b": " + value + b"\r\n" for name, value in headers))
+    return _defaults[1]

@@ -1,0 +1,122 @@
+"""A GET hot route behind its answer memos, and how the HTTP protocol is handed those routes.
+
+`Remembering.recall` is the one lookup the ASGI route and the HTTP protocol's shortcut
+(server/edge/protocol.py) share. The app hands the protocol its remembering routes through the
+ASGI lifespan state (`PROTOCOL_ROUTES`), the one channel ASGI defines from an app to its server:
+uvicorn gives every connection's protocol that state, so the protocol needs neither the app nor
+its middleware layers.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Hashable
+
+from ..asgi import ASGIApp, Headers, Receive, Scope, Send
+from ..memo import AnswerMemo
+from ..state import AppState
+from .answers import Answer
+
+log = logging.getLogger("edgeside.edge")
+_perf = time.perf_counter
+_now = time.time
+
+# The lifespan state key holding the memo-fronted GET routes by path (bytes), for the protocol;
+# `FRAGMENT_PREFIX` stands for every fragment path.
+PROTOCOL_ROUTES = "edgeside.remembering"
+
+# A request's key in a route's answer memo (server/edge/memo_keys.py), None if it has none.
+RequestKey = Callable[[str, str, bytes, Headers], Hashable | None]
+# A stranger's answer this request gets too, from (method, query, headers, now); see `Edge`.
+Strangers = Callable[[str, bytes, Headers, float], "Answer | None"]
+
+
+def key_of(key: RequestKey, scope: Scope) -> Hashable | None:
+    return key(scope["method"], scope["path"], scope["query_string"], scope["headers"])
+
+
+# A scope key the HTTP protocol sets on a request it looked up in the memo and did not find.
+MEMO_MISSED = "edgeside.memo_missed"
+
+
+class Remembering:
+    """A GET hot route behind its answer memos: an answer already known is sent again, while
+    still exact, without parsing anything — the answer to the very request answered a moment
+    ago, or (given `strangers`) the answer a stranger got to the same question; every other
+    request goes to `route` (the checked handler), which decides and remembers the answer."""
+
+    def __init__(
+        self,
+        state: AppState,
+        memo: AnswerMemo[Answer],
+        key: RequestKey,
+        label: str,
+        status: int,
+        route: ASGIApp,
+        strangers: Strangers | None = None,
+    ) -> None:
+        self.memo = memo
+        self.key = key
+        self.route = route
+        self.strangers = strangers
+        self.service = state.service
+        self.responses = state.metrics.responses
+        self.response = (label, str(status))  # the memos keep only answers with this status
+        self.latency = state.metrics.request_seconds.series((label,))
+        self.protocol_answers = state.metrics.protocol_answers
+        # Answers sent from the memos since the last scrape (of them, by the HTTP protocol):
+        # counted in the metrics then.
+        self.sent = 0
+        self.sent_by_protocol = 0
+        state.before_scrape.append(self.count_sent)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        started = _perf()
+        # The protocol may have looked it up already (server/edge/protocol.py).
+        if MEMO_MISSED in scope:
+            await self.route(scope, receive, send)
+            return
+        answer = self.recall(
+            scope["method"], scope["path"], scope["query_string"], scope["headers"]
+        )
+        if answer is None:
+            await self.route(scope, receive, send)
+            return
+        await send(answer.start)
+        await send(answer.body)
+        self.latency.observe(_perf() - started)
+
+    def recall(self, method: str, path: str, query: bytes, headers: Headers) -> Answer | None:
+        """An answer already known for this request, if it is still exact, counted and logged
+        as sent; the caller sends it and observes its latency. Also called by the HTTP
+        protocol, before any ASGI request exists (server/edge/protocol.py). A fault here means no
+        known answer: the route decides afresh (and fails open itself)."""
+        try:
+            return self._recall(method, path, query, headers)
+        except Exception:
+            log.exception("answer memo lookup failed; deciding afresh")
+            return None
+
+    def _recall(self, method: str, path: str, query: bytes, headers: Headers) -> Answer | None:
+        now = _now()
+        key = self.key(method, path, query, headers)
+        if key is None:
+            return None
+        answer = self.memo.get(key, now)
+        service = self.service
+        if answer is not None and service.still_current(answer.served):
+            service.reuse(answer.served, now)
+        elif self.strangers is not None:
+            answer = self.strangers(method, query, headers, now)
+        else:
+            return None
+        if answer is not None:
+            self.sent += 1
+        return answer
+
+    def count_sent(self) -> None:
+        sent, self.sent = self.sent, 0
+        self.responses.inc(self.response, sent)
+        by_protocol, self.sent_by_protocol = self.sent_by_protocol, 0
+        self.protocol_answers.inc(self.response[:1], by_protocol)

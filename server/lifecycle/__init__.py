@@ -1,0 +1,1 @@
+"""How a snapshot is activated: the pipeline (`Lifecycle.ingest`), the admin API, pull mode."""

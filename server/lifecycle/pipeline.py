@@ -1,0 +1,378 @@
+"""How a snapshot is activated (SPEC §7): everything between a received .tar and an active version.
+
+`Lifecycle.ingest` is the pipeline of a push — unpack, hash, signature, open, smoke validation,
+install, activate — run in a thread so the event loop keeps serving decisions meanwhile. The admin
+API (server/lifecycle/admin.py) and pull mode (server/lifecycle/pull.py) both feed it. Whichever
+worker runs it moves the kind's `active` symlink; the others notice within `reload_interval_s`
+(server/decide/world.py).
+"""
+
+from __future__ import annotations
+
+import errno
+import shutil
+import tarfile
+import time
+from pathlib import Path
+
+import msgspec
+
+import rules
+import snapshots
+from snapshots import archive, delta, store
+from snapshots.manifest import DELTA_KIND, KINDS, Manifest, read_manifest
+from snapshots.scan import scan
+from snapshots.verify import check_snapshot
+
+from ..decide.world import World, open_rules
+
+PUSH_KINDS = (*KINDS, DELTA_KIND)
+SAMPLE_PROFILES = 20
+SAMPLE_SITES = 8
+
+
+class Refusal(Exception):
+    """A push or command refused: HTTP status, stable code, a message that says what to do."""
+
+    def __init__(self, status: int, code: str, message: str, field: str | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message
+        self.field = field
+
+
+class ValidationFailed(snapshots.SnapshotError):
+    """The snapshot is sound on disk but fails the smoke validation (empty, unreadable records,
+    rules that do not compile, a sample decision that errors)."""
+
+
+# What opening and deciding with a bad (but correctly signed and hashed) snapshot can raise.
+_INVALID = (snapshots.SnapshotError, msgspec.MsgspecError, UnicodeDecodeError, ValueError)
+
+
+# A full disk (or quota) is the node's problem, not the upload's: 507, so the pusher retries later
+# instead of rebuilding a snapshot it was told is corrupt.
+NO_SPACE = frozenset({errno.ENOSPC, errno.EDQUOT})
+
+
+def no_space(exc: OSError) -> Refusal:
+    return Refusal(
+        507,
+        "insufficient_storage",
+        f"no space left in the data directory ({exc.strerror}); the push was dropped and nothing "
+        "changed — free space (or lower EDGESIDE_KEEP_VERSIONS) and push again",
+    )
+
+
+# -- what the pipeline answers ------------------------------------------------------------------
+
+
+class PushResult(msgspec.Struct):
+    kind: str
+    version: str
+    previous: str | None
+    activated: bool
+    signature: str  # "verified" | "not checked: no EDGESIDE_SIGNING_KEY on this node"
+    bytes: int
+    counts: dict[str, int]
+    decisions_checked: int
+    timings_ms: dict[str, float]
+    message: str
+    base: str | None = None  # for a delta: the profiles version it was applied to
+
+
+class VersionInfo(msgspec.Struct):
+    version: str
+    state: str  # active | kept | staging
+    age_s: float | None
+    size_bytes: int
+    counts: dict[str, int]
+
+
+class KindStatus(msgspec.Struct):
+    kind: str
+    active: str | None
+    versions: list[VersionInfo]
+
+
+class SwitchResult(msgspec.Struct):
+    kind: str
+    version: str
+    previous: str | None
+    message: str
+
+
+# -- the pipeline --------------------------------------------------------------------------------
+
+
+class Lifecycle:
+    """The node's side of a push: everything between a received .tar and an active version."""
+
+    def __init__(self, data_dir: str, signing_key: bytes | None, keep: int) -> None:
+        self.data_dir = Path(data_dir)
+        self.signing_key = signing_key
+        self.keep = max(1, keep)
+
+    @property
+    def signature_note(self) -> str:
+        if self.signing_key is None:
+            return "not checked: no EDGESIDE_SIGNING_KEY on this node (unsigned snapshots accepted)"
+        return "verified"
+
+    def sweep(self) -> None:
+        """Remove leftovers of uploads a crash interrupted; skip kinds being pushed right now."""
+        for kind in KINDS:
+            try:
+                with store.locked(self.data_dir, kind):
+                    store.clean_staging(self.data_dir, kind)
+            except store.StoreBusy:
+                continue
+
+    def ingest(self, push_kind: str, tar_path: Path, received: int, world: World) -> PushResult:
+        """Unpack, verify, validate, install and activate a received archive (call with the
+        kind's lock held, in a thread). Any refusal leaves the active version and store as
+        they were; the caller removes `tar_path`."""
+        kind = "profiles" if push_kind == DELTA_KIND else push_kind
+        timings: dict[str, float] = {}
+        t = time.perf_counter()
+
+        def lap(name: str) -> None:
+            nonlocal t
+            now = time.perf_counter()
+            timings[name] = round((now - t) * 1000, 2)
+            t = now
+
+        unpacked = tar_path.with_suffix("")
+        work: list[Path] = [unpacked]
+        try:
+            try:
+                archive.unpack(tar_path, unpacked)
+            except (tarfile.TarError, EOFError, OSError) as exc:
+                # A truncated tar surfaces mid-read, after the member headers looked fine.
+                shutil.rmtree(unpacked, ignore_errors=True)
+                if isinstance(exc, OSError) and exc.errno in NO_SPACE:
+                    raise no_space(exc) from None
+                raise snapshots.UnsafeArchive(
+                    f"the archive is truncated or corrupt: {exc}"
+                ) from None
+            lap("unpack_ms")
+            try:
+                manifest = check_snapshot(
+                    unpacked, signing_key=self.signing_key, hashes=True, expect_kind=push_kind
+                )
+            except snapshots.KindMismatch:
+                got = read_manifest(unpacked).kind
+                raise snapshots.KindMismatch(
+                    f"the upload is a {got} snapshot, pushed as {push_kind}; "
+                    f"PUT it to /v1/admin/snapshots/{got}"
+                ) from None
+            lap("verify_ms")
+            base: str | None = None
+            if push_kind == DELTA_KIND:
+                base = delta.delta_base(manifest)
+                active = store.active_path(self.data_dir, "profiles")
+                if active is None:
+                    raise delta.WrongBase(
+                        f"delta {manifest.version} applies to profiles {base}, but this node has "
+                        "no active profiles version; push a full snapshot first"
+                    )
+                applied = unpacked.with_name(unpacked.name + "-applied")
+                work.append(applied)
+                manifest = delta.apply_delta(
+                    active, unpacked, applied, signing_key=self.signing_key
+                )
+                lap("apply_delta_ms")
+                unpacked = applied
+            if kind != "rules":  # the LMDB kinds: read every page where a crash costs nothing
+                try:
+                    scan(unpacked)
+                except snapshots.SnapshotError as exc:
+                    raise ValidationFailed(f"smoke validation failed: {exc}") from None
+                lap("scan_ms")
+            try:
+                checked = self.validate(kind, unpacked, manifest, world)
+            except ValidationFailed:
+                raise
+            except _INVALID as exc:
+                raise ValidationFailed(f"smoke validation failed: {exc}") from None
+            lap("validate_ms")
+            previous = store.active_version(self.data_dir, kind)
+
+            def result(activated: bool, message: str) -> PushResult:
+                return PushResult(
+                    kind=kind,
+                    version=manifest.version,
+                    previous=previous,
+                    activated=activated,
+                    signature=self.signature_note,
+                    bytes=received,
+                    counts=manifest.counts,
+                    decisions_checked=checked,
+                    timings_ms=timings,
+                    message=f"{kind} {manifest.version} {message}",
+                    base=base,
+                )
+
+            if previous == manifest.version:
+                return result(False, "is already active; nothing changed")
+            store.install_staged(self.data_dir, kind, unpacked, manifest.version)
+            lap("install_ms")
+            store.activate(self.data_dir, kind, manifest.version, keep=self.keep)
+            lap("activate_ms")
+            timings["total_ms"] = round(sum(timings.values()), 2)
+            return result(True, "is active; workers switch within a second")
+        finally:
+            for p in work:
+                shutil.rmtree(p, ignore_errors=True)
+
+    def validate(self, kind: str, path: Path, manifest: Manifest, world: World) -> int:
+        """Open the candidate and run a sample of decisions with it and the other kinds of
+        `world` (the worker's current one: LMDB allows one environment per path and process, so
+        the active versions are borrowed, not reopened). Returns how many decisions were made;
+        raises `SnapshotError` naming what failed."""
+        opened: snapshots.ProfileReader | snapshots.ContentReader | None = None
+        try:
+            profiles = world.profiles
+            content = world.content
+            engine = world.engine
+            # A kept version this worker still serves (it has not followed the last activation
+            # yet) is already open here, and LMDB refuses a second environment on the same file:
+            # borrow the worker's reader then.
+            in_use = world.paths.get(kind) == str(path.resolve())
+            if kind == "profiles":
+                if not in_use or profiles is None:
+                    profiles = opened = snapshots.open_profiles(
+                        path, signing_key=self.signing_key, verify=False
+                    )
+                _check_profiles(profiles)
+            elif kind == "content":
+                if not in_use or content is None:
+                    content = opened = snapshots.open_content(
+                        path, signing_key=self.signing_key, verify=False
+                    )
+                _check_content(content)
+            else:
+                engine, _ = open_rules(path, self.signing_key)
+            if engine is None:
+                return 0
+            sample = profiles.sample(SAMPLE_PROFILES) if profiles is not None else []
+            return _sample_decisions(engine, sample, content)
+        finally:
+            if opened is not None:
+                opened.close()
+
+    def switch(self, kind: str, version: str, world: World) -> SwitchResult:
+        """Re-activate a kept version (call with the kind's lock held, in a thread)."""
+        path = store.versions_dir(self.data_dir, kind) / version
+        if not (path / "manifest.json").is_file():
+            kept = ", ".join(store.list_versions(self.data_dir, kind)) or "none"
+            raise store.UnknownVersion(f"{kind} {version} is not kept on this node (kept: {kept})")
+        # Hashed when installed; here the manifest, sizes and signature are checked again.
+        manifest = check_snapshot(
+            path, signing_key=self.signing_key, hashes=False, expect_kind=kind
+        )
+        try:
+            self.validate(kind, path, manifest, world)
+        except _INVALID as exc:
+            raise ValidationFailed(f"smoke validation failed: {exc}") from None
+        previous = store.active_version(self.data_dir, kind)
+        store.activate(self.data_dir, kind, version, keep=self.keep)
+        return SwitchResult(kind, version, previous, f"{kind} {version} is active")
+
+    def rollback(self, kind: str) -> SwitchResult:
+        version, previous = store.rollback(self.data_dir, kind)
+        return SwitchResult(kind, version, previous, f"{kind} rolled back to {version}")
+
+    def status(self) -> list[KindStatus]:
+        now = time.time()
+        out: list[KindStatus] = []
+        for kind in KINDS:
+            active = store.active_version(self.data_dir, kind)
+            infos: list[VersionInfo] = []
+            for v in reversed(store.list_versions(self.data_dir, kind)):
+                path = store.versions_dir(self.data_dir, kind) / v
+                try:
+                    created, counts = store.describe(path)
+                    size = store.version_size(path)
+                except (snapshots.SnapshotError, OSError):
+                    continue  # garbage-collected while we looked
+                state = "active" if v == active else "kept"
+                infos.append(VersionInfo(v, state, round(now - created, 1), size, counts))
+            for staged in store.list_staging(self.data_dir, kind):
+                try:
+                    st = staged.stat()
+                    size = st.st_size if staged.is_file() else store.version_size(staged)
+                except OSError:
+                    continue
+                infos.append(
+                    VersionInfo(staged.name, "staging", round(now - st.st_mtime, 1), size, {})
+                )
+            out.append(KindStatus(kind, active, infos))
+        return out
+
+
+def _check_profiles(reader: snapshots.ProfileReader) -> None:
+    where = f"profiles {reader.version}"
+    if reader.manifest.counts.get("profiles", 0) <= 0:
+        raise snapshots.SnapshotError(f"{where}: holds no profiles; refusing to serve an empty set")
+    sample = reader.sample(SAMPLE_PROFILES)
+    if not sample:
+        raise snapshots.SnapshotError(f"{where}: the manifest counts profiles but none can be read")
+    for p in sample:
+        if reader.get(p.id) != p:
+            raise snapshots.SnapshotError(f"{where}: profile {p.id!r} does not read back")
+        for id_type in reader.id_priority:
+            for value in p.ids.get(id_type, [])[:1]:
+                if reader.resolve(id_type, value) is None:
+                    raise snapshots.SnapshotError(
+                        f"{where}: alias {id_type}:{value} of profile {p.id!r} is missing"
+                    )
+
+
+def _check_content(reader: snapshots.ContentReader) -> None:
+    where = f"content {reader.version}"
+    if reader.manifest.counts.get("items", 0) <= 0:
+        raise snapshots.SnapshotError(
+            f"{where}: holds no items; refusing to serve an empty catalogue"
+        )
+    for cid in reader.all_ids()[:50]:
+        if reader.get(cid) is None:
+            raise snapshots.SnapshotError(f"{where}: item {cid!r} is indexed but does not read")
+
+
+def _sample_decisions(
+    engine: rules.Engine,
+    sample: list[snapshots.Profile],
+    content: snapshots.ContentReader | None,
+) -> int:
+    """Decide every placement of a few sites for sampled visitors (and an anonymous one).
+
+    `Engine.decide` fails open, so an exception inside the rules shows as an `internal_error`
+    fallback: that is what refuses the snapshot.
+    """
+    now = time.time()
+    visitors: list[snapshots.Profile | None] = [None, *sample]
+    n = 0
+    for site in sorted(engine.ruleset.sites)[:SAMPLE_SITES]:
+        placements = engine.placements(site)
+        if not placements:
+            continue
+        ctx = rules.Context(site=site, now=now)
+        for profile in visitors:
+            d = engine.decide(
+                visitor_id=profile.id if profile else None,
+                profile=profile,
+                ctx=ctx,
+                placements=placements,
+                content=content,
+            )
+            n += 1
+            broken = [p.placement for p in d.placements if p.fallback == "internal_error"]
+            if broken:
+                who = profile.id if profile else "an anonymous visitor"
+                raise snapshots.SnapshotError(
+                    f"a sample decision failed: site {site!r}, placements {broken}, visitor "
+                    f"{who!r} fell back with internal_error; fix the rules or the data"
+                )
+    return n

@@ -1,0 +1,86 @@
+"""What a proxy's headers or an app's body tell the rules about a request."""
+
+from __future__ import annotations
+
+from server.config import ConsentSettings, Settings
+from server.decide.context import ContextBuilder, device_class, locale_from_accept_language
+from server.schemas import ContextIn, GeoIn, VisitorIn
+
+
+def builder(**kwargs: object) -> ContextBuilder:
+    return ContextBuilder(Settings(**kwargs))  # type: ignore[arg-type]
+
+
+def test_device_classes() -> None:
+    assert device_class("Mozilla/5.0 (iPhone; CPU iPhone OS 17_0) Mobile/15E148") == "mobile"
+    assert device_class("Mozilla/5.0 (iPad; CPU OS 17_0)") == "tablet"
+    assert device_class("Mozilla/5.0 (Linux; Android 14; SM-X710)") == "tablet"
+    assert device_class("Mozilla/5.0 (Linux; Android 14; Pixel 8) Mobile Safari") == "mobile"
+    assert device_class("Googlebot/2.1 (+http://www.google.com/bot.html)") == "bot"
+    assert device_class("Mozilla/5.0 (X11; Linux x86_64) Firefox/133.0") == "desktop"
+    assert device_class("") == "unknown"
+
+
+def test_locale_is_the_first_language_range() -> None:
+    assert locale_from_accept_language("fr-FR,fr;q=0.9,en;q=0.8") == "fr-FR"
+    assert locale_from_accept_language("*") is None
+    assert locale_from_accept_language("x" * 100) is None
+
+
+def test_context_from_proxy_headers() -> None:
+    headers = {
+        b"x-original-uri": b"/fr/running?utm=x",
+        b"cf-ipcountry": b"fr",
+        b"cloudfront-viewer-city": b"Lyon",
+        b"x-timezone": b"Europe/Paris",
+        b"user-agent": b"Mozilla/5.0 (iPhone) Mobile",
+        b"accept-language": b"fr-FR,fr;q=0.9",
+        b"x-site": b"shop-fr",
+    }
+    ctx = builder().from_headers(headers, None, now=1_790_000_000.0)
+    assert ctx.site == "shop-fr"
+    assert ctx.url == "/fr/running?utm=x" and ctx.path == "/fr/running"
+    assert ctx.geo.country == "FR" and ctx.geo.city == "Lyon"
+    assert ctx.timezone == "Europe/Paris"
+    assert ctx.device == "mobile" and ctx.locale == "fr-FR"
+    assert ctx.consent is True
+
+
+def test_site_from_host_mapping_and_query_wins() -> None:
+    b = builder(site_hosts={"www.example.de": "shop-de"})
+    assert b.from_headers({b"host": b"www.example.de:443"}, None, 0.0).site == "shop-de"
+    assert b.from_headers({b"host": b"www.example.de"}, "shop-uk", 0.0).site == "shop-uk"
+    assert b.from_headers({}, None, 0.0).site == "default"
+
+
+def test_consent_signal_and_per_country_default() -> None:
+    b = builder(consent=ConsentSettings(opt_in_countries=["DE"]))
+    assert b.from_headers({b"cf-ipcountry": b"DE"}, None, 0.0).consent is False
+    assert b.from_headers({b"cf-ipcountry": b"DE", b"x-consent": b"1"}, None, 0.0).consent
+    assert b.from_headers({b"cf-ipcountry": b"FR"}, None, 0.0).consent is True
+    assert b.from_headers({b"x-consent": b"denied"}, None, 0.0).consent is False
+    body = ContextIn(geo=GeoIn(country="de"))
+    assert b.from_body(body, 0.0).consent is False
+
+
+def test_visitor_from_cookie_or_explicit_header() -> None:
+    b = builder()
+    cookie = {b"cookie": b"a=1; edgeside_id=k9; b=2"}
+    assert b.visitor_from_headers(cookie).ids == {"cookie": "k9"}
+    explicit = b.visitor_from_headers({**cookie, b"x-visitor-id": b"email_sha256:abc"})
+    assert explicit.ids == {"email_sha256": "abc"}
+    assert b.visitor_from_headers({b"x-visitor-id": b"P-123"}).canonical == "P-123"
+    assert b.visitor_from_headers({b"cookie": b"edgeside_id=\x01bad"}).anonymous
+    assert b.visitor_from_headers({b"cookie": b"edgeside_id=" + b"x" * 9000}).anonymous
+
+
+def test_visitor_from_body_drops_unusable_ids() -> None:
+    visitor = builder().visitor_from_body(VisitorIn(id="P-1", ids={"cookie": "k\n9", "e": "ok"}))
+    assert visitor.canonical == "P-1"
+    assert visitor.ids == {"e": "ok"}
+
+
+def test_an_oversized_header_is_named() -> None:
+    b = builder()
+    assert b.oversized_header([(b"cookie", b"a" * 100), (b"x-big", b"b" * 9000)]) == b"x-big"
+    assert b.oversized_header([(b"cookie", b"a" * 100)]) is None

@@ -1,0 +1,110 @@
+"""The decision service shares decisions between visitors only where they must be identical."""
+
+from __future__ import annotations
+
+import rules
+from server.decide.service import DecisionService
+from server.decide.world import World
+from server.metrics import Metrics
+from server.visitor import Visitor
+
+NOON = 1_780_056_000.0  # 2026-05-29 12:00:00 UTC, a quarter-hour boundary
+
+RULES = """
+schema:
+  attributes: {tier: string}
+sites:
+  default:
+    placements:
+      hero:
+        default: plain
+        rules:
+          - {id: everyone, when: ctx.consent, then: welcome}
+      clock:
+        default: morning
+        rules:
+          - {id: afternoon, when: ctx.hour >= 12, then: afternoon}
+experiments:
+  - id: hero_test
+    salt: hero-1
+    placement: hero
+    rule: everyone
+    holdout: 0.2
+    arms:
+      - {name: control, weight: 0.5}
+      - {name: big, weight: 0.5, variant: big}
+"""
+
+
+def engine() -> rules.Engine:
+    ruleset, diagnostics = rules.load(RULES, filename="t.yaml")
+    assert ruleset is not None, [rules.render(d) for d in diagnostics]
+    return rules.compile_ruleset(ruleset)
+
+
+def service() -> DecisionService:
+    return DecisionService(Metrics(), time_budget_ms=50, memo_age_s=3600, memo_entries=1000)
+
+
+def cookie(value: str) -> Visitor:
+    return Visitor(ids={"cookie": value})
+
+
+def test_unknown_visitors_share_a_decision_only_when_their_arms_agree() -> None:
+    world = World(engine=engine())
+    svc = service()
+    ctx = rules.Context(site="default", now=NOON)
+    for i in range(300):
+        served = svc.serve(world, cookie(f"anon-{i}"), ctx, ["hero"]).decision.placements[0]
+        alone = world.engine.decide(  # type: ignore[union-attr]
+            visitor_id=f"anon-{i}", profile=None, ctx=ctx, placements=["hero"]
+        ).placements[0]
+        assert (served.arm, served.variant) == (alone.arm, alone.variant), f"anon-{i}"
+    # Three arms (control, big, holdout): most of the 300 were answered from the shared memo.
+    assert svc.memo.hits > 250
+
+
+def test_a_shared_decision_is_not_reused_past_its_expiry() -> None:
+    world = World(engine=engine())
+    svc = service()
+    before = rules.Context(site="default", now=NOON - 60)
+    assert (
+        svc.serve(world, Visitor(), before, ["clock"]).decision.placements[0].variant == "morning"
+    )
+    later = rules.Context(site="default", now=NOON - 1)
+    assert svc.serve(world, Visitor(), later, ["clock"]).decision.placements[0].variant == "morning"
+    assert svc.memo.hits == 1
+    at_noon = rules.Context(site="default", now=NOON)
+    decision = svc.serve(world, Visitor(), at_noon, ["clock"]).decision
+    assert decision.placements[0].variant == "afternoon"
+
+
+def test_reuses_reach_the_metrics_at_the_next_flush() -> None:
+    world = World(engine=engine())
+    svc = service()
+    ctx = rules.Context(site="default", now=NOON)
+    served = svc.serve(world, Visitor(), ctx, ["clock"])
+    for _ in range(4):
+        svc.reuse(served, NOON)
+    assert svc.metrics.decisions.values.get(("clock", "afternoon")) is None
+    svc.flush_counts()
+    assert svc.metrics.decisions.values[("clock", "afternoon")] == 5
+
+
+def test_a_strangers_decision_welcomes_exactly_the_strangers_in_its_arm() -> None:
+    world = World(engine=engine())
+    svc = service()
+    ctx = rules.Context(site="default", now=NOON)
+    first = svc.serve(world, cookie("anon-0"), ctx, ["hero"])
+    assert first.stranger
+    arm = first.decision.placements[0].arm
+    for i in range(1, 200):
+        alone = world.engine.decide(  # type: ignore[union-attr]
+            visitor_id=f"anon-{i}", profile=None, ctx=ctx, placements=["hero"]
+        ).placements[0]
+        assert svc.welcomes(world, cookie(f"anon-{i}"), ctx, first.decision) == (alone.arm == arm)
+    # Without consent there is no one to tell apart.
+    no_consent = rules.Context(site="default", now=NOON, consent=False)
+    shared = svc.serve(world, cookie("anon-0"), no_consent, ["hero"])
+    assert shared.stranger
+    assert all(svc.welcomes(world, cookie(f"x{i}"), no_consent, shared.decision) for i in range(9))
