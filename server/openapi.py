@@ -26,177 +26,42 @@ def _errors(*statuses: int) -> dict[str, Any]:
     return {str(s): _json(ref, "error") for s in statuses}
 
 
+# What the server enforces on placement names (state.PLACEMENT_NAME), so generated clients and
+# fuzzers know a valid request when they see one.
+_PLACEMENT_NAME = {"type": "string", "pattern": PLACEMENT_PATTERN}
+_BEARER: list[dict[str, list[str]]] = [{"bearer": []}]
+_KIND_PARAM = {"name": "kind", "in": "path", "required": True, "schema": {"type": "string"}}
+_EDGE_HEADERS = {
+    name: {"schema": {"type": "string"}}
+    for name in ("X-Edge-Key", "X-Edge-Decision", "X-Edge-Segments", "X-Edge-Snapshot")
+}
+_EDGE_PARAMS = [
+    {"name": "p", "in": "query", "schema": {"type": "string"}, "description": "placements"},
+    {"name": "site", "in": "query", "schema": {"type": "string"}},
+    {"name": "X-Placements", "in": "header", "schema": {"type": "string"}},
+    {"name": "X-Visitor-Id", "in": "header", "schema": {"type": "string"}},
+]
+
+
 def build_openapi(version: str) -> bytes:
+    """The document, one part per room of routes: what pages ask, data reads, admin, operations."""
     types = [DecideRequest, DecideResponse, ErrorBody, ReadyBody, snapshots.Profile]
     types += [snapshots.ContentItem, PushResult, StatusBody, SwitchResult, EventBatch, EventsAnswer]
     schemas, components = msgspec.json.schema_components(types, ref_template=_REF)
     request, response, _err, ready, profile, content, pushed, status, switched = schemas[:9]
     events, accepted = schemas[9:]
-    kind_param = {"name": "kind", "in": "path", "required": True, "schema": {"type": "string"}}
-    # What the server enforces on placement names (state.PLACEMENT_NAME), so generated clients and
-    # fuzzers know a valid request when they see one.
-    placement_name = {"type": "string", "pattern": PLACEMENT_PATTERN}
     components["DecideRequest"]["properties"]["placements"] |= {
-        "items": placement_name,
+        "items": _PLACEMENT_NAME,
         "minItems": 1,
     }
-    bearer: list[dict[str, list[str]]] = [{"bearer": []}]
-    edge_headers = {
-        name: {"schema": {"type": "string"}}
-        for name in ("X-Edge-Key", "X-Edge-Decision", "X-Edge-Segments", "X-Edge-Snapshot")
-    }
-    edge_params = [
-        {"name": "p", "in": "query", "schema": {"type": "string"}, "description": "placements"},
-        {"name": "site", "in": "query", "schema": {"type": "string"}},
-        {"name": "X-Placements", "in": "header", "schema": {"type": "string"}},
-        {"name": "X-Visitor-Id", "in": "header", "schema": {"type": "string"}},
-    ]
     doc: dict[str, Any] = {
         "openapi": "3.1.0",
         "info": {"title": "edgeside", "version": version},
         "paths": {
-            "/v1/events": {
-                "post": {
-                    "summary": "Feed live activity (views, clicks, carts, purchases, consent)",
-                    "requestBody": {
-                        "required": True,
-                        "content": {"application/json": {"schema": events}},
-                    },
-                    "responses": {
-                        "202": _json(accepted, "accepted (some events may be rejected, with why)"),
-                        **_errors(400, 413, 415, 422, 429, 503),
-                    },
-                }
-            },
-            "/v1/decide": {
-                "post": {
-                    "summary": "Decide the named placements for a visitor",
-                    "parameters": [
-                        {"name": "explain", "in": "query", "schema": {"type": "string"}}
-                    ],
-                    "requestBody": {
-                        "required": True,
-                        "content": {"application/json": {"schema": request}},
-                    },
-                    "responses": {
-                        "200": _json(response, "the decisions"),
-                        **_errors(400, 401, 413, 415, 422),
-                    },
-                }
-            },
-            "/v1/edge": {
-                "get": {
-                    "summary": "Decision headers for a proxy callout",
-                    "parameters": edge_params,
-                    "responses": {
-                        "204": {"description": "decided", "headers": edge_headers},
-                        **_errors(400),
-                    },
-                }
-            },
-            "/v1/fragments/{placement}": {
-                "get": {
-                    "summary": "The chosen content as an HTML fragment (ESI)",
-                    "parameters": [
-                        {
-                            "name": "placement",
-                            "in": "path",
-                            "required": True,
-                            "schema": placement_name,
-                        },
-                        *edge_params[1:],
-                    ],
-                    "responses": {
-                        "200": {
-                            "description": "fragment",
-                            "content": {"text/html": {"schema": {"type": "string"}}},
-                        },
-                        **_errors(400),
-                    },
-                }
-            },
-            "/v1/profiles/{id}": {
-                "get": {
-                    "summary": "A unified profile by canonical id or type:value alias",
-                    "security": bearer,
-                    "parameters": [
-                        {"name": "id", "in": "path", "required": True, "schema": {"type": "string"}}
-                    ],
-                    "responses": {"200": _json(profile, "profile"), **_errors(401, 404, 503)},
-                }
-            },
-            "/v1/content/{id}": {
-                "get": {
-                    "summary": "A content item",
-                    "security": bearer,
-                    "parameters": [
-                        {"name": "id", "in": "path", "required": True, "schema": {"type": "string"}}
-                    ],
-                    "responses": {"200": _json(content, "item"), **_errors(401, 404, 503)},
-                }
-            },
-            "/v1/admin/snapshots": {
-                "get": {
-                    "summary": "Versions of every kind, their states and ages",
-                    "security": bearer,
-                    "responses": {"200": _json(status, "status"), **_errors(401)},
-                }
-            },
-            "/v1/admin/snapshots/{kind}": {
-                "put": {
-                    "summary": "Upload a snapshot .tar; verified, validated, then activated",
-                    "security": bearer,
-                    "parameters": [kind_param],
-                    "requestBody": {
-                        "required": True,
-                        "content": {"application/x-tar": {"schema": {"type": "string"}}},
-                    },
-                    "responses": {
-                        "200": _json(pushed, "activated"),
-                        **_errors(400, 401, 404, 408, 409, 413, 422, 507),
-                    },
-                }
-            },
-            "/v1/admin/snapshots/{kind}/activate/{version}": {
-                "post": {
-                    "summary": "Activate a kept version",
-                    "security": bearer,
-                    "parameters": [
-                        kind_param,
-                        {
-                            "name": "version",
-                            "in": "path",
-                            "required": True,
-                            "schema": {"type": "string"},
-                        },
-                    ],
-                    "responses": {
-                        "200": _json(switched, "activated"),
-                        **_errors(400, 401, 404, 409, 422),
-                    },
-                }
-            },
-            "/v1/admin/snapshots/{kind}/rollback": {
-                "post": {
-                    "summary": "Go back to the previously active version",
-                    "security": bearer,
-                    "parameters": [kind_param],
-                    "responses": {
-                        "200": _json(switched, "rolled back"),
-                        **_errors(400, 401, 404, 409),
-                    },
-                }
-            },
-            "/healthz": {"get": {"responses": {"200": {"description": "alive"}}}},
-            "/readyz": {
-                "get": {
-                    "responses": {
-                        "200": _json(ready, "ready"),
-                        "503": _json(ready, "not ready"),
-                    }
-                }
-            },
-            "/metrics": {"get": {"responses": {"200": {"description": "Prometheus text"}}}},
+            **_request_paths(request, response, events, accepted),
+            **_data_paths(profile, content),
+            **_admin_paths(status, pushed, switched),
+            **_operations_paths(ready),
         },
         "components": {
             "schemas": components,
@@ -204,3 +69,170 @@ def build_openapi(version: str) -> bytes:
         },
     }
     return msgspec.json.encode(doc)
+
+
+Schema = dict[str, Any]
+
+
+def _request_paths(request: Schema, response: Schema, events: Schema, accepted: Schema) -> Schema:
+    """What pages, apps and browsers ask: decisions, edge callouts, fragments, events."""
+    return {
+        "/v1/events": {
+            "post": {
+                "summary": "Feed live activity (views, clicks, carts, purchases, consent)",
+                "requestBody": {
+                    "required": True,
+                    "content": {"application/json": {"schema": events}},
+                },
+                "responses": {
+                    "202": _json(accepted, "accepted (some events may be rejected, with why)"),
+                    **_errors(400, 413, 415, 422, 429, 503),
+                },
+            }
+        },
+        "/v1/decide": {
+            "post": {
+                "summary": "Decide the named placements for a visitor",
+                "parameters": [{"name": "explain", "in": "query", "schema": {"type": "string"}}],
+                "requestBody": {
+                    "required": True,
+                    "content": {"application/json": {"schema": request}},
+                },
+                "responses": {
+                    "200": _json(response, "the decisions"),
+                    **_errors(400, 401, 413, 415, 422),
+                },
+            }
+        },
+        "/v1/edge": {
+            "get": {
+                "summary": "Decision headers for a proxy callout",
+                "parameters": _EDGE_PARAMS,
+                "responses": {
+                    "204": {"description": "decided", "headers": _EDGE_HEADERS},
+                    **_errors(400),
+                },
+            }
+        },
+        "/v1/fragments/{placement}": {
+            "get": {
+                "summary": "The chosen content as an HTML fragment (ESI)",
+                "parameters": [
+                    {
+                        "name": "placement",
+                        "in": "path",
+                        "required": True,
+                        "schema": _PLACEMENT_NAME,
+                    },
+                    *_EDGE_PARAMS[1:],
+                ],
+                "responses": {
+                    "200": {
+                        "description": "fragment",
+                        "content": {"text/html": {"schema": {"type": "string"}}},
+                    },
+                    **_errors(400),
+                },
+            }
+        },
+    }
+
+
+def _data_paths(profile: Schema, content: Schema) -> Schema:
+    """Headless reads of the snapshots, for trusted apps."""
+    return {
+        "/v1/profiles/{id}": {
+            "get": {
+                "summary": "A unified profile by canonical id or type:value alias",
+                "security": _BEARER,
+                "parameters": [
+                    {"name": "id", "in": "path", "required": True, "schema": {"type": "string"}}
+                ],
+                "responses": {"200": _json(profile, "profile"), **_errors(401, 404, 503)},
+            }
+        },
+        "/v1/content/{id}": {
+            "get": {
+                "summary": "A content item",
+                "security": _BEARER,
+                "parameters": [
+                    {"name": "id", "in": "path", "required": True, "schema": {"type": "string"}}
+                ],
+                "responses": {"200": _json(content, "item"), **_errors(401, 404, 503)},
+            }
+        },
+    }
+
+
+def _admin_paths(status: Schema, pushed: Schema, switched: Schema) -> Schema:
+    """The snapshot lifecycle's admin API (server/lifecycle/admin.py)."""
+    return {
+        "/v1/admin/snapshots": {
+            "get": {
+                "summary": "Versions of every kind, their states and ages",
+                "security": _BEARER,
+                "responses": {"200": _json(status, "status"), **_errors(401)},
+            }
+        },
+        "/v1/admin/snapshots/{kind}": {
+            "put": {
+                "summary": "Upload a snapshot .tar; verified, validated, then activated",
+                "security": _BEARER,
+                "parameters": [_KIND_PARAM],
+                "requestBody": {
+                    "required": True,
+                    "content": {"application/x-tar": {"schema": {"type": "string"}}},
+                },
+                "responses": {
+                    "200": _json(pushed, "activated"),
+                    **_errors(400, 401, 404, 408, 409, 413, 422, 507),
+                },
+            }
+        },
+        "/v1/admin/snapshots/{kind}/activate/{version}": {
+            "post": {
+                "summary": "Activate a kept version",
+                "security": _BEARER,
+                "parameters": [
+                    _KIND_PARAM,
+                    {
+                        "name": "version",
+                        "in": "path",
+                        "required": True,
+                        "schema": {"type": "string"},
+                    },
+                ],
+                "responses": {
+                    "200": _json(switched, "activated"),
+                    **_errors(400, 401, 404, 409, 422),
+                },
+            }
+        },
+        "/v1/admin/snapshots/{kind}/rollback": {
+            "post": {
+                "summary": "Go back to the previously active version",
+                "security": _BEARER,
+                "parameters": [_KIND_PARAM],
+                "responses": {
+                    "200": _json(switched, "rolled back"),
+                    **_errors(400, 401, 404, 409),
+                },
+            }
+        },
+    }
+
+
+def _operations_paths(ready: Schema) -> Schema:
+    """Liveness, readiness and metrics, for orchestrators and Prometheus."""
+    return {
+        "/healthz": {"get": {"responses": {"200": {"description": "alive"}}}},
+        "/readyz": {
+            "get": {
+                "responses": {
+                    "200": _json(ready, "ready"),
+                    "503": _json(ready, "not ready"),
+                }
+            }
+        },
+        "/metrics": {"get": {"responses": {"200": {"description": "Prometheus text"}}}},
+    }
