@@ -155,37 +155,13 @@ def build_content(
             if hub.id in items:
                 bad(where, f"duplicate content id {hub.id!r} (first at {first_seen[hub.id]})")
                 continue
-            item = ContentItem(
-                id=hub.id,
-                source=hub.source,
-                type=hub.type,
-                title=hub.title,
-                locale=hub.locale,
-                tags=sorted(set(hub.tags)),
-                categories=sorted(set(hub.categories)),
-                placements=sorted(set(hub.placements)),
-                attributes=hub.attributes,
-                valid_from=_ts(hub.valid_from),
-                valid_to=_ts(hub.valid_to),
-                published_at=_ts(hub.published_at),
-                priority=hub.priority,
-                body=hub.body,
-                template=hub.template,
-                fields=hub.fields,
-            )
-            items[hub.id] = enrich(item, cfg.enrich, ref)
+            items[hub.id] = enrich(_item(hub), cfg.enrich, ref)
             first_seen[hub.id] = where
 
     if n_invalid and not skip_invalid:
         raise InputInvalid(invalid, n_invalid)
 
-    index: dict[str, list[str]] = {}
-    for item in items.values():
-        for field, attr in INDEXED:
-            raw = getattr(item, attr)
-            values = raw if isinstance(raw, list) else ([] if raw is None else [raw])
-            for v in values:
-                index.setdefault(f"{field}:{v}", []).append(item.id)
+    index = _index(items)
     encode = msgspec.msgpack.Encoder().encode
     item_pairs = sorted((k.encode(), encode(v)) for k, v in items.items())
     index_pairs = sorted((k.encode(), encode(sorted(v))) for k, v in index.items())
@@ -209,3 +185,37 @@ def build_content(
         indexes=len(index_pairs),
         invalid=invalid,
     )
+
+
+def _item(hub: HubRecord) -> ContentItem:
+    """A checked hub record as the item the snapshot stores (sets sorted, times as epochs)."""
+    return ContentItem(
+        id=hub.id,
+        source=hub.source,
+        type=hub.type,
+        title=hub.title,
+        locale=hub.locale,
+        tags=sorted(set(hub.tags)),
+        categories=sorted(set(hub.categories)),
+        placements=sorted(set(hub.placements)),
+        attributes=hub.attributes,
+        valid_from=_ts(hub.valid_from),
+        valid_to=_ts(hub.valid_to),
+        published_at=_ts(hub.published_at),
+        priority=hub.priority,
+        body=hub.body,
+        template=hub.template,
+        fields=hub.fields,
+    )
+
+
+def _index(items: dict[str, ContentItem]) -> dict[str, list[str]]:
+    """`field:value` -> the ids of the items holding it, for every indexed field."""
+    index: dict[str, list[str]] = {}
+    for item in items.values():
+        for field, attr in INDEXED:
+            raw = getattr(item, attr)
+            values = raw if isinstance(raw, list) else ([] if raw is None else [raw])
+            for v in values:
+                index.setdefault(f"{field}:{v}", []).append(item.id)
+    return index
