@@ -9,7 +9,7 @@ varies visitors, sites and placements, rounds interleaved so drift hits both ali
 through its ASGI factory: `edgeside serve` does not offer granian, which does not pay). Last
 line: one JSON object (SPEC §9 asks `ratio` ≥ 0.8).
 
-edgeside serves with its own HTTP protocol (server/protocol.py), which answers a request whose
+edgeside serves with its own HTTP protocol (server/edge/protocol.py), which answers a request whose
 answer is already known without making an ASGI request; `edge_asgi` is the same load on the same
 edgeside with that shortcut off (`protocol_memo: false`: uvicorn's own protocol, every answer
 through the ASGI app), reported as `ratio_asgi` so that the two are never confused.

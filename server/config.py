@@ -145,7 +145,7 @@ class Settings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     memo_ttl_s: float = 60.0
     memo_max_entries: int = 50_000
     # Answer a repeat of a remembered GET request in the HTTP protocol, before any ASGI request
-    # is made (server/protocol.py); false serves with uvicorn's own httptools protocol.
+    # is made (server/edge/protocol.py); false serves with uvicorn's own httptools protocol.
     protocol_memo: bool = True
     # Snapshot lifecycle (docs/snapshots.md § Lifecycle).
     keep_versions: int = 3  # versions kept per kind besides the active one, for rollback

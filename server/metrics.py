@@ -188,7 +188,7 @@ class Metrics:
         self.protocol_answers = Counter(
             "edgeside_protocol_answers_total",
             "Answers the HTTP protocol sent from an answer memo, before any ASGI request was "
-            "made (server/protocol.py), by route; they are in the other request metrics too.",
+            "made (server/edge/protocol.py), by route; they are in the other request metrics too.",
             ("route",),
         )
         self.triggers = Gauge(

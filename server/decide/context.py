@@ -97,7 +97,7 @@ class ContextBuilder:
         self._site_hosts = {h.lower(): s for h, s in settings.site_hosts.items()}
         self._max_id = settings.limits.max_id_chars
         # What each context field is made of, for `key_headers`: every field `from_headers` fills
-        # (tests/server/test_context.py checks that this covers `rules.KEY_FIELDS`).
+        # (tests/server/decide/test_context.py checks that this covers `rules.KEY_FIELDS`).
         uri = (b"x-original-uri", b"x-forwarded-uri")
         self._headers_by_field: dict[str, tuple[bytes, ...]] = {
             "site": (),  # always keyed

@@ -1,7 +1,7 @@
-"""The upstream pull endpoint misbehaving, beyond tests/server/test_pull.py (garbage, a hang before
-the headers, an outage): a body that drips a byte at a time, a body that never ends, a length
-that lies, a redirect loop. Each is bounded in time and size, reported in the pull status, leaves
-the active version and staging as they were, and never stops the node serving.
+"""The upstream pull endpoint misbehaving, beyond tests/server/lifecycle/test_pull.py (garbage, a
+hang before the headers, an outage): a body that drips a byte at a time, a body that never ends, a
+length that lies, a redirect loop. Each is bounded in time and size, reported in the pull status,
+leaves the active version and staging as they were, and never stops the node serving.
 """
 
 from __future__ import annotations

@@ -158,7 +158,7 @@ def test_a_repeated_question_is_answered_again_from_the_memo(server: Edgeside) -
 
 def test_strangers_on_any_page_get_the_answer_a_stranger_got(server: Edgeside) -> None:
     # The demo rules read neither the URL nor the device: each page view is the same question,
-    # and the memos key a stranger's question by what the rules read (server/memo_keys.py).
+    # and the memos key a stranger's question by what the rules read (server/edge/memo_keys.py).
     browser = "Mozilla/5.0 (Windows NT 10.0; Win64; x64) shared-test"
     place = {"CF-IPCity": "Sharedtown"}  # this test's own context: a city no rule names
     with server.client() as client:

@@ -157,7 +157,8 @@ def test_a_header_over_the_limit_left_out_of_the_key_makes_a_request_unkeyable()
 
 
 def test_requests_with_a_body_keep_their_body_headers_in_the_key() -> None:
-    # A GET with a body is never remembered (server/hot.py), so it must never match one without.
+    # A GET with a body is never remembered (server/edge/routes.py), so it must never match one
+    # without.
     keys = keys_for({"locale"})
     assert keys.edge("GET", "/v1/edge", b"", []) != keys.edge(
         "GET", "/v1/edge", b"", [(b"content-length", b"5")]

@@ -1,4 +1,4 @@
-"""The HTTP protocol's shortcut (server/protocol.py) on real `edgeside serve` processes.
+"""The HTTP protocol's shortcut (server/edge/protocol.py) on real `edgeside serve` processes.
 
 A repeat of a remembered GET to `/v1/edge` or `/v1/fragments/…` is answered by the protocol as
 soon as its headers are parsed; everything else goes through uvicorn and the ASGI app. These
@@ -93,8 +93,8 @@ def cookie(visitor: str) -> str:
 
 def seen_on(page: str) -> str:
     """A header that makes a test's questions its own: a city no demo rule names. The rules read
-    `geo.city`, so it is part of every memo key (server/memo_keys.py), yet it changes no decision.
-    (The URL would not do: the demo rules never read it, so the memos leave it out.)"""
+    `geo.city`, so it is part of every memo key (server/edge/memo_keys.py), yet it changes no
+    decision. (The URL would not do: the demo rules never read it, so the memos leave it out.)"""
     return f"CF-IPCity: test{page}"
 
 
@@ -245,7 +245,7 @@ def test_a_repeat_is_answered_by_the_protocol_with_the_asgi_routes_bytes(
 def test_the_same_visitor_on_another_page_is_a_repeat_for_rules_that_read_neither(
     fast: Edgeside,
 ) -> None:
-    # The demo rules read neither the URL, the referrer nor the device (server/memo_keys.py).
+    # The demo rules read neither the URL, the referrer nor the device (server/edge/memo_keys.py).
     city = seen_on("/pages")
     views = [
         request(
