@@ -43,7 +43,7 @@ class MemoKeys:
         return _key([path, method, query], headers, self._asked, self.limit)
 
     def stranger(self, method: str, query: bytes, headers: Headers) -> Hashable | None:
-        """`/v1/edge`: the question without who asks (see `hot.Edge.recall_stranger`)."""
+        """`/v1/edge`: the question without who asks (see `routes.Edge.recall_stranger`)."""
         keep = self._strangers
         if keep is not None:
             return _key([method, query], headers, keep, self.limit)
