@@ -26,8 +26,8 @@ def _errors(*statuses: int) -> dict[str, Any]:
     return {str(s): _json(ref, "error") for s in statuses}
 
 
-# What the server enforces on placement names (state.PLACEMENT_NAME), so generated clients and
-# fuzzers know a valid request when they see one.
+# What the server enforces on placement names (PLACEMENT_NAME, server/decide/context.py), so
+# generated clients and fuzzers know a valid request when they see one.
 _PLACEMENT_NAME = {"type": "string", "pattern": PLACEMENT_PATTERN}
 _BEARER: list[dict[str, list[str]]] = [{"bearer": []}]
 _KIND_PARAM = {"name": "kind", "in": "path", "required": True, "schema": {"type": "string"}}

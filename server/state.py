@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import contextlib
 import hmac
-import re
 import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
 from .config import Secrets, Settings
-from .decide.context import ContextBuilder
+from .decide.context import ContextBuilder, check_placements
 from .decide.service import DecisionService
 from .decide.world import KINDS, World, WorldHolder
 from .decision_log import DecisionLog, Record
@@ -21,18 +20,6 @@ from .live.triggers import Triggers
 from .memo import AnswerMemo
 from .metrics import Metrics
 from .visitor import Visitor
-
-PLACEMENT_NAME = re.compile(r"[A-Za-z0-9_.:-]{1,128}")
-
-
-class PlacementError(ValueError):
-    def __init__(self, message: str, index: int | None = None) -> None:
-        super().__init__(message)
-        self.index = index
-
-
-def split_placements(raw: str) -> list[str]:
-    return [p.strip() for p in raw.split(",") if p.strip()]
 
 
 class AppState:
@@ -170,16 +157,8 @@ class AppState:
             metrics.snapshot_loaded.set((kind,), world.loaded_at.get(kind, 0.0))
 
     def check_placements(self, names: list[str]) -> None:
-        limit = self.settings.limits.max_placements
-        if not names:
-            raise PlacementError("name at least one placement")
-        if len(names) > limit:
-            raise PlacementError(f"{len(names)} placements asked for; at most {limit} per request")
-        for i, name in enumerate(names):
-            if not PLACEMENT_NAME.fullmatch(name):
-                raise PlacementError(
-                    "placement names are 1-128 characters of letters, digits and _ . : -", i
-                )
+        """Raise `PlacementError` unless `names` are placements a request may ask for."""
+        check_placements(names, self.settings.limits.max_placements)
 
     def authorized(self, headers: Mapping[bytes, bytes]) -> bool:
         """Bearer token, compared in constant time; no configured token means no access."""

@@ -6,6 +6,7 @@ cookie name and the geo mapping are resolved to bytes once, when the builder is 
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Mapping
 
 import msgspec
@@ -75,6 +76,32 @@ def parse_consent(value: str | None) -> bool | None:
 def _printable(value: str, limit: int) -> bool:
     # Identifiers reach LMDB keys and (for experiments) hashes; anything else is not an id.
     return 0 < len(value) <= limit and value.isascii() and value.isprintable()
+
+
+PLACEMENT_NAME = re.compile(r"[A-Za-z0-9_.:-]{1,128}")
+
+
+class PlacementError(ValueError):
+    def __init__(self, message: str, index: int | None = None) -> None:
+        super().__init__(message)
+        self.index = index
+
+
+def split_placements(raw: str) -> list[str]:
+    return [p.strip() for p in raw.split(",") if p.strip()]
+
+
+def check_placements(names: list[str], limit: int) -> None:
+    """Raise `PlacementError` unless `names` are 1 to `limit` well-formed placement names."""
+    if not names:
+        raise PlacementError("name at least one placement")
+    if len(names) > limit:
+        raise PlacementError(f"{len(names)} placements asked for; at most {limit} per request")
+    for i, name in enumerate(names):
+        if not PLACEMENT_NAME.fullmatch(name):
+            raise PlacementError(
+                "placement names are 1-128 characters of letters, digits and _ . : -", i
+            )
 
 
 # The visitor of a request without consent or identifiers: nothing to look up.

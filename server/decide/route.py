@@ -7,6 +7,8 @@ by a prepared msgspec decoder, and the answer encoded by a prepared encoder.
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
+from typing import Any, Protocol
 
 import msgspec
 
@@ -22,38 +24,56 @@ from ..asgi import (
     query_params,
     read_json_body,
 )
+from ..config import Settings
 from ..memo import AnswerMemo
+from ..metrics import Metrics
 from ..schemas import ContentOut, DecideRequest, DecideResponse
-from ..state import AppState, PlacementError
-from .context import ANONYMOUS, MEMO_KEY_MAX_BYTES
-from .service import Served, fallback_reason
-from .world import World
+from .context import ANONYMOUS, MEMO_KEY_MAX_BYTES, ContextBuilder, PlacementError
+from .service import DecisionService, Served, fallback_reason
+from .world import World, WorldHolder
 
 _decode_request = msgspec.json.Decoder(DecideRequest).decode
 _encode = msgspec.json.Encoder().encode
 _now = time.time
 
 
+class Worker(Protocol):
+    """What this route needs of the worker it runs in (server/state.py `AppState` is one): a
+    protocol, so the decide room names nothing above it."""
+
+    settings: Settings
+    metrics: Metrics
+    holder: WorldHolder
+    service: DecisionService
+    builder: ContextBuilder
+
+    def add_memos(self, memos: dict[str, AnswerMemo[Any]]) -> None: ...
+
+    def check_placements(self, names: list[str]) -> None: ...
+
+    def authorized(self, headers: Mapping[bytes, bytes]) -> bool: ...
+
+
 class Decide:
     """`POST /v1/decide`, with a memo of whole answers by request body: a caller asking the very
     same question a moment ago, on the same snapshots, gets the same bytes."""
 
-    def __init__(self, state: AppState) -> None:
+    def __init__(self, state: Worker) -> None:
         settings = state.settings
         self.memo: AnswerMemo[tuple[bytes, Served]] = AnswerMemo(
             settings.memo_ttl_s, settings.memo_max_entries
         )
         state.add_memos({"decide": self.memo})
 
-    async def __call__(self, state: AppState, scope: Scope, receive: Receive, send: Send) -> None:
+    async def __call__(self, state: Worker, scope: Scope, receive: Receive, send: Send) -> None:
         await answer_json("decide", self._decide, state, state.metrics, scope, receive, send)
 
-    async def _decide(self, state: AppState, scope: Scope, receive: Receive) -> tuple[int, bytes]:
+    async def _decide(self, state: Worker, scope: Scope, receive: Receive) -> tuple[int, bytes]:
         return await _decide(state, self.memo, scope, receive)
 
 
 async def _decide(
-    state: AppState, memo: AnswerMemo[tuple[bytes, Served]], scope: Scope, receive: Receive
+    state: Worker, memo: AnswerMemo[tuple[bytes, Served]], scope: Scope, receive: Receive
 ) -> tuple[int, bytes]:
     headers = dict(scope["headers"])
     raw = await read_json_body(scope, receive, headers, state.settings.limits.max_body_bytes)

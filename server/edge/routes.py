@@ -28,10 +28,10 @@ from ..asgi import (
     send_error,
     send_response,
 )
-from ..decide.context import ANONYMOUS, MEMO_KEY_MAX_BYTES
+from ..decide.context import ANONYMOUS, MEMO_KEY_MAX_BYTES, PlacementError, split_placements
 from ..decide.service import Served, fallback_reason
 from ..memo import AnswerMemo
-from ..state import AppState, PlacementError, split_placements
+from ..state import AppState
 from .answers import Answer, EdgeMemos, Message, response_messages
 from .fragments import render_fragment
 from .remembering import Remembering, key_of

@@ -6,9 +6,12 @@ Nothing here touches LMDB: the answer costs a decode and a few comparisons per e
 from __future__ import annotations
 
 import time
-from typing import TYPE_CHECKING
+from collections.abc import Mapping
+from typing import Protocol
 
 import msgspec
+
+import rules
 
 from ..asgi import (
     Receive,
@@ -19,10 +22,39 @@ from ..asgi import (
     error_body,
     read_json_body,
 )
-from .events import EventBatch, EventsAnswer, Pending, Rejection
+from ..config import Settings
+from ..metrics import Metrics
+from ..schemas import VisitorIn
+from ..visitor import Visitor
+from .events import EventBatch, EventsAnswer, Ingest, Pending, Rejection
+from .store import LiveStore
 
-if TYPE_CHECKING:
-    from ..state import AppState
+
+class Describer(Protocol):
+    """How a request's headers and an event's visitor are read (server/decide/context.py
+    `ContextBuilder` is one)."""
+
+    def from_headers(
+        self, headers: Mapping[bytes, bytes], site: str | None, now: float
+    ) -> rules.Context: ...
+
+    def visitor_from_body(self, body: VisitorIn) -> Visitor: ...
+
+
+class Worker(Protocol):
+    """What this route needs of the worker it runs in (server/state.py `AppState` is one): a
+    protocol, so the live room names nothing above it."""
+
+    settings: Settings
+    metrics: Metrics
+    ingest: Ingest
+
+    @property
+    def builder(self) -> Describer: ...
+
+    @property
+    def live(self) -> LiveStore | None: ...
+
 
 _decode_batch = msgspec.json.Decoder(EventBatch).decode
 _encode = msgspec.json.Encoder().encode
@@ -37,11 +69,11 @@ class RejectedBody(msgspec.Struct):
     errors: list[Rejection]
 
 
-async def events(state: AppState, scope: Scope, receive: Receive, send: Send) -> None:
+async def events(state: Worker, scope: Scope, receive: Receive, send: Send) -> None:
     await answer_json("events", _events, state, state.metrics, scope, receive, send)
 
 
-async def _events(state: AppState, scope: Scope, receive: Receive) -> tuple[int, bytes]:
+async def _events(state: Worker, scope: Scope, receive: Receive) -> tuple[int, bytes]:
     s = state.settings.live
     headers = dict(scope["headers"])
     raw = await read_json_body(scope, receive, headers, s.max_body_bytes)
