@@ -48,7 +48,7 @@ from rules.interfaces import ActivityLike, ArmStats, ContentCatalog, ProfileLike
 from rules.model import Action, Experiment, PickSpec, Placement, Rule, RuleSet
 from rules.picks import PickCache, pick_until
 from rules.program import Program
-from rules.request import EMPTY_MAP, Request, arguments, expires
+from rules.request import CTX_ARG, INTERESTS_ARG, NOW_ARG, Request, arguments, expires
 
 FALLBACK_TTL = 60  # a degraded page should not stay in a CDN for long
 
@@ -247,14 +247,14 @@ class Engine:
         # consent, as for `uses`.
         cell = [_INF, ctx.now] if self._tracked else None
         head, tail = arguments(profile, recent, ctx, hour, weekday, cell)
-        interests = profile.interests if profile is not None else EMPTY_MAP
-        req = Request(visitor_id, content, recent, stats, ctx, deadline, interests)
-        req.uses = self._segments_uses
+        errors = 0
         seg_values: tuple[bool, ...] = ()
         if self._segments_fn is not None:
-            seg_values, req.errors = self._segments_fn(*head, (), *tail)
-        req.args = (*head, seg_values, *tail)
-        req.pick_locale = ctx.locale or self._site_locales.get(ctx.site)
+            seg_values, errors = self._segments_fn(*head, (), *tail)
+        args = (*head, seg_values, *tail)
+        req = Request(
+            args, visitor_id, content, recent, stats, deadline, errors, self._segments_uses
+        )
         progs = self._placements_for(ctx.site, ctx.locale)
         out = [self._placement(req, name, progs.get(name)) for name in placements]
         actions = self._actions_for(req, ctx) if self._actions_fn is not None else []
@@ -277,7 +277,8 @@ class Engine:
         if not req.late and req.deadline is not None and time.monotonic() > req.deadline:
             req.late = True
         if req.late:
-            req.until = min(req.until, req.now + 1.0)  # a deadline fallback may not happen later
+            # a deadline fallback may not happen later
+            req.until = min(req.until, req.args[NOW_ARG] + 1.0)  # type: ignore[operator]
             return self._forced(req, prog, "deadline")
         req.uses |= prog.uses
         try:
@@ -317,7 +318,8 @@ class Engine:
             if exp.rule is not None and (rule is None or rule.id != exp.rule):
                 continue
             if exp.strategy == "thompson" and req.stats is not None:
-                bucketer, window_end = self._bandit(exp, bucketer, req.stats, req.now)
+                now: float = req.args[NOW_ARG]  # type: ignore[assignment]
+                bucketer, window_end = self._bandit(exp, bucketer, req.stats, now)
                 if window_end < req.until:
                     req.until = window_end
             arm = bucketer.assign(req.visitor_id)
@@ -332,14 +334,17 @@ class Engine:
         """The content ids a pick gives: from the catalogue, or the pick's own ids without one."""
         if req.content is None:
             return list(spec.ids)
+        ctx: Context = req.args[CTX_ARG]  # type: ignore[assignment]
+        # Content in the request's language, else the site's (`locale:` of the site).
+        locale = ctx.locale or self._site_locales.get(ctx.site)
         try:
             ids, ids_until = pick_until(
                 spec,
                 req.content,
                 placement=name,
-                locale=req.pick_locale,
-                now=req.now,
-                interests=req.interests,
+                locale=locale,
+                now=ctx.now,
+                interests=req.args[INTERESTS_ARG],  # type: ignore[arg-type]
                 recent=req.recent,
                 cache=self._picks,
             )

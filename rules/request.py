@@ -10,6 +10,8 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 
+import msgspec
+
 from rules.context import Context
 from rules.expiry import HOUR, NOW, RECENT, WEEKDAY
 from rules.interfaces import ActivityLike, ArmStats, ContentCatalog, ProfileLike
@@ -19,8 +21,8 @@ _EMPTY_ATTRS: Mapping[str, object] = {}
 _EMPTY_SEQ: tuple[str, ...] = ()
 _INF = math.inf
 _NOW_OR_RECENT = NOW | RECENT
-_NO_PROFILE = (_EMPTY_ATTRS, EMPTY_MAP, EMPTY_MAP, EMPTY_MAP, _EMPTY_SEQ, None)
 _NO_ACTIVITY = (_EMPTY_SEQ, _EMPTY_SEQ, _EMPTY_SEQ, EMPTY_MAP)
+_NO_PROFILE = (_EMPTY_ATTRS, EMPTY_MAP, EMPTY_MAP, EMPTY_MAP, _EMPTY_SEQ, None)
 
 Args = tuple[object, ...]
 
@@ -33,73 +35,57 @@ def arguments(
     weekday: int,
     cell: list[float] | None,
 ) -> tuple[Args, Args]:
-    """The compiled functions' arguments before and after the segment values ``S``: the profile's
-    (A I N L G PID), the context's (X H W NOW), live activity's (RV RP RC RK) and the clock cell
-    when any function tracks days_since edges (`rules.compiler`)."""
-    if profile is not None:
-        p: Args = (
-            profile.attributes,
-            profile.interests,
-            profile.counters,
-            profile.last_seen,
-            profile.segments,
-            profile.id,
+    """What every compiled function takes (`rules.compiler.ARGS`), before and after the segment
+    values S: the profile's (A I N L G PID) and the context's (X H W NOW); live activity's
+    (RV RP RC RK) and the clock cell when any function tracks days_since edges. Built directly
+    (no intermediate tuples): this runs on every request."""
+    p = profile
+    if p is not None:
+        head: Args = (
+            p.attributes,
+            p.interests,
+            p.counters,
+            p.last_seen,
+            p.segments,
+            p.id,
+            ctx,
+            hour,
+            weekday,
+            ctx.now,
         )
     else:
-        p = _NO_PROFILE
-    if recent is not None:
-        r: Args = (recent.views, recent.purchases, recent.cart, recent.categories)
-    else:
-        r = _NO_ACTIVITY
-    return (*p, ctx, hour, weekday, ctx.now), (r if cell is None else (*r, cell))
+        head = (*_NO_PROFILE, ctx, hour, weekday, ctx.now)
+    r = recent
+    if r is None:
+        return head, (_NO_ACTIVITY if cell is None else (*_NO_ACTIVITY, cell))
+    if cell is None:
+        return head, (r.views, r.purchases, r.cart, r.categories)
+    return head, (r.views, r.purchases, r.cart, r.categories, cell)
 
 
-class Request:
+# Indexes in the whole argument tuple (head, S, tail).
+NOW_ARG = 9  # of NOW
+CTX_ARG = 6  # of X
+INTERESTS_ARG = 1  # of I
+
+
+class Request(msgspec.Struct, gc=False):
     """What the steps of one decision share: its inputs, and the totals they add to — `until`
     (the earliest boundary picks, bandit windows and fallbacks report), `ttl`, `errors`, `uses`
-    (what the functions run can read of the clock and live data)."""
+    (what the functions run can read of the clock and live data). Built on every request, so a
+    C-level struct (no cycles: nothing refers back to it) holding no more than the steps need."""
 
-    __slots__ = (
-        "args",
-        "content",
-        "deadline",
-        "errors",
-        "interests",
-        "late",
-        "now",
-        "pick_locale",
-        "recent",
-        "stats",
-        "ttl",
-        "until",
-        "uses",
-        "visitor_id",
-    )
-
-    def __init__(
-        self,
-        visitor_id: str | None,
-        content: ContentCatalog | None,
-        recent: ActivityLike | None,
-        stats: ArmStats | None,
-        ctx: Context,
-        deadline: float | None,
-        interests: Mapping[str, float],
-    ) -> None:
-        self.visitor_id = visitor_id
-        self.content = content
-        self.recent = recent
-        self.stats = stats
-        self.now = ctx.now
-        self.deadline = deadline
-        self.interests = interests
-        self.args: Args = ()
-        self.pick_locale: str | None = None
-        self.late = False
-        self.until = _INF
-        self.ttl: int | None = None
-        self.errors = 0
-        self.uses = 0
+    args: Args
+    visitor_id: str | None
+    content: ContentCatalog | None
+    recent: ActivityLike | None
+    stats: ArmStats | None
+    deadline: float | None
+    errors: int = 0
+    uses: int = 0
+    late: bool = False
+    until: float = _INF
+    ttl: int | None = None
 
 
 def expires(req: Request, ctx: Context, cell: list[float] | None, turn: float) -> float:
