@@ -1,4 +1,5 @@
-"""The edgeside rule language: parser → AST → checker → compiler → engine.
+"""The edgeside rule language. The compiler's stages are listed in `rules.pipeline` (`STAGES`):
+load → read → parse → check → resolve → analyse → compile; the engine evaluates the result.
 
 Public surface (see docs/CONTRACTS.md and docs/rules.md)::
 
@@ -12,7 +13,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from rules.analysis import Report, analyze
+from rules.analysis import Report
 from rules.context import Context, Geo, context_key
 from rules.decision import (
     ActionDecision,
@@ -23,12 +24,14 @@ from rules.decision import (
     Webhook,
     decision_key,
 )
-from rules.diagnostics import Diagnostic, has_errors, render, render_all, sorted_diagnostics
+from rules.diagnostics import Diagnostic, has_errors, render, render_all
 from rules.engine import Engine, compile_ruleset
 from rules.interfaces import ActivityLike, ContentCatalog, ContentLike, ProfileLike
-from rules.model import RuleSet, read
+from rules.model import RuleSet
+from rules.pipeline import STAGES, run
 
 __all__ = [
+    "STAGES",
     "ActionDecision",
     "ActivityLike",
     "Condition",
@@ -93,12 +96,7 @@ def analyze_text(
     text, name, problems = _text_of(source, filename)
     if text is None:
         return None, problems, None
-    ruleset, diags, used = read(text, name)
-    if ruleset is None or has_errors(diags):
-        return None, sorted_diagnostics(diags), None
-    report = analyze(ruleset, used)
-    ruleset.warnings = report.warnings
-    return ruleset, sorted_diagnostics([*diags, *report.warnings]), report
+    return run(text, name)
 
 
 def load(

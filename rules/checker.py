@@ -16,20 +16,15 @@ from typing import Any
 
 from rules import ast
 from rules import types as T
+from rules.builtins import FUNCTIONS, METHODS, Builtin, Param, accepts, item_noun
+from rules.context import FIELDS
 from rules.diagnostics import suggestion_for
-from rules.schema import (
-    CTX_FIELDS,
-    CTX_NOT_NULL,
-    FUNCTIONS,
-    GEO_FIELDS,
-    METHODS,
-    PROFILE_BUILTINS,
-    RECENT_FIELDS,
-    ROOTS,
-    ProfileSchema,
-)
+from rules.schema import PROFILE_BUILTINS, RECENT_FIELDS, ROOTS, ProfileSchema
 
 MAX_REGEX_LENGTH = 200
+# `ctx.<name>` names, from the one description of the context (`geo` stands for its fields).
+CTX_NAMES = tuple(dict.fromkeys(name.split(".")[0] for name in FIELDS))
+GEO_FIELDS = tuple(name[4:] for name in FIELDS if name.startswith("geo."))
 
 
 def _nested_repeat(pattern: str) -> bool:
@@ -222,16 +217,11 @@ class ExprChecker:
                 self.mismatch(node, lt, rt)
             return out, T.BOOL
         if op in ("in", "not in"):
-            if rt.kind == "list":
-                if rt.elem is not None and not T.comparable(lt, rt.elem):
+            if rt.kind in ("list", "string", "map"):
+                if not T.can_contain(rt, lt):
                     self.mismatch(node, lt, rt)
-                self.check_enum(left, right)
-            elif rt.kind == "string":
-                if lt.kind not in ("string", "any", "null"):
-                    self.mismatch(node, lt, rt)
-            elif rt.kind == "map":
-                if lt.kind not in ("string", "any"):
-                    self.mismatch(node, lt, rt)
+                if rt.kind == "list":
+                    self.check_enum(left, right)
             elif rt.kind != "any":
                 self.error(
                     node.right,
@@ -416,14 +406,14 @@ class ExprChecker:
 
     def path_ctx(self, node: ast.Node, steps: list[ast.Node]) -> tuple[ast.Node, T.Type]:
         name, _ = self.key_of(steps[0], "ctx")
-        if name is None or name not in CTX_FIELDS:
+        if name is None or name not in CTX_NAMES:
             s, e = self.name_span(steps[0])
             self.error_at(
                 s,
                 e,
                 "unknown-name",
                 f"unknown context field `ctx.{name}`",
-                suggestion_for(name or "", CTX_FIELDS),
+                suggestion_for(name or "", CTX_NAMES),
             )
             return node, T.ANY
         if name == "geo":
@@ -447,20 +437,20 @@ class ExprChecker:
                     suggestion_for(sub or "", GEO_FIELDS),
                 )
                 return node, T.ANY
-            return ast.Ref(node.start, node.end, "geo", sub), T.STRING
+            return ast.Ref(node.start, node.end, "geo", sub), FIELDS[f"geo.{sub}"].type
         if self.too_long(steps, 1):
             return node, T.ANY
-        typ = CTX_FIELDS[name]
+        field = FIELDS[name]
         return (
             ast.Ref(
                 node.start,
                 node.end,
                 "ctx",
                 name,
-                nullable=name not in CTX_NOT_NULL,
-                is_bool=typ.kind == "bool",
+                nullable=field.nullable,
+                is_bool=field.type.kind == "bool",
             ),
-            typ,
+            field.type,
         )
 
     def path_segment(self, node: ast.Node, steps: list[ast.Node]) -> tuple[ast.Node, T.Type]:
@@ -503,110 +493,118 @@ class ExprChecker:
     # -- calls ------------------------------------------------------------------------------
 
     def visit_call(self, node: ast.Call) -> tuple[ast.Node, T.Type]:
+        """A built-in, typed from its one description (`rules.builtins`): arity, then each
+        argument (the receiver of a method first) against the types its parameter accepts."""
         args = [self.visit(a) for a in node.args]
-        new_args = [a for a, _ in args]
-        types = [t for _, t in args]
+        method = node.obj is not None
+        table = METHODS if method else FUNCTIONS
+        name = node.func
+        builtin = table.get(name)
+        if builtin is None:
+            what = "method" if method else "function"
+            shown = f"`.{name}()`" if method else f"`{name}`"
+            self.error_at(
+                node.func_start,
+                node.func_start + len(name),
+                "unknown-function",
+                f"unknown {what} {shown}",
+                suggestion_for(name, table) or f"available {what}s: {', '.join(table)}",
+            )
+            if node.obj is not None:
+                self.visit(node.obj)
+            return node, T.ANY
+        obj: ast.Node | None = None
+        given: list[tuple[ast.Node, ast.Node, T.Type]] = []  # (as written, checked, type)
         if node.obj is not None:
-            return self.visit_method(node, new_args, types)
-        name = node.func
-        fend = node.func_start + len(name)
-        if name not in FUNCTIONS:
-            self.error_at(
-                node.func_start,
-                fend,
-                "unknown-function",
-                f"unknown function `{name}`",
-                suggestion_for(name, FUNCTIONS) or f"available functions: {', '.join(FUNCTIONS)}",
-            )
-            return node, T.ANY
-        arity = {"days_since": 1, "count": 1, "has": 2, "lower": 1}[name]
-        if len(args) != arity:
+            obj, ot = self.visit(node.obj)
+            given.append((node.obj, obj, ot))
+        if len(args) != builtin.arity:
+            n = builtin.arity
+            plural = "(s)" if method else ("s" if n > 1 else "")
             self.error(
-                node,
-                "arity",
-                f"`{name}` takes {arity} argument{'s' if arity > 1 else ''}, {len(args)} given",
+                node, "arity", f"{builtin.label} takes {n} argument{plural}, {len(args)} given"
             )
             return node, T.ANY
-        out = ast.Call(node.start, node.end, name, new_args, None, node.func_start)
-        if name == "days_since":
-            if not T.is_numeric(types[0]):
-                self.error(
-                    node.args[0],
-                    "type-mismatch",
-                    f"`days_since` needs a timestamp, not a {types[0]}",
-                )
-            return out, T.NUMBER
-        if name == "count":
-            if types[0].kind not in ("list", "map", "string", "any", "null"):
-                self.error(node.args[0], "type-mismatch", f"`count` needs a list, not a {types[0]}")
-            return out, T.INT
-        if name == "has":
-            if types[0].kind not in ("list", "map", "string", "any"):
-                self.error(
-                    node.args[0], "type-mismatch", f"`has` needs a list first, not a {types[0]}"
-                )
-            return out, T.BOOL
-        if types[0].kind not in ("string", "any"):
-            self.error(node.args[0], "type-mismatch", f"`lower` needs a string, not a {types[0]}")
-        return out, T.STRING
+        given.extend((written, new, t) for written, (new, t) in zip(node.args, args, strict=True))
+        out = ast.Call(node.start, node.end, name, [a for a, _ in args], obj, node.func_start)
+        for i, (param, (written, new, t)) in enumerate(zip(builtin.params, given, strict=True)):
+            if param.member:
+                self.check_member(node, builtin, given[0], written, t)
+            elif not accepts(param, t):
+                self.wrong_argument(node, builtin, i, param, written, t)
+            elif param.pattern:
+                self.check_pattern(written, new)
+        return out, builtin.result
 
-    def visit_method(
-        self, node: ast.Call, args: list[ast.Node], types: list[T.Type]
-    ) -> tuple[ast.Node, T.Type]:
-        if node.obj is None:
-            return node, T.ANY
-        obj, ot = self.visit(node.obj)
-        name = node.func
-        fend = node.func_start + len(name)
-        if name not in METHODS:
-            self.error_at(
-                node.func_start,
-                fend,
-                "unknown-function",
-                f"unknown method `.{name}()`",
-                suggestion_for(name, METHODS) or f"available methods: {', '.join(METHODS)}",
-            )
-            return node, T.ANY
-        arity = 0 if name == "lower" else 1
-        if len(args) != arity:
-            self.error(node, "arity", f"`.{name}()` takes {arity} argument(s), {len(args)} given")
-            return node, T.ANY
-        out = ast.Call(node.start, node.end, name, args, obj, node.func_start)
-        if name == "contains" and ot.kind in ("list", "map"):
-            return out, T.BOOL
-        if ot.kind not in ("string", "any"):
+    def wrong_argument(
+        self, call: ast.Call, b: Builtin, i: int, param: Param, written: ast.Node, t: T.Type
+    ) -> None:
+        text = _text(self.src, written)
+        if b.method and i == 0:
+            message = f"{b.label} works on {param.noun}, but `{text}` is a {t}"
+        elif b.method:
+            message = f"{b.label} needs {param.noun} argument, but `{text}` is a {t}"
+        else:
+            where = " first" if len(b.params) > 1 and i == 0 else ""
+            message = f"`{b.name}` needs {param.noun}{where}, not a {t}"
+        self.error(written, "type-mismatch", message, self.fix(call, b, written, param.kinds))
+
+    def check_member(
+        self,
+        call: ast.Call,
+        b: Builtin,
+        container: tuple[ast.Node, ast.Node, T.Type],
+        written: ast.Node,
+        t: T.Type,
+    ) -> None:
+        """`has(c, x)` / `c.contains(x)` mean `x in c`: the item must fit what `c` holds —
+        `has(ctx.site, 1)` would fail on every request, `has(profile.segments, 1)` never match."""
+        c_written, _, ct = container
+        if T.can_contain(ct, t) or ct.kind not in ("list", "map", "string"):
+            return  # a container of the wrong type is reported on its own
+        noun = item_noun(ct)
+        kinds = frozenset({ct.elem.kind}) if ct.kind == "list" and ct.elem else frozenset()
+        self.error(
+            written,
+            "type-mismatch",
+            f"{b.label} looks for {noun} in `{_text(self.src, c_written)}` (a {ct}), "
+            f"but `{_text(self.src, written)}` is a {t}",
+            self.fix(call, b, written, kinds or frozenset({"string"})),
+        )
+
+    def fix(self, call: ast.Call, b: Builtin, written: ast.Node, kinds: frozenset[str]) -> str:
+        """A suggestion a marketer can act on: the call rewritten when a literal only needs quotes,
+        else an example of the built-in used as intended."""
+        if kinds == {"string"} and isinstance(written, ast.Literal) and written.value is not None:
+            value = str(written.value).lower() if isinstance(written.value, bool) else written.value
+            call_text = _text(self.src, call)
+            start, end = written.start - call.start, written.end - call.start
+            fixed = f'{call_text[:start]}"{value}"{call_text[end:]}'
+            return f"write the value as text, in quotes: `{fixed}`"
+        return f"for example `{b.example}`"
+
+    def check_pattern(self, written: ast.Node, pat: ast.Node) -> None:
+        """Patterns are literal, short, valid and cannot backtrack exponentially."""
+        if not (isinstance(pat, ast.Literal) and isinstance(pat.value, str)):
             self.error(
-                node.obj,
-                "type-mismatch",
-                f"`.{name}()` works on strings, but `{_text(self.src, node.obj)}` is a {ot}",
+                written,
+                "regex",
+                "`.matches()` needs a literal pattern (patterns are compiled once, when the "
+                "rules are loaded)",
             )
-        if name == "lower":
-            return out, T.STRING
-        if types[0].kind not in ("string", "any"):
-            self.error(node.args[0], "type-mismatch", f"`.{name}()` needs a string argument")
-        if name == "matches":
-            pat = args[0]
-            if not (isinstance(pat, ast.Literal) and isinstance(pat.value, str)):
-                self.error(
-                    node.args[0],
-                    "regex",
-                    "`.matches()` needs a literal pattern (patterns are compiled once, when the "
-                    "rules are loaded)",
-                )
-            elif len(pat.value) > MAX_REGEX_LENGTH:
-                self.error(pat, "too-long", f"pattern longer than {MAX_REGEX_LENGTH} characters")
+        elif len(pat.value) > MAX_REGEX_LENGTH:
+            self.error(pat, "too-long", f"pattern longer than {MAX_REGEX_LENGTH} characters")
+        else:
+            try:
+                re.compile(pat.value)
+            except (re.error, RecursionError, OverflowError) as exc:
+                self.error(pat, "regex", f"invalid pattern: {exc}")
             else:
-                try:
-                    re.compile(pat.value)
-                except (re.error, RecursionError, OverflowError) as exc:
-                    self.error(pat, "regex", f"invalid pattern: {exc}")
-                else:
-                    if _nested_repeat(pat.value):
-                        self.error(
-                            pat,
-                            "regex-backtracking",
-                            "a repeated group holds another repeat: on a hostile value this "
-                            "pattern takes exponential time; make the inner repeat possessive "
-                            "(`a++`) or atomic (`(?>a+)`), or drop the outer one",
-                        )
-        return out, T.BOOL
+                if _nested_repeat(pat.value):
+                    self.error(
+                        pat,
+                        "regex-backtracking",
+                        "a repeated group holds another repeat: on a hostile value this "
+                        "pattern takes exponential time; make the inner repeat possessive "
+                        "(`a++`) or atomic (`(?>a+)`), or drop the outer one",
+                    )

@@ -29,7 +29,8 @@ from collections.abc import Callable, Sequence
 from typing import Any, TypeGuard
 
 from rules import ast, expiry, fold
-from rules.context import CLOCK_FIELDS, KEY_FIELDS
+from rules.builtins import METHODS
+from rules.context import CLOCK_FIELDS, FIELDS, KEY_FIELDS
 
 ARGS = ("A", "I", "N", "L", "G", "PID", "X", "H", "W", "NOW", "S", "RV", "RP", "RC", "RK", "UNTIL")
 
@@ -106,27 +107,17 @@ HELPERS: dict[str, object] = {
 # rules/expiry.py).
 CLOCK_FREE_HELPERS = frozenset(HELPERS)
 
-# Attribute names generated code may use (checked by the tests on every code object's co_names).
+# The context fields passed as arguments of their own (the clock), not read as attributes of X.
+_CLOCK_ARGS = {"hour": "H", "weekday": "W", "now": "NOW"}
+# Attribute names generated code may use (checked by the tests on every code object's co_names):
+# `.get` on the profile's mappings, `.search` on a precompiled regex, the string methods of
+# `rules.builtins` (`.contains` compiles to `in`) and the context fields read off X and X.geo.
 ALLOWED_ATTRIBUTES = frozenset(
     {
         "get",
-        "startswith",
-        "endswith",
-        "lower",
         "search",
-        "geo",
-        "country",
-        "region",
-        "city",
-        "site",
-        "locale",
-        "url",
-        "path",
-        "referrer",
-        "device",
-        "weather",
-        "timezone",
-        "consent",
+        *(name for name in METHODS if name not in ("contains", "matches")),
+        *(part for name in FIELDS if name not in _CLOCK_ARGS for part in name.split(".")),
     }
 )
 
@@ -323,9 +314,8 @@ class Gen:
             geo = py.Attribute(value=_name("X"), attr="geo", ctx=py.Load())
             return py.Attribute(value=geo, attr=node.key or "", ctx=py.Load()), True
         if k == "ctx":
-            special = {"hour": "H", "weekday": "W", "now": "NOW"}
-            if node.key in special:
-                return _name(special[node.key or ""]), node.key != "now"
+            if node.key in _CLOCK_ARGS:
+                return _name(_CLOCK_ARGS[node.key or ""]), node.key != "now"
             return py.Attribute(value=_name("X"), attr=node.key or "", ctx=py.Load()), node.nullable
         raise TypeError(f"unknown reference kind {k}")
 
@@ -447,48 +437,60 @@ class Gen:
         return py.IfExp(test=_or(guards), body=_const(None), orelse=result), True
 
     def call(self, node: ast.Call) -> tuple[py.expr, bool]:
-        name = node.func
-        if node.obj is None:
-            arg, nullable = self.expr(node.args[0])
-            if name == "days_since":
-                store, load = self.bind(arg) if nullable else (arg, arg)
-                since = py.BinOp(
-                    left=py.BinOp(left=_name("NOW"), op=py.Sub(), right=load),
-                    op=py.Div(),
-                    right=_const(86400.0),
-                )
-                if not nullable:
-                    return since, False
-                return py.IfExp(test=_is_none(store), body=_const(None), orelse=since), True
-            if name == "count":
-                if not nullable:
-                    return py.Call(func=_name("_len"), args=[arg], keywords=[]), False
-                store, load = self.bind(arg)
-                length = py.Call(func=_name("_len"), args=[load], keywords=[])
-                return py.IfExp(test=_is_none(store), body=_const(0), orelse=length), False
-            if name == "has":
-                arg, nullable = self.container(node.args[0])
-                return self.contains(arg, nullable, node.args[1]), False
-            # lower(x)
-            return self.method_on(arg, nullable, "lower", [])
-        obj, nullable = self.expr(node.obj)
-        if name == "lower":
-            return self.method_on(obj, nullable, "lower", [])
-        if name == "contains":
-            return self.contains(obj, nullable, node.args[0]), False
+        """A built-in (`rules.builtins`), through its emitter in `EMITTERS`."""
+        emit = EMITTERS[(node.obj is not None, node.func)]
+        return emit(self, node)
+
+    def days_since(self, node: ast.Call) -> tuple[py.expr, bool]:
+        arg, nullable = self.expr(node.args[0])
+        store, load = self.bind(arg) if nullable else (arg, arg)
+        since = py.BinOp(
+            left=py.BinOp(left=_name("NOW"), op=py.Sub(), right=load),
+            op=py.Div(),
+            right=_const(86400.0),
+        )
+        if not nullable:
+            return since, False
+        return py.IfExp(test=_is_none(store), body=_const(None), orelse=since), True
+
+    def count(self, node: ast.Call) -> tuple[py.expr, bool]:
+        arg, nullable = self.expr(node.args[0])
+        if not nullable:
+            return py.Call(func=_name("_len"), args=[arg], keywords=[]), False
+        store, load = self.bind(arg)
+        length = py.Call(func=_name("_len"), args=[load], keywords=[])
+        return py.IfExp(test=_is_none(store), body=_const(0), orelse=length), False
+
+    def has(self, node: ast.Call) -> tuple[py.expr, bool]:
+        arg, nullable = self.container(node.args[0])
+        return self.contains(arg, nullable, node.args[1]), False
+
+    def lower(self, node: ast.Call) -> tuple[py.expr, bool]:
+        arg, nullable = self.expr(node.obj if node.obj is not None else node.args[0])
+        return self.method_on(arg, nullable, "lower", [])
+
+    def contains_method(self, node: ast.Call) -> tuple[py.expr, bool]:
+        obj, nullable = self.expr(node.obj) if node.obj is not None else (_const(None), True)
+        return self.contains(obj, nullable, node.args[0]), False
+
+    def matches(self, node: ast.Call) -> tuple[py.expr, bool]:
+        obj, nullable = self.expr(node.obj) if node.obj is not None else (_const(None), True)
         arg_node = node.args[0]
-        if name == "matches":
-            pattern = arg_node.value if isinstance(arg_node, ast.Literal) else ""
-            rx = self.shared.regex(str(pattern))
-            store, load = self.bind(obj) if nullable else (obj, obj)
-            search = py.Call(
-                func=py.Attribute(value=_name(rx), attr="search", ctx=py.Load()),
-                args=[load],
-                keywords=[],
-            )
-            test = _not_none(search)
-            return (_and([_not_none(store), test]) if nullable else test), False
-        arg, an = self.expr(arg_node)
+        pattern = arg_node.value if isinstance(arg_node, ast.Literal) else ""
+        rx = self.shared.regex(str(pattern))
+        store, load = self.bind(obj) if nullable else (obj, obj)
+        search = py.Call(
+            func=py.Attribute(value=_name(rx), attr="search", ctx=py.Load()),
+            args=[load],
+            keywords=[],
+        )
+        test = _not_none(search)
+        return (_and([_not_none(store), test]) if nullable else test), False
+
+    def string_method(self, node: ast.Call) -> tuple[py.expr, bool]:
+        """`.startswith(x)` / `.endswith(x)`: the str method itself, None-guarded."""
+        obj, nullable = self.expr(node.obj) if node.obj is not None else (_const(None), True)
+        arg, an = self.expr(node.args[0])
         checks: list[py.expr] = []
         if nullable:
             store, obj = self.bind(obj)
@@ -497,7 +499,7 @@ class Gen:
             store, arg = self.bind(arg)
             checks.append(_not_none(store))
         call = py.Call(
-            func=py.Attribute(value=obj, attr=name, ctx=py.Load()), args=[arg], keywords=[]
+            func=py.Attribute(value=obj, attr=node.func, ctx=py.Load()), args=[arg], keywords=[]
         )
         return _and([*checks, call]), False
 
@@ -522,6 +524,22 @@ class Gen:
         if not nullable:
             return call, False
         return py.IfExp(test=_is_none(store), body=_const(None), orelse=call), True
+
+
+Emitter = Callable[[Gen, ast.Call], tuple[py.expr, bool]]
+# (is a method, name) → how each built-in of `rules.builtins` compiles; a test checks that the keys
+# are exactly the built-ins described there.
+EMITTERS: dict[tuple[bool, str], Emitter] = {
+    (False, "days_since"): Gen.days_since,
+    (False, "count"): Gen.count,
+    (False, "has"): Gen.has,
+    (False, "lower"): Gen.lower,
+    (True, "lower"): Gen.lower,
+    (True, "startswith"): Gen.string_method,
+    (True, "endswith"): Gen.string_method,
+    (True, "contains"): Gen.contains_method,
+    (True, "matches"): Gen.matches,
+}
 
 
 # -- functions ------------------------------------------------------------------------------

@@ -5,11 +5,15 @@ from __future__ import annotations
 import math
 import operator
 import time
+import typing
 from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
+from typing import NamedTuple
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import msgspec
+
+from rules import types as T
 
 
 class Geo(msgspec.Struct, kw_only=True):
@@ -115,23 +119,38 @@ def clock_until(ctx: Context) -> tuple[int, int, float]:
     )
 
 
-# Every field `context_key` holds, in its order (geo's as `geo.<name>`): all of `Context` but `now`.
-KEY_FIELDS = (
-    "site",
-    "locale",
-    "url",
-    "path",
-    "referrer",
-    "device",
-    "timezone",
-    "weather",
-    "geo.country",
-    "geo.region",
-    "geo.city",
-    "hour",
-    "weekday",
-    "consent",
-)
+class Field(NamedTuple):
+    """One context field as rules see it: ``ctx.<name>`` (geo's as ``geo.<name>``)."""
+
+    name: str
+    type: T.Type
+    nullable: bool  # None at run time when the request does not say (fields without a default)
+
+
+# How the language sees a field's Python type. `now` is epoch seconds: a timestamp.
+_LANGUAGE_TYPES: dict[object, T.Type] = {str: T.STRING, int: T.INT, bool: T.BOOL, float: T.NUMBER}
+
+
+def _fields(struct: type[msgspec.Struct], prefix: str) -> list[Field]:
+    out: list[Field] = []
+    for info in msgspec.structs.fields(struct):
+        if isinstance(info.type, type) and issubclass(info.type, msgspec.Struct):
+            out.extend(_fields(info.type, f"{prefix}{info.name}."))
+            continue
+        args = [a for a in typing.get_args(info.type) if a is not type(None)] or [info.type]
+        typ = T.TIMESTAMP if info.name == "now" else _LANGUAGE_TYPES[args[0]]
+        nullable = type(None) in typing.get_args(info.type)
+        out.append(Field(f"{prefix}{info.name}", typ, nullable))
+    return out
+
+
+# The one description of the context fields, derived from `Context` itself (and `Geo`): the
+# checker's `ctx.…` names and types, the compiler's allowed attributes and the key fields all come
+# from here, so a field added to `Context` reaches every one of them.
+FIELDS: dict[str, Field] = {f.name: f for f in _fields(Context, "")}
+# Every field `context_key` holds, in its order (geo's as `geo.<name>`): all of `Context` but `now`
+# (whose effect a decision's `expires` bounds).
+KEY_FIELDS: tuple[str, ...] = tuple(name for name in FIELDS if name != "now")
 # What the clock arguments are derived from besides `now`: the given field, else `now` in the zone.
 CLOCK_FIELDS = {"hour": ("hour", "timezone"), "weekday": ("weekday", "timezone")}
 
@@ -159,23 +178,6 @@ def key_function(fields: Iterable[str]) -> ContextKey:
     return operator.attrgetter(*names)
 
 
-def context_key(ctx: Context) -> tuple[object, ...]:
-    """Every field of `ctx` a decision can read, except `now` (whose effect a decision's
-    `expires` bounds): equal keys and an unexpired decision mean an equal decision."""
-    geo = ctx.geo
-    return (
-        ctx.site,
-        ctx.locale,
-        ctx.url,
-        ctx.path,
-        ctx.referrer,
-        ctx.device,
-        ctx.timezone,
-        ctx.weather,
-        geo.country,
-        geo.region,
-        geo.city,
-        ctx.hour,
-        ctx.weekday,
-        ctx.consent,
-    )
+# Every field of a context a decision can read, except `now` (whose effect a decision's `expires`
+# bounds): equal keys and an unexpired decision mean an equal decision. One C-level attrgetter.
+context_key: ContextKey = key_function(KEY_FIELDS)

@@ -19,8 +19,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Sequence
 
 from rules import ast
 from rules.bandit import seed_of, thompson_weights
@@ -36,7 +35,6 @@ from rules.compiler import (
 from rules.context import KEY_FIELDS, Context, clock_until, key_function
 from rules.decision import (
     ActionDecision,
-    Condition,
     Decision,
     PlacementDecision,
     TraceEntry,
@@ -44,77 +42,23 @@ from rules.decision import (
     Webhook,
     decision_key,
 )
-from rules.expiry import HOUR, NOW, RECENT, TRACKED, WEEKDAY, next_multiple
+from rules.expiry import TRACKED, next_multiple
+from rules.explain import trace, value_of
 from rules.interfaces import ActivityLike, ArmStats, ContentCatalog, ProfileLike
-from rules.model import Action, Experiment, Outcome, Placement, Rule, RuleSet
+from rules.model import Action, Experiment, PickSpec, Placement, Rule, RuleSet
 from rules.picks import PickCache, pick_until
+from rules.program import Program
+from rules.request import CTX_ARG, INTERESTS_ARG, NOW_ARG, Request, arguments, expires
 
 FALLBACK_TTL = 60  # a degraded page should not stay in a CDN for long
 
-_EMPTY_MAP: Mapping[str, float] = {}
-_EMPTY_ATTRS: Mapping[str, object] = {}
-_EMPTY_SEQ: tuple[str, ...] = ()
 _INF = math.inf
-_NOW_OR_RECENT = NOW | RECENT
 # Context fields the engine reads itself, whatever the rules: `site` and `locale` choose the
 # placement table, the pick locale, the actions' sites and the decision key; `consent` gates the
 # profile, live activity, the visitor id (experiment arms) and the actions. (`now` is `expires`'.)
 # Rules reading `ctx.hour`/`ctx.weekday` add the field and `timezone` (`CLOCK_FIELDS`), which also
 # covers the engine's own use of them for `expires`.
 ENGINE_FIELDS = ("site", "locale", "consent")
-
-
-@dataclass(slots=True, eq=False)
-class Program:
-    placement: Placement
-    fn: Fn
-    rules: tuple[Rule, ...]
-    experiments: tuple[tuple[Experiment, Bucketer], ...]
-    uses: int = NOW  # what `fn` can read of the clock and live data (rules/expiry.py)
-    explain: dict[int, Fn] = field(default_factory=dict)
-
-
-def _leaves(node: ast.Node) -> list[ast.Node]:
-    """The conditions explain mode reports: operands of and/or/not, down to comparisons."""
-    out: list[ast.Node] = []
-    stack = [node]
-    while stack:
-        n = stack.pop()
-        if isinstance(n, ast.Binary) and n.op in ("and", "or"):
-            stack.append(n.right)
-            stack.append(n.left)
-        elif isinstance(n, ast.Unary) and n.op == "not":
-            stack.append(n.operand)
-        else:
-            out.append(n)
-    return out
-
-
-def _unwrap(text: str) -> str:
-    """`(a == b)` → `a == b` when the brackets enclose the whole condition."""
-    while text.startswith("(") and text.endswith(")"):
-        depth = 0
-        for i, ch in enumerate(text):
-            depth += ch == "("
-            depth -= ch == ")"
-            if depth == 0 and i < len(text) - 1:
-                return text
-        text = text[1:-1].strip()
-    return text
-
-
-def _trace_value(v: object) -> TraceValue:
-    if v is None or isinstance(v, bool | int | float):
-        return v
-    if isinstance(v, str):
-        return v if len(v) <= 200 else v[:200] + "…"
-    if isinstance(v, list | tuple | frozenset | set):
-        items = sorted(v, key=str) if isinstance(v, frozenset | set) else list(v)
-        return [
-            x if x is None or isinstance(x, str | int | float | bool) else str(x)
-            for x in items[:50]
-        ]
-    return str(v)[:200]
 
 
 class Engine:
@@ -266,11 +210,14 @@ class Engine:
     ) -> Decision:
         """Decide the named placements for one request. ``deadline`` is a `time.monotonic()`
         instant: placements not started by then get their default (``fallback="deadline"``).
-        ``stats`` feeds `strategy: thompson` experiments; without it they use declared weights."""
+        ``stats`` feeds `strategy: thompson` experiments; without it they use declared weights.
+        ``explain`` adds the trace (`rules.explain`), built on a path of its own after the
+        decision, which is the same as without it."""
         try:
-            return self._decide(
-                visitor_id, profile, ctx, placements, content, recent, explain, deadline, stats
-            )
+            d = self._decide(visitor_id, profile, ctx, placements, content, recent, deadline, stats)
+            if explain:
+                d.trace = self._trace(d, profile, ctx, recent)
+            return d
         except Exception:  # fail open: the page renders whatever happens here (SPEC §6)
             d = self.fallback(ctx, placements, "internal_error")
             d.rule_errors += 1
@@ -284,198 +231,146 @@ class Engine:
         placements: Sequence[str],
         content: ContentCatalog | None,
         recent: ActivityLike | None,
-        explain: bool,
         deadline: float | None,
-        stats: ArmStats | None = None,
+        stats: ArmStats | None,
     ) -> Decision:
-        errors = 0
+        """The steps, one per concern: inputs, segments, each placement (rules, experiment,
+        content pick), actions, expiry. `Request` carries what they share."""
         if not ctx.consent:
             # Without consent no profile is read, no live activity used and no identifier bucketed.
             profile = None
             recent = None
             visitor_id = None
-        if profile is not None:
-            attrs: Mapping[str, object] = profile.attributes
-            interests: Mapping[str, float] = profile.interests
-            counters: Mapping[str, float] = profile.counters
-            last_seen: Mapping[str, float] = profile.last_seen
-            upstream: Sequence[str] = profile.segments
-            pid: str | None = profile.id
-        else:
-            attrs, interests, counters, last_seen, upstream, pid = (
-                _EMPTY_ATTRS,
-                _EMPTY_MAP,
-                _EMPTY_MAP,
-                _EMPTY_MAP,
-                _EMPTY_SEQ,
-                None,
-            )
-        if recent is not None:
-            rv, rp, rc, rk = recent.views, recent.purchases, recent.cart, recent.categories
-        else:
-            rv, rp, rc, rk = _EMPTY_SEQ, _EMPTY_SEQ, _EMPTY_SEQ, _EMPTY_MAP
         hour, weekday, turn = clock_until(ctx)
-        now = ctx.now
-        # Expiry: `uses` collects what the functions run can read of the clock and live data;
-        # `until` is the earliest boundary reported by picks, bandit windows and fallbacks.
-        uses = self._segments_uses
-        until = _INF
-        seg_values: tuple[bool, ...] = ()
-        args_head = (attrs, interests, counters, last_seen, upstream, pid, ctx, hour, weekday, now)
         # The clock cell [until, now]: the functions run lower `until` to the edges of their
         # tracked days_since comparisons — segments always, placements when run, actions with
         # consent, as for `uses`.
-        cell = [_INF, now] if self._tracked else None
-        args_tail = (rv, rp, rc, rk) if cell is None else (rv, rp, rc, rk, cell)
+        cell = [_INF, ctx.now] if self._tracked else None
+        head, tail = arguments(profile, recent, ctx, hour, weekday, cell)
+        errors = 0
+        seg_values: tuple[bool, ...] = ()
         if self._segments_fn is not None:
-            seg_values, seg_errors = self._segments_fn(*args_head, (), *args_tail)
-            errors += seg_errors
-        args = (*args_head, seg_values, *args_tail)
-        trace: list[TraceEntry] | None = None
-        trace_args = args
-        if explain:
-            # Explain re-evaluates conditions (short-circuited ones too): with a cell of its own,
-            # so that the decision expires as it would without explain.
-            if cell is not None:
-                trace_args = (*args[:-1], [_INF, now])
-            # Segments first: they are computed once for the request, before any placement.
-            trace = [
-                TraceEntry("*", "segment", name, bool(value))
-                for name, value in zip(self.segment_names, seg_values, strict=False)
-            ]
+            seg_values, errors = self._segments_fn(*head, (), *tail)
+        args = (*head, seg_values, *tail)
+        req = Request(
+            args, visitor_id, content, recent, stats, deadline, errors, self._segments_uses
+        )
         progs = self._placements_for(ctx.site, ctx.locale)
-        # Content in the request's language, else the site's (`locale:` of the site).
-        pick_locale = ctx.locale or self._site_locales.get(ctx.site)
-        out: list[PlacementDecision] = []
-        ttl: int | None = None
-        late = False
-        for name in placements:
-            prog = progs.get(name)
-            if prog is None:
-                out.append(PlacementDecision(name, "default", [], fallback="unknown_placement"))
-                continue
-            p = prog.placement
-            if not late and deadline is not None and time.monotonic() > deadline:
-                late = True
-            if late:
-                until = min(until, now + 1.0)  # a deadline fallback may not happen later
-                out.append(self._default_decision(prog, "deadline"))
-                ttl = min(ttl, FALLBACK_TTL) if ttl is not None else min(p.ttl, FALLBACK_TTL)
-                if trace is not None:
-                    trace.append(TraceEntry(name, "fallback", None, False, note="deadline passed"))
-                continue
-            uses |= prog.uses
-            try:
-                idx = prog.fn(*args)
-            except Exception as exc:  # odd profile data: this placement fails open
-                errors += 1
-                out.append(self._default_decision(prog, "rule_error"))
-                ttl = min(ttl, FALLBACK_TTL) if ttl is not None else min(p.ttl, FALLBACK_TTL)
-                if trace is not None:
-                    self._trace_rules(prog, trace_args, trace, len(prog.rules) - 1)
-                    trace.append(
-                        TraceEntry(
-                            name, "fallback", None, False, note=f"rule error: {type(exc).__name__}"
-                        )
-                    )
-                continue
-            if idx >= 0:
-                rule: Rule | None = prog.rules[idx]
-                outcome: Outcome = prog.rules[idx].then
-            else:
-                rule, outcome = None, p.default
-            if trace is not None:
-                last = idx if idx >= 0 and p.strategy == "first_match" else len(prog.rules) - 1
-                self._trace_rules(prog, trace_args, trace, last)
-                if rule is None:
-                    trace.append(TraceEntry(name, "default", None, True, note="no rule matched"))
-            variant = outcome.variant
-            spec = outcome.content
-            experiment = arm = None
-            for exp, bucketer in prog.experiments:
-                if exp.rule is not None and (rule is None or rule.id != exp.rule):
-                    continue
-                experiment = exp.id
-                if exp.strategy == "thompson" and stats is not None:
-                    bucketer, window_end = self._bandit(exp, bucketer, stats, now)
-                    if window_end < until:
-                        until = window_end
-                arm = bucketer.assign(visitor_id)
-                if arm != HOLDOUT:
-                    for a in exp.arms:
-                        if a.name == arm:
-                            variant = a.variant or variant
-                            spec = a.content or spec
-                            break
-                if trace is not None:
-                    trace.append(TraceEntry(name, "experiment", exp.id, True, note=f"arm {arm}"))
-                break
-            ids: list[str] = []
-            if spec is not None:
-                if content is not None:
-                    try:
-                        ids, ids_until = pick_until(
-                            spec,
-                            content,
-                            placement=name,
-                            locale=pick_locale,
-                            now=now,
-                            interests=interests,
-                            recent=recent,
-                            cache=self._picks,
-                        )
-                        if ids_until < until:
-                            until = ids_until
-                    except Exception:  # a broken catalogue item must not break the page
-                        errors += 1
-                        ids = list(spec.ids)
-                else:
-                    ids = list(spec.ids)
-                if trace is not None:
-                    trace.append(TraceEntry(name, "content", None, bool(ids), note=", ".join(ids)))
-            t = outcome.ttl if outcome.ttl is not None else p.ttl
-            ttl = t if ttl is None else min(ttl, t)
-            out.append(
-                PlacementDecision(
-                    name, variant, ids, rule.id if rule else None, experiment, arm, None
-                )
-            )
-        segments = [n for n, v in zip(self.segment_names, seg_values, strict=False) if v]
-        actions: list[ActionDecision] = []
-        # Actions trigger webhooks about the visitor: none without consent.
-        if self._actions_fn is not None and ctx.consent:
-            uses |= self._actions_uses
-            flags, action_errors = self._actions_fn(*args)
-            errors += action_errors
-            site = ctx.site
-            for action, flag, decision in zip(
-                self._actions, flags, self._action_decisions, strict=True
-            ):
-                if flag and (action.sites is None or site in action.sites):
-                    actions.append(decision)
-        if cell is not None and cell[0] < until:
-            until = cell[0]
-        if errors:
-            until = min(until, now + 1.0)  # rule errors: no promise beyond the contract's second
-        if uses:
-            # Only what can change with `now`: hour/weekday the caller gave do not (then `turn` is
-            # inf), and without live activity the recent.* arguments are empty whatever the time.
-            if uses & _NOW_OR_RECENT and (uses & NOW or recent is not None):
-                until = min(until, now + 1.0)
-            elif turn < until and (
-                (uses & HOUR and ctx.hour is None) or (uses & WEEKDAY and ctx.weekday is None)
-            ):
-                until = turn
+        out = [self._placement(req, name, progs.get(name)) for name in placements]
+        actions = self._actions_for(req, ctx) if self._actions_fn is not None else []
         return Decision(
             placements=out,
-            segments=segments,
+            segments=[n for n, v in zip(self.segment_names, seg_values, strict=False) if v],
             key=decision_key(ctx.site, out),
             actions=actions,
-            ttl=ttl if ttl is not None else self.ruleset.default_ttl,
-            rule_errors=errors,
-            trace=trace,
-            expires=until,
+            ttl=req.ttl if req.ttl is not None else self.ruleset.default_ttl,
+            rule_errors=req.errors,
+            trace=None,
+            expires=expires(req, ctx, cell, turn),
         )
+
+    def _placement(self, req: Request, name: str, prog: Program | None) -> PlacementDecision:
+        """One placement: its rules, then its experiment, then its content pick."""
+        if prog is None:
+            return PlacementDecision(name, "default", [], fallback="unknown_placement")
+        p = prog.placement
+        if not req.late and req.deadline is not None and time.monotonic() > req.deadline:
+            req.late = True
+        if req.late:
+            # a deadline fallback may not happen later
+            req.until = min(req.until, req.args[NOW_ARG] + 1.0)  # type: ignore[operator]
+            return self._forced(req, prog, "deadline")
+        req.uses |= prog.uses
+        try:
+            idx = prog.fn(*req.args)
+        except Exception:  # odd profile data: this placement fails open
+            req.errors += 1
+            return self._forced(req, prog, "rule_error")
+        rule = prog.rules[idx] if idx >= 0 else None
+        outcome = rule.then if rule is not None else p.default
+        variant, spec = outcome.variant, outcome.content
+        experiment = arm = None
+        if prog.experiments:
+            experiment, arm, variant, spec = self._experiment(req, prog, rule, variant, spec)
+        ids = self._content(req, spec, name) if spec is not None else []
+        t = outcome.ttl if outcome.ttl is not None else p.ttl
+        req.ttl = t if req.ttl is None else min(req.ttl, t)
+        rule_id = rule.id if rule is not None else None
+        return PlacementDecision(name, variant, ids, rule_id, experiment, arm, None)
+
+    def _forced(self, req: Request, prog: Program, reason: str) -> PlacementDecision:
+        """The placement's default, forced (deadline, rule error): short-lived."""
+        ttl = prog.placement.ttl if req.ttl is None else req.ttl
+        req.ttl = min(ttl, FALLBACK_TTL)
+        return self._default_decision(prog, reason)
+
+    def _experiment(
+        self,
+        req: Request,
+        prog: Program,
+        rule: Rule | None,
+        variant: str,
+        spec: PickSpec | None,
+    ) -> tuple[str | None, str | None, str, PickSpec | None]:
+        """(experiment, arm, variant, content pick): the first experiment of the placement that
+        applies to the rule chosen, and the visitor's arm of it."""
+        for exp, bucketer in prog.experiments:
+            if exp.rule is not None and (rule is None or rule.id != exp.rule):
+                continue
+            if exp.strategy == "thompson" and req.stats is not None:
+                now: float = req.args[NOW_ARG]  # type: ignore[assignment]
+                bucketer, window_end = self._bandit(exp, bucketer, req.stats, now)
+                if window_end < req.until:
+                    req.until = window_end
+            arm = bucketer.assign(req.visitor_id)
+            if arm != HOLDOUT:
+                for a in exp.arms:
+                    if a.name == arm:
+                        return exp.id, arm, a.variant or variant, a.content or spec
+            return exp.id, arm, variant, spec
+        return None, None, variant, spec
+
+    def _content(self, req: Request, spec: PickSpec, name: str) -> list[str]:
+        """The content ids a pick gives: from the catalogue, or the pick's own ids without one."""
+        if req.content is None:
+            return list(spec.ids)
+        ctx: Context = req.args[CTX_ARG]  # type: ignore[assignment]
+        # Content in the request's language, else the site's (`locale:` of the site).
+        locale = ctx.locale or self._site_locales.get(ctx.site)
+        try:
+            ids, ids_until = pick_until(
+                spec,
+                req.content,
+                placement=name,
+                locale=locale,
+                now=ctx.now,
+                interests=req.args[INTERESTS_ARG],  # type: ignore[arg-type]
+                recent=req.recent,
+                cache=self._picks,
+            )
+        except Exception:  # a broken catalogue item must not break the page
+            req.errors += 1
+            return list(spec.ids)
+        if ids_until < req.until:
+            req.until = ids_until
+        return ids
+
+    def _actions_for(self, req: Request, ctx: Context) -> list[ActionDecision]:
+        """The eligible actions, by priority. Actions trigger webhooks about the visitor: none
+        without consent."""
+        if self._actions_fn is None or not ctx.consent:
+            return []
+        req.uses |= self._actions_uses
+        flags, action_errors = self._actions_fn(*req.args)
+        req.errors += action_errors
+        site = ctx.site
+        return [
+            decision
+            for action, flag, decision in zip(
+                self._actions, flags, self._action_decisions, strict=True
+            )
+            if flag and (action.sites is None or site in action.sites)
+        ]
 
     def _bandit(
         self, exp: Experiment, fixed: Bucketer, stats: ArmStats, now: float
@@ -501,20 +396,6 @@ class Engine:
             bucketer = fixed
         self._bandits[exp.id] = (window, bucketer, end)
         return bucketer, end
-
-    def bandit_weights(self, experiment_id: str) -> dict[str, float] | None:
-        """The current window's weights of a thompson experiment (for status and tests)."""
-        hit = self._bandits.get(experiment_id)
-        if hit is None:
-            return None
-        b = hit[1]
-        out: dict[str, float] = {}
-        prev = 0.0
-        for name, edge in zip(b.arms, b.cumulative, strict=True):
-            top = 1.0 if edge == float("inf") else edge
-            out[name] = top - prev
-            prev = top
-        return out
 
     def assign(
         self,
@@ -542,21 +423,40 @@ class Engine:
         ids = list(d.content.ids) if d.content is not None else []
         return PlacementDecision(prog.placement.name, d.variant, ids, None, None, None, reason)
 
-    def _trace_rules(
-        self, prog: Program, args: tuple[object, ...], trace: list[TraceEntry], last: int
-    ) -> None:
-        name = prog.placement.name
-        for rule in prog.rules[: last + 1]:
-            if rule.when is None:
-                trace.append(TraceEntry(name, "rule", rule.id, True, note="no condition"))
-                continue
-            text = rule.when.text
-            conditions = [
-                Condition(_unwrap(text[leaf.start : leaf.end]), self._value(prog, leaf, args))
-                for leaf in _leaves(rule.when.tree)
-            ]
-            whole = self._value(prog, rule.when.tree, args)
-            trace.append(TraceEntry(name, "rule", rule.id, whole is True, conditions))
+    # -- explain (its own path: `rules.explain`) ---------------------------------------------
+
+    def _trace(
+        self,
+        d: Decision,
+        profile: ProfileLike | None,
+        ctx: Context,
+        recent: ActivityLike | None,
+    ) -> list[TraceEntry]:
+        """The trace of decision ``d``, from the same inputs (consent applied as `_decide` did)
+        and a clock cell of its own, so the decision expires as it would without explain."""
+        if not ctx.consent:
+            profile = recent = None
+        hour, weekday, _ = clock_until(ctx)
+        cell = [_INF, ctx.now] if self._tracked else None
+        head, tail = arguments(profile, recent, ctx, hour, weekday, cell)
+        seg_values: tuple[bool, ...] = ()
+        if self._segments_fn is not None:
+            seg_values = self._segments_fn(*head, (), *tail)[0]
+        args = (*head, seg_values, *tail)
+
+        def evaluate(prog: Program, node: ast.Node) -> TraceValue:
+            return self._value(prog, node, args)
+
+        def failure(prog: Program) -> str:
+            try:
+                prog.fn(*args)
+            except Exception as exc:
+                return type(exc).__name__
+            return "none on a second run"  # pragma: no cover - the functions are deterministic
+
+        segments = list(zip(self.segment_names, (bool(v) for v in seg_values), strict=False))
+        progs = self._placements_for(ctx.site, ctx.locale)
+        return trace(d, progs, segments, evaluate, failure)
 
     def _value(self, prog: Program, node: ast.Node, args: tuple[object, ...]) -> TraceValue:
         fn = prog.explain.get(id(node))
@@ -564,7 +464,7 @@ class Engine:
             fn = value_function(node, self._shared, self._segment_index, self.ruleset.filename)
             prog.explain[id(node)] = fn
         try:
-            return _trace_value(fn(*args))
+            return value_of(fn(*args))
         except Exception as exc:
             return f"error: {type(exc).__name__}"
 

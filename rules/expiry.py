@@ -49,8 +49,6 @@ _BY_NAME = {
     "UNTIL": TRACKED,
 }
 
-NEVER = math.inf
-
 
 def uses(loaded: Iterable[str], globals_: Iterable[str], clock_free: frozenset[str]) -> int:
     """The bits of a function that loads the names ``loaded`` (variables and attributes) and the

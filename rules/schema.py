@@ -1,4 +1,6 @@
-"""What names exist: the declared profile schema and the built-in context, recent and functions."""
+"""What names exist: the declared profile schema, the profile's own fields and `recent.*`.
+
+The context fields are described by `rules.context.FIELDS`, the functions by `rules.builtins`."""
 
 from __future__ import annotations
 
@@ -38,25 +40,6 @@ PROFILE_BUILTINS: dict[str, T.Type] = {
     "attributes": T.Type("map", T.ANY),
 }
 
-CTX_FIELDS: dict[str, T.Type] = {
-    "site": T.STRING,
-    "locale": T.STRING,
-    "url": T.STRING,
-    "path": T.STRING,
-    "referrer": T.STRING,
-    "device": T.STRING,
-    "weather": T.STRING,
-    "timezone": T.STRING,
-    "hour": T.INT,
-    "weekday": T.INT,
-    "consent": T.BOOL,
-    "now": T.TIMESTAMP,
-    "geo": T.Type("map", T.STRING),
-}
-# Context fields that are never null at run time (they have defaults).
-CTX_NOT_NULL = frozenset({"site", "consent", "now"})
-GEO_FIELDS = ("country", "region", "city")
-
 RECENT_FIELDS: dict[str, T.Type] = {
     "views": T.STRING_LIST,
     "purchases": T.STRING_LIST,
@@ -65,5 +48,3 @@ RECENT_FIELDS: dict[str, T.Type] = {
 }
 
 ROOTS = ("profile", "ctx", "segment", "recent")
-FUNCTIONS = ("days_since", "count", "has", "lower")
-METHODS = ("startswith", "endswith", "contains", "matches", "lower")

@@ -25,7 +25,6 @@ BOOL = Type("bool")
 TIMESTAMP = Type("timestamp")
 NULL = Type("null")
 ANY = Type("any")
-LIST_ANY = Type("list", ANY)
 STRING_LIST = Type("list", STRING)
 NUMBER_MAP = Type("map", NUMBER)
 TIMESTAMP_MAP = Type("map", TIMESTAMP)
@@ -79,3 +78,18 @@ def arithmetic_result(op: str, a: Type, b: Type) -> Type | None:
     if a.kind == "int" and b.kind == "int":
         return INT
     return NUMBER
+
+
+def can_contain(container: Type, item: Type) -> bool:
+    """Whether ``item in container`` (and `has`, `.contains()`) is defined and can be true: a list
+    holds items of its element type, a text holds texts, a map holds string keys."""
+    kind = container.kind
+    if kind in ("any", "null"):
+        return True
+    if kind == "list":
+        return container.elem is None or comparable(item, container.elem)
+    if kind == "string":
+        return item.kind in ("string", "any", "null")
+    if kind == "map":
+        return item.kind in ("string", "any")
+    return False
