@@ -113,7 +113,7 @@ def check_personalised(proxy: Running, decider: Edgeside, origin: Running, prefi
     decision edgeside gives that visitor (the same one a direct callout gets), each marked with
     its key; an anonymous visitor gets the context-only decision."""
     path = f"{prefix}/personal"
-    groups = keys_by_cookie(decider.url, path, demo_cookies()[:120])
+    groups = keys_by_cookie(decider.url, path, demo_cookies()[:60])
     assert len(groups) >= 2, groups
     visitors = [members[0] for members in list(groups.values())[:3]]
     for cookie in [*visitors, None]:

@@ -132,7 +132,7 @@ def test_edgeside_stopped_pages_still_served_with_the_fallback(
         authproxy.check_edgeside_stopped(proxy, own, origin)
 
 
-@pytest.mark.parametrize("mode", ["404", "500", "403", "slow"])
+@pytest.mark.parametrize("mode", ["404", "500", "slow"])
 def test_decider_misbehaving_still_serves_the_page(
     caddy_bin: str, tmp_path: Path, origin: Running, mode: str
 ) -> None:
