@@ -5,8 +5,10 @@
 // load balancer in front of it), PLACEMENTS = "home_hero", SITE = "shop-fr".
 //
 // Limits, stated:
-// - Tested on Node (local.mjs: an in-memory stand-in for caches.default), not in a real edge
-//   runtime; the platform's own cache semantics (TTL handling, purge, tiered cache) are not.
+// - Tested on workerd, the open-source Workers runtime (workerd.capnp; personalisation and
+//   fail-open, no cache there), and on Node (local.mjs: an in-memory stand-in for caches.default,
+//   for the one-copy-per-decision caching). Not tested: Cloudflare's own cache semantics (TTL
+//   handling, purge, tiered cache) and request.cf geo data.
 // - The callout is a subrequest: it counts against the platform's subrequest limit (50 per request
 //   on the Workers free plan) and adds one edge→edgeside round trip. Put edgeside close to the edge
 //   (same region as the POPs, or on the edge nodes themselves); the 50 ms budget below is what a
@@ -70,7 +72,9 @@ export default {
     cacheUrl.searchParams.set("__edge_key", key);
     const cacheKey = new Request(cacheUrl.toString(), { method: "GET" });
     const cache = caches.default;
-    let response = await cache.match(cacheKey);
+    // A runtime without a usable cache (workerd with no cache service configured throws "No Cache
+    // was configured") still serves the page: every request is then a MISS.
+    let response = await cache.match(cacheKey).catch(() => undefined);
     let status = "HIT";
     if (!response) {
       status = "MISS";
@@ -86,7 +90,9 @@ export default {
       const fresh = await fetch(originRequest);
       response = new Response(fresh.body, fresh);
       response.headers.delete("Set-Cookie");
-      if (fresh.status === 200) ctx.waitUntil(cache.put(cacheKey, response.clone()));
+      if (fresh.status === 200) {
+        ctx.waitUntil(cache.put(cacheKey, response.clone()).catch(() => undefined));
+      }
     }
     response = new Response(response.body, response);
     response.headers.set("X-Cache-Status", status);

@@ -1,10 +1,10 @@
 """deploy/edge-workers/worker.js on Node (deploy/edge-workers/local.mjs) against real edgeside and
-the origin. Node is optional: the worker targets edge runtimes, and CI does not install Node, so
-these skip without it even under EDGESIDE_REQUIRE_INTEGRATION."""
+the origin: the one-copy-per-decision caching, with an in-memory stand-in for `caches.default`.
+The real Workers runtime is test_workerd.py. CI installs Node (for workerd), so these skip only
+without it and without EDGESIDE_REQUIRE_INTEGRATION."""
 
 from __future__ import annotations
 
-import shutil
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -13,6 +13,7 @@ import pytest
 
 from bench.procs import Edgeside, free_port, process, wait_http
 from bench.proxies import DEPLOY, Running
+from tests.conftest import require_binary
 
 from .helpers import demo_cookies, keys_by_cookie, page, render_number, renders
 
@@ -21,10 +22,7 @@ pytestmark = pytest.mark.integration
 
 @pytest.fixture(scope="module")
 def node() -> str:
-    found = shutil.which("node")
-    if found is None:
-        pytest.skip("node is not installed (optional: only the edge worker's local runner uses it)")
-    return found
+    return require_binary("node")
 
 
 @contextmanager
