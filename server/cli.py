@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import importlib.metadata
 import sys
 from collections.abc import Sequence
 
@@ -16,6 +17,9 @@ from .offline.report import cli as report_cli
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="edgeside", description=__doc__)
+    # The installed distribution's version (what `pip install` put there), not a constant to bump.
+    version = importlib.metadata.version("edgeside")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {version}")
     subparsers = parser.add_subparsers(dest="command", required=True)
     snapshots.cli.register(subparsers)
     rules_snapshot.register_build(rules.cli.register(subparsers))
