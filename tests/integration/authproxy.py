@@ -1,10 +1,12 @@
 """What every pass-through auth-request proxy (deploy/caddy, deploy/haproxy) must do, as checks the
 test files call with their own running proxy: personalise, fail open, trust no client header.
 
-Besides the real edgeside, some checks put a *decider that misbehaves* behind the proxy: a real
-HTTP server on loopback (`decider_stub`) that records every callout's headers and answers what the
-check asks for (a bad key, a 404, a 500, nothing at all). It is the proxy under test, not edgeside,
-that these checks are about: what it sends to a decider and what it makes of a strange answer.
+Besides the real edgeside, some checks put a *decider that misbehaves* behind a second instance of
+the proxy: a real HTTP server on loopback (`decider_stub`) that records every callout's headers and
+answers what the page's path asks for (`…/bad-key`, `…/404`, `…/slow`: a malformed key, a 404,
+nothing for 5 s). It is the proxy under test, not edgeside, that these checks are about: what it
+sends to a decider and what it makes of a strange answer. One stub and one proxy serve every such
+check of a test module (each check its own page path), which keeps the process starts down.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -26,15 +29,33 @@ from .helpers import variants as page_variants
 # A proxy starter: (work dir, edgeside host:port, origin host:port) → the running proxy.
 StartProxy = Callable[[Path, str, str], AbstractContextManager[Running]]
 
+
+@dataclass
+class Stubbed:
+    """A proxy whose decider is the stub, and the stub's record of callouts."""
+
+    proxy: Running
+    record: Path
+
+
 EDGE_HEADERS = {"x-edge-key", "x-edge-decision", "x-edge-fallback"}
 FALLBACK_SEEN = {"x-edge-key": "fallback", "x-edge-fallback": "edgeside-unavailable"}
+# Sent along where edgeside gives no decision (or a partial one): the proxy has nothing of its own
+# to overwrite these with there, so only deleting them keeps them from the origin.
+FORGED = {
+    "X-Edge-Key": "chosen-by-attacker",
+    "X-Edge-Decision": "home_hero=free_money",
+    "X-Edge-Fallback": "none",
+    "X-Edge-Segments": "vip",
+}
 
-# The stub decider: one process, modes chosen by the test at start-up. It appends every request's
-# headers to a JSON-lines file so a test can prove what the proxy sent.
+# The stub decider: its answer is chosen by the last segment of the page path the proxy forwards in
+# X-Original-URI (anything unknown: a well-formed 204). It appends every request's headers to a
+# JSON-lines file so a test can prove what the proxy sent.
 _STUB = r"""
 import json, sys, time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-port, mode, record = int(sys.argv[1]), sys.argv[2], sys.argv[3]
+port, record = int(sys.argv[1]), sys.argv[2]
 class H(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     def log_message(self, *a):
@@ -46,6 +67,8 @@ class H(BaseHTTPRequestHandler):
         entry = {"path": self.path, "headers": [[k, v] for k, v in self.headers.items()]}
         with open(record, "a") as f:
             f.write(json.dumps(entry) + "\n")
+        page = self.headers.get("X-Original-URI", "")
+        mode = page.split("?")[0].rsplit("/", 1)[-1]
         if mode == "slow":
             time.sleep(5)
         if mode == "bad-key":
@@ -64,7 +87,7 @@ class H(BaseHTTPRequestHandler):
         status = {"404": 404, "500": 500, "403": 403}.get(mode, 204)
         body = b"not a decision" if status != 204 else b""
         self.send_response(status)
-        self.send_header("X-Edge-Key", "from-an-error-page")
+        self.send_header("X-Edge-Key", "from-an-error-page" if status != 204 else "stubkey0")
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
         self.wfile.write(body)
@@ -74,17 +97,27 @@ ThreadingHTTPServer(("127.0.0.1", port), H).serve_forever()
 
 
 @contextmanager
-def decider_stub(work: Path, mode: str) -> Iterator[tuple[str, Path]]:
+def decider_stub(work: Path) -> Iterator[tuple[str, Path]]:
     """A misbehaving decider on loopback: yields its host:port and the file of recorded callouts."""
     work.mkdir(parents=True, exist_ok=True)
     port = free_port()
     record = work / f"callouts-{port}.jsonl"
     record.touch()
     log = work / f"stub-{port}.log"
-    argv = [sys.executable, "-c", _STUB, str(port), mode, str(record)]
+    argv = [sys.executable, "-c", _STUB, str(port), str(record)]
     with process(argv, log=log, cwd=work) as proc:
         wait_http(f"http://127.0.0.1:{port}/__stub/health", proc=proc, log=log, timeout=15)
         yield f"127.0.0.1:{port}", record
+
+
+@contextmanager
+def stubbed(start: StartProxy, work: Path, origin: Running) -> Iterator[Stubbed]:
+    """The proxy under test with the stub as its decider."""
+    with (
+        decider_stub(work / "stub") as (stub, record),
+        start(work / "stubbed-proxy", stub, f"127.0.0.1:{origin.port}") as proxy,
+    ):
+        yield Stubbed(proxy, record)
 
 
 def callouts(record: Path, page_path: str) -> list[dict[str, Any]]:
@@ -181,32 +214,28 @@ def check_client_cannot_choose_its_decision(
     }
 
 
-def check_callout_sends_only_trusted_inputs(start: StartProxy, work: Path, origin: Running) -> None:
+def check_callout_sends_only_trusted_inputs(stub: Stubbed) -> None:
     """What the decider receives: our URI, site and placements, only the edgeside cookie, the
     context headers; never the client's X-Visitor-Id, X-Edge-*, Authorization or session cookies."""
-    with (
-        decider_stub(work, "ok") as (stub, record),
-        start(work, stub, f"127.0.0.1:{origin.port}") as proxy,
-    ):
-        response = page(
-            proxy.url,
-            "/trust/callout?q=1",
-            None,
-            Cookie="session=secret-session; edgeside_id=c-alice; cart=42",
-            **{
-                "X-Visitor-Id": "cookie:c-chloe",
-                "X-Site": "shop-uk",
-                "X-Placements": "cart_upsell",
-                "X-Original-URI": "/elsewhere",
-                "X-Edge-Key": "forged",
-                "Authorization": "Bearer stolen",
-                "X-Consent": "0",
-                "Accept-Language": "fr-FR",
-                "CF-IPCountry": "FR",
-            },
-        )
-        assert response.status_code == 200
-        (call,) = callouts(record, "/trust/callout?q=1")
+    response = page(
+        stub.proxy.url,
+        "/trust/callout?q=1",
+        None,
+        Cookie="session=secret-session; edgeside_id=c-alice; cart=42",
+        **{
+            "X-Visitor-Id": "cookie:c-chloe",
+            "X-Site": "shop-uk",
+            "X-Placements": "cart_upsell",
+            "X-Original-URI": "/elsewhere",
+            "X-Edge-Key": "forged",
+            "Authorization": "Bearer stolen",
+            "X-Consent": "0",
+            "Accept-Language": "fr-FR",
+            "CF-IPCountry": "FR",
+        },
+    )
+    assert response.status_code == 200
+    (call,) = callouts(stub.record, "/trust/callout?q=1")
     sent = call["headers"]
     assert call["path"].split("?")[0] == "/v1/edge"
     assert sent["x-original-uri"] == ["/trust/callout?q=1"]
@@ -255,25 +284,17 @@ def check_injection(
     return status
 
 
-def check_answer_rechecked(start: StartProxy, work: Path, origin: Running) -> None:
+def check_answer_rechecked(stub: Stubbed, origin: Running) -> None:
     """A decider answering a malformed key gets the fallback page; a well-formed key with a
     malformed decision keeps the key and drops the decision. Nothing odd reaches the origin."""
-    with (
-        decider_stub(work / "bad-key", "bad-key") as (stub, _),
-        start(work / "p1", stub, f"127.0.0.1:{origin.port}") as proxy,
-    ):
-        response = page(proxy.url, "/recheck/key", "c-alice")
+    response = page(stub.proxy.url, "/recheck/bad-key", "c-alice", **FORGED)
     assert response.status_code == 200
     assert response.headers["x-edge-key"] == "fallback"
-    assert renders(origin.url, "/recheck/key")[-1]["headers"] == FALLBACK_SEEN
-    with (
-        decider_stub(work / "bad-decision", "bad-decision") as (stub, _),
-        start(work / "p2", stub, f"127.0.0.1:{origin.port}") as proxy,
-    ):
-        response = page(proxy.url, "/recheck/decision", "c-alice")
+    assert renders(origin.url, "/recheck/bad-key")[-1]["headers"] == FALLBACK_SEEN
+    response = page(stub.proxy.url, "/recheck/bad-decision", "c-alice", **FORGED)
     assert response.status_code == 200
     assert response.headers["x-edge-key"] == "stubkey1"
-    assert renders(origin.url, "/recheck/decision")[-1]["headers"] == {"x-edge-key": "stubkey1"}
+    assert renders(origin.url, "/recheck/bad-decision")[-1]["headers"] == {"x-edge-key": "stubkey1"}
 
 
 # -- fail-open -----------------------------------------------------------------------------------
@@ -287,7 +308,7 @@ def check_edgeside_stopped(proxy: Running, decider: Edgeside, origin: Running) -
     decider.proc.terminate()
     decider.proc.wait(timeout=10)
     for cookie in ("c-bruno", "someone-new", None):
-        response = page(proxy.url, path, cookie)
+        response = page(proxy.url, path, cookie, **FORGED)
         assert response.status_code == 200, response.text
         assert response.headers["x-edge-key"] == "fallback"
         assert 'data-fallback="edgeside-unavailable"' in response.text
@@ -296,19 +317,16 @@ def check_edgeside_stopped(proxy: Running, decider: Edgeside, origin: Running) -
 
 
 def check_decider_misbehaving(
-    start: StartProxy, work: Path, origin: Running, mode: str, budget_s: float = 3.0
+    stub: Stubbed, origin: Running, mode: str, budget_s: float = 3.0
 ) -> None:
     """A decider answering 404/500/403, or nothing at all: the page, with the fallback, in time."""
-    with (
-        decider_stub(work, mode) as (stub, record),
-        start(work, stub, f"127.0.0.1:{origin.port}") as proxy,
-    ):
-        started = time.monotonic()
-        response = page(proxy.url, f"/misbehaving/{mode}", "c-alice")
-        elapsed = time.monotonic() - started
-        assert len(callouts(record, f"/misbehaving/{mode}")) == 1, "the proxy must ask the decider"
+    path = f"/misbehaving/{mode}"
+    started = time.monotonic()
+    response = page(stub.proxy.url, path, "c-alice", **FORGED)
+    elapsed = time.monotonic() - started
+    assert len(callouts(stub.record, path)) == 1, "the proxy must ask the decider"
     assert response.status_code == 200, response.text
     assert response.headers["x-edge-key"] == "fallback"
     assert "not a decision" not in response.text
-    assert renders(origin.url, f"/misbehaving/{mode}")[-1]["headers"] == FALLBACK_SEEN
+    assert renders(origin.url, path)[-1]["headers"] == FALLBACK_SEEN
     assert elapsed < budget_s, elapsed

@@ -61,6 +61,12 @@ def proxy(caddy_bin: str, work: Path, decider: Edgeside, origin: Running) -> Ite
         yield running
 
 
+@pytest.fixture(scope="module")
+def stub(caddy_bin: str, work: Path, origin: Running) -> Iterator[authproxy.Stubbed]:
+    with authproxy.stubbed(start_caddy(caddy_bin), work / "caddy-stub", origin) as running:
+        yield running
+
+
 def test_caddyfile_validates(caddy_bin: str, tmp_path: Path) -> None:
     result = subprocess.run(
         [caddy_bin, "validate", "--adapter", "caddyfile", "--config", str(CADDYFILE)],
@@ -101,10 +107,8 @@ def test_client_cannot_choose_its_decision_or_borrow_a_visitor(
     authproxy.check_client_cannot_choose_its_decision(proxy, decider, origin, "/caddy")
 
 
-def test_callout_carries_only_trusted_inputs(
-    caddy_bin: str, tmp_path: Path, origin: Running
-) -> None:
-    authproxy.check_callout_sends_only_trusted_inputs(start_caddy(caddy_bin), tmp_path, origin)
+def test_callout_carries_only_trusted_inputs(stub: authproxy.Stubbed) -> None:
+    authproxy.check_callout_sends_only_trusted_inputs(stub)
 
 
 @pytest.mark.parametrize("case", sorted(authproxy.INJECTIONS))
@@ -116,8 +120,8 @@ def test_injection_attempts_never_reach_the_origin(
     assert status == (400 if case in {"bare-cr", "nul"} else 200)
 
 
-def test_malformed_answers_are_not_trusted(caddy_bin: str, tmp_path: Path, origin: Running) -> None:
-    authproxy.check_answer_rechecked(start_caddy(caddy_bin), tmp_path, origin)
+def test_malformed_answers_are_not_trusted(stub: authproxy.Stubbed, origin: Running) -> None:
+    authproxy.check_answer_rechecked(stub, origin)
 
 
 def test_edgeside_stopped_pages_still_served_with_the_fallback(
@@ -132,8 +136,8 @@ def test_edgeside_stopped_pages_still_served_with_the_fallback(
         authproxy.check_edgeside_stopped(proxy, own, origin)
 
 
-@pytest.mark.parametrize("mode", ["404", "500", "slow"])
+@pytest.mark.parametrize("mode", ["404", "500", "403", "slow"])
 def test_decider_misbehaving_still_serves_the_page(
-    caddy_bin: str, tmp_path: Path, origin: Running, mode: str
+    stub: authproxy.Stubbed, origin: Running, mode: str
 ) -> None:
-    authproxy.check_decider_misbehaving(start_caddy(caddy_bin), tmp_path, origin, mode)
+    authproxy.check_decider_misbehaving(stub, origin, mode)

@@ -142,7 +142,9 @@ def test_edgeside_stopped_pages_still_served_with_the_fallback(
         own.proc.terminate()
         own.proc.wait(timeout=10)
         for cookie in ("c-bruno", None):
-            response = page(url, path, cookie, Host=_host(origin))
+            # Forged decision headers: with no decision of its own, the worker must drop them.
+            forged = {"X-Edge-Decision": "home_hero=free_money", "X-Edge-Key": "chosen"}
+            response = page(url, path, cookie, Host=_host(origin), **forged)
             assert response.status_code == 200, response.text
             assert response.headers["x-edge-key"] == "fallback"
             assert 'data-fallback="edgeside-unavailable"' in response.text
