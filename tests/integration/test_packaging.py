@@ -62,8 +62,10 @@ def test_wheel_installs_and_serves_the_demo(tmp_path: Path) -> None:
     py, edgeside = str(venv / "bin" / "python"), str(venv / "bin" / "edgeside")
     pip = [sys.executable, "-m", "pip", "--disable-pip-version-check"]
     dist = tmp_path / "dist"
-    # pip builds in an isolated environment with the build-system requirements of pyproject.toml.
-    _run([*pip, "wheel", "-q", "--no-deps", "-w", str(dist), str(src)], outside, env, 300)
+    # Built with the locked setuptools of the test's own venv: no index needed, the same backend
+    # every run (an isolated build would fetch the newest setuptools).
+    build = [*pip, "wheel", "-q", "--no-deps", "--no-build-isolation", "-w", str(dist), str(src)]
+    _run(build, outside, env, 300)
     (wheel,) = dist.glob("edgeside-*.whl")
     # The lock as constraints: exactly the locked versions of what the wheel depends on, and
     # nothing else of the lock (dev tools, benchmark peers).
