@@ -1,5 +1,9 @@
 -- wrk script for bench.http: varies visitors (cookies from a file), sites and placement sets.
--- usage: wrk ... -s bench/wrk_edge.lua URL -- COOKIE_FILE [edge|pages|decide|repeat]
+-- usage: wrk ... -s bench/wrk_edge.lua URL -- COOKIE_FILE [edge|pages|decide|repeat|real] [N] [SEED]
+-- `real` is a realistic population instead of the demo's 350 visitors: N profiles built by
+-- bench.gen with SEED (their cookies are k<SEED>-<i in hex>), returning visitors drawn with a long
+-- tail over all N, 30 % never seen; one of 20 000 pages per view with its referrer, browser and
+-- language, the full Cookie header a browser sends, and the headers a CDN forwards.
 -- `pages` is `edge` plus what deploy/nginx forwards on every page view: the page (one of 5 000,
 -- Zipf-like), the referrer, the browser and its language.
 local cookies = {}
@@ -14,6 +18,9 @@ local browsers = {
 }
 local mode = "edge"
 local n = 0
+local population = 0
+local seed = "1"
+local countries = { "FR", "DE", "GB", "ES", "IT", "NL", "BE" }
 
 function init(args)
   local f = io.open(args[1], "r")
@@ -23,6 +30,8 @@ function init(args)
   end
   if #cookies == 0 then cookies[1] = "anonymous" end
   if args[2] then mode = args[2] end
+  if args[3] then population = tonumber(args[3]) end
+  if args[4] then seed = args[4] end
   math.randomseed(os.time() + (tonumber(tostring({}):match("0x(%x+)"), 16) or 0) % 100000)
 end
 
@@ -39,6 +48,7 @@ function request()
     -- One known visitor asking the same question over and over: every answer a memo hit.
     cookie, site, set = cookies[1], sites[1], sets[1]
   end
+  if mode == "real" then return real() end
   if mode == "decide" then
     local ps = '"' .. set:gsub(",", '","') .. '"'
     local body = '{"visitor":{"ids":{"cookie":"' .. cookie .. '"}},"context":{"site":"' .. site
@@ -53,6 +63,38 @@ function request()
     headers["User-Agent"] = browsers[math.random(1, #browsers)]
     headers["Accept-Language"] = languages[(n % #sites) + 1]
   end
+  return wrk.format("GET", "/v1/edge?site=" .. site .. "&p=" .. set, headers)
+end
+
+function real()
+  local cookie
+  if math.random() < 0.3 then
+    cookie = "anon-" .. math.random(1, 1000000000)  -- never seen
+  else
+    -- A long tail over the whole population: density ~ 1/sqrt(i), every profile reachable.
+    local r = math.random()
+    cookie = "k" .. seed .. "-" .. string.format("%x", math.floor(population * r * r))
+  end
+  local site = sites[math.random(1, #sites)]
+  local set = sets[math.random(1, #sets)]
+  local p = math.random()
+  local page = math.floor(20000 * p * p) + 1
+  local lang = math.random(1, #languages)
+  local ga = math.random(100000000, 999999999)
+  local headers = {
+    ["Cookie"] = "_ga=GA1.2." .. ga .. ".1733300000; _gid=GA1.2." .. (ga % 7919) .. ".1733390000; "
+      .. "edgeside_id=" .. cookie .. "; cart=" .. (n % 13) .. "; consent=analytics%3Dyes; "
+      .. "session=" .. string.format("%08x%08x", ga, n),
+    ["CF-IPCountry"] = countries[math.random(1, #countries)],
+    ["X-Original-URI"] = "/p/" .. page .. "?utm_source=news&ref=" .. (n % 7),
+    ["Referer"] = "https://" .. site .. ".example/p/" .. math.random(1, 20000),
+    ["User-Agent"] = browsers[math.random(1, #browsers)],
+    ["Accept-Language"] = languages[lang],
+    ["Accept"] = "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8",
+    ["Accept-Encoding"] = "gzip, br",
+    ["X-Forwarded-For"] = "203.0." .. (n % 256) .. "." .. math.random(1, 254),
+    ["X-Forwarded-Proto"] = "https",
+  }
   return wrk.format("GET", "/v1/edge?site=" .. site .. "&p=" .. set, headers)
 end
 

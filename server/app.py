@@ -40,6 +40,7 @@ from .edge.routes import FRAGMENT_PREFIX, Edge, Fragment, remembering
 from .lifecycle.admin import Admin
 from .live import api as live_api
 from .live.events import drain_forever
+from .loop_probe import LoopProbe
 from .openapi import build_openapi
 from .routes import build_routes
 from .state import AppState
@@ -102,6 +103,17 @@ def _background(state: AppState) -> list[asyncio.Task[None]]:
             tasks.append(asyncio.create_task(state.triggers.run()))
     if state.decision_log.enabled:
         tasks.append(asyncio.create_task(state.decision_log.run()))
+    if state.settings.loop_probe_ms > 0:
+        probe = LoopProbe(state.settings.loop_probe_ms / 1000.0)
+        stall = state.metrics.loop_stall
+
+        def report() -> None:
+            loop, collection = probe.take()
+            stall.set(("loop",), loop)
+            stall.set(("gc",), collection)
+
+        state.before_scrape.append(report)
+        tasks.append(asyncio.create_task(probe.run()))
     return tasks
 
 

@@ -147,6 +147,9 @@ class Settings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     # Answer a repeat of a remembered GET request in the HTTP protocol, before any ASGI request
     # is made (server/edge/protocol.py); false serves with uvicorn's own httptools protocol.
     protocol_memo: bool = True
+    # Measure event-loop stalls every this many ms (server/loop_probe.py), 0 for off: the
+    # longest since the previous scrape is `edgeside_loop_stall_max_seconds`.
+    loop_probe_ms: float = 0.0
     # Snapshot lifecycle (docs/snapshots.md § Lifecycle).
     keep_versions: int = 3  # versions kept per kind besides the active one, for rollback
     max_upload_bytes: int = 8 << 30  # a pushed or pulled .tar larger than this is refused (413)

@@ -191,6 +191,12 @@ class Metrics:
             "made (server/edge/protocol.py), by route; they are in the other request metrics too.",
             ("route",),
         )
+        self.loop_stall = Gauge(
+            "edgeside_loop_stall_max_seconds",
+            "The longest event-loop stall since the previous scrape, by source (loop: how late a "
+            "wake-up was; gc: one cyclic collection). Only with `loop_probe_ms` set.",
+            ("source",),
+        )
         self.triggers = Gauge(
             "edgeside_triggers_total",
             "Webhook triggers by outcome (sent, deduplicated, failed, dropped).",
@@ -207,6 +213,7 @@ class Metrics:
             self.triggers,
             self.memo_lookups,
             self.protocol_answers,
+            self.loop_stall,
             self.request_seconds,
             self.responses,
             self.decisions,

@@ -1,0 +1,53 @@
+"""A loop-lag probe: how long the event loop went without running a ready callback.
+
+A request stuck behind a stall waits for all of it, so a p99 at saturation is set by the longest
+stalls rather than by the CPU a request costs. The probe wakes every `interval` seconds and
+measures how late it woke (every stall longer than the interval shows, to within the interval);
+a `gc.callbacks` hook times each cyclic collection, the stall most often behind a long one. Both
+keep the longest since the previous scrape (`edgeside_loop_stall_max_seconds{source}`), so a
+benchmark reads the longest stall of the run it just made. Off unless `loop_probe_ms` is set: it
+costs a wake-up per interval.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import time
+from typing import Any
+
+_perf = time.perf_counter
+
+
+class LoopProbe:
+    def __init__(self, interval_s: float) -> None:
+        self.interval = interval_s
+        self.loop_max = 0.0  # the longest lateness of a wake-up since the last `take`
+        self.gc_max = 0.0  # the longest cyclic collection since the last `take`
+        self.gc_started = 0.0
+
+    def on_gc(self, phase: str, info: dict[str, Any]) -> None:
+        if phase == "start":
+            self.gc_started = _perf()
+        elif self.gc_started:
+            self.gc_max = max(self.gc_max, _perf() - self.gc_started)
+            self.gc_started = 0.0
+
+    async def run(self) -> None:
+        gc.callbacks.append(self.on_gc)
+        interval = self.interval
+        try:
+            while True:
+                before = _perf()
+                await asyncio.sleep(interval)
+                late = _perf() - before - interval
+                if late > self.loop_max:
+                    self.loop_max = late
+        finally:
+            gc.callbacks.remove(self.on_gc)
+
+    def take(self) -> tuple[float, float]:
+        """(longest loop stall, longest collection) since the previous call; resets both."""
+        taken = (self.loop_max, self.gc_max)
+        self.loop_max = self.gc_max = 0.0
+        return taken
