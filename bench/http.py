@@ -159,7 +159,12 @@ def realistic_store(profiles: int, seed: int, cache: Path) -> Path:
     data = cache / f"realistic-{profiles}-{seed}"
     ensure_demo(data)  # demo content and rules; a changed demo is rebuilt, profiles too
     stamp = data / "gen-profiles"
-    if stamp.exists() and stamp.read_text() == store.active_path(data, "profiles").name:
+
+    def active() -> str:
+        path = store.active_path(data, "profiles")
+        return "" if path is None else path.name
+
+    if stamp.exists() and stamp.read_text() == active():
         return data
     with tempfile.TemporaryDirectory(dir=data) as tmp_name:
         tmp = Path(tmp_name)
@@ -169,7 +174,7 @@ def realistic_store(profiles: int, seed: int, cache: Path) -> Path:
         snapshots.build_profiles([tmp / f"{s}.ndjson" for s in SOURCES], cfg, tmp / "snap")
         version = store.install(data, tmp / "snap")
         store.activate(data, "profiles", version)
-    stamp.write_text(store.active_path(data, "profiles").name)
+    stamp.write_text(active())
     return data
 
 
@@ -281,7 +286,7 @@ def main(argv: list[str] | None = None) -> int:
                 with edgeside(
                     real_data, workers=args.workers, log_dir=tmp, args=["--config", str(config)]
                 ) as server:
-                    wrk(server.url, 2, args.connections, cookie_file, *real)  # warm-up
+                    wrk(server.url, 2, args.connections, cookie_file, real[0], None, *real[1:])
                     runs[name].append(run_observed(server.url, server.proc.pid, *common, *real))
             # The demo's 350 visitors: mostly repeats, answered from the memos.
             runs["bare_repeats"].append(measure_bare(args.workers, "uvicorn", *common, tmp))

@@ -228,11 +228,12 @@ def build_app(settings: Settings, secrets: Secrets) -> EdgesideApp:
     admin = Admin(state)
     memos = EdgeMemos(state)
     edge = Edge(memos)
-    hot = hot_routes(state, edge, Fragment(memos, settings.fragment_max_age_s))
-    # The GET routes behind their answer memo; server/edge/protocol.py answers their repeats.
+    fragment = Fragment(memos, settings.fragment_max_age_s)
+    hot = hot_routes(state, edge, fragment)
+    # The GET routes behind their answer memo; server/edge/protocol.py answers them before ASGI.
     known: dict[str, Remembering] | None = None
     if not settings.cors_origins:
-        known = remembering(state, memos, edge, hot["/v1/edge"], hot[FRAGMENT_PREFIX])
+        known = remembering(state, memos, edge, fragment, hot["/v1/edge"], hot[FRAGMENT_PREFIX])
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[dict[str, object]]:

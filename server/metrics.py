@@ -191,6 +191,13 @@ class Metrics:
             "made (server/edge/protocol.py), by route; they are in the other request metrics too.",
             ("route",),
         )
+        self.protocol_decisions = Counter(
+            "edgeside_protocol_decisions_total",
+            "Requests no memo answered that the HTTP protocol decided and answered itself, before "
+            "any ASGI request was made (server/edge/protocol.py), by route; they are in the other "
+            "request metrics too.",
+            ("route",),
+        )
         self.loop_stall = Gauge(
             "edgeside_loop_stall_max_seconds",
             "The longest event-loop stall since the previous scrape, by source (loop: how late a "
@@ -213,6 +220,7 @@ class Metrics:
             self.triggers,
             self.memo_lookups,
             self.protocol_answers,
+            self.protocol_decisions,
             self.loop_stall,
             self.request_seconds,
             self.responses,

@@ -26,6 +26,7 @@ server/edge/remembering.py); without them (no lifespan, CORS on) every request g
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from typing import Any, cast
 
@@ -33,6 +34,8 @@ from uvicorn.config import Config
 from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
 from uvicorn.server import ServerState
 
+from ..asgi import Headers
+from ..decide.context import PlacementError
 from .answers import Answer
 from .remembering import MEMO_MISSED, PROTOCOL_ROUTES, Remembering
 from .routes import FRAGMENT_PREFIX
@@ -40,6 +43,7 @@ from .routes import FRAGMENT_PREFIX
 EDGE_PATH = b"/v1/edge"
 _FRAGMENTS = FRAGMENT_PREFIX.encode()
 _perf = time.perf_counter
+log = logging.getLogger("edgeside.edge")
 
 
 class MemoProtocol(HttpToolsProtocol):
@@ -108,12 +112,18 @@ class MemoProtocol(HttpToolsProtocol):
         if route is None or b"%" in path or b"#" in query or not path.isascii():
             return None  # (an encoded path: the ASGI scope would hold another path, another key)
         started = _perf()
-        answer = route.recall("GET", path.decode("ascii"), query, self.headers)
+        text_path = path.decode("ascii")
+        headers = self.headers
+        answer = route.recall("GET", text_path, query, headers)
         if answer is None:
-            return False
+            answer = _decide(route, text_path, query, headers)
+            if answer is None:
+                return False
+            route.decided_by_protocol += 1
+        else:
+            route.sent_by_protocol += 1
         self.transport.write(self._wire(answer))
         self.on_response_complete()  # uvicorn's bookkeeping: request count, keep-alive timer
-        route.sent_by_protocol += 1
         route.latency.observe(_perf() - started)
         return True
 
@@ -122,14 +132,48 @@ class MemoProtocol(HttpToolsProtocol):
         changes every second), the answer's headers, a blank line, the body."""
         wire = answer.wire
         if wire is None:
-            status = cast(int, answer.start["status"])
-            headers = cast(list[tuple[bytes, bytes]], answer.start["headers"])
-            lines = b"".join(name + b": " + value + b"\r\n" for name, value in headers)
-            body = cast(bytes, answer.body["body"])
-            wire = answer.wire = (STATUS_LINE[status], lines + b"\r\n" + body)
+            # Answers with the same headers share their messages (`Edge._messages`): their bytes
+            # are made once per distinct decision, not once per answer.
+            start = answer.start
+            known = _wires.get(id(start))
+            if known is not None and known[0] is start:
+                wire = known[1]
+            else:
+                status = cast(int, start["status"])
+                headers = cast(list[tuple[bytes, bytes]], start["headers"])
+                lines = b"".join(name + b": " + value + b"\r\n" for name, value in headers)
+                body = cast(bytes, answer.body["body"])
+                wire = (STATUS_LINE[status], lines + b"\r\n" + body)
+                if len(_wires) >= 4096:
+                    _wires.clear()
+                # The entry holds `start`, so its id is not reused while it is there.
+                _wires[id(start)] = (start, wire)
+            answer.wire = wire
         return wire[0] + _server_headers(self.server_state.default_headers) + wire[1]
 
 
+def _decide(route: Remembering, path: str, query: bytes, headers: Headers) -> Answer | None:
+    """A first question, decided here as its route would (`Remembering.decide`: no `await` in a
+    decision), or None to leave it to the ASGI route: a request with a body (uvicorn reads it),
+    a header over the limit (the route's 431), bad placements (its 400), or a fault (the route
+    fails open, with its reason header)."""
+    decide = route.decide
+    if decide is None or route.oversized_header(headers) is not None:
+        return None
+    for name, _ in headers:
+        if name in _BODY_HEADERS:
+            return None
+    try:
+        return decide("GET", path, query, headers)
+    except PlacementError:
+        return None
+    except Exception:
+        log.exception("deciding in the protocol failed; the ASGI route answers")
+        return None
+
+
+_wires: dict[int, tuple[dict[str, object], tuple[bytes, bytes]]] = {}
+_BODY_HEADERS = frozenset((b"content-length", b"transfer-encoding"))
 _defaults: tuple[list[tuple[bytes, bytes]], bytes] = ([], b"")
 
 

@@ -36,6 +36,10 @@ def key_of(key: RequestKey, scope: Scope) -> Hashable | None:
     return key(scope["method"], scope["path"], scope["query_string"], scope["headers"])
 
 
+# Decide a request no memo answered, with no `await` (method, path, query, headers): remembered
+# and counted as the route would; raises `PlacementError` for the route's 400.
+Decides = Callable[[str, str, bytes, Headers], Answer]
+
 # A scope key the HTTP protocol sets on a request it looked up in the memo and did not find.
 MEMO_MISSED = "edgeside.memo_missed"
 
@@ -55,11 +59,15 @@ class Remembering:
         status: int,
         route: ASGIApp,
         strangers: Strangers | None = None,
+        decide: Decides | None = None,
     ) -> None:
         self.memo = memo
         self.key = key
         self.route = route
         self.strangers = strangers
+        # For the HTTP protocol, which answers a first question too (server/edge/protocol.py).
+        self.decide = decide
+        self.oversized_header = state.builder.oversized_header
         self.service = state.service
         self.responses = state.metrics.responses
         self.response = (label, str(status))  # the memos keep only answers with this status
@@ -69,6 +77,8 @@ class Remembering:
         # counted in the metrics then.
         self.sent = 0
         self.sent_by_protocol = 0
+        self.decided_by_protocol = 0  # first questions the protocol decided (not from a memo)
+        self.protocol_decisions = state.metrics.protocol_decisions
         state.before_scrape.append(self.count_sent)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -120,3 +130,5 @@ class Remembering:
         self.responses.inc(self.response, sent)
         by_protocol, self.sent_by_protocol = self.sent_by_protocol, 0
         self.protocol_answers.inc(self.response[:1], by_protocol)
+        decided, self.decided_by_protocol = self.decided_by_protocol, 0
+        self.protocol_decisions.inc(self.response[:1], decided)

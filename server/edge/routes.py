@@ -34,7 +34,7 @@ from ..memo import AnswerMemo
 from ..state import AppState
 from .answers import Answer, EdgeMemos, Message, response_messages
 from .fragments import render_fragment
-from .remembering import Remembering, key_of
+from .remembering import Remembering
 
 log = logging.getLogger("edgeside.edge")
 _perf = time.perf_counter
@@ -73,14 +73,14 @@ def _remember(memo: AnswerMemo[Answer], key: Hashable | None, answer: Answer, no
         memo.put(key, answer, now, answer.served.expires)
 
 
-def _keepable(state: AppState, scope: Scope, answer: Answer) -> bool:
+def _keepable(state: AppState, raw: Headers, answer: Answer) -> bool:
     """Not an answer decided on a world already replaced, nor one to a request too large to be
     worth keeping (the memos are bounded in entries, not bytes), nor one to a request with a body:
     the protocol answers a repeat as soon as its headers are in (server/edge/protocol.py)."""
     if answer.versions != state.holder.current.snapshot_header:
         return False
     size = 0
-    for name, value in scope["headers"]:
+    for name, value in raw:
         if name in _BODY_HEADERS:
             return False
         size += len(name) + len(value)
@@ -116,34 +116,41 @@ class Edge:
 
     async def _edge(self, state: AppState, scope: Scope, send: Send) -> None:
         started = _perf()
-        raw = scope["headers"]
-        headers = dict(raw)
-        now = _now()
         try:
-            site, placements = self._query(state, scope, headers)
+            answer = self.decide(
+                state, scope["method"], scope["path"], scope["query_string"], scope["headers"]
+            )
         except PlacementError as exc:
             await send_error(send, 400, "bad_placements", str(exc), "X-Placements")
             state.metrics.responses.inc(("edge", "400"))
             return
+        await send(answer.start)
+        await send(answer.body)
+        state.metrics.request_seconds.observe(("edge",), _perf() - started)
+
+    def decide(self, state: AppState, method: str, path: str, query: bytes, raw: Headers) -> Answer:
+        """Decide a request no memo answered, remember the answer, count it; the caller sends it
+        and observes its latency. No `await`: the HTTP protocol calls this too, before any ASGI
+        request exists (server/edge/protocol.py). Raises `PlacementError` (a 400, the route's)."""
+        headers = dict(raw)
+        now = _now()
+        site, placements = self._query(state, query, headers)
         described = state.builder.describing(raw)
         decided = _decide_from_headers(state, site, described, headers, now, placements)
         served, versions = decided.served, decided.versions
         answer = Answer(self._messages(served.decision, versions), versions, served)
-        if _keepable(state, scope, answer):
+        if _keepable(state, raw, answer):
             memos = self.memos
             keys = memos.keys
-            _remember(memos.edge, key_of(keys.edge, scope), answer, now)
+            _remember(memos.edge, keys.edge(method, path, query, raw), answer, now)
             # Not with the decision log on: its records name each visitor.
             if served.stranger and not state.decision_log.enabled:
-                shape = keys.stranger(scope["method"], scope["query_string"], raw)
+                shape = keys.stranger(method, query, raw)
                 if shape is not None:
                     memos.stranger.put(shape, (answer, decided.ctx), now, served.expires)
         state.service.emit(served, now)
-        await send(answer.start)
-        await send(answer.body)
-        metrics = state.metrics
-        metrics.responses.inc(("edge", "204"))
-        metrics.request_seconds.observe(("edge",), _perf() - started)
+        state.metrics.responses.inc(("edge", "204"))
+        return answer
 
     def recall_stranger(
         self, state: AppState, method: str, query: bytes, raw: Headers, now: float
@@ -176,15 +183,15 @@ class Edge:
         return answer
 
     def _query(
-        self, state: AppState, scope: Scope, headers: dict[bytes, bytes]
+        self, state: AppState, query_string: bytes, headers: dict[bytes, bytes]
     ) -> tuple[str | None, tuple[str, ...]]:
         """The site and the checked placements (`X-Placements` wins over `?p=`)."""
         raw_placements = headers.get(b"x-placements")
-        key = (scope["query_string"], raw_placements)
+        key = (query_string, raw_placements)
         hit = self._queries.get(key)
         if hit is not None:
             return hit
-        query = query_params(scope)
+        query = query_params({"query_string": query_string})
         if raw_placements is not None:
             placements = split_placements(raw_placements.decode("latin-1"))
         else:
@@ -259,20 +266,33 @@ class Fragment:
     async def __call__(self, state: AppState, scope: Scope, receive: Receive, send: Send) -> None:
         await _fragment(state, self, scope, send)
 
+    def decide(self, state: AppState, method: str, path: str, query: bytes, raw: Headers) -> Answer:
+        return _fragment_answer(state, self, method, path, query, raw)
+
 
 async def _fragment(state: AppState, route: Fragment, scope: Scope, send: Send) -> None:
     started = _perf()
-    metrics = state.metrics
-    placement = scope["path"][len(FRAGMENT_PREFIX) :]
     try:
-        state.check_placements([placement])
+        answer = route.decide(
+            state, scope["method"], scope["path"], scope["query_string"], scope["headers"]
+        )
     except PlacementError as exc:
         await send_error(send, 400, "bad_placements", str(exc), "placement")
-        metrics.responses.inc(("fragment", "400"))
+        state.metrics.responses.inc(("fragment", "400"))
         return
+    await send(answer.start)
+    await send(answer.body)
+    state.metrics.request_seconds.observe(("fragment",), _perf() - started)
+
+
+def _fragment_answer(
+    state: AppState, route: Fragment, method: str, path: str, query: bytes, raw: Headers
+) -> Answer:
+    """`Fragment.decide`: like `Edge.decide`, with no `await`; raises `PlacementError`."""
+    placement = path[len(FRAGMENT_PREFIX) :]
+    state.check_placements([placement])
     now = _now()
-    site = query_params(scope).get("site", [None])[0]
-    raw = scope["headers"]
+    site = query_params({"query_string": query}).get("site", [None])[0]
     versions, served, html, _ = _decide_from_headers(
         state, site, state.builder.describing(raw), dict(raw), now, [placement], render=True
     )
@@ -282,17 +302,22 @@ async def _fragment(state: AppState, route: Fragment, scope: Scope, send: Send) 
         *(h for h in decision_headers(served.decision, versions) if h[0] != b"cache-control"),
     ]
     answer = Answer(response_messages(200, out, html.encode("utf-8")), versions, served)
-    if _keepable(state, scope, answer):
-        _remember(route.memos.fragment, key_of(route.memos.keys.fragment, scope), answer, now)
+    if _keepable(state, raw, answer):
+        _remember(
+            route.memos.fragment, route.memos.keys.fragment(method, path, query, raw), answer, now
+        )
     state.service.emit(served, now)
-    await send(answer.start)
-    await send(answer.body)
-    metrics.responses.inc(("fragment", "200"))
-    metrics.request_seconds.observe(("fragment",), _perf() - started)
+    state.metrics.responses.inc(("fragment", "200"))
+    return answer
 
 
 def remembering(
-    state: AppState, memos: EdgeMemos, edge: Edge, edge_route: ASGIApp, fragment_route: ASGIApp
+    state: AppState,
+    memos: EdgeMemos,
+    edge: Edge,
+    fragment: Fragment,
+    edge_route: ASGIApp,
+    fragment_route: ASGIApp,
 ) -> dict[str, Remembering]:
     """The GET routes behind their answer memos, by path (`FRAGMENT_PREFIX` stands for every
     fragment path): `edge_route` and `fragment_route` are the checked handlers they fall to."""
@@ -305,8 +330,15 @@ def remembering(
             204,
             edge_route,
             functools.partial(edge.recall_stranger, state),
+            functools.partial(edge.decide, state),
         ),
         FRAGMENT_PREFIX: Remembering(
-            state, memos.fragment, memos.keys.fragment, "fragment", 200, fragment_route
+            state,
+            memos.fragment,
+            memos.keys.fragment,
+            "fragment",
+            200,
+            fragment_route,
+            decide=functools.partial(fragment.decide, state),
         ),
     }
