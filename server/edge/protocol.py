@@ -7,13 +7,17 @@ memo hit pays everything uvicorn charges any request — a scope, a task, a requ
 header checks on the way out — about as much as a bare ASGI app's whole answer. That is what kept
 `/v1/edge` below 0.8 × a bare ASGI app (issue 4, `python -m bench.http`).
 
-So a question answered before is answered here, as soon as its headers are parsed: the same
-memos, looked up with the same keys by the same `Remembering.recall` (still exact, the visitor's
-live activity unchanged, counted and logged like any answer), and written as the bytes uvicorn
-would have written for it, made once per answer. Everything else — a miss, and every request the
-shortcut is not sure of (a body, `Expect`, an upgrade, HTTP/1.0 or `Connection: close`, a
-pipelined request behind one still running, a paused transport, an access log to write, an
-encoded path) — goes on to uvicorn's protocol and the ASGI app unchanged.
+So a well-formed GET to those routes is answered here, as soon as its headers are parsed: a
+question answered before from the same memos, looked up with the same keys by the same
+`Remembering.recall` (still exact, the visitor's live activity unchanged, counted and logged like
+any answer); any other by the route's own `decide` (`Remembering.decide`), which holds no `await`
+— the same function the ASGI route calls, remembering, emitting and counting as it does (issue 15:
+most of a real site's questions are first questions). Both are written as the bytes uvicorn would
+have written, made once per distinct set of answer headers. Everything the shortcut is not sure of
+(a body, `Expect`, an upgrade, HTTP/1.0 or `Connection: close`, a pipelined request behind one
+still running, a paused transport, an access log to write, an encoded path; after looking, a header
+over the limit, placements the route refuses, a fault) goes on to uvicorn's protocol and the ASGI
+app unchanged.
 
 It relies on `HttpToolsProtocol` internals, so uvicorn is pinned to the versions the tests cover
 (tests/server/edge/test_protocol.py compares the shortcut's bytes with the ASGI route's); the
@@ -47,7 +51,8 @@ log = logging.getLogger("edgeside.edge")
 
 
 class MemoProtocol(HttpToolsProtocol):
-    """uvicorn's HTTP/1.1 protocol, answering repeats of remembered GET requests itself."""
+    """uvicorn's HTTP/1.1 protocol, answering well-formed GET /v1/edge and fragment requests
+    itself: from the memos, or decided here."""
 
     def __init__(
         self,
@@ -89,9 +94,9 @@ class MemoProtocol(HttpToolsProtocol):
         super().on_message_complete()
 
     def _answer_repeat(self) -> bool | None:
-        """Answer the request whose headers were just parsed from its route's memo, if it is
-        a repeat this shortcut can answer exactly as the ASGI route would: True if it did,
-        False if it looked the request up and found no answer, None if it did not look."""
+        """Answer the request whose headers were just parsed, from its route's memo or decided
+        afresh, if this shortcut can answer it exactly as the ASGI route would: True if it did,
+        False if it looked the request up and left it to the route, None if it did not look."""
         parser = self.parser
         if (
             parser.get_method() != b"GET"

@@ -568,3 +568,96 @@ def test_a_visitor_header_over_the_limit_is_a_431_even_after_a_stranger_asked(
             conn.ask(request(PAGE, cookie("never-seen-oversized"), page))
             statuses.append(conn.ask(request(PAGE, cookie("x" * 9000), page)).status)
     assert statuses == [431, 431]
+
+
+# --- first questions: decided by the protocol itself ------------------------------------------
+
+
+def protocol_decisions(server: Edgeside, route: str = "edge") -> float:
+    return metric(server, "edgeside_protocol_decisions_total", f'route="{route}"')
+
+
+@pytest.mark.parametrize(
+    ("target", "visitor", "route"),
+    [
+        (PAGE, "c-alice", "edge"),
+        (PAGE, "never-seen-first", "edge"),
+        (UPSELL, "c-bruno", "edge"),
+        (FRAGMENT, "c-bruno", "fragment"),
+    ],
+    ids=["edge-known", "edge-stranger", "edge-upsell", "fragment"],
+)
+def test_a_first_question_is_decided_by_the_protocol_with_the_asgi_routes_bytes(
+    fast: Edgeside, plain: Edgeside, target: str, visitor: str, route: str
+) -> None:
+    first = request(target, cookie(visitor), seen_on(f"/first/{visitor}/{route}"))
+    with Connection(fast) as conn:
+        before = (protocol_decisions(fast, route), protocol_answers(fast, route))
+        decided = conn.ask(first)
+        after = (protocol_decisions(fast, route), protocol_answers(fast, route))
+    with Connection(plain) as conn:
+        reference = conn.ask(first)
+        plain_decisions = protocol_decisions(plain, route)
+
+    assert (after[0] - before[0], after[1] - before[1]) == (1, 0)
+    assert without_date(decided.raw) == without_date(reference.raw)
+    assert plain_decisions == 0  # uvicorn's own protocol: every answer through the ASGI app
+
+
+# What the protocol now parses itself, each sent to both servers on a fresh connection: the
+# answers must be the very bytes the ASGI route sends (the protocol may also leave a request to
+# it, which the byte comparison covers as well).
+ODD = {
+    "duplicate-cookie-headers": (
+        PAGE,
+        ["Cookie: edgeside_id=c-alice", "Cookie: edgeside_id=c-bruno"],
+    ),
+    "duplicate-cookie-in-one-header": (PAGE, ["Cookie: edgeside_id=c-alice; edgeside_id=c-bruno"]),
+    "browser-cookie-header": (
+        PAGE,
+        ["Cookie: _ga=GA1.2.3.4; edgeside_id=c-alice; session=abc; consent=analytics%3Dyes"],
+    ),
+    "odd-header-case": (PAGE, ["cOOKIE: edgeside_id=c-alice", "cf-ipcountry: FR"]),
+    "duplicate-query-params": (
+        "/v1/edge?p=home_hero&p=home_recs&site=shop-fr&site=shop-de",
+        ["Cookie: edgeside_id=c-alice"],
+    ),
+    "encoded-query": ("/v1/edge?p=home%5Fhero%2Chome_recs&site=shop%2Dfr", [cookie("c-alice")]),
+    "plus-in-query": ("/v1/edge?p=home_hero+home_recs&site=shop-fr", [cookie("c-alice")]),
+    "unknown-placement": ("/v1/edge?p=nope,home_hero&site=shop-fr", [cookie("c-alice")]),
+    "too-many-placements": (
+        "/v1/edge?site=shop-fr&p=" + ",".join(f"p{i}" for i in range(65)),
+        [cookie("c-alice")],
+    ),
+    "no-placements": ("/v1/edge?site=shop-fr", [cookie("c-alice")]),
+    "placements-header": (PAGE, [cookie("c-alice"), "X-Placements: cart_upsell"]),
+    "encoded-path": ("/v1/%65dge?p=home_hero&site=shop-fr", [cookie("c-alice")]),
+    "fragment-unknown-placement": ("/v1/fragments/nope?site=shop-de", [cookie("c-bruno")]),
+    "fragment-encoded-path": ("/v1/fragments/home_%68ero?site=shop-de", [cookie("c-bruno")]),
+    "get-with-a-body": (PAGE, [cookie("c-alice"), "Content-Length: 5"]),
+    "visitor-id-header": (PAGE, ["X-Visitor-Id: c-alice"]),
+    "consent-off": (PAGE, [cookie("c-alice"), "X-Consent: 0"]),
+}
+
+
+@pytest.mark.parametrize("name", sorted(ODD))
+def test_what_the_protocol_parses_is_answered_as_the_asgi_route_answers_it(
+    fast: Edgeside, plain: Edgeside, name: str
+) -> None:
+    target, headers = ODD[name]
+    data = request(target, *headers, seen_on(f"/odd/{name}"))
+    if name == "get-with-a-body":
+        data += b"hello"
+    answers = []
+    for server in (fast, plain):
+        with Connection(server) as conn:
+            answers.append(conn.ask(data))
+            # The connection is still in step: a plain request after it is read as one.
+            answers.append(conn.ask(request(PAGE, cookie("c-alice"), seen_on("/odd/after"))))
+    fast_odd, fast_after, plain_odd, plain_after = answers
+    assert without_date(fast_odd.raw) == without_date(plain_odd.raw)
+    assert without_date(fast_after.raw) == without_date(plain_after.raw)
+    if name == "too-many-placements":
+        assert fast_odd.status == 400  # left to the route, which refuses it
+    if name == "unknown-placement":  # fail-open, with the reason
+        assert fast_odd.headers["x-edge-fallback"] == "unknown_placement"
