@@ -20,7 +20,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("edgeside.fleet")
 
-RETRY_MAX_S = 5.0
+RETRY_MAX_S = 1.0  # a broker back from an outage is found within a second
 
 
 def servers_of(broker: str) -> list[str]:
