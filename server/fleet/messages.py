@@ -45,19 +45,11 @@ class LiveBatch(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     events: list[LiveEvent]
 
 
-class Announcement(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
-    """A snapshot published to object storage. Only a hint: the node fetches `key` and verifies
-    the archive exactly as a push (hashes and signature) before anything is activated."""
-
-    kind: str
-    version: str
-    sha256: str
-    key: str
-    size: int
-
-
 class Pointer(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
-    """`<prefix>/<kind>/latest.json`: the snapshot a kind's nodes should run."""
+    """`<prefix>/<kind>/latest.json` (snapshots/objstore.py): the snapshot a kind's nodes should
+    run; an announcement on the broker carries the same. Only a hint: the node downloads `key`,
+    checks the sha256 and verifies the archive exactly as a push (hashes and signature) before
+    anything is activated."""
 
     kind: str
     version: str
@@ -85,7 +77,6 @@ class Heartbeat(msgspec.Struct, forbid_unknown_fields=True):
 _encode = msgspec.msgpack.Encoder().encode
 _decode_batch = msgspec.msgpack.Decoder(LiveBatch).decode
 _decode_heartbeat = msgspec.json.Decoder(Heartbeat).decode
-_decode_announcement = msgspec.json.Decoder(Announcement).decode
 _decode_pointer = msgspec.json.Decoder(Pointer).decode
 
 
@@ -151,16 +142,6 @@ def _snapshot_fields(kind: str, version: str, sha256: str, key: str, size: int) 
         raise Malformed("sha256 is not 64 lower-case hex digits")
     if not _text(key, 1024) or ".." in key.split("/") or size <= 0:
         raise Malformed("bad object key or size")
-
-
-def decode_announcement(raw: bytes, limit: int) -> Announcement:
-    _sized(raw, limit)
-    try:
-        a = _decode_announcement(raw)
-    except msgspec.DecodeError as exc:
-        raise Malformed(str(exc)) from None
-    _snapshot_fields(a.kind, a.version, a.sha256, a.key, a.size)
-    return a
 
 
 def decode_pointer(raw: bytes, limit: int) -> Pointer:

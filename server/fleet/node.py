@@ -27,6 +27,7 @@ from ..metrics import Counter, Gauge
 from .link import BrokerLink
 from .live import Follower, Outbox, ensure_stream
 from .messages import Heartbeat, encode_json
+from .snapshots import SnapshotFollower
 from .status import nodes_bucket, read_beats, report
 
 if TYPE_CHECKING:
@@ -80,6 +81,9 @@ class FleetMetrics:
     def count_live(self, result: str, n: float) -> None:
         self.live.inc((result,), n)
 
+    def count_snapshot(self, result: str, n: float) -> None:
+        self.snapshots.inc((result,), n)
+
 
 class FleetNode:
     def __init__(self, state: AppState, life: Lifecycle | None) -> None:
@@ -91,6 +95,17 @@ class FleetNode:
         self.metrics = FleetMetrics(state)
         self.outbox = Outbox(self.link, self.metrics.count_live)
         self.follower: Follower | None = None
+        self.snapshots: SnapshotFollower | None = None
+        if self.settings.snapshots_from and life is not None:
+            self.snapshots = SnapshotFollower(
+                self.settings,
+                self.link if self.settings.broker else None,
+                life,
+                state.holder,
+                self.metrics.count_snapshot,
+                max_bytes=state.settings.max_upload_bytes,
+                timeout_s=state.settings.pull_timeout_s,
+            )
         self.leader = False
         self.started_at = time.time()
         self._tasks: list[asyncio.Task[None]] = []
@@ -99,8 +114,9 @@ class FleetNode:
 
     @classmethod
     def create(cls, state: AppState, life: Lifecycle | None) -> FleetNode | None:
-        """None without a broker: the node works alone, as before."""
-        return cls(state, life) if state.settings.fleet.broker else None
+        """None without a broker or object storage: the node works alone, as before."""
+        fleet = state.settings.fleet
+        return cls(state, life) if fleet.broker or fleet.snapshots_from else None
 
     # -- wiring -----------------------------------------------------------------------------------
 
@@ -108,8 +124,10 @@ class FleetNode:
         self.outbox.offer(batch)
 
     def notes(self) -> list[str]:
-        note = self.link.note()
-        return [note] if note else []
+        notes = [self.link.note() if self.settings.broker else None]
+        if self.snapshots is not None:
+            notes.append(self.snapshots.note())
+        return [n for n in notes if n]
 
     def _refresh(self) -> None:
         self.metrics.broker_up.set((), 1.0 if self.link.up else 0.0)
@@ -118,9 +136,10 @@ class FleetNode:
             self.metrics.lag.set((), lag)
 
     async def start(self) -> None:
-        self._tasks.append(asyncio.create_task(self.link.run()))
-        if self.state.live is not None:
-            self._tasks.append(asyncio.create_task(self.outbox.run()))
+        if self.settings.broker:
+            self._tasks.append(asyncio.create_task(self.link.run()))
+            if self.state.live is not None:
+                self._tasks.append(asyncio.create_task(self.outbox.run()))
         self._tasks.append(asyncio.create_task(self._lead()))
 
     async def stop(self) -> None:
@@ -143,11 +162,15 @@ class FleetNode:
             if self._lock_fd is None:
                 await asyncio.sleep(LOCK_RETRY_S)
         self.leader = True
-        jobs = [self._heartbeats()]
+        jobs = []
         store = self.state.live
-        if store is not None:
-            self.follower = Follower(self.link, store, self.metrics.count_live)
-            jobs.append(self.follower.run())
+        if self.settings.broker:
+            jobs.append(self._heartbeats())
+            if store is not None:
+                self.follower = Follower(self.link, store, self.metrics.count_live)
+                jobs.append(self.follower.run())
+        if self.snapshots is not None:
+            jobs.append(self.snapshots.run())
         await asyncio.gather(*jobs)
 
     # -- heartbeats -------------------------------------------------------------------------------
