@@ -17,6 +17,7 @@ S3-compatible server other than AWS.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import os
 import tempfile
@@ -218,8 +219,19 @@ async def announce(broker: str, subject: str, pointer: Pointer, timeout_s: float
     nodes verify what they fetch; a node that misses it finds the pointer at its next poll."""
     import nats
 
+    async def quiet(exc: Exception) -> None:
+        """nats-py prints every failed attempt otherwise; the caller reports the outcome."""
+
     servers = [s for s in broker.replace(",", " ").split() if s]
-    nc = await nats.connect(servers=servers, connect_timeout=timeout_s, allow_reconnect=False)
+    connecting = nats.connect(
+        servers=servers,
+        connect_timeout=timeout_s,
+        allow_reconnect=False,
+        max_reconnect_attempts=1,
+        reconnect_time_wait=0.1,
+        error_cb=quiet,
+    )
+    nc = await asyncio.wait_for(connecting, timeout=timeout_s * 2)
     try:
         await nc.publish(f"{subject}.snapshots", msgspec.json.encode(pointer))
         await nc.flush(timeout=max(1, round(timeout_s)))

@@ -27,6 +27,24 @@ def servers_of(broker: str) -> list[str]:
     return [s for s in broker.replace(",", " ").split() if s]
 
 
+async def connect_once(broker: str, timeout_s: float = 5.0) -> Client:
+    """A short-lived connection for a command: fails within `timeout_s` instead of retrying."""
+    import nats
+
+    async def quiet(exc: Exception) -> None:
+        """nats-py prints every failed attempt otherwise; the caller reports the outcome."""
+
+    connecting = nats.connect(
+        servers=servers_of(broker),
+        connect_timeout=timeout_s,
+        allow_reconnect=False,
+        max_reconnect_attempts=1,
+        reconnect_time_wait=0.1,
+        error_cb=quiet,
+    )
+    return await asyncio.wait_for(connecting, timeout=timeout_s * 2)
+
+
 class BrokerLink:
     def __init__(self, settings: FleetSettings, node: str) -> None:
         self.settings = settings
