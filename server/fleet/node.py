@@ -27,6 +27,7 @@ from ..metrics import Counter, Gauge
 from .link import BrokerLink
 from .live import Follower, Outbox, ensure_stream
 from .messages import Heartbeat, encode_json
+from .shared import SharedState
 from .snapshots import SnapshotFollower
 from .status import nodes_bucket, read_beats, report
 
@@ -76,7 +77,15 @@ class FleetMetrics:
             "Published snapshots by outcome (activated, unchanged, refused, failed, malformed).",
             ("result",),
         )
-        state.metrics.extra.extend([self.broker_up, self.live, self.lag, self.snapshots])
+        self.shared = Gauge(
+            "edgeside_fleet_shared_total",
+            "Fleet-wide trigger claims and bandit windows by outcome (claimed, "
+            "claimed_elsewhere, local_only: decided without the broker, malformed).",
+            ("result",),
+        )
+        state.metrics.extra.extend(
+            [self.broker_up, self.live, self.lag, self.snapshots, self.shared]
+        )
 
     def count_live(self, result: str, n: float) -> None:
         self.live.inc((result,), n)
@@ -95,6 +104,8 @@ class FleetNode:
         self.metrics = FleetMetrics(state)
         self.outbox = Outbox(self.link, self.metrics.count_live)
         self.follower: Follower | None = None
+        live = state.settings.live
+        self.shared = SharedState(self.link, live.bandit_window_s, live.trigger_window_s)
         self.snapshots: SnapshotFollower | None = None
         if self.settings.snapshots_from and life is not None:
             self.snapshots = SnapshotFollower(
@@ -131,6 +142,8 @@ class FleetNode:
 
     def _refresh(self) -> None:
         self.metrics.broker_up.set((), 1.0 if self.link.up else 0.0)
+        for result, n in self.shared.counts.items():
+            self.metrics.shared.set((result,), n)
         lag = self.follower.lag_s if self.follower is not None else None
         if lag is not None:
             self.metrics.lag.set((), lag)
@@ -140,6 +153,8 @@ class FleetNode:
             self._tasks.append(asyncio.create_task(self.link.run()))
             if self.state.live is not None:
                 self._tasks.append(asyncio.create_task(self.outbox.run()))
+            if self.state.triggers is not None:
+                self.state.triggers.fleet_claim = self.shared.claim
         self._tasks.append(asyncio.create_task(self._lead()))
 
     async def stop(self) -> None:
@@ -169,6 +184,7 @@ class FleetNode:
             if store is not None:
                 self.follower = Follower(self.link, store, self.metrics.count_live)
                 jobs.append(self.follower.run())
+                jobs.append(self.shared.agree_forever(store))
         if self.snapshots is not None:
             jobs.append(self.snapshots.run())
         await asyncio.gather(*jobs)

@@ -223,6 +223,29 @@ class LiveStore:
             wtxn.put(key, _encode(counts))
         return counts
 
+    def experiments(self, limit: int = 1000) -> list[str]:
+        """The experiments with arm counts (server/fleet/ agrees their frozen counts fleet-wide)."""
+        seen: dict[str, None] = {}
+        with self.env.begin(db=self._arms) as txn:
+            for k in txn.cursor().iternext(keys=True, values=False):
+                seen[bytes(k).split(b"\0", 1)[0].decode()] = None
+                if len(seen) >= limit:
+                    break
+        return list(seen)
+
+    def freeze(
+        self, experiment: str, window: int, counts: dict[str, tuple[int, int]]
+    ) -> dict[str, tuple[int, int]]:
+        """Freeze `counts` for a window unless it is frozen already (first writer wins); returns
+        what is frozen. The fleet freezes a window before it starts with counts all nodes agreed."""
+        key = f"{experiment}\0{window}".encode()
+        with self.env.begin(db=self._frozen, write=True) as wtxn:
+            first = wtxn.get(key)
+            if first is not None:
+                return dict(_decode_frozen(first))
+            wtxn.put(key, _encode(counts))
+        return counts
+
     # -- writes (background) --------------------------------------------------------------------
 
     def position(self, stream: str) -> int:
