@@ -65,6 +65,7 @@ class Load:
         self.urls = urls
         self.rate = rate
         self.results: list[tuple[float, bool]] = []
+        self.reasons: dict[str, int] = {}  # what the failures were
         self._stop = threading.Event()
         self._thread = threading.Thread(target=lambda: asyncio.run(self._run()), daemon=True)
 
@@ -78,12 +79,17 @@ class Load:
     async def _one(self, client: httpx.AsyncClient, url: str, n: int) -> None:
         headers = {"X-Placements": "home_hero,cart_upsell", "X-Site": "shop-fr"}
         headers["Cookie"] = f"edgeside_id=load-{n % 500}"
+        sent = time.monotonic()
         try:
             answer = await client.get(url + "/v1/edge", headers=headers)
             ok = answer.status_code == 204
-        except httpx.HTTPError:
+            why = f"status {answer.status_code}"
+        except httpx.HTTPError as exc:
             ok = False
-        self.results.append((time.monotonic(), ok))
+            why = type(exc).__name__
+        if not ok:
+            self.reasons[why] = self.reasons.get(why, 0) + 1
+        self.results.append((sent, ok))
 
     async def _run(self) -> None:
         limits = httpx.Limits(max_connections=64, max_keepalive_connections=64)
@@ -132,8 +138,10 @@ def rules_version(client: httpx.Client, url: str) -> str | None:
     return found
 
 
-def converge(urls: list[str], tar_dir: Path, s3_url: str, broker: str, timeout: float) -> float:
-    """Publish a new rules snapshot; seconds until every node serves it."""
+def converge(
+    urls: list[str], tar_dir: Path, s3_url: str, broker: str, timeout: float
+) -> tuple[float, float]:
+    """Publish a new rules snapshot: (seconds until every node serves it, of which publishing)."""
     src = tar_dir / "rules.yaml"
     src.write_text((DEMO_DIR / "rules.yaml").read_text() + f"\n# bench {time.time()}\n")
     out = tar_dir / f"rules-{time.time_ns()}"
@@ -142,6 +150,7 @@ def converge(urls: list[str], tar_dir: Path, s3_url: str, broker: str, timeout: 
     t0 = time.monotonic()
     pointer = objstore.publish(out, BUCKET, objstore.client(s3_url))
     asyncio.run(objstore.announce(broker, "edgeside", pointer))
+    published = time.monotonic() - t0
     waiting = set(urls)
     with httpx.Client(timeout=5.0) as client:
         while waiting:
@@ -150,7 +159,7 @@ def converge(urls: list[str], tar_dir: Path, s3_url: str, broker: str, timeout: 
             waiting = {u for u in waiting if rules_version(client, u) != pointer.version}
             if waiting:
                 time.sleep(0.02)
-    return time.monotonic() - t0
+    return time.monotonic() - t0, published
 
 
 def event_latencies(urls: list[str], samples: int, timeout: float) -> list[float]:
@@ -232,7 +241,9 @@ def main(argv: list[str] | None = None) -> int:
             load.start()
             stack.callback(load.stop)
 
-            result["converge_s_max"] = round(converge(urls, work, s3.url, broker.url, 60.0), 3)
+            took, published = converge(urls, work, s3.url, broker.url, 60.0)
+            result["converge_s_max"] = round(took, 3)
+            result["publish_s"] = round(published, 3)
             log(f"converged in {result['converge_s_max']}s")
 
             lat = event_latencies(urls, args.samples, 10.0)
@@ -265,6 +276,7 @@ def main(argv: list[str] | None = None) -> int:
             load.stop()
             result["failed_requests"] = load.failed()
             result["load_requests"] = len(load.results)
+            result["failed_reasons"] = load.reasons
     finally:
         if args.workdir is None:
             shutil.rmtree(work, ignore_errors=True)

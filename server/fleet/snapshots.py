@@ -219,5 +219,12 @@ class SnapshotFollower:
                     raise
             finally:
                 shutil.rmtree(staging, ignore_errors=True)
-        log.warning("fleet: %s %s from %s: %s", kind, pointer.version, pointer.key, result.message)
+        log.warning(
+            "fleet: %s %s from %s: %s (%s)",
+            kind,
+            pointer.version,
+            pointer.key,
+            result.message,
+            result.timings_ms,
+        )
         return "activated" if result.activated else "unchanged"

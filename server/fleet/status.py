@@ -9,7 +9,6 @@ kinds on which nodes diverge and nodes not heard from for `stale_after_s`.
 from __future__ import annotations
 
 import logging
-import time
 from typing import TYPE_CHECKING
 
 import msgspec
@@ -149,7 +148,3 @@ def render(rep: FleetReport) -> str:
         out.append(f"stale (not heard from): {', '.join(rep.stale)}")
     out.append(f"{len(rep.nodes)} nodes; " + ("converged" if rep.ok else "NOT converged"))
     return "\n".join(out)
-
-
-def now() -> float:
-    return time.time()

@@ -2,22 +2,22 @@
 
 from __future__ import annotations
 
+import asyncio
 import shutil
 import subprocess
 import sys
 from contextlib import ExitStack
 from pathlib import Path
 
-import httpx
 import pytest
 
 from bench.brokers import S3, Nats
-from bench.procs import Edgeside, edgeside, free_port
+from bench.procs import Edgeside, free_port
 from server.demo import ensure_demo
 from snapshots import objstore
 from tests.server.lifecycle_kit import KEY, rules_snapshot
 
-from .fleetkit import ADMIN_TOKEN, metric, metric_line, wait_for
+from .fleetkit import ADMIN_TOKEN, HTTP, metric, metric_line, start_all, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -45,7 +45,7 @@ def bucket(s3: S3, monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureReque
 
 
 def rules_version(node: Edgeside) -> str | None:
-    body = httpx.get(node.url + "/readyz", timeout=5.0).json()
+    body = HTTP.get(node.url + "/readyz", timeout=5.0).json()
     found: str | None = next(s["version"] for s in body["snapshots"] if s["kind"] == "rules")
     return found
 
@@ -53,7 +53,7 @@ def rules_version(node: Edgeside) -> str | None:
 def start_nodes(
     stack: ExitStack, data: Path, tmp: Path, names: list[str], **fleet: object
 ) -> list[Edgeside]:
-    nodes = []
+    specs = []
     for name in names:
         copy = tmp / "nodes" / name
         shutil.copytree(data, copy, symlinks=True)
@@ -61,8 +61,8 @@ def start_nodes(
         config = copy / "fleet.yaml"
         config.write_text("fleet:\n" + lines)
         env = {"EDGESIDE_SIGNING_KEY": KEY, "EDGESIDE_ADMIN_TOKEN": ADMIN_TOKEN, **AWS}
-        nodes.append(stack.enter_context(edgeside(copy, args=["--config", str(config)], env=env)))
-    return nodes
+        specs.append((copy, ["--config", str(config)], env))
+    return start_all(stack, specs)
 
 
 def publish(snapshot: Path, to: str, s3: S3, broker: str = "") -> subprocess.CompletedProcess[str]:
@@ -99,8 +99,8 @@ def test_a_published_snapshot_reaches_every_node_and_a_forged_one_none(
 
         # Signed with another key: every node fetches it, and refuses it as a push is refused.
         forged = rules_snapshot(tmp_path, key="not-the-fleet-key")
-        done = publish(forged, bucket, s3, broker.url)
-        assert done.returncode == 0, done.stderr
+        pointer = objstore.publish(forged, bucket, objstore.client(s3.url))
+        asyncio.run(objstore.announce(broker.url, "edgeside", pointer))
         for n in nodes:
             wait_for(
                 lambda n=n: (
@@ -109,7 +109,7 @@ def test_a_published_snapshot_reaches_every_node_and_a_forged_one_none(
                 timeout=10.0,
             )
             assert rules_version(n) == version
-            warnings = httpx.get(n.url + "/readyz", timeout=5.0).json()["warnings"]
+            warnings = HTTP.get(n.url + "/readyz", timeout=5.0).json()["warnings"]
             assert any("refused" in w and "signed with key" in w for w in warnings), warnings
 
         # A node that heard no announcement finds the pointer by polling; the forged archive
@@ -131,8 +131,8 @@ def test_a_published_snapshot_reaches_every_node_and_a_forged_one_none(
         )
         assert rules_version(late) in before
         good = rules_snapshot(tmp_path, key=KEY)
-        assert publish(good, bucket, s3).returncode == 0  # no broker: the poll finds it
-        good_version = objstore.decode_pointer(_pointer_bytes(s3, bucket, "rules")).version
+        # No announcement: the poll finds it.
+        good_version = objstore.publish(good, bucket, objstore.client(s3.url)).version
         wait_for(lambda: rules_version(late) == good_version, timeout=10.0)
 
 
@@ -155,11 +155,11 @@ def test_object_storage_down_keeps_the_last_good_snapshot(
             lambda: metric_line(node.url, "edgeside_fleet_snapshots_total", 'result="failed"') >= 1,
             timeout=20.0,
         )
-        ready = httpx.get(node.url + "/readyz", timeout=5.0)
+        ready = HTTP.get(node.url + "/readyz", timeout=5.0)
         assert ready.status_code == 200
         assert any("snapshots from s3://gone/x" in w for w in ready.json()["warnings"])
         assert rules_version(node) == before
-        edge = httpx.get(node.url + "/v1/edge?p=home_hero&site=shop-fr", timeout=5.0)
+        edge = HTTP.get(node.url + "/v1/edge?p=home_hero&site=shop-fr", timeout=5.0)
         assert edge.status_code == 204 and "x-edge-fallback" not in edge.headers
 
 
