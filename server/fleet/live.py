@@ -144,10 +144,15 @@ class Outbox:
 class Follower:
     """Applies the live stream to this node's store (one worker per node runs it)."""
 
-    def __init__(self, link: BrokerLink, store: LiveStore, count: Count) -> None:
+    def __init__(
+        self, link: BrokerLink, store: LiveStore, count: Count, max_future_s: float = 300.0
+    ) -> None:
         self.link = link
         self.store = store
         self.count = count
+        # An event time far ahead of this node's clock is refused as POST /v1/events refuses it:
+        # a withdrawal stamped next year would otherwise silence a visitor until then.
+        self.max_future_s = max_future_s
         self.stream = link.settings.stream
         self.position = 0
         self.lag_s: float | None = None
@@ -240,12 +245,23 @@ class Follower:
                 continue
             if batch.node == self.link.node:
                 continue  # accepted (and applied) here
-            changes.extend(
-                Change(
-                    e.key, e.type, e.ts, e.content_id, e.category, e.experiment, e.arm, e.consent
+            horizon = time.time() + self.max_future_s
+            for e in batch.events:
+                if e.ts > horizon:
+                    self.count("future", 1)
+                    continue
+                changes.append(
+                    Change(
+                        e.key,
+                        e.type,
+                        e.ts,
+                        e.content_id,
+                        e.category,
+                        e.experiment,
+                        e.arm,
+                        e.consent,
+                    )
                 )
-                for e in batch.events
-            )
         if last == self.position:
             return
         changes.sort(key=lambda ch: ch.ts)  # stable: equal times keep the stream's order

@@ -65,7 +65,8 @@ class FleetMetrics:
         self.live = Counter(
             "edgeside_fleet_live_messages_total",
             "Live-stream traffic by result: published (events), applied (events), malformed "
-            "and duplicate (messages), outbox_dropped (events lost while the broker was down).",
+            "and duplicate (messages), future (events stamped beyond live.max_future_s), "
+            "outbox_dropped (events lost while the broker was down).",
             ("result",),
         )
         self.lag = Gauge(
@@ -182,7 +183,12 @@ class FleetNode:
         if self.settings.broker:
             jobs.append(self._heartbeats())
             if store is not None:
-                self.follower = Follower(self.link, store, self.metrics.count_live)
+                self.follower = Follower(
+                    self.link,
+                    store,
+                    self.metrics.count_live,
+                    self.state.settings.live.max_future_s,
+                )
                 jobs.append(self.follower.run())
                 jobs.append(self.shared.agree_forever(store))
         if self.snapshots is not None:

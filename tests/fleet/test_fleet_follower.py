@@ -70,6 +70,9 @@ def test_every_message_is_applied_once_and_bad_ones_are_counted(
         await js.publish("edgeside.live.a", batch("a.1.2", "a", *[huge] * 20))  # > 2048 bytes
         bad_type = LiveEvent("cookie:k1", "explode", now)
         await js.publish("edgeside.live.a", batch("a.1.3", "a", bad_type))
+        # A withdrawal stamped a day ahead would silence the visitor until then: refused.
+        ahead = LiveEvent("cookie:k1", "consent", now + 86400, consent=False)
+        await js.publish("edgeside.live.a", batch("a.1.4", "a", ahead))
         mine = LiveEvent("cookie:k2", "view", now, content_id="own")
         await js.publish("edgeside.live.b", batch("b.1.1", "b", mine))  # b's own: applied at b
         await nc.close()
@@ -79,12 +82,13 @@ def test_every_message_is_applied_once_and_bad_ones_are_counted(
     try:
         counts: collections.Counter[str] = collections.Counter()
         follower = asyncio.run(follow_for(settings, store, 1.5, counts))
-        assert counts["malformed"] == 4, counts
+        assert counts["malformed"] == 4 and counts["future"] == 1, counts
         assert counts["applied"] == 1, counts
         rec, _ = store.read("cookie:k1", time.time())
         assert rec is not None and rec.views == ["c1"] and rec.categories == {"tents": 1.0}
+        assert rec.consent is None
         assert store.read("cookie:k2", time.time())[0] is None
-        assert follower.position == 6 == store.position(settings.stream)
+        assert follower.position == 7 == store.position(settings.stream)
 
         # A restart resumes after the stored position: nothing is applied twice.
         counts.clear()
