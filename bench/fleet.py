@@ -23,12 +23,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import multiprocessing
 import os
 import shutil
 import statistics
 import sys
 import tempfile
-import threading
 import time
 from contextlib import ExitStack
 from pathlib import Path
@@ -58,25 +58,43 @@ def log(message: str) -> None:
 
 
 class Load:
-    """A steady `/v1/edge` load over every node in a thread of its own; each result is kept with
-    its time, so failures can be told apart by phase."""
+    """A steady, paced `/v1/edge` load over every node, in a process of its own (in a thread it
+    would share the GIL with the measuring loops and fall far below its rate). Each result is
+    kept with its (system-wide monotonic) time, so failures can be told apart by phase."""
 
-    def __init__(self, urls: list[str], rate: float) -> None:
+    def __init__(self, urls: list[str], rate: float, out: Path) -> None:
         self.urls = urls
         self.rate = rate
+        self.out = out
         self.results: list[tuple[float, bool]] = []
         self.reasons: dict[str, int] = {}  # what the failures were
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=lambda: asyncio.run(self._run()), daemon=True)
+        self.started = self.stopped = 0.0
+        ctx = multiprocessing.get_context("spawn")
+        self._stop = ctx.Event()
+        self._proc = ctx.Process(target=_load_main, args=(urls, rate, str(out), self._stop))
 
     def start(self) -> None:
-        self._thread.start()
+        self._proc.start()
 
     def stop(self) -> None:
+        if self._proc.pid is None or self.started:
+            return
         self._stop.set()
-        self._thread.join(timeout=30)
+        self._proc.join(timeout=60)
+        body = json.loads(self.out.read_text())
+        self.started, self.stopped = body["started"], body["stopped"]
+        self.results = [(t, ok) for t, ok in body["results"]]
+        self.reasons = body["reasons"]
 
-    async def _one(self, client: httpx.AsyncClient, url: str, n: int) -> None:
+    def failed(self, since: float = 0.0, until: float = float("inf")) -> int:
+        return sum(1 for t, ok in self.results if since <= t <= until and not ok)
+
+
+def _load_main(urls: list[str], rate: float, out: str, stop: Any) -> None:
+    results: list[tuple[float, bool]] = []
+    reasons: dict[str, int] = {}
+
+    async def one(client: httpx.AsyncClient, url: str, n: int) -> None:
         headers = {"X-Placements": "home_hero,cart_upsell", "X-Site": "shop-fr"}
         headers["Cookie"] = f"edgeside_id=load-{n % 500}"
         sent = time.monotonic()
@@ -88,27 +106,28 @@ class Load:
             ok = False
             why = type(exc).__name__
         if not ok:
-            self.reasons[why] = self.reasons.get(why, 0) + 1
-        self.results.append((sent, ok))
+            reasons[why] = reasons.get(why, 0) + 1
+        results.append((sent, ok))
 
-    async def _run(self) -> None:
+    async def paced() -> None:
         limits = httpx.Limits(max_connections=64, max_keepalive_connections=64)
         async with httpx.AsyncClient(timeout=5.0, limits=limits) as client:
             n = 0
             pending: set[asyncio.Task[None]] = set()
             start = time.monotonic()
-            while not self._stop.is_set():
-                url = self.urls[n % len(self.urls)]
-                task = asyncio.create_task(self._one(client, url, n))
+            while not stop.is_set():
+                task = asyncio.create_task(one(client, urls[n % len(urls)], n))
                 pending.add(task)
                 task.add_done_callback(pending.discard)
                 n += 1
                 # Paced, not closed-loop: a slow node does not slow the offered load.
-                await asyncio.sleep(max(0.0, start + n / self.rate - time.monotonic()))
+                await asyncio.sleep(max(0.0, start + n / rate - time.monotonic()))
             await asyncio.gather(*pending, return_exceptions=True)
 
-    def failed(self, since: float = 0.0, until: float = float("inf")) -> int:
-        return sum(1 for t, ok in self.results if since <= t <= until and not ok)
+    started = time.monotonic()
+    asyncio.run(paced())
+    body = {"started": started, "stopped": time.monotonic(), "results": results, "reasons": reasons}
+    Path(out).write_text(json.dumps(body))
 
 
 def decide_variant(client: httpx.Client, url: str, cookie: str) -> str:
@@ -147,8 +166,9 @@ def converge(
     out = tar_dir / f"rules-{time.time_ns()}"
     if build_rules_snapshot(src, out, KEY.encode()) != 0:
         raise RuntimeError("rules did not build")
+    s3 = objstore.client(s3_url)  # botocore loads its service models: not part of publishing
     t0 = time.monotonic()
-    pointer = objstore.publish(out, BUCKET, objstore.client(s3_url))
+    pointer = objstore.publish(out, BUCKET, s3)
     asyncio.run(objstore.announce(broker, "edgeside", pointer))
     published = time.monotonic() - t0
     waiting = set(urls)
@@ -237,7 +257,7 @@ def main(argv: list[str] | None = None) -> int:
             urls = start_nodes(stack, args.nodes, work, broker.url, s3.url)
             log(f"{len(urls)} nodes ready in {time.monotonic() - t:.1f}s")
             time.sleep(1.0)  # connected and subscribed
-            load = Load(urls, args.rate)
+            load = Load(urls, args.rate, work / "load.json")
             load.start()
             stack.callback(load.stop)
 
@@ -270,12 +290,14 @@ def main(argv: list[str] | None = None) -> int:
                     waiting = {(u, c) for u, c in waiting if decide_variant(client, u, c) == "none"}
                     time.sleep(0.02)
             result["catch_up_s"] = round(time.monotonic() - restarted, 3)
-            result["outage_failed_requests"] = load.failed(outage_start, outage_end)
             log(f"caught up {result['catch_up_s']}s after the broker restarted")
             time.sleep(1.0)
             load.stop()
+            result["outage_failed_requests"] = load.failed(outage_start, outage_end)
             result["failed_requests"] = load.failed()
             result["load_requests"] = len(load.results)
+            # What the load generator achieved (it shares the machine with every node).
+            result["load_rps"] = round(len(load.results) / (load.stopped - load.started), 1)
             result["failed_reasons"] = load.reasons
     finally:
         if args.workdir is None:
