@@ -22,6 +22,7 @@ import collections
 import contextlib
 import logging
 import os
+import threading
 import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING
@@ -153,6 +154,9 @@ class Follower:
         # An event time far ahead of this node's clock is refused as POST /v1/events refuses it:
         # a withdrawal stamped next year would otherwise silence a visitor until then.
         self.max_future_s = max_future_s
+        # Held while a batch is written in a thread: the app's shutdown takes it before the
+        # store is closed (cancelling the task does not stop the thread).
+        self.applying = threading.Lock()
         self.stream = link.settings.stream
         self.position = 0
         self.lag_s: float | None = None
@@ -265,12 +269,14 @@ class Follower:
         if last == self.position:
             return
         changes.sort(key=lambda ch: ch.ts)  # stable: equal times keep the stream's order
-        applied = await asyncio.to_thread(
-            self.store.apply, changes, time.time(), (self.stream, last)
-        )
+        applied = await asyncio.to_thread(self._write, changes, last)
         self.position = last
         self.count("applied", applied)
         now = time.time()
         self.lag_s = round(now - newest_ts, 3) if pending and newest_ts is not None else 0.0
         if not pending:
             self.caught_up_at = now
+
+    def _write(self, changes: list[Change], last: int) -> int:
+        with self.applying:
+            return self.store.apply(changes, time.time(), (self.stream, last))

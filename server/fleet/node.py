@@ -165,6 +165,10 @@ class FleetNode:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
         self._tasks = []
+        # A write still running in its thread ends before the store is closed.
+        follower = self.follower
+        if follower is not None and await asyncio.to_thread(follower.applying.acquire, True, 10.0):
+            follower.applying.release()
         await self.link.close()
         if self._lock_fd is not None:
             os.close(self._lock_fd)

@@ -15,6 +15,7 @@ from bench.brokers import Nats
 from bench.procs import stop
 from snapshots import archive
 from tests.integration.helpers import demo_cookies
+from tests.security.test_security_review import BAD_AUTH
 from tests.server.lifecycle_kit import rules_snapshot
 
 from .fleetkit import (
@@ -63,7 +64,8 @@ def test_fleet_status_shows_versions_divergence_and_stale_nodes(
     broker: Nats, node_data: Callable[[str], Path], tmp_path: Path
 ) -> None:
     with fleet_nodes(broker.url, node_data, ["a", "b", "c"], stale_after_s=2.0) as (a, b, c):
-        assert HTTP.get(a.url + "/v1/admin/fleet", timeout=5.0).status_code == 401
+        for bad in BAD_AUTH:
+            assert HTTP.get(a.url + "/v1/admin/fleet", headers=bad).status_code == 401, bad
         wait_for(lambda: len(fleet(a.url)["nodes"]) == 3, timeout=10.0)
         body = fleet(b.url)
         assert body["ok"] and not body["divergent"] and not body["stale"], body
