@@ -145,7 +145,7 @@ class FleetSettings(msgspec.Struct, forbid_unknown_fields=True):
     s3_endpoint: str = ""
     s3_region: str = "us-east-1"
     poll_interval_s: float = 30.0
-    announce_jitter_s: float = 0.5
+    announce_jitter_s: float = 0.25
 
 
 class Settings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):

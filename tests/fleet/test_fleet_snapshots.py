@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import shutil
+import signal
 import subprocess
 import sys
 from contextlib import ExitStack
@@ -14,7 +16,7 @@ import pytest
 from bench.brokers import S3, Nats
 from bench.procs import Edgeside, free_port
 from server.demo import ensure_demo
-from snapshots import objstore
+from snapshots import objstore, store
 from tests.server.lifecycle_kit import KEY, rules_snapshot
 
 from .fleetkit import ADMIN_TOKEN, HTTP, metric, metric_line, start_all, wait_for
@@ -173,3 +175,34 @@ def _pointer_bytes(s3: S3, bucket: str, kind: str) -> bytes:
 def _subscribed(nodes: list[Edgeside]) -> bool:
     """Connected (the announcement subscription follows the connection within milliseconds)."""
     return all(metric(n.url, "edgeside_fleet_broker_up") == 1.0 for n in nodes)
+
+
+def test_a_node_killed_mid_activation_restarts_whole_and_catches_up(
+    s3: S3, bucket: str, signed_demo: Path, tmp_path: Path
+) -> None:
+    """SIGKILL while the announced archive is being fetched or activated: the node restarts on a
+    complete version (the old or the new, never a mix or nothing) and then takes the pointer."""
+    copy = tmp_path / "nodes" / "victim"
+    shutil.copytree(signed_demo, copy, symlinks=True)
+    config = copy / "fleet.yaml"
+    config.write_text(
+        f"fleet:\n  node: victim\n  snapshots_from: {bucket!r}\n  s3_endpoint: {s3.url!r}\n"
+        "  poll_interval_s: 0.2\n"
+    )
+    env = {"EDGESIDE_SIGNING_KEY": KEY, **AWS}
+    spec = [(copy, ["--config", str(config)], env)]
+    staging = store.versions_dir(copy, "rules") / store.STAGING
+    with ExitStack() as stack:
+        (node,) = start_all(stack, spec)
+        before = rules_version(node)
+        new = objstore.publish(rules_snapshot(tmp_path, key=KEY), bucket, objstore.client(s3.url))
+        # Kill as soon as the node has begun to take it (its staging directory appears).
+        wait_for(lambda: staging.is_dir() and any(staging.iterdir()), timeout=10.0, step=0.005)
+        os.killpg(node.proc.pid, signal.SIGKILL)
+        node.proc.wait()
+    assert store.active_version(copy, "rules") in (before, new.version)
+    with ExitStack() as stack:
+        (node,) = start_all(stack, spec)
+        assert rules_version(node) in (before, new.version)
+        wait_for(lambda: rules_version(node) == new.version, timeout=10.0)
+        assert not any(p.name.startswith("fleet-") for p in staging.iterdir())
