@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable
+from contextlib import ExitStack
 from pathlib import Path
 
 import pytest
 
 from bench.brokers import Nats
 from bench.procs import edgeside
+from tests.conftest import require_binary
 
 from .fleetkit import (
     CART_DECIDE,
@@ -20,6 +23,7 @@ from .fleetkit import (
     metric_line,
     node_config,
     post_events,
+    start_all,
     variant,
     wait_for,
 )
@@ -76,3 +80,43 @@ def test_events_reach_every_node_through_the_broker_outages_and_restarts(
             assert took < 2.0, took
     finally:
         broker.stop()
+
+
+FAKETIME_LIB = "/usr/lib/x86_64-linux-gnu/faketime/libfaketimeMT.so.1"
+
+
+def test_clock_skew_within_the_tolerance_is_accepted_beyond_it_refused(
+    broker: Nats, tmp_path: Path, node_data: Callable[[str], Path]
+) -> None:
+    """Nodes whose wall clocks run ahead (libfaketime): events are stamped by the node that
+    accepted them; another node applies them while the stamp is within live.max_future_s (300 s)
+    of its own clock, and refuses them, counted, beyond it."""
+    require_binary("faketime")
+    if not os.path.exists(FAKETIME_LIB):
+        pytest.skip(f"{FAKETIME_LIB} missing (apt-get install faketime)")
+    specs = []
+    for name, skew in (("a", None), ("b", "+120s"), ("c", "+600s")):
+        data = node_data(name)
+        config = node_config(data / "fleet.yaml", broker.url, name)
+        env = {}
+        if skew:
+            env = {
+                "LD_PRELOAD": FAKETIME_LIB,
+                "FAKETIME": skew,
+                "FAKETIME_DONT_FAKE_MONOTONIC": "1",
+            }
+        specs.append((data, ["--config", str(config)], env))
+    with ExitStack() as stack:
+        a, b, c = start_all(stack, specs)
+        assert post_events(b.url, [cart_event("c-alice")]).status_code == 202
+        wait_for(lambda: variant(a.url) != "none", timeout=3.0)  # 2 min ahead: applied
+        bruno = dict(CART_DECIDE, visitor={"ids": {"cookie": "c-bruno"}})
+        assert post_events(c.url, [cart_event("c-bruno")]).status_code == 202
+        wait_for(lambda: variant(c.url, bruno) != "none", timeout=2.0)  # c decides with it
+        future = 'result="future"'
+        wait_for(
+            lambda: metric_line(a.url, "edgeside_fleet_live_messages_total", future) == 1,
+            timeout=3.0,
+        )
+        assert variant(a.url, bruno) == "none"  # 10 min ahead: refused
+        assert metric_line(b.url, "edgeside_fleet_live_messages_total", future) == 1
