@@ -116,6 +116,8 @@ class Outbox:
             self.wakeup.set()
 
     async def run(self) -> None:
+        from nats.errors import NoRespondersError
+
         pending: tuple[str, bytes, int] | None = None  # a message sent but not acknowledged
         while True:
             if pending is None:
@@ -136,6 +138,10 @@ class Outbox:
                 await js.publish(self._subject, payload, headers={"Nats-Msg-Id": msg_id})
             except Exception as exc:  # timeout or disconnect: the same message again
                 log.debug("fleet: publish %s failed: %s", msg_id, exc)
+                if isinstance(exc, NoRespondersError):
+                    # No stream yet (no node has followed it so far): create it, or try later.
+                    with contextlib.suppress(Exception):
+                        await ensure_stream(self.link)
                 await asyncio.sleep(0.2)
                 continue
             self.count("published", n)
