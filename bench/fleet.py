@@ -36,8 +36,8 @@ from typing import Any
 
 import httpx
 
-from server.demo import DEMO_DIR, ensure_demo
-from server.rules_snapshot import build_rules_snapshot
+from server.offline.demo import DEMO_DIR, ensure_demo
+from server.offline.rules_snapshot import build_rules_snapshot
 from snapshots import objstore
 
 from .brokers import Nats, nats_binary, s3_server

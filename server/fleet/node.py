@@ -32,7 +32,7 @@ from .snapshots import SnapshotFollower
 from .status import nodes_bucket, read_beats, report
 
 if TYPE_CHECKING:
-    from ..admin import Lifecycle
+    from ..lifecycle.pipeline import Lifecycle
     from ..state import AppState
 
 log = logging.getLogger("edgeside.fleet")

@@ -32,8 +32,8 @@ from .messages import KINDS, Malformed, Pointer, decode_pointer
 if TYPE_CHECKING:
     from nats.aio.msg import Msg
 
-    from ..admin import Lifecycle
-    from ..world import World, WorldHolder
+    from ..decide.world import World, WorldHolder
+    from ..lifecycle.pipeline import Lifecycle
 
 log = logging.getLogger("edgeside.fleet")
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from bench.brokers import S3, Nats, nats_binary, nats_server, s3_server
-from server.demo import ensure_demo
+from server.offline.demo import ensure_demo
 from tests.conftest import require_binary
 
 pytestmark = pytest.mark.integration

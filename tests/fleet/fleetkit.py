@@ -16,7 +16,7 @@ from bench.procs import Edgeside, free_port, process, wait_http
 ADMIN_TOKEN = "fleet-admin-token"
 # One client for every request of the tests: a client per request builds an SSL context each
 # time (~0.2 s of CPU), which made polling loops slower than what they measure.
-HTTP = httpx.Client(timeout=5.0)
+HTTP = httpx.Client(timeout=15.0)  # generous: a node on a loaded 2-core machine can stall
 CART_DECIDE = {
     "visitor": {"ids": {"cookie": "c-alice"}},
     "context": {"site": "shop-fr"},

@@ -17,7 +17,7 @@ from server.fleet.link import BrokerLink
 from server.fleet.shared import SharedState
 from server.live.store import Change, LiveStore
 from server.live.triggers import Triggers
-from tests.live.test_triggers import SETTINGS, Hook, hook
+from tests.server.live.test_triggers import SETTINGS, Hook, hook
 
 pytestmark = pytest.mark.integration
 __all__ = ["hook"]

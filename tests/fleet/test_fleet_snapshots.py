@@ -15,9 +15,9 @@ import pytest
 
 from bench.brokers import S3, Nats
 from bench.procs import Edgeside, free_port
-from server.demo import ensure_demo
+from server.offline.demo import ensure_demo
 from snapshots import objstore, store
-from tests.server.lifecycle_kit import KEY, rules_snapshot
+from tests.server.lifecycle.kit import KEY, rules_snapshot
 
 from .fleetkit import ADMIN_TOKEN, HTTP, metric, metric_line, start_all, wait_for
 

@@ -16,7 +16,7 @@ from bench.procs import stop
 from snapshots import archive
 from tests.integration.helpers import demo_cookies
 from tests.security.test_security_review import BAD_AUTH
-from tests.server.lifecycle_kit import rules_snapshot
+from tests.server.lifecycle.kit import rules_snapshot
 
 from .fleetkit import (
     ADMIN_TOKEN,
