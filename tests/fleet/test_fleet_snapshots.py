@@ -96,7 +96,7 @@ def test_a_published_snapshot_reaches_every_node_and_a_forged_one_none(
         assert "announced" in done.stdout
         version = objstore.decode_pointer(_pointer_bytes(s3, bucket, "rules")).version
         took = wait_for(lambda: all(rules_version(n) == version for n in nodes), timeout=10.0)
-        assert took < 3.0, took
+        assert took < 5.0, took  # the goal (2 s) is bench.fleet's to measure
         assert version not in before
 
         # Signed with another key: every node fetches it, and refuses it as a push is refused.

@@ -56,17 +56,17 @@ def edge_key(url: str, cookie: str) -> str:
 def status_cli(broker: str) -> subprocess.CompletedProcess[str]:
     argv = [sys.executable, "-m", "server.cli", "fleet", "status", "--broker", broker]
     return subprocess.run(
-        [*argv, "--stale-after", "2"], capture_output=True, text=True, timeout=30, check=False
+        [*argv, "--stale-after", "5"], capture_output=True, text=True, timeout=30, check=False
     )
 
 
 def test_fleet_status_shows_versions_divergence_and_stale_nodes(
     broker: Nats, node_data: Callable[[str], Path], tmp_path: Path
 ) -> None:
-    with fleet_nodes(broker.url, node_data, ["a", "b", "c"], stale_after_s=2.0) as (a, b, c):
+    with fleet_nodes(broker.url, node_data, ["a", "b", "c"], stale_after_s=5.0) as (a, b, c):
         for bad in BAD_AUTH:
             assert HTTP.get(a.url + "/v1/admin/fleet", headers=bad).status_code == 401, bad
-        wait_for(lambda: len(fleet(a.url)["nodes"]) == 3, timeout=10.0)
+        wait_for(lambda: len(fleet(a.url)["nodes"]) == 3, timeout=20.0)
         body = fleet(b.url)
         assert body["ok"] and not body["divergent"] and not body["stale"], body
         assert {n["node"] for n in body["nodes"]} == {"a", "b", "c"}
@@ -79,7 +79,7 @@ def test_fleet_status_shows_versions_divergence_and_stale_nodes(
         # One answer everywhere: converged, the same request has the same key on every node,
         # also for a visitor whose cart was posted to one node only.
         assert post_events(a.url, [cart_event("c-chloe")]).status_code == 202
-        wait_for(lambda: variant(c.url, chloe) != "none", timeout=3.0)
+        wait_for(lambda: variant(c.url, chloe) != "none", timeout=10.0)
         for cookie in [*demo_cookies()[:12], "c-chloe", "a-stranger"]:
             keys = {edge_key(n.url, cookie) for n in (a, b, c)}
             assert len(keys) == 1, (cookie, keys)
@@ -91,11 +91,11 @@ def test_fleet_status_shows_versions_divergence_and_stale_nodes(
             a.url + "/v1/admin/snapshots/rules", content=tar.read_bytes(), headers=AUTH, timeout=30
         )
         assert pushed.status_code == 200, pushed.text
-        wait_for(lambda: fleet(b.url)["divergent"] == ["rules"], timeout=10.0)
+        wait_for(lambda: fleet(b.url)["divergent"] == ["rules"], timeout=20.0)
         # A node that stops beating is flagged stale after stale_after_s (and no longer counts
         # for divergence: what it ran is not known any more).
         stop(c.proc)
-        wait_for(lambda: fleet(a.url)["stale"] == ["c"], timeout=10.0)
+        wait_for(lambda: fleet(a.url)["stale"] == ["c"], timeout=20.0)
         done = status_cli(broker.url)
         assert done.returncode == 1
         assert "DIVERGENT" in done.stdout and "NOT converged" in done.stdout, done.stdout
