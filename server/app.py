@@ -37,9 +37,10 @@ from .decide.route import Decide
 from .edge.answers import EdgeMemos
 from .edge.remembering import PROTOCOL_ROUTES, Remembering
 from .edge.routes import FRAGMENT_PREFIX, Edge, Fragment, remembering
+from .fleet.node import FleetNode
 from .lifecycle.admin import Admin
 from .live import api as live_api
-from .live.events import drain_forever
+from .live.events import Pending, drain_forever
 from .loop_probe import LoopProbe
 from .openapi import build_openapi
 from .routes import build_routes
@@ -84,7 +85,7 @@ async def _sweep_live(state: AppState) -> None:
             log.exception("live store sweep failed")
 
 
-def _background(state: AppState) -> list[asyncio.Task[None]]:
+def _background(state: AppState, fleet: FleetNode | None = None) -> list[asyncio.Task[None]]:
     tasks = [asyncio.create_task(_follow_snapshots(state))]
     live = state.live
     if live is not None:
@@ -93,10 +94,15 @@ def _background(state: AppState) -> list[asyncio.Task[None]]:
         def count(result: str, n: float) -> None:
             metrics.live_writes.inc((result,), n)
 
+        on_applied = state.log_events
+        if fleet is not None:  # the fleet: what was applied here goes out on the live stream
+
+            def on_applied(batch: list[tuple[Pending, str | None]]) -> None:
+                state.log_events(batch)
+                fleet.offer(batch)
+
         tasks.append(
-            asyncio.create_task(
-                drain_forever(state.ingest, live, state.resolve, state.log_events, count)
-            )
+            asyncio.create_task(drain_forever(state.ingest, live, state.resolve, on_applied, count))
         )
         tasks.append(asyncio.create_task(_sweep_live(state)))
         if state.triggers is not None:
@@ -234,19 +240,26 @@ def build_app(settings: Settings, secrets: Secrets) -> EdgesideApp:
     known: dict[str, Remembering] | None = None
     if not settings.cors_origins:
         known = remembering(state, memos, edge, fragment, hot["/v1/edge"], hot[FRAGMENT_PREFIX])
+    fleet = FleetNode.create(state, admin.life)  # None without a broker: the node works alone
+    if fleet is not None:
+        state.notes.append(fleet.notes)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[dict[str, object]]:
         await asyncio.to_thread(state.holder.refresh)
         state.open_live()
         _tune_gc()
-        tasks = _background(state)
+        tasks = _background(state, fleet)
         await admin.start()
+        if fleet is not None:
+            await fleet.start()
         # What the HTTP protocol answers by itself: handed to it in the lifespan state.
         protocol = {path.encode(): route for path, route in (known or {}).items()}
         try:
             yield {PROTOCOL_ROUTES: protocol}
         finally:
+            if fleet is not None:
+                await fleet.stop()
             await admin.stop()
             for task in tasks:
                 task.cancel()
@@ -279,6 +292,7 @@ def build_app(settings: Settings, secrets: Secrets) -> EdgesideApp:
         ),
         *build_routes(state, build_openapi(_version())),
         *admin.routes(),
+        *(fleet.routes() if fleet is not None else []),
     ]
     starlette = Starlette(
         routes=routes,

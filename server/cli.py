@@ -11,6 +11,7 @@ import rules.cli
 import snapshots.cli
 
 from . import serve
+from .fleet import cli as fleet_cli
 from .offline import demo, rules_snapshot
 from .offline.report import cli as report_cli
 
@@ -26,6 +27,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve.register(subparsers)
     demo.register(subparsers)
     report_cli.register(subparsers)
+    fleet_cli.register(subparsers)
     return parser
 
 

@@ -8,6 +8,7 @@ started by uvicorn, so the resolved settings travel to them as one environment v
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from pathlib import Path
 
 import msgspec
@@ -118,6 +119,35 @@ class DecisionLogSettings(msgspec.Struct, forbid_unknown_fields=True):
     timeout_s: float = 2.0
 
 
+class FleetSettings(msgspec.Struct, forbid_unknown_fields=True):
+    """Many nodes as one (docs/fleet.md): NATS JetStream for live activity, snapshot
+    announcements and heartbeats; object storage for snapshots. Empty `broker`: the node works
+    alone, exactly as without this section."""
+
+    broker: str = ""  # nats://host:4222[,nats://…]
+    # This node's name in the fleet: the same after a restart (its live-stream position and its
+    # heartbeat are kept under it). Empty: the host name and port.
+    node: str = ""
+    subject: str = "edgeside"  # subjects edgeside.live.<node>, edgeside.snapshots, …
+    stream: str = "EDGESIDE_LIVE"
+    stream_max_age_s: float = 24 * 3600.0
+    stream_max_bytes: int = 1 << 30
+    # A broker message over this many bytes is dropped (and counted) before it is decoded.
+    max_message_bytes: int = 256 * 1024
+    # Events buffered in memory while the broker is down (each worker); the oldest go first.
+    outbox_max: int = 100_000
+    connect_timeout_s: float = 2.0
+    heartbeat_s: float = 2.0
+    stale_after_s: float = 10.0
+    # Snapshots: s3://bucket/prefix the node follows (announcements, and the pointer polled with
+    # ETag as a safety net); endpoint for S3-compatible servers other than AWS.
+    snapshots_from: str = ""
+    s3_endpoint: str = ""
+    s3_region: str = "us-east-1"
+    poll_interval_s: float = 30.0
+    announce_jitter_s: float = 0.25
+
+
 class Settings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     host: str = "127.0.0.1"
     port: int = 8080
@@ -160,6 +190,7 @@ class Settings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     pull_timeout_s: float = 30.0  # per socket operation; a whole download gets 10x this
     live: LiveSettings = msgspec.field(default_factory=LiveSettings)
     decision_log: DecisionLogSettings = msgspec.field(default_factory=DecisionLogSettings)
+    fleet: FleetSettings = msgspec.field(default_factory=FleetSettings)
 
 
 class Secrets(msgspec.Struct, frozen=True):
@@ -242,6 +273,7 @@ def load_settings(
     if config_path:
         merged.update(_decode_file(Path(str(config_path))))
     merged.update(overrides)
+    _fleet_env(env, merged)
     try:
         settings = msgspec.convert(merged, Settings, str_keys=True)
     except msgspec.ValidationError as exc:
@@ -254,6 +286,22 @@ def load_settings(
     if not 1 <= slots <= 1 << 30 or slots & (slots - 1):
         raise ConfigError(f"live.stamp_slots {slots}: a power of two up to 2**30, e.g. 1048576")
     return settings
+
+
+# The fleet's connection settings as EDGESIDE_FLEET_<NAME> (a node's address book lives in its
+# environment, like its secrets' names); they override the config file's `fleet:` section.
+FLEET_ENV = ("broker", "node", "snapshots_from", "s3_endpoint")
+
+
+def _fleet_env(env: Mapping[str, str], merged: dict[str, object]) -> None:
+    found = {
+        n: env[f"EDGESIDE_FLEET_{n.upper()}"]
+        for n in FLEET_ENV
+        if env.get(f"EDGESIDE_FLEET_{n.upper()}")
+    }
+    if found:
+        section = merged.get("fleet")
+        merged["fleet"] = {**(section if isinstance(section, dict) else {}), **found}
 
 
 def settings_to_env(settings: Settings) -> str:

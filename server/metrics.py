@@ -209,6 +209,8 @@ class Metrics:
             "Webhook triggers by outcome (sent, deduplicated, failed, dropped).",
             ("result",),
         )
+        # Metrics of optional parts (server/fleet/), registered by them when they start.
+        self.extra: list[Counter | Histogram] = []
 
     def render(self) -> str:
         lines: list[str] = []
@@ -231,6 +233,7 @@ class Metrics:
             self.snapshot_loaded,
             self.snapshot_age,
             self.snapshot_swaps,
+            *self.extra,
         ):
             lines.extend(metric.render())
         return "\n".join(lines) + "\n"

@@ -34,6 +34,8 @@ class AppState:
             self.metrics, settings.time_budget_ms, settings.memo_ttl_s, settings.memo_max_entries
         )
         self.started_at = time.time()
+        # Readiness details of optional parts (the fleet's broker link): warnings only.
+        self.notes: list[Callable[[], list[str]]] = []
         # Counts the hot paths keep to themselves and add to the metrics only before a scrape.
         self.before_scrape: list[Callable[[], None]] = []
         # Every memo of this worker by name: the service's memo of decisions by what they depend
@@ -175,4 +177,6 @@ class AppState:
             warnings.append("no EDGESIDE_SIGNING_KEY: snapshots are accepted unsigned")
         missing = [kind for kind in KINDS if kind not in world.versions]
         warnings.extend(f"{kind}: no snapshot loaded" for kind in missing)
+        for note in self.notes:
+            warnings.extend(note())
         return not missing, warnings

@@ -88,6 +88,29 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     nodes(u)
     u.set_defaults(func=_push)
 
+    pub = sub.add_parser(
+        "publish",
+        help="upload a snapshot (dir or .tar) to object storage and announce it to the fleet",
+        description="Uploads <prefix>/<kind>/<version>.tar, then the pointer "
+        "<prefix>/<kind>/latest.json, then announces it on the broker (docs/fleet.md).",
+    )
+    pub.add_argument("dir", type=Path)
+    pub.add_argument("--to", required=True, metavar="s3://BUCKET/PREFIX")
+    pub.add_argument(
+        "--endpoint",
+        default=os.environ.get("EDGESIDE_FLEET_S3_ENDPOINT", ""),
+        help="an S3-compatible server's URL (default: $EDGESIDE_FLEET_S3_ENDPOINT, else AWS)",
+    )
+    pub.add_argument("--region", default=os.environ.get("AWS_REGION", "us-east-1"))
+    pub.add_argument(
+        "--broker",
+        default=os.environ.get("EDGESIDE_FLEET_BROKER", ""),
+        help="NATS URL to announce on (default: $EDGESIDE_FLEET_BROKER; none: nodes find it "
+        "at their next poll)",
+    )
+    pub.add_argument("--subject", default="edgeside", help="the fleet's subject prefix")
+    pub.set_defaults(func=_publish)
+
     st = sub.add_parser("status", help="versions, states and ages on each node")
     nodes(st)
     st.set_defaults(func=_status)
@@ -236,6 +259,27 @@ def _push(args: argparse.Namespace) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     return _report(results)
+
+
+def _publish(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from snapshots import objstore
+
+    try:
+        pointer = objstore.publish(args.dir, args.to, objstore.client(args.endpoint, args.region))
+    except (SnapshotError, objstore.ObjectStoreError, OSError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    print(f"published {pointer.kind} {pointer.version} ({pointer.size:,} bytes) to {args.to}")
+    if args.broker:
+        try:
+            asyncio.run(objstore.announce(args.broker, args.subject, pointer))
+        except Exception as exc:  # published all the same: nodes find it at their next poll
+            print(f"warning: not announced on {args.broker}: {exc}", file=sys.stderr)
+            return 0
+        print(f"announced on {args.broker}")
+    return 0
 
 
 def _status(args: argparse.Namespace) -> int:

@@ -9,6 +9,8 @@ Layout (named databases, msgpack values via msgspec):
   worker computes the same weights.
 - ``fired``: ``action\\0key`` → last fire time, to fire a webhook once per visitor per window
   across workers.
+- ``positions``: stream name → the last broker sequence applied (server/fleet/), written in the
+  same transaction as the events it covers, so a replayed message is never applied twice.
 
 Beside them, ``stamps.bin`` (`server.live.stamps`): a shared-memory counter per hash slot of live
 keys, changed after every write or delete of a key's record. The hot routes' answer memo reads only
@@ -51,6 +53,11 @@ class Activity(msgspec.Struct, array_like=True, omit_defaults=True):
     categories: dict[str, float] = msgspec.field(default_factory=dict)
     # None: no consent event seen; False: withdrawn (decide as non-personalised).
     consent: bool | None = None
+    # Event times (not arrival times) of the newest consent change and the newest withdrawal:
+    # with events from several nodes arriving out of order, an older consent change never
+    # overrides a newer one, and nothing that happened before a withdrawal is recorded after it.
+    consent_ts: float = 0.0
+    withdrawn_ts: float = 0.0
 
 
 class ArmCount(msgspec.Struct, array_like=True):
@@ -121,6 +128,7 @@ class LiveStore:
             self._arms = self.env.open_db(b"arms")
             self._frozen = self.env.open_db(b"frozen")
             self._fired = self.env.open_db(b"fired")
+            self._positions = self.env.open_db(b"positions")
             self.stamps = StampTable(path, stamp_slots, self._keys)
         except BaseException:
             self.env.close()
@@ -215,15 +223,52 @@ class LiveStore:
             wtxn.put(key, _encode(counts))
         return counts
 
+    def experiments(self, limit: int = 1000) -> list[str]:
+        """The experiments with arm counts (server/fleet/ agrees their frozen counts fleet-wide)."""
+        seen: dict[str, None] = {}
+        with self.env.begin(db=self._arms) as txn:
+            for k in txn.cursor().iternext(keys=True, values=False):
+                seen[bytes(k).split(b"\0", 1)[0].decode()] = None
+                if len(seen) >= limit:
+                    break
+        return list(seen)
+
+    def freeze(
+        self, experiment: str, window: int, counts: dict[str, tuple[int, int]]
+    ) -> dict[str, tuple[int, int]]:
+        """Freeze `counts` for a window unless it is frozen already (first writer wins); returns
+        what is frozen. The fleet freezes a window before it starts with counts all nodes agreed."""
+        key = f"{experiment}\0{window}".encode()
+        with self.env.begin(db=self._frozen, write=True) as wtxn:
+            first = wtxn.get(key)
+            if first is not None:
+                return dict(_decode_frozen(first))
+            wtxn.put(key, _encode(counts))
+        return counts
+
     # -- writes (background) --------------------------------------------------------------------
 
-    def apply(self, changes: Sequence[Change], now: float) -> int:
-        """Apply a batch in one write transaction; returns how many changed something."""
+    def position(self, stream: str) -> int:
+        """The last broker sequence of `stream` applied here (0: none)."""
+        with self.env.begin(db=self._positions) as txn:
+            raw = txn.get(stream.encode())
+        return int(raw) if raw is not None else 0
+
+    def apply(
+        self, changes: Sequence[Change], now: float, position: tuple[str, int] | None = None
+    ) -> int:
+        """Apply a batch in one write transaction; returns how many changed something.
+
+        `position` (stream, sequence): recorded in the same transaction, so after a crash the
+        batch is either applied and its position known, or neither.
+        """
         limits = self.limits
         applied = 0
         keys = [k.encode() for k in dict.fromkeys(ch.key for ch in changes)]
         self.stamps.reserve(keys)  # before the transaction: a record never has a zero stamp
         with self.env.begin(write=True) as txn:
+            if position is not None:
+                txn.put(position[0].encode(), b"%d" % position[1], db=self._positions)
             cache: dict[str, Activity] = {}
             for ch in changes:
                 if ch.experiment and ch.arm and ch.type in ("view", "click", "purchase"):
@@ -233,15 +278,25 @@ class LiveStore:
                     raw = txn.get(ch.key.encode(), db=self._visitors)
                     rec = _decode_activity(raw) if raw is not None else Activity()
                     if rec.expires <= now:
-                        rec = Activity(consent=rec.consent)
+                        rec = Activity(
+                            consent=rec.consent,
+                            consent_ts=rec.consent_ts,
+                            withdrawn_ts=rec.withdrawn_ts,
+                        )
                     cache[ch.key] = rec
                 if ch.type == "consent":
+                    if ch.ts < rec.consent_ts:
+                        continue  # older news than the consent change already applied
                     if ch.consent is False:
                         # Withdrawal: forget what was recorded, keep only the refusal.
                         rec.views, rec.purchases, rec.cart, rec.categories = [], [], [], {}
+                        rec.withdrawn_ts = ch.ts
                     rec.consent = ch.consent
-                elif rec.consent is False:
-                    continue  # nothing is recorded about a visitor who withdrew consent
+                    rec.consent_ts = ch.ts
+                elif rec.consent is False or (rec.withdrawn_ts and ch.ts <= rec.withdrawn_ts):
+                    # Nothing is recorded about a visitor who withdrew consent, nor anything
+                    # that happened before a withdrawal and arrived after it (another node).
+                    continue
                 else:
                     self._apply_one(rec, ch, limits)
                 rec.seq += 1

@@ -15,7 +15,7 @@ import logging
 import urllib.error
 import urllib.parse
 import urllib.request
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 
 import orjson
 from cachetools import TTLCache
@@ -52,6 +52,8 @@ class Triggers:
         )
         self._hosts = frozenset(h.lower() for h in settings.webhook_hosts)
         self._allowed: dict[str, bool] = {}
+        # Set by the fleet (server/fleet/shared.py): after this node's claim, the fleet's.
+        self.fleet_claim: Callable[[str, str, float], Awaitable[bool]] | None = None
 
     def allowed(self, url: str) -> bool:
         ok = self._allowed.get(url)
@@ -95,6 +97,8 @@ class Triggers:
         claimed = await asyncio.to_thread(
             self.store.claim, fire.action, fire.key, s.trigger_window_s, fire.t
         )
+        if claimed and self.fleet_claim is not None:
+            claimed = await self.fleet_claim(fire.action, fire.key, s.trigger_window_s)
         if not claimed:
             self.counts["deduplicated"] += 1
             return

@@ -1,0 +1,315 @@
+"""The fleet on one machine: N edgeside nodes, one nats-server, one S3-compatible server.
+
+    python -m bench.fleet [--nodes 20] [--samples 20] [--outage 10] [--rate 100]
+
+Starts `nats-server -js`, moto's S3 server and `--nodes` edgeside processes (one worker each, each
+its own data directory, all following the same broker and bucket, signing key on), then, with a
+steady `/v1/edge` load spread over every node the whole time (`--rate` requests/s in total):
+
+1. publishes a new signed rules snapshot (`snapshot publish` to S3 + announcement) and measures
+   `converge_s_max`: from the start of the upload until every node's `/readyz` names the version;
+2. posts `--samples` cart events, each on one node, and measures until another node's next
+   `/v1/decide` changes (`event_to_decision_s_p99`; the samples move over source and target nodes);
+3. stops the broker for `--outage` seconds under the same load, posts events on one node meanwhile,
+   restarts the broker and measures `catch_up_s`: from the restart until three other nodes decide
+   with every one of those events; `outage_failed_requests` counts failures during the outage.
+
+`failed_requests`: load requests that were not a 204 (or failed at the socket) over the whole run.
+Loopback only; bounded in time. Last line: one JSON object.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import multiprocessing
+import os
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+from contextlib import ExitStack
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from server.offline.demo import DEMO_DIR, ensure_demo
+from server.offline.rules_snapshot import build_rules_snapshot
+from snapshots import objstore
+
+from .brokers import Nats, nats_binary, s3_server
+from .procs import free_port, process, wait_http
+
+KEY = "bench-fleet-signing-key"
+AWS = {
+    "AWS_ACCESS_KEY_ID": "bench",
+    "AWS_SECRET_ACCESS_KEY": "bench",
+    "AWS_DEFAULT_REGION": "us-east-1",
+}
+BUCKET = "s3://edgeside-bench/fleet"
+SITE_DECIDE = {"context": {"site": "shop-fr"}, "placements": ["cart_upsell"]}
+
+
+def log(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+class Load:
+    """A steady, paced `/v1/edge` load over every node, in a process of its own (in a thread it
+    would share the GIL with the measuring loops and fall far below its rate). Each result is
+    kept with its (system-wide monotonic) time, so failures can be told apart by phase."""
+
+    def __init__(self, urls: list[str], rate: float, out: Path) -> None:
+        self.urls = urls
+        self.rate = rate
+        self.out = out
+        self.results: list[tuple[float, bool]] = []
+        self.reasons: dict[str, int] = {}  # what the failures were
+        self.started = self.stopped = 0.0
+        ctx = multiprocessing.get_context("spawn")
+        self._stop = ctx.Event()
+        self._proc = ctx.Process(target=_load_main, args=(urls, rate, str(out), self._stop))
+
+    def start(self) -> None:
+        self._proc.start()
+
+    def stop(self) -> None:
+        if self._proc.pid is None or self.started:
+            return
+        self._stop.set()
+        self._proc.join(timeout=60)
+        body = json.loads(self.out.read_text())
+        self.started, self.stopped = body["started"], body["stopped"]
+        self.results = [(t, ok) for t, ok in body["results"]]
+        self.reasons = body["reasons"]
+
+    def failed(self, since: float = 0.0, until: float = float("inf")) -> int:
+        return sum(1 for t, ok in self.results if since <= t <= until and not ok)
+
+
+def _load_main(urls: list[str], rate: float, out: str, stop: Any) -> None:
+    results: list[tuple[float, bool]] = []
+    reasons: dict[str, int] = {}
+
+    async def one(client: httpx.AsyncClient, url: str, n: int) -> None:
+        headers = {"X-Placements": "home_hero,cart_upsell", "X-Site": "shop-fr"}
+        headers["Cookie"] = f"edgeside_id=load-{n % 500}"
+        sent = time.monotonic()
+        try:
+            answer = await client.get(url + "/v1/edge", headers=headers)
+            ok = answer.status_code == 204
+            why = f"status {answer.status_code}"
+        except httpx.HTTPError as exc:
+            ok = False
+            why = type(exc).__name__
+        if not ok:
+            reasons[why] = reasons.get(why, 0) + 1
+        results.append((sent, ok))
+
+    async def paced() -> None:
+        limits = httpx.Limits(max_connections=64, max_keepalive_connections=64)
+        async with httpx.AsyncClient(timeout=5.0, limits=limits) as client:
+            n = 0
+            pending: set[asyncio.Task[None]] = set()
+            start = time.monotonic()
+            while not stop.is_set():
+                task = asyncio.create_task(one(client, urls[n % len(urls)], n))
+                pending.add(task)
+                task.add_done_callback(pending.discard)
+                n += 1
+                # Paced, not closed-loop: a slow node does not slow the offered load.
+                await asyncio.sleep(max(0.0, start + n / rate - time.monotonic()))
+            await asyncio.gather(*pending, return_exceptions=True)
+
+    started = time.monotonic()
+    asyncio.run(paced())
+    body = {"started": started, "stopped": time.monotonic(), "results": results, "reasons": reasons}
+    Path(out).write_text(json.dumps(body))
+
+
+def decide_variant(client: httpx.Client, url: str, cookie: str) -> str:
+    body = dict(SITE_DECIDE, visitor={"ids": {"cookie": cookie}})
+    answer = client.post(url + "/v1/decide", json=body)
+    return str(answer.json()["placements"][0]["variant"])
+
+
+def post_cart(client: httpx.Client, url: str, cookie: str) -> None:
+    event = {
+        "type": "add_to_cart",
+        "visitor": {"ids": {"cookie": cookie}},
+        "content_id": "p-tent-1",
+        "category": "camping",
+    }
+    answer = client.post(url + "/v1/events", json={"events": [event]})
+    if answer.status_code != 202:
+        raise RuntimeError(f"event refused: {answer.status_code} {answer.text}")
+
+
+def rules_version(client: httpx.Client, url: str) -> str | None:
+    try:
+        body = client.get(url + "/readyz").json()
+    except (httpx.HTTPError, ValueError):
+        return None
+    found: str | None = next(s["version"] for s in body["snapshots"] if s["kind"] == "rules")
+    return found
+
+
+def converge(
+    urls: list[str], tar_dir: Path, s3_url: str, broker: str, timeout: float
+) -> tuple[float, float]:
+    """Publish a new rules snapshot: (seconds until every node serves it, of which publishing)."""
+    src = tar_dir / "rules.yaml"
+    src.write_text((DEMO_DIR / "rules.yaml").read_text() + f"\n# bench {time.time()}\n")
+    out = tar_dir / f"rules-{time.time_ns()}"
+    if build_rules_snapshot(src, out, KEY.encode()) != 0:
+        raise RuntimeError("rules did not build")
+    # Set-up of the publishing process, not publishing: botocore loads its service models,
+    # nats-py takes ~0.5 s to import.
+    s3 = objstore.client(s3_url)
+    import nats  # noqa: F401
+
+    t0 = time.monotonic()
+    pointer = objstore.publish(out, BUCKET, s3)
+    log(f"uploaded in {time.monotonic() - t0:.3f}s")
+    asyncio.run(objstore.announce(broker, "edgeside", pointer))
+    published = time.monotonic() - t0
+    waiting = set(urls)
+    with httpx.Client(timeout=5.0) as client:
+        while waiting:
+            if time.monotonic() - t0 > timeout:
+                raise TimeoutError(f"{len(waiting)} nodes not on {pointer.version}")
+            waiting = {u for u in waiting if rules_version(client, u) != pointer.version}
+            if waiting:
+                time.sleep(0.02)
+    return time.monotonic() - t0, published
+
+
+def event_latencies(urls: list[str], samples: int, timeout: float) -> list[float]:
+    out: list[float] = []
+    n = len(urls)
+    with httpx.Client(timeout=5.0) as client:
+        for i in range(samples):
+            src, dst = urls[i % n], urls[(i + max(1, n // 2)) % n]
+            cookie = f"bench-{time.time_ns()}-{i}"
+            if decide_variant(client, dst, cookie) != "none":
+                raise RuntimeError("a fresh visitor already has a cart")
+            post_cart(client, src, cookie)
+            t0 = time.monotonic()
+            while decide_variant(client, dst, cookie) == "none":
+                if time.monotonic() - t0 > timeout:
+                    raise TimeoutError(f"event on {src} not seen on {dst} after {timeout}s")
+                time.sleep(0.005)
+            out.append(time.monotonic() - t0)
+    return out
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
+
+
+def start_nodes(stack: ExitStack, n: int, work: Path, broker: str, s3_url: str) -> list[str]:
+    base = work / "demo"
+    ensure_demo(base, KEY.encode())
+    env = {"EDGESIDE_SIGNING_KEY": KEY, "EDGESIDE_LOG_LEVEL": "warning", **AWS}
+    starting: list[tuple[str, Any, Path]] = []
+    for i in range(n):
+        data = work / f"node-{i:03d}"
+        shutil.copytree(base, data, symlinks=True)
+        config = data / "fleet.yaml"
+        config.write_text(
+            "fleet:\n"
+            f"  broker: {broker!r}\n  node: 'n{i:03d}'\n  snapshots_from: {BUCKET!r}\n"
+            f"  s3_endpoint: {s3_url!r}\n  poll_interval_s: 30.0\n"
+        )
+        port = free_port()
+        argv = [sys.executable, "-m", "server.cli", "serve", "--data", str(data)]
+        argv += ["--port", str(port), "--workers", "1", "--config", str(config)]
+        log_path = data / "edgeside.log"
+        proc = stack.enter_context(process(argv, log=log_path, env=env))
+        starting.append((f"http://127.0.0.1:{port}", proc, log_path))
+    for url, proc, log_path in starting:
+        wait_http(url + "/readyz", timeout=120.0, proc=proc, log=log_path)
+    return [url for url, _, _ in starting]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--nodes", type=int, default=20)
+    parser.add_argument("--samples", type=int, default=20)
+    parser.add_argument("--outage", type=float, default=10.0)
+    parser.add_argument("--rate", type=float, default=100.0, help="load requests/s in total")
+    parser.add_argument("--workdir", type=Path, default=None)
+    args = parser.parse_args(argv)
+    binary = nats_binary()
+    if binary is None:
+        print("nats-server is not installed (apt-get install nats-server)", file=sys.stderr)
+        return 2
+    os.environ.update(AWS)
+    work = args.workdir or Path(tempfile.mkdtemp(prefix="edgeside-fleet-"))
+    result: dict[str, Any] = {"nodes": args.nodes}
+    try:
+        with ExitStack() as stack:
+            s3 = stack.enter_context(s3_server(work / "s3"))
+            objstore.client(s3.url).create_bucket(Bucket=objstore.parse_url(BUCKET)[0])
+            broker = Nats(binary, work / "nats")
+            broker.start()
+            stack.callback(broker.stop)
+            t = time.monotonic()
+            urls = start_nodes(stack, args.nodes, work, broker.url, s3.url)
+            log(f"{len(urls)} nodes ready in {time.monotonic() - t:.1f}s")
+            time.sleep(1.0)  # connected and subscribed
+            load = Load(urls, args.rate, work / "load.json")
+            load.start()
+            stack.callback(load.stop)
+
+            took, published = converge(urls, work, s3.url, broker.url, 60.0)
+            result["converge_s_max"] = round(took, 3)
+            result["publish_s"] = round(published, 3)
+            log(f"converged in {result['converge_s_max']}s")
+
+            lat = event_latencies(urls, args.samples, 10.0)
+            result["event_to_decision_s_p99"] = round(percentile(lat, 0.99), 3)
+            result["event_to_decision_s_p50"] = round(statistics.median(lat), 3)
+            log(f"event to decision: p50 {result['event_to_decision_s_p50']}s")
+
+            outage_start = time.monotonic()
+            broker.stop()
+            cookies = [f"outage-{time.time_ns()}-{i}" for i in range(5)]
+            with httpx.Client(timeout=5.0) as client:
+                for cookie in cookies:
+                    post_cart(client, urls[0], cookie)
+                    time.sleep(args.outage / (len(cookies) + 1))
+                time.sleep(max(0.0, outage_start + args.outage - time.monotonic()))
+                outage_end = time.monotonic()
+                broker.start()
+                restarted = time.monotonic()
+                watchers = sorted({urls[1 % len(urls)], urls[len(urls) // 2], urls[-1]})
+                waiting = {(u, c) for u in watchers for c in cookies}
+                while waiting:
+                    if time.monotonic() - restarted > 60.0:
+                        raise TimeoutError(f"{len(waiting)} events not caught up")
+                    waiting = {(u, c) for u, c in waiting if decide_variant(client, u, c) == "none"}
+                    time.sleep(0.02)
+            result["catch_up_s"] = round(time.monotonic() - restarted, 3)
+            log(f"caught up {result['catch_up_s']}s after the broker restarted")
+            time.sleep(1.0)
+            load.stop()
+            result["outage_failed_requests"] = load.failed(outage_start, outage_end)
+            result["failed_requests"] = load.failed()
+            result["load_requests"] = len(load.results)
+            # What the load generator achieved (it shares the machine with every node).
+            result["load_rps"] = round(len(load.results) / (load.stopped - load.started), 1)
+            result["failed_reasons"] = load.reasons
+    finally:
+        if args.workdir is None:
+            shutil.rmtree(work, ignore_errors=True)
+    print(json.dumps(result))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
