@@ -12,7 +12,6 @@ import gc
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
-from importlib.metadata import PackageNotFoundError, version
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
@@ -45,15 +44,9 @@ from .loop_probe import LoopProbe
 from .openapi import build_openapi
 from .routes import build_routes
 from .state import AppState
+from .version import installed_version
 
 log = logging.getLogger("edgeside.app")
-
-
-def _version() -> str:
-    try:
-        return version("edgeside")
-    except PackageNotFoundError:
-        return "0"
 
 
 async def _follow_snapshots(state: AppState) -> None:
@@ -290,7 +283,7 @@ def build_app(settings: Settings, secrets: Secrets) -> EdgesideApp:
             )
             for path, route in hot.items()
         ),
-        *build_routes(state, build_openapi(_version())),
+        *build_routes(state, build_openapi(installed_version())),
         *admin.routes(),
         *(fleet.routes() if fleet is not None else []),
     ]

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import importlib.metadata
 import sys
 from collections.abc import Sequence
 
@@ -14,13 +13,12 @@ from . import serve
 from .fleet import cli as fleet_cli
 from .offline import demo, rules_snapshot
 from .offline.report import cli as report_cli
+from .version import installed_version
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="edgeside", description=__doc__)
-    # The installed distribution's version (what `pip install` put there), not a constant to bump.
-    version = importlib.metadata.version("edgeside")
-    parser.add_argument("--version", action="version", version=f"%(prog)s {version}")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {installed_version()}")
     subparsers = parser.add_subparsers(dest="command", required=True)
     snapshots.cli.register(subparsers)
     rules_snapshot.register_build(rules.cli.register(subparsers))

@@ -252,7 +252,7 @@ REVIEWED = {
     "rules nodes; user text is never source (names are chosen, literals are ast.Constant)",
     ("rules/checker.py", "compile("): "re.compile of a rules-file pattern, to report it if invalid",
     ("rules/checker.py", "importlib"): "imports the stdlib's re._parser to audit patterns",
-    ("server/app.py", "importlib"): "importlib.metadata: the installed package's version",
+    ("server/version.py", "importlib"): "importlib.metadata: the installed package's version",
     ("rules/compiler.py", "re.compile("): "compiles a checked rules-file pattern once per load",
     ("snapshots/scan.py", "subprocess"): "runs `python -m snapshots.scan PATH` (this interpreter, "
     "a fixed module, the staged snapshot's path as one argument, no shell) so LMDB damage that "
