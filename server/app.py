@@ -33,6 +33,7 @@ from .asgi import (
     send_response,
 )
 from .config import Secrets, Settings, load_secrets, settings_from_env
+from .console import Console
 from .decide.route import Decide
 from .edge.answers import EdgeMemos
 from .edge.remembering import PROTOCOL_ROUTES, Remembering
@@ -221,6 +222,7 @@ def build_app(settings: Settings, secrets: Secrets) -> EdgesideApp:
     known: dict[str, Remembering] | None = None
     if not settings.cors_origins:
         known = remembering(state, memos, edge, hot["/v1/edge"], hot[FRAGMENT_PREFIX])
+    console = Console(state)  # /console (issue 19)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[dict[str, object]]:
@@ -231,9 +233,11 @@ def build_app(settings: Settings, secrets: Secrets) -> EdgesideApp:
         await admin.start()
         # What the HTTP protocol answers by itself: handed to it in the lifespan state.
         protocol = {path.encode(): route for path, route in (known or {}).items()}
+        await console.start()
         try:
             yield {PROTOCOL_ROUTES: protocol}
         finally:
+            await console.stop()
             await admin.stop()
             for task in tasks:
                 task.cancel()
@@ -266,6 +270,7 @@ def build_app(settings: Settings, secrets: Secrets) -> EdgesideApp:
         ),
         *build_routes(state, build_openapi(_version())),
         *admin.routes(),
+        *console.routes(),
     ]
     starlette = Starlette(
         routes=routes,

@@ -197,9 +197,17 @@ class Metrics:
             ("result",),
         )
 
+        self.shadow_decisions = Counter(
+            "edgeside_shadow_decisions_total",
+            "Shadow candidate decisions (never served) by placement and result: agree, differ "
+            "with the served decision, or error (placement `*`).",
+            ("placement", "result"),
+        )
+
     def render(self) -> str:
         lines: list[str] = []
         for metric in (
+            self.shadow_decisions,
             self.events,
             self.live_writes,
             self.live_visitors,
