@@ -17,7 +17,9 @@ def register(
     subparsers: argparse._SubParsersAction[argparse.ArgumentParser],
 ) -> argparse._SubParsersAction[argparse.ArgumentParser]:
     """Add the `rules` command group; return its subcommands so the server can add `build`."""
-    group = subparsers.add_parser("rules", help="check and build rules files")
+    group = subparsers.add_parser(
+        "rules", help="check, build, replay (impact) and shadow rules files"
+    )
     sub = group.add_subparsers(dest="rules_command")
     check = sub.add_parser(
         "check",
@@ -43,7 +45,7 @@ def cmd_check(args: argparse.Namespace) -> int:
     try:
         text = path.read_bytes()
     except OSError as exc:
-        print(f"{path}: error[io]: cannot read the file: {exc.strerror}", file=sys.stderr)
+        print(f"edgeside: error: {path}: cannot read the file: {exc.strerror}", file=sys.stderr)
         return 2
     ruleset, diags, report = analyze_text(text, filename=str(path))
     errors = sum(1 for d in diags if d.severity == "error")

@@ -35,6 +35,7 @@ from rules.compiler import (
 from rules.context import KEY_FIELDS, Context, clock_until, key_function
 from rules.decision import (
     ActionDecision,
+    Condition,
     Decision,
     PlacementDecision,
     TraceEntry,
@@ -43,7 +44,7 @@ from rules.decision import (
     decision_key,
 )
 from rules.expiry import TRACKED, next_multiple
-from rules.explain import trace, value_of
+from rules.explain import conditions_of, trace, value_of
 from rules.interfaces import ActivityLike, ArmStats, ContentCatalog, ProfileLike
 from rules.model import Action, Experiment, PickSpec, Placement, Rule, RuleSet
 from rules.picks import PickCache, pick_until
@@ -71,6 +72,8 @@ class Engine:
         self.segment_names: tuple[str, ...] = tuple(ruleset.segments)
         self._segment_index = {name: i for i, name in enumerate(self.segment_names)}
         self._segments_fn: Fn | None = None
+        # Explain mode's per-condition functions of the segments, compiled when first asked for.
+        self._segment_explain: dict[int, Fn] = {}
         self._segments_uses = 0
         if self.segment_names:
             self._segments_fn = segments_function(
@@ -454,15 +457,29 @@ class Engine:
                 return type(exc).__name__
             return "none on a second run"  # pragma: no cover - the functions are deterministic
 
+        def segment_conditions(name: str) -> list[Condition]:
+            expr = self.ruleset.segments[name]
+            return conditions_of(
+                expr.text,
+                expr.tree,
+                lambda node: self._evaluate(self._segment_explain, node, args),
+            )
+
         segments = list(zip(self.segment_names, (bool(v) for v in seg_values), strict=False))
         progs = self._placements_for(ctx.site, ctx.locale)
-        return trace(d, progs, segments, evaluate, failure)
+        return trace(d, progs, segments, evaluate, failure, segment_conditions)
 
     def _value(self, prog: Program, node: ast.Node, args: tuple[object, ...]) -> TraceValue:
-        fn = prog.explain.get(id(node))
+        return self._evaluate(prog.explain, node, args)
+
+    def _evaluate(
+        self, cache: dict[int, Fn], node: ast.Node, args: tuple[object, ...]
+    ) -> TraceValue:
+        """One node's value for explain mode, its function compiled on first use and kept."""
+        fn = cache.get(id(node))
         if fn is None:
             fn = value_function(node, self._shared, self._segment_index, self.ruleset.filename)
-            prog.explain[id(node)] = fn
+            cache[id(node)] = fn
         try:
             return value_of(fn(*args))
         except Exception as exc:

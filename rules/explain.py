@@ -29,10 +29,17 @@ def trace(
     segments: Sequence[tuple[str, bool]],
     evaluate: Evaluate,
     failure: Failure,
+    segment_conditions: Callable[[str], list[Condition]] | None = None,
 ) -> list[TraceEntry]:
-    """Segments first (computed once for the request, before any placement), then each
-    placement's steps in the order the engine took them."""
-    out = [TraceEntry("*", "segment", name, value) for name, value in segments]
+    """Segments first (computed once for the request, before any placement) — each with its
+    conditions, so a reader can see why it matched or not — then each placement's steps in the
+    order the engine took them."""
+    out = [
+        TraceEntry(
+            "*", "segment", name, value, segment_conditions(name) if segment_conditions else []
+        )
+        for name, value in segments
+    ]
     for pd in d.placements:
         prog = programs.get(pd.placement)
         if prog is not None:
@@ -94,6 +101,13 @@ def _rules(prog: Program, last: int, evaluate: Evaluate) -> list[TraceEntry]:
         whole = evaluate(prog, rule.when.tree)
         out.append(TraceEntry(name, "rule", rule.id, whole is True, conditions))
     return out
+
+
+def conditions_of(
+    text: str, tree: ast.Node, value: Callable[[ast.Node], TraceValue]
+) -> list[Condition]:
+    """The conditions of an expression (its and/or/not operands) with their values."""
+    return [Condition(_unwrap(text[leaf.start : leaf.end]), value(leaf)) for leaf in _leaves(tree)]
 
 
 def _leaves(node: ast.Node) -> list[ast.Node]:

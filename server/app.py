@@ -32,6 +32,7 @@ from .asgi import (
     send_response,
 )
 from .config import Secrets, Settings, load_secrets, settings_from_env
+from .console import Console
 from .decide.route import Decide
 from .edge.answers import EdgeMemos
 from .edge.remembering import PROTOCOL_ROUTES, Remembering
@@ -236,6 +237,7 @@ def build_app(settings: Settings, secrets: Secrets) -> EdgesideApp:
     fleet = FleetNode.create(state, admin.life)  # None without a broker: the node works alone
     if fleet is not None:
         state.notes.append(fleet.notes)
+    console = Console(state)  # /console (issue 19)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[dict[str, object]]:
@@ -248,11 +250,13 @@ def build_app(settings: Settings, secrets: Secrets) -> EdgesideApp:
             await fleet.start()
         # What the HTTP protocol answers by itself: handed to it in the lifespan state.
         protocol = {path.encode(): route for path, route in (known or {}).items()}
+        await console.start()
         try:
             yield {PROTOCOL_ROUTES: protocol}
         finally:
             if fleet is not None:
                 await fleet.stop()
+            await console.stop()
             await admin.stop()
             for task in tasks:
                 task.cancel()
@@ -286,6 +290,7 @@ def build_app(settings: Settings, secrets: Secrets) -> EdgesideApp:
         *build_routes(state, build_openapi(installed_version())),
         *admin.routes(),
         *(fleet.routes() if fleet is not None else []),
+        *console.routes(),
     ]
     starlette = Starlette(
         routes=routes,

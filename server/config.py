@@ -14,6 +14,7 @@ from pathlib import Path
 import msgspec
 
 SETTINGS_ENV = "EDGESIDE_SETTINGS_JSON"
+ADMIN_TOKEN_ENV = "EDGESIDE_ADMIN_TOKEN"  # noqa: S105 - the variable's name, not a secret
 
 
 class CookieSettings(msgspec.Struct, forbid_unknown_fields=True):
@@ -105,11 +106,17 @@ class LiveSettings(msgspec.Struct, forbid_unknown_fields=True):
 
 
 class DecisionLogSettings(msgspec.Struct, forbid_unknown_fields=True):
-    """Where decisions and events are logged: NDJSON files under `dir`, or POSTed to `url`."""
+    """Where decisions and events are logged: NDJSON files under `dir`, or POSTed to `url`.
 
-    dir: str = ""
+    On by default, under the data directory (`DATA/logs`), so `edgeside report`, `rules impact`
+    and the console's analytics have data from the first request; `dir: ""` turns it off.
+    """
+
+    dir: str = "logs"
     url: str = ""
     sample_rate: float = 1.0
+    # The files of the log directory together are kept under this size: the oldest go first.
+    max_total_bytes: int = 1 << 30
     max_buffer: int = 100_000
     batch: int = 1000
     flush_interval_s: float = 0.5
@@ -206,7 +213,7 @@ class Secrets(msgspec.Struct, frozen=True):
 def load_secrets(environ: dict[str, str] | None = None) -> Secrets:
     env = os.environ if environ is None else environ
     return Secrets(
-        admin_token=env.get("EDGESIDE_ADMIN_TOKEN", ""),
+        admin_token=env.get(ADMIN_TOKEN_ENV, ""),
         signing_key=env.get("EDGESIDE_SIGNING_KEY", ""),
     )
 

@@ -42,21 +42,30 @@ Record = dict[str, Any]
 class DecisionLog:
     def __init__(self, settings: DecisionLogSettings, data_dir: str = "") -> None:
         self.settings = settings
-        self.enabled = bool(settings.dir or settings.url)
+        directory = settings.dir
+        if directory and not os.path.isabs(directory):
+            # Relative to the data directory; without one (an app built in a test) there is
+            # nowhere it belongs, so file logging stays off rather than writing into the cwd.
+            directory = os.path.join(data_dir, directory) if data_dir else ""
+        self.dir = Path(directory) if directory else None
+        self.enabled = bool(self.dir or settings.url)
         self.sample_rate = max(0.0, min(1.0, settings.sample_rate))
         self.buffer: collections.deque[Record] = collections.deque()
         self.written = 0
         self.dropped: collections.Counter[str] = collections.Counter()
-        directory = settings.dir
-        if directory and not os.path.isabs(directory):
-            directory = os.path.join(data_dir or ".", directory)
-        self.dir = Path(directory) if directory else None
         self._file: Any = None
         self._file_bytes = 0
         self._file_opened = 0.0
         self._seq = 0
         # Sampling only decides whether to log; a seeded generator per worker is enough.
         self._random = random.Random(os.getpid())
+
+    @property
+    def where(self) -> str:
+        """Where the log goes, for people: the directory, the sink URL, or `off`."""
+        if self.settings.url:
+            return self.settings.url
+        return str(self.dir) if self.dir is not None else "off"
 
     # -- request side: append only --------------------------------------------------------------
 
@@ -111,6 +120,7 @@ class DecisionLog:
                 self._file = None
             if self._file is None:
                 self.dir.mkdir(parents=True, exist_ok=True)
+                self._prune(s.max_total_bytes - len(payload))
                 self._seq += 1
                 stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime(now))
                 name = f"decisions-{stamp}-{os.getpid()}-{self._seq}.ndjson"
@@ -130,6 +140,26 @@ class DecisionLog:
                 pass
             self._file = None
             return False
+
+    def _prune(self, budget: int) -> None:
+        """Remove the oldest log files (any worker's) until the rest fit in `budget` bytes: the
+        log is on by default and must not fill the disk of a node nobody looks at."""
+        if self.dir is None:
+            return
+        files: list[tuple[float, int, Path]] = []
+        for path in self.dir.glob("decisions-*.ndjson"):
+            try:
+                st = path.stat()
+            except OSError:
+                continue  # removed by another worker meanwhile
+            files.append((st.st_mtime, st.st_size, path))
+        total = sum(size for _, size, _ in files)
+        for _, size, path in sorted(files):
+            if total <= budget:
+                break
+            with contextlib.suppress(OSError):
+                path.unlink()
+            total -= size
 
     async def _post(self, payload: bytes) -> bool:
         s = self.settings

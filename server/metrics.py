@@ -212,9 +212,17 @@ class Metrics:
         # Metrics of optional parts (server/fleet/), registered by them when they start.
         self.extra: list[Counter | Histogram] = []
 
+        self.shadow_decisions = Counter(
+            "edgeside_shadow_decisions_total",
+            "Shadow candidate decisions (never served) by placement and result: agree, differ "
+            "with the served decision, or error (placement `*`).",
+            ("placement", "result"),
+        )
+
     def render(self) -> str:
         lines: list[str] = []
         for metric in (
+            self.shadow_decisions,
             self.events,
             self.live_writes,
             self.live_visitors,

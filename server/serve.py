@@ -4,35 +4,65 @@ from __future__ import annotations
 
 import argparse
 import os
+import secrets as secrets_module
 import sys
 
-from .config import SETTINGS_ENV, ConfigError, load_secrets, load_settings, settings_to_env
+from .config import (
+    ADMIN_TOKEN_ENV,
+    SETTINGS_ENV,
+    ConfigError,
+    load_secrets,
+    load_settings,
+    settings_to_env,
+)
+from .decision_log import DecisionLog
 from .offline.demo import DEFAULT_DEMO_DATA, ensure_demo
 
+# Every command on one line: a backslash-newline inside single quotes reaches curl as part of the
+# JSON body (tests/console/test_quickstart.py runs each printed line against a real server).
 CURL_EXAMPLES = """\
 edgeside is serving {url}  (data: {data})
+Console: {url}/console  (sign in with the admin token{token_note})
+Decision log: {logs}  (edgeside report --logs {logs})
 Try — a known gold visitor, an anonymous one, and the same visitor without consent:
   curl -si '{url}/v1/edge?p=home_hero,home_recs&site=shop-fr' -H 'Cookie: edgeside_id=c-alice'
   curl -si '{url}/v1/edge?p=home_hero,home_recs&site=shop-fr' -H 'Cookie: edgeside_id=nobody'
-  curl -si '{url}/v1/edge?p=home_hero,home_recs&site=shop-fr' -H 'Cookie: edgeside_id=c-alice' \\
-       -H 'X-Consent: 0'
-  curl -s {url}/v1/decide -H 'content-type: application/json' -d '{{"visitor":{{"ids":\\
-{{"cookie":"c-chloe"}}}},"context":{{"site":"shop-uk"}},"placements":["home_recs"],"render":true}}'
+  curl -si '{url}/v1/edge?p=home_hero,home_recs&site=shop-fr' -H 'Cookie: edgeside_id=c-alice' -H 'X-Consent: 0'
+  curl -s '{url}/v1/decide' -H 'content-type: application/json' -d '{{"visitor":{{"ids":{{"cookie":"c-chloe"}}}},"context":{{"site":"shop-uk"}},"placements":["home_recs"],"render":true}}'
+  curl -s '{url}/v1/decide?explain=1' -H {auth} -H 'content-type: application/json' -d '{{"visitor":{{"ids":{{"cookie":"c-alice"}}}},"context":{{"site":"shop-fr"}},"placements":["home_hero"]}}'
   curl -s '{url}/v1/fragments/home_hero?site=shop-de' -H 'Cookie: edgeside_id=c-bruno'
-  curl -s {url}/readyz ; curl -s {url}/metrics | head
-"""
+  curl -s '{url}/readyz' ; curl -s '{url}/metrics' | head
+"""  # noqa: E501 - each command is one copyable line
+
+
+def banner(url: str, data: str, logs: str, token: str | None) -> str:
+    """What `edgeside serve` prints. `token` is one generated for this run (shown, since nobody
+    else knows it), or None when EDGESIDE_ADMIN_TOKEN was set (never printed: it is a secret)."""
+    if token is not None:
+        note, auth = f": {token} — generated for this run", f"'Authorization: Bearer {token}'"
+    else:
+        note, auth = " from EDGESIDE_ADMIN_TOKEN", '"Authorization: Bearer $EDGESIDE_ADMIN_TOKEN"'
+    return CURL_EXAMPLES.format(url=url, data=data, logs=logs, token_note=note, auth=auth)
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     serve = subparsers.add_parser(
-        "serve", help="serve the decision API", description="Every option is also EDGESIDE_<NAME>."
+        "serve",
+        help="serve the decision API and the console",
+        description="Every option is also EDGESIDE_<NAME>. Secrets come only from the "
+        "environment: EDGESIDE_ADMIN_TOKEN (admin routes, explain, /console; one is generated "
+        "for the run when unset) and EDGESIDE_SIGNING_KEY (snapshot signatures).",
     )
     serve.add_argument("--host", help="bind address (EDGESIDE_HOST, default 127.0.0.1)")
     serve.add_argument("--port", type=int, help="port (EDGESIDE_PORT, default 8080)")
     serve.add_argument("--workers", type=int, help="worker processes (EDGESIDE_WORKERS, default 1)")
     serve.add_argument("--data", help="data directory with the snapshot store (EDGESIDE_DATA)")
     serve.add_argument("--config", help="YAML/JSON settings file (EDGESIDE_CONFIG)")
-    serve.add_argument("--log-level", dest="log_level", help="EDGESIDE_LOG_LEVEL")
+    serve.add_argument(
+        "--log-level",
+        dest="log_level",
+        help="debug, info, warning, error (EDGESIDE_LOG_LEVEL, default warning)",
+    )
     serve.add_argument(
         "--pull",
         action="append",
@@ -49,7 +79,7 @@ def run_serve(args: argparse.Namespace) -> int:
     try:
         settings = load_settings(cli)
     except ConfigError as exc:
-        print(f"edgeside: {exc}", file=sys.stderr)
+        print(f"edgeside: error: {exc}", file=sys.stderr)
         return 2
     secrets = load_secrets()
     if not settings.data:
@@ -58,9 +88,15 @@ def run_serve(args: argparse.Namespace) -> int:
         ensure_demo(DEFAULT_DEMO_DATA, key)
     if not secrets.signing_key:
         print("edgeside: no EDGESIDE_SIGNING_KEY; unsigned snapshots are accepted", file=sys.stderr)
+    generated = None
+    if not secrets.admin_token:
+        # Explain and the console need a token: make one for this run (workers inherit it from
+        # the environment), so the quick start works without any set-up.
+        generated = os.environ[ADMIN_TOKEN_ENV] = secrets_module.token_urlsafe(24)
     os.environ[SETTINGS_ENV] = settings_to_env(settings)
     url = f"http://{settings.host}:{settings.port}"
-    print(CURL_EXAMPLES.format(url=url, data=settings.data), flush=True)
+    logs = DecisionLog(settings.decision_log, settings.data).where
+    print(banner(url, settings.data, logs, generated), flush=True)
     import uvicorn
 
     from .edge.protocol import MemoProtocol

@@ -34,10 +34,14 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     sub = group.add_subparsers(dest="snapshot_command")
 
     b = sub.add_parser("build", help="build a snapshot from NDJSON exports")
-    b.add_argument("--kind", choices=("profiles", "content"), required=True)
-    b.add_argument("--input", nargs="+", type=Path, required=True, metavar="FILE")
-    b.add_argument("--config", type=Path, required=True)
-    b.add_argument("--out", type=Path, required=True)
+    b.add_argument("--kind", choices=("profiles", "content"), required=True, help="what to build")
+    b.add_argument(
+        "--input", nargs="+", type=Path, required=True, metavar="FILE", help="NDJSON exports"
+    )
+    b.add_argument(
+        "--config", type=Path, required=True, help="build config (YAML): ids, merge, enrichment"
+    )
+    b.add_argument("--out", type=Path, required=True, help="snapshot directory to write")
     b.add_argument("--skip-invalid", action="store_true", help="build from the valid records")
     b.add_argument("--force", action="store_true", help="replace an existing --out directory")
     b.add_argument(
@@ -49,17 +53,23 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     b.set_defaults(func=_build)
 
     i = sub.add_parser("inspect", help="show manifest, counts and a sample record")
-    i.add_argument("dir", type=Path)
+    i.add_argument("dir", type=Path, help="snapshot directory")
     i.set_defaults(func=_inspect)
 
     v = sub.add_parser("verify", help="check checksums and signature; non-zero exit on mismatch")
-    v.add_argument("dir", type=Path)
-    v.add_argument("--signing-key-env", default=DEFAULT_KEY_ENV, metavar="VAR")
+    v.add_argument("dir", type=Path, help="snapshot directory")
+    v.add_argument(
+        "--signing-key-env",
+        default=DEFAULT_KEY_ENV,
+        metavar="VAR",
+        help=f"environment variable holding the key to check with (default {DEFAULT_KEY_ENV})",
+    )
     v.set_defaults(func=_verify)
 
     p = sub.add_parser("pack", help="pack a snapshot directory into a .tar for transport")
-    p.add_argument("dir", type=Path)
-    p.add_argument("--out", type=Path, required=True)
+    p.add_argument("dir", type=Path, help="snapshot directory")
+    p.add_argument("--out", type=Path, required=True, help="the .tar to write")
+    p.add_argument("--force", action="store_true", help="replace an existing --out file")
     p.set_defaults(func=_pack)
 
     d = sub.add_parser(
@@ -71,10 +81,15 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     )
     d.add_argument("--base", type=Path, required=True, help="the profiles snapshot nodes run")
     d.add_argument("--target", type=Path, help="a built profiles snapshot (the new state)")
-    d.add_argument("--input", nargs="+", type=Path, metavar="FILE")
-    d.add_argument("--config", type=Path)
-    d.add_argument("--out", type=Path, required=True)
-    d.add_argument("--signing-key-env", default=DEFAULT_KEY_ENV, metavar="VAR")
+    d.add_argument("--input", nargs="+", type=Path, metavar="FILE", help="NDJSON exports")
+    d.add_argument("--config", type=Path, help="build config for --input")
+    d.add_argument("--out", type=Path, required=True, help="delta directory to write")
+    d.add_argument(
+        "--signing-key-env",
+        default=DEFAULT_KEY_ENV,
+        metavar="VAR",
+        help=f"environment variable holding the HMAC key (default {DEFAULT_KEY_ENV})",
+    )
     d.set_defaults(func=_delta)
 
     def nodes(cmd: argparse.ArgumentParser) -> None:
@@ -84,7 +99,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         cmd.add_argument("--token", help="admin bearer token (default: $EDGESIDE_ADMIN_TOKEN)")
 
     u = sub.add_parser("push", help="upload a snapshot (dir or .tar) to one or many nodes")
-    u.add_argument("dir", type=Path)
+    u.add_argument("dir", type=Path, help="snapshot directory or .tar")
     nodes(u)
     u.set_defaults(func=_push)
 
@@ -116,13 +131,17 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     st.set_defaults(func=_status)
 
     r = sub.add_parser("rollback", help="re-activate the previous version of a kind")
-    r.add_argument("--kind", choices=("profiles", "content", "rules"), required=True)
+    r.add_argument(
+        "--kind", choices=("profiles", "content", "rules"), required=True, help="which kind"
+    )
     nodes(r)
     r.set_defaults(func=_rollback)
 
     a = sub.add_parser("activate", help="activate a version kept on the nodes")
-    a.add_argument("--kind", choices=("profiles", "content", "rules"), required=True)
-    a.add_argument("version")
+    a.add_argument(
+        "--kind", choices=("profiles", "content", "rules"), required=True, help="which kind"
+    )
+    a.add_argument("version", help="a version kept on the nodes (see `snapshot status`)")
     nodes(a)
     a.set_defaults(func=_activate)
 
@@ -175,10 +194,10 @@ def _build(args: argparse.Namespace) -> int:
                 force=args.force,
             )
     except SnapshotError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"edgeside: error: {exc}", file=sys.stderr)
         return 1
     except FileNotFoundError as exc:
-        print(f"error: {exc.filename}: no such file", file=sys.stderr)
+        print(f"edgeside: error: {exc.filename}: no such file", file=sys.stderr)
         return 1
     print("\n".join(summary.lines()))
     if key is None:
@@ -198,7 +217,7 @@ def _inspect(args: argparse.Namespace) -> int:
             with open_content(args.dir, verify=False) as c:
                 sample = [c.get(i) for i in c.all_ids()[:1]]
     except SnapshotError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"edgeside: error: {exc}", file=sys.stderr)
         return 1
     for s in sample:
         print("sample:", msgspec.json.format(msgspec.json.encode(s), indent=2).decode())
@@ -224,10 +243,13 @@ def _verify(args: argparse.Namespace) -> int:
 
 
 def _pack(args: argparse.Namespace) -> int:
+    if args.out.exists() and not args.force:
+        print(f"edgeside: error: {args.out} exists; --force replaces it", file=sys.stderr)
+        return 2
     try:
         out = pack(args.dir, args.out)
     except SnapshotError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"edgeside: error: {exc}", file=sys.stderr)
         return 1
     print(f"packed {args.dir} -> {out} ({out.stat().st_size:,} bytes)")
     return 0
@@ -236,7 +258,7 @@ def _pack(args: argparse.Namespace) -> int:
 def _token(args: argparse.Namespace) -> str | None:
     token: str | None = args.token or os.environ.get("EDGESIDE_ADMIN_TOKEN")
     if not token:
-        print("error: give --token or set EDGESIDE_ADMIN_TOKEN", file=sys.stderr)
+        print("edgeside: error: give --token or set EDGESIDE_ADMIN_TOKEN", file=sys.stderr)
     return token
 
 
@@ -256,7 +278,7 @@ def _push(args: argparse.Namespace) -> int:
     try:
         results = push_client.push(args.dir, args.to, token)
     except (SnapshotError, OSError, ValueError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"edgeside: error: {exc}", file=sys.stderr)
         return 1
     return _report(results)
 
@@ -334,7 +356,7 @@ def _delta(args: argparse.Namespace) -> int:
                 )
             manifest = diff_profiles(args.base, target, args.out, signing_key=key)
     except SnapshotError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"edgeside: error: {exc}", file=sys.stderr)
         return 1
     c = manifest.counts
     print(

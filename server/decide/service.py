@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import msgspec
 
@@ -97,6 +97,24 @@ class Served(msgspec.Struct):
     uses: int = 0
 
 
+# Called with (world, the decision served, visitor id, profile, context, placements, activity).
+ShadowHook = Callable[
+    [
+        World,
+        rules.Decision,
+        str | None,
+        rules.ProfileLike | None,
+        rules.Context,
+        Sequence[str],
+        Activity | None,
+    ],
+    None,
+]
+
+# `DecisionService.reuse`/`emit`: log the record's own visitor.
+_SAME = object()
+
+
 class DecisionService:
     def __init__(
         self, metrics: Metrics, time_budget_ms: float, memo_age_s: float = 0, memo_entries: int = 0
@@ -111,6 +129,8 @@ class DecisionService:
         self.log: DecisionLog | None = None
         self.triggers: Triggers | None = None
         self._pending: list[Served] = []
+        # A shadow candidate (server/console/shadow.py) sees decisions served; None costs nothing.
+        self.shadow: ShadowHook | None = None
 
     def still_current(self, served: Served) -> bool:
         """Whether a memoised answer may be reused: no event touched its visitor since."""
@@ -122,11 +142,13 @@ class DecisionService:
         except Exception:  # a store fault must not break the page: recompute
             return False
 
-    def reuse(self, served: Served, now: float) -> None:
-        """Account for an answer served again from a memo: counted and logged like a fresh one."""
+    def reuse(self, served: Served, now: float, visitor: str | object | None = _SAME) -> None:
+        """Account for an answer served again from a memo: counted and logged like a fresh one.
+        `visitor` is the live key to log when the answer was decided for someone else (a
+        stranger's answer reused for another stranger)."""
         self._tally(served)
         if served.record is not None:
-            self.emit(served, now)
+            self.emit(served, now, visitor)
 
     def _tally(self, served: Served) -> None:
         """Count `served` once more in the decision metrics — at the next `flush_counts`: a memo
@@ -145,12 +167,14 @@ class DecisionService:
             self.count(served.decision, served.uses)
             served.uses = 0
 
-    def emit(self, served: Served, now: float) -> None:
+    def emit(self, served: Served, now: float, visitor: str | object | None = _SAME) -> None:
         """Log a served decision (sampled): for fresh and memoised answers alike."""
         dlog = self.log
         if dlog is not None and served.record is not None and dlog.sampled():
             record = dict(served.record)
             record["t"] = round(now, 3)
+            if visitor is not _SAME and record.get("visitor") is not None:
+                record["visitor"] = visitor  # never where the record has none (no consent)
             dlog.add(record)
 
     def lookup(self, world: World, visitor: Visitor) -> snapshots.Profile | None:
@@ -222,6 +246,8 @@ class DecisionService:
             if shared is not None and (
                 profile is not None or _same_arms(engine, ctx, shared, visitor_id, self.arm_stats)
             ):
+                if self.shadow is not None:
+                    self.shadow(world, shared, visitor_id, profile, ctx, placements, None)
                 served = self._served(world, ctx, shared, key, stamp, None)
                 served.remember = profile is not None
                 served.stranger = profile is None and not stamp and not shared.actions
@@ -244,6 +270,8 @@ class DecisionService:
                 decision = engine.fallback(ctx, placements, "internal_error")
             except Exception:
                 decision = _bare_fallback(placements, "internal_error", ctx.now + 1.0)
+        if self.shadow is not None:
+            self.shadow(world, decision, visitor_id, profile, ctx, placements, recent)
         # Fallbacks (a deadline overrun, a rule error) are this moment's, not the inputs'.
         shareable = (
             memo_key is not None and not decision.rule_errors and fallback_reason(decision) is None
@@ -360,4 +388,25 @@ def _record(
             for p in decision.placements
         ],
         "sample": dlog.sample_rate,
+        # The rest of the request's context, so `rules impact` can replay the decision.
+        "ctx": replay_context(ctx),
     }
+
+
+# Context fields a decision record keeps besides site, country and hour (and `t` for `now`).
+_REPLAYED = ("locale", "url", "path", "referrer", "device", "timezone", "weather", "weekday")
+
+
+def replay_context(ctx: rules.Context) -> dict[str, object]:
+    """What of `ctx` a decision record needs for a replay: only the fields that are set."""
+    out: dict[str, object] = {"consent": ctx.consent}
+    for name in _REPLAYED:
+        value = getattr(ctx, name)
+        if value is not None:
+            out[name] = value
+    geo = ctx.geo
+    if geo.region is not None:
+        out["region"] = geo.region
+    if geo.city is not None:
+        out["city"] = geo.city
+    return out

@@ -30,6 +30,7 @@ from ..asgi import (
 )
 from ..decide.context import ANONYMOUS, MEMO_KEY_MAX_BYTES, PlacementError, split_placements
 from ..decide.service import Served, fallback_reason
+from ..live.events import live_key
 from ..memo import AnswerMemo
 from ..state import AppState
 from .answers import Answer, EdgeMemos, Message, response_messages
@@ -143,8 +144,8 @@ class Edge:
             memos = self.memos
             keys = memos.keys
             _remember(memos.edge, keys.edge(method, path, query, raw), answer, now)
-            # Not with the decision log on: its records name each visitor.
-            if served.stranger and not state.decision_log.enabled:
+            # With the decision log on, a reuse logs its own visitor (`recall_stranger`).
+            if served.stranger:
                 shape = keys.stranger(method, query, raw)
                 if shape is not None:
                     memos.stranger.put(shape, (answer, decided.ctx), now, served.expires)
@@ -179,7 +180,8 @@ class Edge:
                 return None
         finally:
             holder.release(world)
-        service.reuse(answer.served, now)
+        # The record names the stranger it was decided for: log this one instead.
+        service.reuse(answer.served, now, live_key(None, visitor) if ctx.consent else None)
         return answer
 
     def _query(

@@ -75,7 +75,9 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     demo = subparsers.add_parser("demo", help="the demo shop")
     demo_sub = demo.add_subparsers(dest="demo_command", required=True)
     build = demo_sub.add_parser("build", help="build and activate the demo snapshots")
-    build.add_argument("--data", default=str(DEFAULT_DEMO_DATA))
+    build.add_argument(
+        "--data", default=str(DEFAULT_DEMO_DATA), help="data directory (default %(default)s)"
+    )
     build.add_argument("--force", action="store_true", help="rebuild even if present")
     build.set_defaults(func=run_demo_build)
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import os
+import shutil
 import sys
 from pathlib import Path
 
@@ -36,8 +37,9 @@ def build_rules_snapshot(rules_file: Path, out: Path, signing_key: bytes | None 
 
 def register_build(rules_commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     build = rules_commands.add_parser("build", help="check a rules file and pack it as a snapshot")
-    build.add_argument("file", type=Path)
+    build.add_argument("file", type=Path, help="rules file (.yaml, .yml or .json)")
     build.add_argument("--out", type=Path, required=True, help="snapshot directory to write")
+    build.add_argument("--force", action="store_true", help="replace an existing --out directory")
     build.add_argument(
         "--signing-key-env",
         default="EDGESIDE_SIGNING_KEY",
@@ -48,13 +50,22 @@ def register_build(rules_commands: argparse._SubParsersAction[argparse.ArgumentP
 
 def _cmd_build(args: argparse.Namespace) -> int:
     key = os.environ.get(args.signing_key_env, "")
+    out: Path = args.out
+    if out.exists() and any(out.iterdir()) if out.is_dir() else out.exists():
+        if not args.force:
+            print(f"edgeside: error: {out} exists; --force replaces it", file=sys.stderr)
+            return 2
+        if out.is_dir():
+            shutil.rmtree(out)
+        else:
+            out.unlink()
     try:
-        code = build_rules_snapshot(args.file, args.out, key.encode() if key else None)
+        code = build_rules_snapshot(args.file, out, key.encode() if key else None)
     except OSError as exc:
-        print(f"{args.file}: cannot read or write: {exc}", file=sys.stderr)
+        print(f"edgeside: error: {args.file}: cannot read or write: {exc}", file=sys.stderr)
         return 2
     except snapshots.SnapshotError as exc:
-        print(f"edgeside: {exc}", file=sys.stderr)
+        print(f"edgeside: error: {exc}", file=sys.stderr)
         return 1
     if code == 0:
         manifest = snapshots.read_manifest(args.out)

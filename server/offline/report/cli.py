@@ -39,7 +39,12 @@ def parse_by(text: str) -> list[str]:
 
 def register(subparsers: Any) -> None:
     p = subparsers.add_parser("report", help="impressions, clicks and conversions from logs")
-    p.add_argument("--logs", required=True, type=Path, help="decision-log directory or file")
+    p.add_argument(
+        "--logs",
+        required=True,
+        type=Path,
+        help="decision-log directory or file (a server logs to DATA/logs by default)",
+    )
     p.add_argument("--since", type=parse_time, help="from (epoch or ISO-8601, inclusive)")
     p.add_argument("--until", type=parse_time, help="to (epoch or ISO-8601, exclusive)")
     p.add_argument(
@@ -48,14 +53,23 @@ def register(subparsers: Any) -> None:
         default=["placement", "variant"],
         help=f"comma-separated dimensions: {', '.join(DIMENSIONS)} (default placement,variant)",
     )
-    p.add_argument("--format", choices=["table", "csv", "html"], default="table")
+    p.add_argument(
+        "--format",
+        choices=["table", "csv", "html"],
+        default="table",
+        help="a terminal table, CSV, or one HTML page with charts (default table)",
+    )
     p.add_argument("--out", type=Path, help="write here instead of standard output")
+    p.add_argument("--force", action="store_true", help="replace an existing --out file")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     if not args.logs.exists():
-        print(f"edgeside report: {args.logs}: no such file or directory", file=sys.stderr)
+        print(f"edgeside: error: {args.logs}: no such file or directory", file=sys.stderr)
+        return 2
+    if args.out is not None and args.out.exists() and not args.force:
+        print(f"edgeside: error: {args.out} exists; --force replaces it", file=sys.stderr)
         return 2
     report = build(read_records(args.logs), args.by, args.since, args.until)
     text = {"table": to_table, "csv": to_csv, "html": to_html}[args.format](report)

@@ -98,7 +98,7 @@ def _chart(report: Report, title: str, metric: str) -> str:
         top = max(top, hi)
     top = top or 1.0
     parts = [
-        f'<svg xmlns="http://www.w3.org/2000/svg" width="{label_w + plot_w + 80}" '
+        f'<svg xmlns="http://www.w3.org/2000/svg" width="{label_w + plot_w + 150}" '
         f'height="{height}" role="img" aria-label="{html.escape(title)}">',
         f'<text x="0" y="20" font-size="15" font-weight="bold">{html.escape(title)}</text>',
     ]
@@ -119,8 +119,11 @@ def _chart(report: Report, title: str, metric: str) -> str:
             f'y1="{y + 4}" y2="{y + bar_h - 4}" stroke="#111" stroke-width="2"/>'
             f'<line x1="{x0 + plot_w * hi / top:.1f}" x2="{x0 + plot_w * hi / top:.1f}" '
             f'y1="{y + 4}" y2="{y + bar_h - 4}" stroke="#111" stroke-width="2"/>'
-            f'<text x="{x0 + plot_w * hi / top + 6:.1f}" y="{y + 15}" font-size="12">'
-            f"{value:.2%}</text>"
+            # The rate at the end of its bar (a white halo keeps it readable over the whisker).
+            f'<text x="{x0 + w + 4:.1f}" y="{y + 15}" font-size="12" font-weight="bold" '
+            f'stroke="#fff" stroke-width="3" paint-order="stroke">{value:.2%}</text>'
+            f'<text x="{label_w + plot_w + 146}" y="{y + 15}" font-size="11" fill="#555" '
+            f'text-anchor="end">{_num(r.impressions)} impr.</text>'
         )
     axis_y = 36 + len(rows) * (bar_h + gap)
     parts.append(
@@ -132,14 +135,50 @@ def _chart(report: Report, title: str, metric: str) -> str:
     return "".join(parts)
 
 
+# The HTML table is for people: named columns, rates as percentages with their interval.
+HTML_COLUMNS = (
+    "Impressions",
+    "Clicks",
+    "Conversions",
+    "Click-through rate",
+    "CTR 95 % interval",
+    "Conversion rate",
+    "CR 95 % interval",
+)
+# Below this many impressions a rate is too unsure to call a winner (the page says so).
+SMALL_SAMPLE = 100
+
+
+def _html_values(row: Row) -> list[str]:
+    lo, hi = row.ctr_ci
+    clo, chi = row.conversion_ci
+    return [
+        _num(row.impressions),
+        str(row.clicks),
+        str(row.conversions),
+        f"{row.ctr:.2%}",
+        f"{lo:.2%} – {hi:.2%}",
+        f"{row.conversion_rate:.2%}",
+        f"{clo:.2%} – {chi:.2%}",
+    ]
+
+
 def to_html(report: Report, title: str = "edgeside content analytics") -> str:
-    head = "".join(f"<th>{html.escape(h)}</th>" for h in (*report.by, *COLUMNS))
+    names = [d.replace("_", " ").capitalize() for d in report.by]
+    head = "".join(f"<th>{html.escape(h)}</th>" for h in (*names, *HTML_COLUMNS))
     body = "".join(
-        "<tr>"
+        ('<tr class="small">' if row.impressions < SMALL_SAMPLE else "<tr>")
         + "".join(f"<td>{html.escape(v)}</td>" for v in row.group)
-        + "".join(f'<td class="n">{v}</td>' for v in values(row))
+        + "".join(f'<td class="n">{v}</td>' for v in _html_values(row))
         + "</tr>"
         for row in report.rows
+    )
+    small = sum(1 for row in report.rows if row.impressions < SMALL_SAMPLE)
+    warning = (
+        f'<p class="warn">Small samples: {small} of {len(report.rows)} groups have fewer than '
+        f"{SMALL_SAMPLE} impressions (shaded). Their rates are too unsure to pick a winner.</p>"
+        if small
+        else ""
     )
     generated = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime())
     return f"""<!doctype html>
@@ -149,10 +188,12 @@ body{{font-family:system-ui,sans-serif;margin:24px;color:#111;background:#fff}}
 table{{border-collapse:collapse;margin:16px 0;font-size:13px}}
 th,td{{border:1px solid #ddd;padding:4px 8px}} th{{background:#f1f5f9}} td.n{{text-align:right}}
 tr:nth-child(even){{background:#f8fafc}} .meta{{color:#555;font-size:12px}}
+tr.small td{{color:#92400e}} .warn{{background:#fef3c7;border:1px solid #f59e0b;padding:8px}}
 </style></head><body>
 <h1>{html.escape(title)}</h1>
 <p class="meta">grouped by {html.escape(", ".join(report.by))} · {report.records} records ·
 {report.skipped} skipped · generated {generated} · intervals are Wilson 95 %</p>
+{warning}
 {_chart(report, "Click-through rate (95 % CI)", "ctr")}
 {_chart(report, "Conversion rate (95 % CI)", "cr")}
 <table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>

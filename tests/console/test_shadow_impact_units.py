@@ -1,0 +1,150 @@
+"""Shadow and impact without a server: a raising candidate is counted and changes nothing; no
+shadow means no hook; the log window is bounded and read newest first; the session cookie."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import rules
+from server.console import auth, impact, shadow
+from server.metrics import Counter
+
+from .conftest import DEMO_RULES
+
+
+class _Raising:
+    def decide(self, **_: Any) -> rules.Decision:
+        raise RuntimeError("candidate bug")
+
+
+class _World:
+    content = None
+
+
+def _engine(text: str = DEMO_RULES) -> rules.Engine:
+    ruleset, diags = rules.load(text)
+    assert ruleset is not None, diags
+    return rules.compile_ruleset(ruleset)
+
+
+def test_a_raising_candidate_is_counted_and_the_served_decision_is_untouched() -> None:
+    engine = _engine()
+    ctx = rules.Context(site="shop-fr", now=1_780_000_000.0)
+    served = engine.decide(visitor_id=None, profile=None, ctx=ctx, placements=["home_hero"])
+    before = rules.Decision(**{f: getattr(served, f) for f in served.__struct_fields__})
+    metric = Counter("m", "m", ("placement", "result"))
+    spec = shadow.ShadowSpec("id1", DEMO_RULES, 1.0, 0.0)
+    run = shadow.ShadowRun(spec, _Raising(), metric)  # type: ignore[arg-type]
+    for _ in range(3):
+        run(_World(), served, None, None, ctx, ["home_hero"], None)
+    assert run.counts.sampled == 3 and run.counts.errors == 3
+    assert metric.values[("*", "error")] == 3
+    assert served == before
+
+
+def test_agreement_and_diff_per_placement() -> None:
+    live = _engine()
+    candidate = _engine(DEMO_RULES.replace("variant: night_sale", "variant: night_v2"))
+    metric = Counter("m", "m", ("placement", "result"))
+    run = shadow.ShadowRun(shadow.ShadowSpec("id2", "", 1.0, 0.0), candidate, metric)
+    for hour in (12, 23):
+        ctx = rules.Context(site="shop-fr", hour=hour, now=1_780_000_000.0)
+        served = live.decide(visitor_id=None, profile=None, ctx=ctx, placements=["home_hero"])
+        run(_World(), served, None, None, ctx, ["home_hero"], None)
+    counts = run.counts.placements["home_hero"]
+    assert (counts.agree, counts.differ) == (1, 1)
+    assert counts.diff == {"night_sale → night_v2": 1}
+
+
+def test_the_follower_installs_and_removes_the_hook(tmp_path: Path) -> None:
+    class Service:
+        shadow: object = None
+
+    service = Service()
+    follower = shadow.Follower(str(tmp_path), service, Counter("m", "m", ("p", "r")))
+    follower.poll()
+    assert service.shadow is None, "no shadow: no hook, nothing on the hot path"
+    shadow.write_spec(str(tmp_path), shadow.ShadowSpec("s1", DEMO_RULES, 0.5, 1.0))
+    follower.poll()
+    assert isinstance(service.shadow, shadow.ShadowRun)
+    shadow.clear_spec(str(tmp_path))
+    follower.poll()
+    assert service.shadow is None
+
+
+def _write_log(path: Path, start: float, n: int) -> None:
+    lines = []
+    for i in range(n):
+        lines.append(
+            {
+                "t": start + i,
+                "kind": "decision",
+                "visitor": None,
+                "site": "shop-fr",
+                "country": "FR",
+                "hour": 12,
+                "placements": [{"placement": "home_hero", "variant": "default"}],
+                "ctx": {"consent": True, "path": f"/p{i % 3}"},
+            }
+        )
+        lines.append({"t": start + i, "kind": "event", "type": "click"})
+    path.write_text("".join(json.dumps(x) + "\n" for x in lines) + "not json\n")
+
+
+def test_the_window_is_the_last_n_decisions_oldest_first(tmp_path: Path) -> None:
+    import os
+
+    _write_log(tmp_path / "decisions-a.ndjson", 1000.0, 50)
+    _write_log(tmp_path / "decisions-b.ndjson", 2000.0, 50)
+    os.utime(tmp_path / "decisions-a.ndjson", (1, 1))
+    window = impact.last_decisions(tmp_path, 60)
+    times = [r["t"] for r in window.records]
+    assert times == sorted(times) and len(times) == 60
+    assert times[-1] == 2049.0 and times[0] == 1040.0
+    only_new = impact.last_decisions(tmp_path, 10)
+    assert only_new.files == 1, "enough in the newest file: the older one is not read"
+    assert impact.last_decisions(tmp_path, 10**9).records[0]["t"] == 1000.0
+
+
+def test_replay_counts_decisions_changes_and_cache_copies(tmp_path: Path) -> None:
+    _write_log(tmp_path / "decisions-a.ndjson", 1_780_000_000.0, 30)
+    window = impact.last_decisions(tmp_path, 100)
+    same = impact.replay(window, _engine(), _engine())
+    assert (same.decisions, same.changed) == (30, 0)
+    assert same.cache_cardinality.before == same.cache_cardinality.after == 3  # three pages
+    renamed = _engine(DEMO_RULES.replace("variant: default\n", "variant: fresh\n", 1))
+    changed = impact.replay(window, _engine(), renamed)
+    assert changed.changed == 30
+    assert changed.by_placement["home_hero"].transitions[0].from_variant == "default"
+    assert changed.by_placement["home_hero"].transitions[0].to_variant == "fresh"
+    assert changed.by_site["shop-fr"].changed == 30
+
+
+def test_sessions_expire_and_resist_tampering() -> None:
+    sessions = auth.Sessions("tok", ttl_s=60)
+    cookie = sessions.issue(now=1000.0)
+    assert sessions.valid(cookie, now=1030.0)
+    assert not sessions.valid(cookie, now=1061.0)
+    assert not auth.Sessions("other", ttl_s=60).valid(cookie, now=1030.0)
+    assert not auth.Sessions("", ttl_s=60).valid(cookie, now=1030.0)
+    assert sessions.csrf_ok(cookie, sessions.csrf(cookie))
+    assert not sessions.csrf_ok(cookie, "")
+    assert (
+        auth.token_ok("tok", "tok") and not auth.token_ok("", "") and not auth.token_ok("tok", "x")
+    )
+
+
+def test_placement_names_from_requests_cannot_grow_the_counts() -> None:
+    engine = _engine()
+    metric = Counter("m", "m", ("placement", "result"))
+    run = shadow.ShadowRun(shadow.ShadowSpec("id3", "", 1.0, 0.0), engine, metric)
+    ctx = rules.Context(site="shop-fr", now=1_780_000_000.0)
+    for i in range(shadow.MAX_PLACEMENTS + 50):
+        names = [f"made-up-{i}"]
+        served = engine.decide(visitor_id=None, profile=None, ctx=ctx, placements=names)
+        run(_World(), served, None, None, ctx, names, None)
+    assert len(run.counts.placements) == shadow.MAX_PLACEMENTS + 1
+    assert run.counts.placements[shadow.OTHER].agree == 50
+    assert len(metric.values) == shadow.MAX_PLACEMENTS + 1
