@@ -35,11 +35,12 @@ def read_ndjson(
 
 
 def read_ndjson_lines(
-    path: str | os.PathLike[str], decoder: msgspec.json.Decoder[T]
+    path: str | os.PathLike[str], decoder: msgspec.json.Decoder[T], *, name: str | None = None
 ) -> Iterator[tuple[int, bytes, T | LineError]]:
     """Like `read_ndjson`, also yielding each raw line (for builders that keep bytes, which
-    are far smaller than decoded objects, and decode again when they need the record)."""
-    name = str(path)
+    are far smaller than decoded objects, and decode again when they need the record).
+    `name` is what errors call the file (an s3:// URL for a downloaded copy)."""
+    name = str(path) if name is None else name
     with open(path, "rb") as f:
         for lineno, line in enumerate(f, 1):
             if not line.strip():
