@@ -148,7 +148,7 @@ class _Build:
         spill = work / "spill"
         spill.mkdir()
         self.con = duckdb.connect(
-            str(work / "engine.duckdb"),
+            ":memory:",
             config={
                 "memory_limit": opts.memory_limit,
                 "threads": opts.threads or (os.cpu_count() or 1),
@@ -503,7 +503,7 @@ class _Build:
         valid = self._ingest(files)
         self._measure()
         problems = self.problems
-        invalid = [t for _, t in sorted(problems.kept)]
+        invalid = [t for _, t in problems.kept]  # already in input order
         if problems.count and not skip_invalid:
             raise InputInvalid(invalid, problems.count)
         links, conflicts, capped, conflict_ex, capped_ex = self._stitch()
@@ -545,7 +545,7 @@ class _Build:
             capped=capped,
             capped_examples=capped_ex,
             blocked=problems.blocked,
-            blocked_examples=[t for _, t in sorted(problems.blocked_examples)],
+            blocked_examples=[t for _, t in problems.blocked_examples],
             invalid=invalid,
             engine="duckdb",
             peak_rss_mb=round(peak_rss_mb(), 1),

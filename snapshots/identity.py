@@ -80,8 +80,11 @@ class IdRules:
                     continue
                 keys.append((f"{t}:{value}", rank))
         if matched != present:
-            t = next(t for t, v in ids.items() if v is not None and t not in self.rank)
-            problem = f"unknown id type `{t}` at `$.ids.{t}`; configured: {self.order}"
+            # Any unknown type is the problem to report, even after a unique type's conflict
+            # stopped the walk (the original builder crashed there: StopIteration).
+            t = next((t for t, v in ids.items() if v is not None and t not in self.rank), None)
+            if t is not None:
+                problem = f"unknown id type `{t}` at `$.ids.{t}`; configured: {self.order}"
         elif problem is None and not keys:
             problem = "no usable identifier (all blocklisted)" if present else "no identifiers"
         return KeyedIds(keys, problem, blocked)

@@ -203,8 +203,11 @@ def _read_and_stitch(
                         continue
                     keyed.append((prefix + value, t))
             if matched != len(ids):
-                t = next(t for t in ids if t not in rank)
-                problem = f"unknown id type `{t}` at `$.ids.{t}`; configured: {order}"
+                # Fixed here too (found by the equivalence test): after a unique type's
+                # conflict broke the walk, every type may be known, and next() raised.
+                t = next((t for t in ids if t not in rank), None)
+                if t is not None:
+                    problem = f"unknown id type `{t}` at `$.ids.{t}`; configured: {order}"
             elif problem is None and not keyed:
                 problem = "no usable identifier (all blocklisted)" if ids else "no identifiers"
             if problem is not None:
