@@ -54,6 +54,9 @@ from snapshots.writer import EnvWriter, finalize, staging_dir
 PROFILES_DB = "profiles"
 ALIAS_DB = "alias"
 BATCH = 100_000
+# Rows per row group of the temp Parquet files: the writer buffers one group per thread, and
+# a group of 100 k payloads is ~40 MB; 16 k keeps that small beside the memory limit.
+ROW_GROUP = 16_384
 DEFAULT_MEMORY_LIMIT = "2GB"
 
 
@@ -447,46 +450,75 @@ class _Build:
 
     # ---- merge + write -------------------------------------------------------------------
 
-    def _profiles(self, n_profiles: int) -> Iterator[tuple[bytes, bytes]]:
-        assemble = Assembler(self.cfg).profile
-        cur = self.con.cursor()
-        reader = cur.sql(
-            """WITH rk AS (SELECT rb.best, list(r.payload ORDER BY r.rid) AS payloads
-                           FROM recs r JOIN rec_best rb USING (rid) GROUP BY rb.best),
-                    nk AS (SELECT best, list(key ORDER BY first_rid, first_pos) AS keys
-                           FROM node_best GROUP BY best)
-               SELECT c.cid, c.best, nk.keys, rk.payloads
-               FROM rk JOIN nk USING (best) JOIN best_cid c USING (best)
-               ORDER BY c.cid"""
-        ).to_arrow_reader(BATCH // 4)
-        done = 0
-        for batch in reader:
-            self._measure()
+    def _sorted_groups(self, sql: str, name: str) -> Iterator[tuple[str, str, list[Any]]]:
+        """(cid, best, values) from a query of (cid, best, value) rows sorted by cid. The sort
+        is written to a Parquet file in the temp dir first (one statement: DuckDB's external
+        sort spills), then read back batch by batch, so no query result stays pinned in the
+        engine's memory while Python merges."""
+        import pyarrow.parquet as pq
+
+        path = self.work / f"{name}.parquet"
+        self.con.execute(f"COPY ({sql}) TO '{path}' (FORMAT parquet, ROW_GROUP_SIZE {ROW_GROUP})")
+        self._measure()
+        cid: str | None = None
+        best = ""
+        vals: list[Any] = []
+        for batch in pq.ParquetFile(path).iter_batches(batch_size=BATCH):
             cids = batch.column(0).to_pylist()
             bests = batch.column(1).to_pylist()
-            keys = batch.column(2).to_pylist()
-            payloads = batch.column(3).to_pylist()
-            for cid, best, ks, ps in zip(cids, bests, keys, payloads, strict=True):
-                yield cid.encode(), assemble(best, ks, ps)
-            done += len(cids)
-            self._tick("merge", done, n_profiles)
-        cur.close()
+            values = batch.column(2).to_pylist()
+            for c, b, v in zip(cids, bests, values, strict=True):
+                if c != cid:
+                    if cid is not None:
+                        yield cid, best, vals
+                    cid, best, vals = c, b, []
+                vals.append(v)
+        if cid is not None:
+            yield cid, best, vals
+        path.unlink()
+
+    def _profiles(self, n_profiles: int) -> Iterator[tuple[bytes, bytes]]:
+        assemble = Assembler(self.cfg).profile
+        recs = self._sorted_groups(
+            """SELECT c.cid, c.best, r.payload FROM recs r JOIN rec_best rb USING (rid)
+               JOIN best_cid c USING (best) ORDER BY c.cid, r.rid""",
+            "sorted_records",
+        )
+        keys = self._sorted_groups(
+            """SELECT c.cid, c.best, n.key FROM node_best n JOIN best_cid c USING (best)
+               ORDER BY c.cid, n.first_rid, n.first_pos""",
+            "sorted_keys",
+        )
+        done = 0
+        # Both streams hold exactly the persons with records (best_cid), in cid order.
+        for (cid, best, payloads), (kcid, _, ks) in zip(recs, keys, strict=True):
+            if kcid != cid:
+                raise BuildFailed(f"engine invariant broken: records of {cid}, keys of {kcid}")
+            yield cid.encode(), assemble(best, ks, payloads)
+            done += 1
+            if done % BATCH == 0:
+                self._measure()
+                self._tick("merge", done, n_profiles)
+        self._tick("merge", done, n_profiles)
 
     def _aliases(self, n_aliases: int) -> Iterator[tuple[bytes, bytes]]:
-        cur = self.con.cursor()
-        reader = cur.sql(
-            """SELECT n.key, c.cid FROM node_best n JOIN best_cid c USING (best)
-               ORDER BY n.key"""
-        ).to_arrow_reader(BATCH)
+        import pyarrow.parquet as pq
+
+        path = self.work / "sorted_aliases.parquet"
+        self.con.execute(
+            f"""COPY (SELECT n.key, c.cid FROM node_best n JOIN best_cid c USING (best)
+                      ORDER BY n.key) TO '{path}' (FORMAT parquet, ROW_GROUP_SIZE {ROW_GROUP})"""
+        )
+        self._measure()
         done = 0
-        for batch in reader:
+        for batch in pq.ParquetFile(path).iter_batches(batch_size=BATCH):
             keys = batch.column(0).to_pylist()
             cids = batch.column(1).to_pylist()
             for k, c in zip(keys, cids, strict=True):
                 yield k.encode(), c.encode()
             done += len(keys)
             self._tick("aliases", done, n_aliases)
-        cur.close()
+        path.unlink()
 
     def run(
         self,

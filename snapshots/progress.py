@@ -61,9 +61,10 @@ class Reporter:
         elif now - self._last < self._interval:
             return
         self._last = now
-        elapsed = max(now - self._t_stage, 1e-9)
-        rate = n / elapsed
-        text = f"{stage:<10} {n:>13,} rows {rate:>11,.0f}/s"
+        elapsed = now - self._t_stage
+        # The first call of a phase has no elapsed time to speak of: no rate, no ETA yet.
+        rate = n / elapsed if elapsed > 0.05 else 0.0
+        text = f"{stage:<10} {n:>13,} rows " + (f"{rate:>11,.0f}/s" if rate else " " * 13)
         if total:
             frac = min(1.0, n / total)
             eta = (total - n) / rate if rate > 0 and n < total else 0.0
