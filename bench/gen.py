@@ -1,7 +1,8 @@
 """Deterministic synthetic exports for benchmarks and tests.
 
-`python -m bench.gen --profiles N --content M --seed S --out DIR [--format parquet|ndjson]` writes
-profile exports from several sources (1–4 records per person sharing identifiers, Zipf-distributed activity, a little
+`python -m bench.gen --profiles N --content M --seed S --out DIR [--format parquet|ndjson]`
+writes profile exports from several sources (1–4 records per person sharing identifiers,
+Zipf-distributed activity, a little
 junk: blocklisted emails and all-zero device ids), a content export, the build configs they need,
 and prints the build commands.
 """
@@ -149,12 +150,14 @@ def to_parquet(ndjson: Path, out: Path) -> None:
     import duckdb
 
     cols = ", ".join(f"'{k}': '{v}'" for k, v in PARQUET_COLUMNS.items())
+    src, dst = (str(p).replace("'", "''") for p in (ndjson, out))  # paths as SQL literals
     con = duckdb.connect()
+    con.execute("SET enable_progress_bar = false")
     try:
         con.execute("SET preserve_insertion_order = true")
         con.execute(
-            f"COPY (SELECT * FROM read_json('{ndjson}', format = 'newline_delimited', "
-            f"columns = {{{cols}}})) TO '{out}' (FORMAT parquet, ROW_GROUP_SIZE 122880)"
+            f"COPY (SELECT * FROM read_json('{src}', format = 'newline_delimited', "  # noqa: S608
+            f"columns = {{{cols}}})) TO '{dst}' (FORMAT parquet, ROW_GROUP_SIZE 122880)"
         )
     finally:
         con.close()

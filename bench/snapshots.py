@@ -159,7 +159,8 @@ def run_build(n: int, seed: int, workdir: Path, fmt: str, memory_limit: str) -> 
     print(
         f"[{n:,} {fmt}] built {res['profiles_written']:,} profiles from {res['records']:,} "
         f"records in {res['build_s']}s = {res['build_records_per_s']:,} records/s, "
-        f"peak RSS {res['build_peak_rss_mb']:,.0f} MB, temp disk {res['build_temp_disk_mb']:,.0f} MB"
+        f"peak RSS {res['build_peak_rss_mb']:,.0f} MB, "
+        f"temp disk {res['build_temp_disk_mb']:,.0f} MB"
     )
     return res
 
@@ -279,8 +280,7 @@ def main(argv: list[str] | None = None) -> int:
     builds: list[dict[str, Any]] = []
     results: list[dict[str, Any]] = []
     for n in sizes:
-        for fmt in formats:
-            builds.append(run_build(n, args.seed, args.workdir, fmt, args.memory_limit))
+        builds.extend(run_build(n, args.seed, args.workdir, f, args.memory_limit) for f in formats)
         snap = args.workdir / f"p{n}-s{args.seed}-{formats[0]}" / "snap"
         results.append(run_probe(n, args.seed, snap, args.lookups))
     template = args.workdir / f"p{sizes[0]}-s{args.seed}-{formats[0]}" / "snap"

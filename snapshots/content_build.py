@@ -107,9 +107,9 @@ def _ts(d: object) -> float | None:
     return None if d is None else d.timestamp()  # type: ignore[attr-defined]
 
 
-def _rows(f: InputFile, decoder: msgspec.json.Decoder[dict[str, object]]) -> Iterator[
-    tuple[str, dict[str, object] | LineError]
-]:
+def _rows(
+    f: InputFile, decoder: msgspec.json.Decoder[dict[str, object]]
+) -> Iterator[tuple[str, dict[str, object] | LineError]]:
     """(where, record or error) of one input: NDJSON lines, or Parquet rows read by DuckDB and
     rendered as the JSON object each row is (timestamps as RFC 3339, UTC)."""
     if f.format == "ndjson":
@@ -119,6 +119,7 @@ def _rows(f: InputFile, decoder: msgspec.json.Decoder[dict[str, object]]) -> Ite
     import duckdb
 
     con = duckdb.connect()
+    con.execute("SET enable_progress_bar = false")
     con.execute("SET TimeZone = 'UTC'")
     try:
         reader = con.sql(

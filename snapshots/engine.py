@@ -126,12 +126,34 @@ def build_profiles(
             list(inputs), out, skip_invalid, signing_key, force
         )
     except duckdb.Error as exc:
-        raise BuildFailed(f"build engine failed (temp dir {work}): {exc}") from None
+        raise engine_failure(exc, work) from None
     except OSError as exc:
         where = exc.filename or work
         raise BuildFailed(f"{where}: {exc.strerror or exc}; nothing was written") from None
     finally:
         shutil.rmtree(work, ignore_errors=True)
+
+
+def sql_literal(path: Path) -> str:
+    """A path as an SQL string literal (COPY TO takes no parameters)."""
+    return "'" + str(path).replace("'", "''") + "'"
+
+
+def engine_failure(exc: Exception, work: Path) -> BuildFailed:
+    """Say plainly what an engine error means for the operator."""
+    text = str(exc)
+    if "max_temp_directory_size" in text or "No space left" in text:
+        return BuildFailed(
+            f"{work / 'spill'}: out of disk space while spilling to disk; nothing was written "
+            "and the build's temp files were removed (free space there, or point --temp-dir "
+            f"at a larger disk). Engine said: {text.splitlines()[0]}"
+        )
+    if "Out of Memory" in text:
+        return BuildFailed(
+            "the engine ran out of memory; nothing was written (raise --memory-limit or lower "
+            f"--threads). Engine said: {text.splitlines()[0]}"
+        )
+    return BuildFailed(f"build engine failed (temp dir {work}): {text}")
 
 
 class _Build:
@@ -161,6 +183,8 @@ class _Build:
                 "preserve_insertion_order": False,
             },
         )
+        # DuckDB's own bar writes to stdout; progress is ours to report, on stderr.
+        self.con.execute("SET enable_progress_bar = false")
         self.format = opts.input_format
         self.problems = _Problems()
         self.read = 0
@@ -298,9 +322,10 @@ class _Build:
                 flush()
                 self._tick("read", self.read, None)
         except Exception as exc:
-            if type(exc).__module__.startswith(("duckdb", "_duckdb")) and "parquet" in str(
-                exc
-            ).lower():
+            if (
+                type(exc).__module__.startswith(("duckdb", "_duckdb"))
+                and "parquet" in str(exc).lower()
+            ):
                 raise InputUnreadable(f"{f.name}: cannot read Parquet: {exc}") from None
             raise
         finally:
@@ -329,7 +354,8 @@ class _Build:
         )
         n_nodes = con.execute("SELECT count(*) FROM nodes").fetchone()[0]
         con.execute(
-            "CREATE TABLE rid_node AS SELECT i.rid, i.pos, n.node FROM ids i JOIN nodes n USING (key)"
+            "CREATE TABLE rid_node AS "
+            "SELECT i.rid, i.pos, n.node FROM ids i JOIN nodes n USING (key)"
         )
         edges = con.execute(
             """SELECT a.node AS a, b.node AS b FROM rid_node a JOIN rid_node b
@@ -341,7 +367,7 @@ class _Build:
             (np.ones(len(a), dtype=np.int8), (a, b)), shape=(n_nodes, n_nodes)
         ).tocsr()
         del a, b, edges
-        n_comp, labels = connected_components(graph, directed=False)
+        _, labels = connected_components(graph, directed=False)
         del graph
         con.register("labels", pa.table({"node": np.arange(n_nodes, dtype=np.int32),
                                          "comp": labels.astype(np.int32)}))  # fmt: skip
@@ -354,11 +380,12 @@ class _Build:
         guards = [f"count(*) > {int(cap)}"] + [
             f"count(*) FILTER (WHERE n.rank = {int(r)}) > 1" for r in self.rules.unique_ranks
         ]
+        # Only ints from the config are formatted into this statement.
         con.execute(
             f"""CREATE TABLE comp_info AS
                 SELECT c.comp, ({" OR ".join(guards)}) AS dirty,
                        min({{'r': n.rank, 'k': n.key}}).k AS best, count(*) AS size
-                FROM node_comp c JOIN nodes n USING (node) GROUP BY c.comp"""
+                FROM node_comp c JOIN nodes n USING (node) GROUP BY c.comp"""  # noqa: S608
         )
         clean_nodes, clean_comps = con.execute(
             "SELECT coalesce(sum(size), 0), count(*) FROM comp_info WHERE NOT dirty"
@@ -382,9 +409,7 @@ class _Build:
             j = i
             while j < len(rows) and rows[j][0] == rows[i][0]:
                 j += 1
-            split = split_component(
-                ((rid, keys) for _, rid, keys in rows[i:j]), rank, unique, cap
-            )
+            split = split_component(((rid, keys) for _, rid, keys in rows[i:j]), rank, unique, cap)
             links += split.links
             conflicts += split.conflicts
             capped += split.capped
@@ -439,8 +464,8 @@ class _Build:
         n = 0
         for batch in reader:
             bests = batch.column(0).to_pylist()
-            t = pa.table({"best": pa.array(bests, pa.string()),
-                          "cid": pa.array([canonical_id(b) for b in bests], pa.string())})  # fmt: skip
+            cids = [canonical_id(b) for b in bests]
+            t = pa.table({"best": pa.array(bests, pa.string()), "cid": pa.array(cids, pa.string())})
             con.register("cid_batch", t)
             con.execute("INSERT INTO best_cid SELECT * FROM cid_batch")
             con.unregister("cid_batch")
@@ -458,7 +483,9 @@ class _Build:
         import pyarrow.parquet as pq
 
         path = self.work / f"{name}.parquet"
-        self.con.execute(f"COPY ({sql}) TO '{path}' (FORMAT parquet, ROW_GROUP_SIZE {ROW_GROUP})")
+        self.con.execute(
+            f"COPY ({sql}) TO {sql_literal(path)} (FORMAT parquet, ROW_GROUP_SIZE {ROW_GROUP})"
+        )
         self._measure()
         cid: str | None = None
         best = ""
@@ -506,8 +533,8 @@ class _Build:
 
         path = self.work / "sorted_aliases.parquet"
         self.con.execute(
-            f"""COPY (SELECT n.key, c.cid FROM node_best n JOIN best_cid c USING (best)
-                      ORDER BY n.key) TO '{path}' (FORMAT parquet, ROW_GROUP_SIZE {ROW_GROUP})"""
+            "COPY (SELECT n.key, c.cid FROM node_best n JOIN best_cid c USING (best) "  # noqa: S608
+            f"ORDER BY n.key) TO {sql_literal(path)} (FORMAT parquet, ROW_GROUP_SIZE {ROW_GROUP})"
         )
         self._measure()
         done = 0

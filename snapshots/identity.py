@@ -82,9 +82,9 @@ class IdRules:
         if matched != present:
             # Any unknown type is the problem to report, even after a unique type's conflict
             # stopped the walk (the original builder crashed there: StopIteration).
-            t = next((t for t, v in ids.items() if v is not None and t not in self.rank), None)
-            if t is not None:
-                problem = f"unknown id type `{t}` at `$.ids.{t}`; configured: {self.order}"
+            odd = next((t for t, v in ids.items() if v is not None and t not in self.rank), None)
+            if odd is not None:
+                problem = f"unknown id type `{odd}` at `$.ids.{odd}`; configured: {self.order}"
         elif problem is None and not keys:
             problem = "no usable identifier (all blocklisted)" if present else "no identifiers"
         return KeyedIds(keys, problem, blocked)
@@ -167,7 +167,5 @@ class Assembler:
             else:
                 lst.append(v)
         decode = self._decode
-        profile = self._merger.merge(
-            canonical_id(best), ids_by_type, [decode(p) for p in payloads]
-        )
+        profile = self._merger.merge(canonical_id(best), ids_by_type, [decode(p) for p in payloads])
         return self._encode(profile)

@@ -14,6 +14,7 @@ import fnmatch
 import glob
 import hashlib
 import os
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal
 
@@ -126,7 +127,6 @@ def _s3_list(fs: Any, url: str) -> list[str]:
 
 def _download(fs: Any, path: str, into: Path, n: int) -> tuple[str, str, int]:
     """Copy one object to `into`, hashing as it streams; return (local path, sha256, bytes)."""
-    from pyarrow import fs as pafs
 
     local = into / f"{n:05d}-{os.path.basename(path)}"
     h = hashlib.sha256()
@@ -143,7 +143,7 @@ def _download(fs: Any, path: str, into: Path, n: int) -> tuple[str, str, int]:
 
 
 def resolve_inputs(
-    inputs: list[str | os.PathLike[str]], work: Path, forced: Format | None = None
+    inputs: Sequence[str | os.PathLike[str]], work: Path, forced: Format | None = None
 ) -> list[InputFile]:
     """Expand globs, directories and S3 URLs into files in a fixed order (the order given, each
     pattern's matches sorted by name), downloading remote ones into `work`."""

@@ -11,6 +11,7 @@ from typing import TypeVar
 import msgspec
 
 T = TypeVar("T")
+U = TypeVar("U")
 
 
 class LineError(msgspec.Struct, frozen=True):
@@ -45,12 +46,20 @@ def read_ndjson_lines(
         for lineno, line in enumerate(f, 1):
             if not line.strip():
                 continue
-            try:
-                yield lineno, line, decoder.decode(line)
-            except msgspec.ValidationError as exc:
-                yield lineno, line, LineError(name, lineno, f"invalid record: {exc}")
-            except (msgspec.DecodeError, UnicodeDecodeError) as exc:
-                yield lineno, line, LineError(name, lineno, _undecodable(line, exc))
+            rec = decode_line(decoder, name, lineno, line)
+            yield lineno, line, rec
+
+
+def decode_line(
+    decoder: msgspec.json.Decoder[U], name: str, lineno: int, line: bytes
+) -> U | LineError:
+    """One line's record or its positioned error (shared by every engine that reads NDJSON)."""
+    try:
+        return decoder.decode(line)
+    except msgspec.ValidationError as exc:
+        return LineError(name, lineno, f"invalid record: {exc}")
+    except (msgspec.DecodeError, UnicodeDecodeError) as exc:
+        return LineError(name, lineno, _undecodable(line, exc))
 
 
 def _undecodable(line: bytes, exc: Exception) -> str:

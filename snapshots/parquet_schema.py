@@ -75,12 +75,12 @@ def check_profiles_schema(name: str, schema: Any) -> None:
     """Refuse a file whose columns are missing, unknown or of the wrong type, naming each."""
     problems: list[str] = []
     cols = {f.name: f.type for f in schema}
-    for c in REQUIRED:
-        if c not in cols:
-            problems.append(f"missing column `{c}`")
-    for c in cols:
-        if c not in REQUIRED and c not in OPTIONAL:
-            problems.append(f"unknown column `{c}`; expected {REQUIRED + OPTIONAL}")
+    problems += [f"missing column `{c}`" for c in REQUIRED if c not in cols]
+    problems += [
+        f"unknown column `{c}`; expected {REQUIRED + OPTIONAL}"
+        for c in cols
+        if c not in REQUIRED and c not in OPTIONAL
+    ]
     if "source" in cols and not _string(cols["source"]):
         problems.append(f"column `source` is {cols['source']}, expected string")
     if "updated_at" in cols and not _tz_ts(cols["updated_at"]):
@@ -130,9 +130,11 @@ def payload_sql(schema: Any) -> str:
         "'ids', '{}'::JSON",
         f"'updated_at', {_ts('updated_at')}",
     ]
-    for c in ("attributes", "interests", "counters"):
-        if c in cols:
-            parts.append(f"'{c}', coalesce(json_merge_patch('{{}}', to_json({_q(c)})), '{{}}')")
+    parts += [
+        f"'{c}', coalesce(json_merge_patch('{{}}', to_json({_q(c)})), '{{}}')"
+        for c in ("attributes", "interests", "counters")
+        if c in cols
+    ]
     if "segments" in cols:
         parts.append(
             "'segments', coalesce(to_json(list_filter(segments, lambda s: s IS NOT NULL)), '[]')"
@@ -150,8 +152,9 @@ def payload_sql(schema: Any) -> str:
             inner = ", ".join(f"{_q(n)} := {_ts('last_seen.' + _q(n))}" for n, _ in fields)
             seen = f"json_merge_patch('{{}}', to_json(struct_pack({inner})))" if inner else "'{}'"
         parts.append(f"'last_seen', coalesce({seen}, '{{}}')")
+    # Column names are quoted by _q; the file path is a parameter.
     return (
-        "SELECT file_row_number, source IS NULL, updated_at IS NULL, to_json(ids), "
+        "SELECT file_row_number, source IS NULL, updated_at IS NULL, to_json(ids), "  # noqa: S608
         f"json_object({', '.join(parts)})::VARCHAR "
         "FROM read_parquet(?, file_row_number = true) ORDER BY file_row_number"
     )

@@ -41,8 +41,12 @@ keys = st.sampled_from(["a", "b", "c"])
 
 @st.composite
 def id_values(draw: Any, t: str) -> str | list[str]:
-    pool = {"customer_id": ["C1", "C2", "C3"], "email": ["e1", "e2", "junk"],
-            "cookie": ["k1", "k2", "k3", "k4", "k5"], "device": ["d1", "d2", "0000"]}[t]  # fmt: skip
+    pool = {
+        "customer_id": ["C1", "C2", "C3"],
+        "email": ["e1", "e2", "junk"],
+        "cookie": ["k1", "k2", "k3", "k4", "k5"],
+        "device": ["d1", "d2", "0000"],
+    }[t]
     if draw(st.integers(0, 4)) == 0:
         return draw(st.lists(st.sampled_from(pool), min_size=1, max_size=3))
     return draw(st.sampled_from(pool))
@@ -89,8 +93,7 @@ def dump(snap: Path) -> tuple[dict[str, Profile], dict[bytes, bytes]]:
     try:
         with env.begin() as txn:
             profiles = {
-                k.decode(): dec.decode(v)
-                for k, v in txn.cursor(env.open_db(b"profiles", txn=txn))
+                k.decode(): dec.decode(v) for k, v in txn.cursor(env.open_db(b"profiles", txn=txn))
             }
             aliases = dict(txn.cursor(env.open_db(b"alias", txn=txn)))
     finally:
@@ -113,7 +116,10 @@ def to_parquet(recs: list[dict[str, Any]], path: Path) -> None:
         {
             "source": [r["source"] for r in recs],
             "ids": pa.array(
-                [[(k, [v] if isinstance(v, str) else v) for k, v in r["ids"].items()] for r in recs],
+                [
+                    [(k, [v] if isinstance(v, str) else v) for k, v in r["ids"].items()]
+                    for r in recs
+                ],
                 pa.map_(pa.string(), pa.list_(pa.string())),
             ),
             "updated_at": pa.array([t(r["updated_at"]) for r in recs], ts),
