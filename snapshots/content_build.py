@@ -118,20 +118,40 @@ def _rows(
         return
     import duckdb
 
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from snapshots.parquet_schema import quote_ident, rfc3339_sql
+
+    try:
+        schema = pq.read_schema(f.local)
+    except (pa.ArrowException, OSError) as exc:
+        raise InputUnreadable(
+            f"{f.name}: not a readable Parquet file (truncated or not Parquet): {exc}"
+        ) from None
+    # Timestamps become RFC 3339 strings, as they are in NDJSON (DuckDB's JSON would say
+    # "2026-01-01 10:00:00+00", which is not RFC 3339).
+    cols = ", ".join(
+        f"{quote_ident(fld.name)} := "
+        + (
+            rfc3339_sql(quote_ident(fld.name))
+            if pa.types.is_timestamp(fld.type)
+            else quote_ident(fld.name)
+        )
+        for fld in schema
+    )
     con = duckdb.connect()
     con.execute("SET enable_progress_bar = false")
-    con.execute("SET TimeZone = 'UTC'")
     try:
         reader = con.sql(
-            "SELECT file_row_number, to_json(t)::VARCHAR FROM read_parquet(?, file_row_number = "
-            "true) t ORDER BY file_row_number",
+            f"SELECT file_row_number, to_json(struct_pack({cols}))::VARCHAR "  # noqa: S608
+            "FROM read_parquet(?, file_row_number = true) ORDER BY file_row_number",
             params=[f.local],
         ).to_arrow_reader(10_000)
         for batch in reader:
             rows = batch.column(0).to_pylist()
             for row, js in zip(rows, batch.column(1).to_pylist(), strict=True):
-                rec = decoder.decode(js)
-                rec.pop("file_row_number", None)
+                rec = {k: v for k, v in decoder.decode(js).items() if v is not None}
                 yield f"{f.name}:row {row + 1}", rec
     except duckdb.Error as exc:
         raise InputUnreadable(f"{f.name}: cannot read Parquet: {exc}") from None

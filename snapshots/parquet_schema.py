@@ -113,12 +113,17 @@ def check_profiles_schema(name: str, schema: Any) -> None:
         raise InputUnreadable(f"{name}: " + "; ".join(problems))
 
 
-def _q(ident: str) -> str:
+def quote_ident(ident: str) -> str:
     return '"' + ident.replace('"', '""') + '"'
 
 
-def _ts(expr: str) -> str:
+def rfc3339_sql(expr: str) -> str:
+    """SQL rendering a timestamp with a time zone as RFC 3339 in UTC."""
     return f"strftime({expr} AT TIME ZONE 'UTC', '{TS_FORMAT}')"
+
+
+_q = quote_ident
+_ts = rfc3339_sql
 
 
 def payload_sql(schema: Any) -> str:

@@ -313,3 +313,40 @@ def test_a_disk_that_fills_while_spilling_fails_cleanly(spill_data: Path, tmp_pa
 
 def test_build_errors_are_snapshot_errors() -> None:
     assert issubclass(InputUnreadable, SnapshotError) and issubclass(BuildFailed, SnapshotError)
+
+
+def test_content_builds_from_parquet_through_the_same_inputs(tmp_path: Path) -> None:
+    from datetime import UTC, datetime
+
+    from snapshots import open_content
+    from snapshots.config import ContentConfig
+    from snapshots.content_build import build_content
+
+    pq.write_table(
+        pa.table(
+            {
+                "id": ["a", "b"],
+                "type": ["banner", "product"],
+                "title": ["A", "B"],
+                "tags": [["x"], ["y"]],
+                "valid_from": pa.array(
+                    [datetime(2026, 1, 1, tzinfo=UTC), None], pa.timestamp("us", tz="UTC")
+                ),
+                "attributes": [{"price": 10.0}, {"price": 30.0}],
+            }
+        ),
+        tmp_path / "gen.parquet",
+    )
+    (tmp_path / "c.yaml").write_text(
+        "kind: content\nsources:\n  gen: {}\n"
+        "enrich:\n  - when: {attribute: price, lt: 20}\n    add_tags: [budget]\n"
+    )
+    cfg = load_config(tmp_path / "c.yaml", ContentConfig)
+    summary = build_content([str(tmp_path / "*.parquet")], cfg, tmp_path / "snap")
+    assert summary.written == 2
+    with open_content(tmp_path / "snap") as c:
+        a = c.item("a")
+        assert a is not None and a.tags == ["budget", "x"] and a.source == "gen"
+        assert a.valid_from == datetime(2026, 1, 1, tzinfo=UTC).timestamp()
+        assert a.attributes == {"price": 10.0}
+    assert leftovers(tmp_path) == []
