@@ -117,7 +117,6 @@ def _rows(
             yield f"{f.name}:{lineno}", rec
         return
     import duckdb
-
     import pyarrow as pa
     import pyarrow.parquet as pq
 
