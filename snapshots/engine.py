@@ -334,8 +334,9 @@ class _Build:
 
     # ---- stitch --------------------------------------------------------------------------
 
-    def _stitch(self) -> tuple[int, int, int, list[str], list[str]]:
-        """Label every node and record with its person's best key; return link counts."""
+    def _components(self) -> None:
+        """Tables `nodes` (dense node numbers, first-seen order), `rid_node` and `node_comp`
+        (each node's connected component, computed by scipy on the integer edge list)."""
         import numpy as np
         import pyarrow as pa
         from scipy.sparse import coo_matrix
@@ -376,6 +377,12 @@ class _Build:
         del labels
         self._tick("stitch", n_nodes, n_nodes)
 
+    def _stitch(self) -> tuple[int, int, int, list[str], list[str]]:
+        """Label every node and record with its person's best key; return link counts."""
+        import pyarrow as pa
+
+        self._components()
+        con = self.con
         cap = self.cfg.max_cluster_size
         guards = [f"count(*) > {int(cap)}"] + [
             f"count(*) FILTER (WHERE n.rank = {int(r)}) > 1" for r in self.rules.unique_ranks
