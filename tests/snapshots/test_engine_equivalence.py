@@ -16,11 +16,11 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from oracle_build import build_profiles as oracle_build
 
 from snapshots.config import ProfilesConfig
 from snapshots.engine import EngineOptions, build_profiles
 from snapshots.model import Profile
+from tests.snapshots.oracle_build import build_profiles as oracle_build
 
 TYPES = ("customer_id", "email", "cookie", "device")
 POLICIES = ("newest", "source_priority", "sum", "max")

@@ -15,14 +15,14 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from snaphelp import WriteNdjson, rec
-from test_engine_equivalence import dump
 
 import bench.gen
 from snapshots import InputInvalid, SnapshotError
 from snapshots.config import ProfilesConfig, load_config
 from snapshots.engine import build_profiles
 from snapshots.errors import BuildFailed, InputUnreadable
+from tests.snapshots.kit import WriteNdjson, rec
+from tests.snapshots.test_engine_equivalence import dump
 
 Cfg = Callable[..., ProfilesConfig]
 

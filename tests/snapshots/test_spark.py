@@ -8,13 +8,13 @@ from pathlib import Path
 
 import orjson
 import pytest
-from snaphelp import rec
-from test_engine_equivalence import dump
 
 import bench.gen
 from snapshots.config import ProfilesConfig, load_config
 from snapshots.engine import build_profiles
 from snapshots.spark_job import build_profiles_spark
+from tests.snapshots.kit import rec
+from tests.snapshots.test_engine_equivalence import dump
 
 pytestmark = pytest.mark.slow
 
