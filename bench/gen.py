@@ -1,7 +1,8 @@
 """Deterministic synthetic exports for benchmarks and tests.
 
-`python -m bench.gen --profiles N --content M --seed S --out DIR` writes profile exports from
-several sources (1–4 records per person sharing identifiers, Zipf-distributed activity, a little
+`python -m bench.gen --profiles N --content M --seed S --out DIR [--format parquet|ndjson]`
+writes profile exports from several sources (1–4 records per person sharing identifiers,
+Zipf-distributed activity, a little
 junk: blocklisted emails and all-zero device ids), a content export, the build configs they need,
 and prints the build commands.
 """
@@ -129,6 +130,39 @@ def gen_profiles(n: int, seed: int, out: Path) -> int:
     return written
 
 
+# How a warehouse would unload the same records (snapshots/parquet_schema.py): ids and attributes
+# as structs, score maps as maps, times as UTC timestamps.
+PARQUET_COLUMNS = {
+    "source": "VARCHAR",
+    "ids": "STRUCT(customer_id VARCHAR, email_sha256 VARCHAR, cookie VARCHAR, device_id VARCHAR)",
+    "updated_at": "TIMESTAMPTZ",
+    "attributes": "STRUCT(tier VARCHAR, ltv DOUBLE, country VARCHAR, birth_year BIGINT, "
+    "newsletter BOOLEAN)",
+    "interests": "MAP(VARCHAR, DOUBLE)",
+    "segments": "VARCHAR[]",
+    "counters": "MAP(VARCHAR, DOUBLE)",
+    "last_seen": "MAP(VARCHAR, TIMESTAMPTZ)",
+}
+
+
+def to_parquet(ndjson: Path, out: Path) -> None:
+    """Convert one generated NDJSON export to Parquet with DuckDB (row order kept)."""
+    import duckdb
+
+    cols = ", ".join(f"'{k}': '{v}'" for k, v in PARQUET_COLUMNS.items())
+    src, dst = (str(p).replace("'", "''") for p in (ndjson, out))  # paths as SQL literals
+    con = duckdb.connect()
+    con.execute("SET enable_progress_bar = false")
+    try:
+        con.execute("SET preserve_insertion_order = true")
+        con.execute(
+            f"COPY (SELECT * FROM read_json('{src}', format = 'newline_delimited', "  # noqa: S608
+            f"columns = {{{cols}}})) TO '{dst}' (FORMAT parquet, ROW_GROUP_SIZE 122880)"
+        )
+    finally:
+        con.close()
+
+
 def gen_content(m: int, seed: int, out: Path) -> None:
     rng = random.Random(seed + 1)
     types = ("banner", "article", "product", "offer")
@@ -163,14 +197,20 @@ def gen_content(m: int, seed: int, out: Path) -> None:
             f.write(orjson.dumps(item) + b"\n")
 
 
-def generate(profiles: int, content: int, seed: int, out: Path) -> dict[str, list[str]]:
+def generate(
+    profiles: int, content: int, seed: int, out: Path, fmt: str = "ndjson"
+) -> dict[str, list[str]]:
     """Write everything; return the build commands (argv lists) by kind."""
     out.mkdir(parents=True, exist_ok=True)
     gen_profiles(profiles, seed, out)
     gen_content(content, seed, out)
     (out / "profiles.yaml").write_text(PROFILES_CONFIG)
     (out / "content.yaml").write_text(CONTENT_CONFIG)
-    inputs = [str(out / f"{s}.ndjson") for s in SOURCES]
+    if fmt == "parquet":
+        for s in SOURCES:
+            to_parquet(out / f"{s}.ndjson", out / f"{s}.parquet")
+            (out / f"{s}.ndjson").unlink()
+    inputs = [str(out / f"{s}.{fmt}") for s in SOURCES]
     return {
         "profiles": [
             "snapshot",
@@ -205,8 +245,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--content", type=int, default=100)
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--out", type=Path, required=True)
+    p.add_argument(
+        "--format",
+        choices=("ndjson", "parquet"),
+        default="ndjson",
+        help="profile exports as NDJSON (default) or Parquet (converted by DuckDB)",
+    )
     args = p.parse_args(argv)
-    cmds = generate(args.profiles, args.content, args.seed, args.out)
+    cmds = generate(args.profiles, args.content, args.seed, args.out, args.format)
     for argv_ in cmds.values():
         print("edgeside " + " ".join(argv_))
     return 0

@@ -1,16 +1,22 @@
-"""Snapshot benchmark: build throughput, open time, lookup latency and worker memory by size.
+"""Snapshot benchmark: build throughput and memory by size and input format, open time, lookup
+latency and worker memory by size.
 
-`python -m bench.snapshots --profiles 10000,1000000[,10000000]` generates data with bench.gen,
-builds each size, then measures reads in a fresh subprocess per size (so memory figures belong
-to a process that only opened the snapshot and looked people up, as a server worker does).
-Human lines first; the last line is one JSON object. SPEC §9 budgets: build ≥ 200 k records/s,
-lookup p50 at the largest size ≤ 1.3 × the smallest, worker private memory flat, open ≤ 1 s.
+`python -m bench.snapshots --profiles 1000000,10000000 --formats parquet,ndjson` generates data
+with bench.gen (once per size and format, kept in --workdir), builds each in a fresh process (so
+`build_peak_rss_mb` is that build's own peak, DuckDB included) and measures reads in another
+fresh process per size (memory figures belong to a process that only opened the snapshot and
+looked people up, as a server worker does). Per build: `build_records_per_s`,
+`build_peak_rss_mb`, `build_temp_disk_mb` (the most the engine's temp dir held: spill files),
+`build_s`. Human lines first; the last line is one JSON object. Budgets (SPEC §9, issue 17):
+≥ 1 M records/s from Parquet and ≥ 400 k from NDJSON at 1 M people, 10 M people in ≤ 4 GB
+RSS and ≤ 60 s from Parquet; lookup p50 at the largest size ≤ 1.3 × the smallest.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import random
 import shutil
 import subprocess
@@ -18,8 +24,9 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
-from bench.gen import SOURCES, gen_profiles
+from bench.gen import SOURCES, gen_profiles, to_parquet
 
 PROFILES_CONFIG_NAME = "profiles.yaml"
 
@@ -95,44 +102,78 @@ def probe(snapshot: Path, n_people: int, seed: int, lookups: int) -> dict[str, f
     }
 
 
-def run_size(n: int, seed: int, workdir: Path, lookups: int) -> dict[str, float]:
-    from snapshots.config import ProfilesConfig, load_config
-    from snapshots.profiles_build import build_profiles
+def ensure_data(n: int, seed: int, workdir: Path, fmt: str) -> tuple[Path, int]:
+    """Generated exports for n people in `fmt`, made once and kept (generation is not timed)."""
+    from bench.gen import PROFILES_CONFIG
 
-    data = workdir / f"p{n}-s{seed}"
+    data = workdir / f"p{n}-s{seed}-{fmt}"
     stamp = data / ".complete"
     if not stamp.exists():
         shutil.rmtree(data, ignore_errors=True)
         data.mkdir(parents=True)
         t = time.perf_counter()
         records = gen_profiles(n, seed, data)
-        from bench.gen import PROFILES_CONFIG
-
+        if fmt == "parquet":
+            for src in SOURCES:
+                to_parquet(data / f"{src}.ndjson", data / f"{src}.parquet")
+                (data / f"{src}.ndjson").unlink()
         (data / PROFILES_CONFIG_NAME).write_text(PROFILES_CONFIG)
         stamp.write_text(str(records))
-        print(f"[{n:,}] generated {records:,} records in {time.perf_counter() - t:.1f}s")
-    out = data / "snap"
+        print(f"[{n:,} {fmt}] generated {records:,} records in {time.perf_counter() - t:.1f}s")
+    return data, int(stamp.read_text())
+
+
+def build_child(data: Path, fmt: str, out: Path, memory_limit: str) -> dict[str, float]:
+    """Runs in the child: one build, its summary figures."""
+    from snapshots.config import ProfilesConfig, load_config
+    from snapshots.engine import EngineOptions, build_profiles
+
     cfg = load_config(data / PROFILES_CONFIG_NAME, ProfilesConfig)
-    summary = build_profiles([data / f"{s}.ndjson" for s in SOURCES], cfg, out, force=True)
-    print(
-        f"[{n:,}] built {summary.written:,} profiles from {summary.records_read:,} records "
-        f"in {summary.seconds:.1f}s = {summary.records_per_s:,.0f} records/s"
+    summary = build_profiles(
+        [data / f"{s}.{fmt}" for s in SOURCES],
+        cfg,
+        out,
+        force=True,
+        options=EngineOptions(memory_limit=memory_limit),
     )
+    return {
+        "records": summary.records_read,
+        "profiles_written": summary.written,
+        "build_records_per_s": round(summary.records_per_s),
+        "build_peak_rss_mb": summary.peak_rss_mb,
+        "build_temp_disk_mb": summary.temp_disk_mb,
+        "build_s": round(summary.seconds, 2),
+    }
+
+
+def run_build(n: int, seed: int, workdir: Path, fmt: str, memory_limit: str) -> dict[str, Any]:
+    data, _ = ensure_data(n, seed, workdir, fmt)
+    out = data / "snap"
     child = subprocess.run(
-        [sys.executable, "-m", "bench.snapshots", "--probe", str(out), "--people", str(n),
+        [sys.executable, "-m", "bench.snapshots", "--build-child", str(data), "--format", fmt,
+         "--out", str(out), "--memory-limit", memory_limit],
+        check=True, capture_output=True, text=True,
+    )  # fmt: skip
+    res: dict[str, Any] = json.loads(child.stdout.strip().splitlines()[-1])
+    res = {"profiles": n, "format": fmt, **res}
+    print(
+        f"[{n:,} {fmt}] built {res['profiles_written']:,} profiles from {res['records']:,} "
+        f"records in {res['build_s']}s = {res['build_records_per_s']:,} records/s, "
+        f"peak RSS {res['build_peak_rss_mb']:,.0f} MB, "
+        f"temp disk {res['build_temp_disk_mb']:,.0f} MB"
+    )
+    return res
+
+
+def run_probe(n: int, seed: int, snap: Path, lookups: int) -> dict[str, float]:
+    child = subprocess.run(
+        [sys.executable, "-m", "bench.snapshots", "--probe", str(snap), "--people", str(n),
          "--seed", str(seed), "--lookups", str(lookups)],
         check=True, capture_output=True, text=True,
     )  # fmt: skip
     res: dict[str, float] = json.loads(child.stdout.strip().splitlines()[-1])
-    size_mb = sum(p.stat().st_size for p in out.iterdir()) / 2**20
-    res = {
-        "profiles": n,
-        "records": summary.records_read,
-        "build_records_per_s": round(summary.records_per_s),
-        "build_s": round(summary.seconds, 2),
-        "snapshot_mb": round(size_mb, 1),
-        **res,
-    }
+    size_mb = sum(p.stat().st_size for p in snap.iterdir()) / 2**20
+    res = {"profiles": n, "snapshot_mb": round(size_mb, 1), **res}
     print(
         f"[{n:,}] open {res['open_s'] * 1000:.1f} ms, get p50 {res['lookup_p50_us']} µs "
         f"p99 {res['lookup_p99_us']} µs (first touch p50 {res['lookup_cold_p50_us']} µs), "
@@ -203,11 +244,18 @@ def run_direct(n: int, seed: int, workdir: Path, template: Path, lookups: int) -
     return {"profiles": n, "built_by": "direct", "snapshot_mb": round(size_mb, 1), **res}  # type: ignore[dict-item]
 
 
+def _load() -> float:
+    with open("/proc/loadavg") as f:
+        return float(f.read().split()[0])
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m bench.snapshots", description=__doc__)
-    p.add_argument("--profiles", default="10000,1000000", help="comma-separated sizes")
+    p.add_argument("--profiles", default="1000000,10000000", help="comma-separated sizes")
+    p.add_argument("--formats", default="parquet,ndjson", help="comma-separated input formats")
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--lookups", type=int, default=50_000)
+    p.add_argument("--memory-limit", default="2GB", help="the engine's memory before spilling")
     p.add_argument("--workdir", type=Path, default=Path("bench/results/snapshots"))
     p.add_argument(
         "--direct-profiles",
@@ -216,22 +264,43 @@ def main(argv: list[str] | None = None) -> int:
     )
     p.add_argument("--probe", type=Path, help=argparse.SUPPRESS)
     p.add_argument("--people", type=int, default=0, help=argparse.SUPPRESS)
+    p.add_argument("--build-child", type=Path, help=argparse.SUPPRESS)
+    p.add_argument("--format", default="ndjson", help=argparse.SUPPRESS)
+    p.add_argument("--out", type=Path, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.probe is not None:
         print(json.dumps(probe(args.probe, args.people, args.seed, args.lookups)))
         return 0
+    if args.build_child is not None:
+        print(json.dumps(build_child(args.build_child, args.format, args.out, args.memory_limit)))
+        return 0
     sizes = [int(s) for s in str(args.profiles).split(",") if s]
-    results = [run_size(n, args.seed, args.workdir, args.lookups) for n in sizes]
-    built = list(results)
-    template = args.workdir / f"p{sizes[0]}-s{args.seed}" / "snap"
+    formats = [f for f in str(args.formats).split(",") if f]
+    load_before = _load()
+    builds: list[dict[str, Any]] = []
+    results: list[dict[str, Any]] = []
+    for n in sizes:
+        builds.extend(run_build(n, args.seed, args.workdir, f, args.memory_limit) for f in formats)
+        snap = args.workdir / f"p{n}-s{args.seed}-{formats[0]}" / "snap"
+        results.append(run_probe(n, args.seed, snap, args.lookups))
+    template = args.workdir / f"p{sizes[0]}-s{args.seed}-{formats[0]}" / "snap"
     direct = [int(s) for s in str(args.direct_profiles).split(",") if s]
     results.extend(run_direct(n, args.seed, args.workdir, template, args.lookups) for n in direct)
     results.sort(key=lambda r: r["profiles"])
     small, large = results[0], results[-1]
+    by_format = {
+        fmt: min(b["build_records_per_s"] for b in builds if b["format"] == fmt) for fmt in formats
+    }
     out = {
         "bench": "snapshots",
+        "cpus": os.cpu_count(),
+        "load_avg_before": load_before,
+        "load_avg_after": _load(),
+        "builds": builds,
         "sizes": results,
-        "build_records_per_s": min(r["build_records_per_s"] for r in built),
+        "build_records_per_s": min(b["build_records_per_s"] for b in builds),
+        "build_records_per_s_by_format": by_format,
+        "build_peak_rss_mb_max": max(b["build_peak_rss_mb"] for b in builds),
         "open_s_max": max(r["open_s"] for r in results),
         "lookup_ratio_largest_smallest": round(
             large["lookup_p50_us"] / max(small["lookup_p50_us"], 1e-9), 3

@@ -7,7 +7,6 @@ import argparse
 import os
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import msgspec
@@ -19,7 +18,8 @@ from snapshots.content_build import build_content
 from snapshots.delta import diff_profiles
 from snapshots.errors import SnapshotError
 from snapshots.manifest import encode_manifest, read_manifest
-from snapshots.profiles_build import build_profiles
+from snapshots.profiles_build import DEFAULT_MEMORY_LIMIT, EngineOptions, build_profiles
+from snapshots.progress import Reporter
 from snapshots.push import NodeResult
 from snapshots.reader import open_content, open_profiles
 from snapshots.verify import verify_snapshot
@@ -33,11 +33,33 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     group.set_defaults(func=lambda _args: _usage(group))
     sub = group.add_subparsers(dest="snapshot_command")
 
-    b = sub.add_parser("build", help="build a snapshot from NDJSON exports")
+    b = sub.add_parser("build", help="build a snapshot from NDJSON or Parquet exports")
     b.add_argument("--kind", choices=("profiles", "content"), required=True, help="what to build")
     b.add_argument(
-        "--input", nargs="+", type=Path, required=True, metavar="FILE", help="NDJSON exports"
+        "--input",
+        nargs="+",
+        required=True,
+        metavar="FILE",
+        help="paths, globs (quote them) or s3://bucket/key URLs; a directory means every "
+        "export file below it",
     )
+    b.add_argument(
+        "--format", choices=("ndjson", "parquet"), help="default: by extension of each input"
+    )
+    b.add_argument(
+        "--engine",
+        choices=("duckdb", "spark"),
+        default="duckdb",
+        help="duckdb (embedded, default) or spark (pyspark; local[*] unless --spark-master)",
+    )
+    b.add_argument("--spark-master", help="Spark master URL for --engine spark")
+    b.add_argument(
+        "--memory-limit",
+        default=DEFAULT_MEMORY_LIMIT,
+        help=f"engine memory before it spills to disk (default {DEFAULT_MEMORY_LIMIT})",
+    )
+    b.add_argument("--threads", type=int, default=0, help="engine threads (default: all cores)")
+    b.add_argument("--temp-dir", help="where the engine spills (default: beside --out)")
     b.add_argument(
         "--config", type=Path, required=True, help="build config (YAML): ids, merge, enrichment"
     )
@@ -156,32 +178,39 @@ def _key(var: str) -> bytes | None:
     return value.encode() if value else None
 
 
-class _Progress:
-    """Progress on stderr, at most once a second, so long builds show life without noise."""
-
-    def __init__(self) -> None:
-        self._t0 = self._last = time.monotonic()
-
-    def __call__(self, stage: str, n: int) -> None:
-        now = time.monotonic()
-        if now - self._last >= 1.0:
-            self._last = now
-            rate = n / (now - self._t0)
-            print(f"  {stage}: {n:,} records ({rate:,.0f}/s)", file=sys.stderr, flush=True)
-
-
 def _build(args: argparse.Namespace) -> int:
     key = _key(args.signing_key_env)
+    reporter = Reporter()
+    options = EngineOptions(
+        memory_limit=args.memory_limit,
+        threads=args.threads,
+        temp_dir=args.temp_dir,
+        input_format=args.format,
+    )
     try:
-        if args.kind == "profiles":
+        if args.kind == "profiles" and args.engine == "spark":
+            from snapshots.spark_job import build_profiles_spark
+
+            summary = build_profiles_spark(
+                args.input,
+                load_config(args.config, ProfilesConfig),
+                args.out,
+                skip_invalid=args.skip_invalid,
+                signing_key=key,
+                force=args.force,
+                master=args.spark_master,
+                options=options,
+            )
+        elif args.kind == "profiles":
             summary = build_profiles(
                 args.input,
                 load_config(args.config, ProfilesConfig),
                 args.out,
                 skip_invalid=args.skip_invalid,
                 signing_key=key,
-                progress=_Progress(),
+                progress=reporter,
                 force=args.force,
+                options=options,
             )
         else:
             summary = build_content(
@@ -190,15 +219,18 @@ def _build(args: argparse.Namespace) -> int:
                 args.out,
                 skip_invalid=args.skip_invalid,
                 signing_key=key,
-                progress=_Progress(),
+                progress=reporter,
                 force=args.force,
+                options=options,
             )
     except SnapshotError as exc:
+        reporter.done()
         print(f"edgeside: error: {exc}", file=sys.stderr)
         return 1
     except FileNotFoundError as exc:
         print(f"edgeside: error: {exc.filename}: no such file", file=sys.stderr)
         return 1
+    reporter.done()
     print("\n".join(summary.lines()))
     if key is None:
         print(f"  unsigned: set {args.signing_key_env} to sign snapshots")

@@ -7,18 +7,26 @@ without scanning. Validity windows are kept as they are: filtering by time is th
 
 from __future__ import annotations
 
+import shutil
+import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import msgspec
 
 from snapshots.config import ContentConfig, SourceConfig
 from snapshots.enrich import enrich
-from snapshots.errors import InputInvalid
+from snapshots.errors import InputInvalid, InputUnreadable
+from snapshots.inputs import InputFile, resolve_inputs, source_digests
 from snapshots.model import ContentItem, Scalar, TzDatetime
-from snapshots.ndjson import LineError, read_ndjson, source_digests
+from snapshots.ndjson import LineError, read_ndjson
 from snapshots.summary import MAX_INVALID_KEPT, BuildSummary, Progress
 from snapshots.writer import write_snapshot
+
+if TYPE_CHECKING:
+    from snapshots.engine import EngineOptions
 
 ITEMS_DB = "items"
 INDEX_DB = "index"
@@ -99,8 +107,59 @@ def _ts(d: object) -> float | None:
     return None if d is None else d.timestamp()  # type: ignore[attr-defined]
 
 
+def _rows(
+    f: InputFile, decoder: msgspec.json.Decoder[dict[str, object]]
+) -> Iterator[tuple[str, dict[str, object] | LineError]]:
+    """(where, record or error) of one input: NDJSON lines, or Parquet rows read by DuckDB and
+    rendered as the JSON object each row is (timestamps as RFC 3339, UTC)."""
+    if f.format == "ndjson":
+        for lineno, rec in read_ndjson(f.local, decoder):
+            yield f"{f.name}:{lineno}", rec
+        return
+    import duckdb
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from snapshots.parquet_schema import quote_ident, rfc3339_sql
+
+    try:
+        schema = pq.read_schema(f.local)
+    except (pa.ArrowException, OSError) as exc:
+        raise InputUnreadable(
+            f"{f.name}: not a readable Parquet file (truncated or not Parquet): {exc}"
+        ) from None
+    # Timestamps become RFC 3339 strings, as they are in NDJSON (DuckDB's JSON would say
+    # "2026-01-01 10:00:00+00", which is not RFC 3339).
+    cols = ", ".join(
+        f"{quote_ident(fld.name)} := "
+        + (
+            rfc3339_sql(quote_ident(fld.name))
+            if pa.types.is_timestamp(fld.type)
+            else quote_ident(fld.name)
+        )
+        for fld in schema
+    )
+    con = duckdb.connect()
+    con.execute("SET enable_progress_bar = false")
+    try:
+        reader = con.sql(
+            f"SELECT file_row_number, to_json(struct_pack({cols}))::VARCHAR "  # noqa: S608
+            "FROM read_parquet(?, file_row_number = true) ORDER BY file_row_number",
+            params=[f.local],
+        ).to_arrow_reader(10_000)
+        for batch in reader:
+            rows = batch.column(0).to_pylist()
+            for row, js in zip(rows, batch.column(1).to_pylist(), strict=True):
+                rec = {k: v for k, v in decoder.decode(js).items() if v is not None}
+                yield f"{f.name}:row {row + 1}", rec
+    except duckdb.Error as exc:
+        raise InputUnreadable(f"{f.name}: cannot read Parquet: {exc}") from None
+    finally:
+        con.close()
+
+
 def build_content(
-    inputs: list[Path],
+    inputs: list[Path] | list[str] | list[Path | str],
     cfg: ContentConfig,
     out: Path,
     *,
@@ -109,6 +168,30 @@ def build_content(
     progress: Progress | None = None,
     force: bool = False,
     now: float | None = None,
+    options: EngineOptions | None = None,
+) -> BuildSummary:
+    """Content goes through the profiles' input layer (paths, globs, s3://, NDJSON or Parquet)
+    and DuckDB for Parquet; the items themselves are few, so they are mapped in Python."""
+    out = Path(out)
+    base = Path(options.temp_dir) if options and options.temp_dir else out.parent
+    base.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix=".edgeside-build-", dir=base))
+    try:
+        files = resolve_inputs(list(inputs), work, options.input_format if options else None)
+        return _build_content(files, cfg, out, skip_invalid, signing_key, progress, force, now)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def _build_content(
+    files: list[InputFile],
+    cfg: ContentConfig,
+    out: Path,
+    skip_invalid: bool,
+    signing_key: bytes | None,
+    progress: Progress | None,
+    force: bool,
+    now: float | None,
 ) -> BuildSummary:
     t0 = time.perf_counter()
     ref = cfg.reference_time.timestamp() if cfg.reference_time else (now or time.time())
@@ -125,10 +208,10 @@ def build_content(
         if len(invalid) < MAX_INVALID_KEPT:
             invalid.append(f"{where}: {reason}")
 
-    for path in inputs:
-        for lineno, rec in read_ndjson(path, decoder):
+    for f in files:
+        stem = Path(f.name.rsplit("/", 1)[-1]).stem
+        for where, rec in _rows(f, decoder):
             read += 1
-            where = f"{path}:{lineno}"
             if progress is not None and read % 100_000 == 0:
                 progress("read", read)
             if isinstance(rec, LineError):
@@ -136,7 +219,7 @@ def build_content(
                 continue
             src_name = rec.get("source")
             if not isinstance(src_name, str):
-                src_name = path.stem
+                src_name = stem
             src = cfg.sources.get(src_name)
             if src is None:
                 bad(where, f"unknown source {src_name!r}; configured: {sorted(cfg.sources)}")
@@ -170,7 +253,7 @@ def build_content(
         {ITEMS_DB: item_pairs, INDEX_DB: index_pairs},
         kind="content",
         counts={"items": len(item_pairs), "index_keys": len(index_pairs)},
-        sources=source_digests(list(inputs)),
+        sources=source_digests(files),
         signing_key=signing_key,
         force=force,
     )

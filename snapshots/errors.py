@@ -74,3 +74,13 @@ class OutputExists(SnapshotError):
 
 class StoreError(SnapshotError):
     """The version store on disk is inconsistent or the requested version is absent."""
+
+
+class InputUnreadable(SnapshotError):
+    """An input cannot be read at all: missing, unreachable or refused object storage, not
+    Parquet, truncated, or columns missing or of the wrong type. The message names the file."""
+
+
+class BuildFailed(SnapshotError):
+    """The build engine failed (out of disk while spilling, out of memory); nothing was written
+    and the build's temp files were removed."""

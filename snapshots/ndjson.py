@@ -11,6 +11,7 @@ from typing import TypeVar
 import msgspec
 
 T = TypeVar("T")
+U = TypeVar("U")
 
 
 class LineError(msgspec.Struct, frozen=True):
@@ -35,21 +36,30 @@ def read_ndjson(
 
 
 def read_ndjson_lines(
-    path: str | os.PathLike[str], decoder: msgspec.json.Decoder[T]
+    path: str | os.PathLike[str], decoder: msgspec.json.Decoder[T], *, name: str | None = None
 ) -> Iterator[tuple[int, bytes, T | LineError]]:
     """Like `read_ndjson`, also yielding each raw line (for builders that keep bytes, which
-    are far smaller than decoded objects, and decode again when they need the record)."""
-    name = str(path)
+    are far smaller than decoded objects, and decode again when they need the record).
+    `name` is what errors call the file (an s3:// URL for a downloaded copy)."""
+    name = str(path) if name is None else name
     with open(path, "rb") as f:
         for lineno, line in enumerate(f, 1):
             if not line.strip():
                 continue
-            try:
-                yield lineno, line, decoder.decode(line)
-            except msgspec.ValidationError as exc:
-                yield lineno, line, LineError(name, lineno, f"invalid record: {exc}")
-            except (msgspec.DecodeError, UnicodeDecodeError) as exc:
-                yield lineno, line, LineError(name, lineno, _undecodable(line, exc))
+            rec = decode_line(decoder, name, lineno, line)
+            yield lineno, line, rec
+
+
+def decode_line(
+    decoder: msgspec.json.Decoder[U], name: str, lineno: int, line: bytes
+) -> U | LineError:
+    """One line's record or its positioned error (shared by every engine that reads NDJSON)."""
+    try:
+        return decoder.decode(line)
+    except msgspec.ValidationError as exc:
+        return LineError(name, lineno, f"invalid record: {exc}")
+    except (msgspec.DecodeError, UnicodeDecodeError) as exc:
+        return LineError(name, lineno, _undecodable(line, exc))
 
 
 def _undecodable(line: bytes, exc: Exception) -> str:

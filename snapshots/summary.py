@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import msgspec
 
-Progress = Callable[[str, int], None]  # (stage, records so far)
+from snapshots.progress import Progress
+
+__all__ = ["MAX_INVALID_KEPT", "BuildSummary", "Progress"]
 MAX_INVALID_KEPT = 1000
 
 
@@ -29,6 +29,9 @@ class BuildSummary(msgspec.Struct):
     blocked_examples: list[str] = []
     invalid: list[str] = []  # `file:line: reason`, first MAX_INVALID_KEPT
     indexes: int = 0
+    engine: str = ""
+    peak_rss_mb: float = 0.0  # of the building process (DuckDB runs inside it)
+    temp_disk_mb: float = 0.0  # most the build's temp dir held (downloads, engine files, spill)
 
     @property
     def records_per_s(self) -> float:
@@ -40,7 +43,10 @@ class BuildSummary(msgspec.Struct):
             f"built {self.kind} snapshot {self.version} -> {self.out}",
             f"  records read {self.records_read}, invalid {self.records_invalid}, "
             f"{what} written {self.written} in {self.seconds:.2f}s "
-            f"({self.records_per_s:,.0f} records/s)",
+            f"({self.records_per_s:,.0f} records/s)"
+            + (f", peak RSS {self.peak_rss_mb:,.0f} MB" if self.peak_rss_mb else "")
+            + (f", temp disk {self.temp_disk_mb:,.0f} MB" if self.temp_disk_mb else "")
+            + (f" [{self.engine}]" if self.engine else ""),
         ]
         if self.kind == "profiles":
             out.append(

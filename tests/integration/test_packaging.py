@@ -68,9 +68,21 @@ def test_wheel_installs_and_serves_the_demo(tmp_path: Path) -> None:
     _run(build, outside, env, 300)
     (wheel,) = dist.glob("edgeside-*.whl")
     # The lock as constraints: exactly the locked versions of what the wheel depends on, and
-    # nothing else of the lock (dev tools, benchmark peers).
+    # nothing else of the lock (dev tools, benchmark peers). The [builds] extra because this test
+    # builds the demo snapshots with the installed commands (an edge node that only serves pushed
+    # snapshots needs no extra).
     lock = str(REPO / "requirements.lock")
-    install = [*pip, "--python", py, "install", "-q", "--no-compile", "-c", lock, str(wheel)]
+    install = [
+        *pip,
+        "--python",
+        py,
+        "install",
+        "-q",
+        "--no-compile",
+        "-c",
+        lock,
+        f"{wheel}[builds]",
+    ]
     _run(install, outside, env, 300)
 
     version = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["version"]

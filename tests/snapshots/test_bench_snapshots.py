@@ -51,7 +51,6 @@ def test_snapshots_bench_prints_json_last(
     assert [s["profiles"] for s in result["sizes"]] == [200, 400, 600]
     assert result["sizes"][2]["built_by"] == "direct"
     for key in (
-        "build_records_per_s",
         "open_s",
         "lookup_p50_us",
         "lookup_p99_us",
@@ -61,3 +60,11 @@ def test_snapshots_bench_prints_json_last(
         assert result["sizes"][0][key] > 0
     assert result["sizes"][1]["found_ratio"] == 1.0
     assert result["lookup_ratio_largest_smallest"] > 0
+    # One build per size and format, each in its own process with its own figures.
+    assert [(b["profiles"], b["format"]) for b in result["builds"]] == [
+        (200, "parquet"), (200, "ndjson"), (400, "parquet"), (400, "ndjson"),
+    ]  # fmt: skip
+    for b in result["builds"]:
+        assert b["build_records_per_s"] > 0 and b["build_peak_rss_mb"] > 0
+        assert b["build_temp_disk_mb"] >= 0 and b["records"] > 200
+    assert set(result["build_records_per_s_by_format"]) == {"parquet", "ndjson"}

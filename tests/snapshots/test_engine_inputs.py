@@ -1,0 +1,352 @@
+"""Build inputs (issue 17): Parquet, globs, directories, s3:// on a real S3-compatible server
+(moto's server mode, a separate process on 127.0.0.1), and every kind of bad input — each
+refused with the file (and row) named, nothing at `--out`, no temp files left."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+import bench.gen
+from snapshots import InputInvalid, SnapshotError
+from snapshots.config import ProfilesConfig, load_config
+from snapshots.engine import build_profiles
+from snapshots.errors import BuildFailed, InputUnreadable
+from tests.snapshots.kit import WriteNdjson, rec
+from tests.snapshots.test_engine_equivalence import dump
+
+Cfg = Callable[..., ProfilesConfig]
+
+
+def leftovers(d: Path) -> list[str]:
+    return [p.name for p in d.iterdir() if p.name.startswith(".")]
+
+
+@pytest.fixture(scope="module")
+def gen_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    d = tmp_path_factory.mktemp("gen")
+    for sub, fmt in (("nd", "ndjson"), ("pq", "parquet")):
+        bench.gen.generate(400, 5, 11, d / sub, fmt)
+        (d / sub / "profiles").mkdir()  # the profile exports alone, as a partitioned export
+        for s in bench.gen.SOURCES:
+            (d / sub / f"{s}.{fmt}").rename(d / sub / "profiles" / f"{s}.{fmt}")
+    return d
+
+
+def test_parquet_export_builds_the_same_snapshot_as_ndjson(gen_data: Path, tmp_path: Path) -> None:
+    cfg = load_config(gen_data / "nd" / "profiles.yaml", ProfilesConfig)
+    nd = build_profiles([str(gen_data / "nd" / "profiles" / "*.ndjson")], cfg, tmp_path / "nd")
+    pqs = build_profiles([gen_data / "pq" / "profiles"], cfg, tmp_path / "pq")  # a directory
+    assert pqs.records_read == nd.records_read > 400
+    assert (pqs.written, pqs.aliases, pqs.blocked) == (nd.written, nd.aliases, nd.blocked)
+    assert dump(tmp_path / "pq") == dump(tmp_path / "nd")
+    assert pqs.peak_rss_mb > 0
+
+
+def _table(**cols: pa.Array) -> pa.Table:
+    base = {
+        "source": pa.array(["crm", "web"]),
+        "ids": pa.array([{"cookie": "k1"}, {"cookie": "k2"}]),
+        "updated_at": pa.array([1_700_000_000_000_000] * 2, pa.timestamp("us", tz="UTC")),
+    }
+    base.update(cols)
+    return pa.table({k: v for k, v in base.items() if v is not None})
+
+
+@pytest.mark.parametrize(
+    ("table", "says"),
+    [
+        (_table(source=None), "missing column `source`"),
+        (
+            _table(updated_at=pa.array(["2026-11-20T10:00:00Z"] * 2)),
+            "column `updated_at` is string",
+        ),
+        (_table(updated_at=pa.array([1, 2], pa.timestamp("us"))), "timestamp with a time zone"),
+        (_table(ids=pa.array([{"cookie": 1}, {"cookie": 2}])), "column `ids.cookie` is int64"),
+        (_table(interests=pa.array([{"a": "x"}, {"a": "y"}])), "column `interests.a` is string"),
+        (_table(colour=pa.array(["red", "blue"])), "unknown column `colour`"),
+    ],
+)
+def test_parquet_with_missing_or_mistyped_columns_is_refused(
+    tmp_path: Path, profiles_config: Cfg, table: pa.Table, says: str
+) -> None:
+    path = tmp_path / "bad.parquet"
+    pq.write_table(table, path)
+    with pytest.raises(InputUnreadable) as err:
+        build_profiles([path], profiles_config(), tmp_path / "snap")
+    assert str(err.value).startswith(f"{path}: ")
+    assert says in str(err.value)
+    assert not (tmp_path / "snap").exists() and leftovers(tmp_path) == []
+
+
+def test_a_truncated_parquet_file_is_refused(tmp_path: Path, profiles_config: Cfg) -> None:
+    path = tmp_path / "cut.parquet"
+    pq.write_table(_table(), path)
+    path.write_bytes(path.read_bytes()[:-40])
+    with pytest.raises(InputUnreadable) as err:
+        build_profiles([path], profiles_config(), tmp_path / "snap")
+    assert str(err.value).startswith(f"{path}: not a readable Parquet file")
+    assert not (tmp_path / "snap").exists() and leftovers(tmp_path) == []
+
+
+def test_bad_parquet_rows_are_reported_with_file_and_row(
+    tmp_path: Path, profiles_config: Cfg
+) -> None:
+    path = tmp_path / "rows.parquet"
+    pq.write_table(
+        _table(
+            source=pa.array(["crm", None, "web"]),
+            ids=pa.array([{"cookie": "k1"}, {"cookie": "k2"}, {"cookie": None}]),
+            updated_at=pa.array([1_700_000_000_000_000] * 3, pa.timestamp("us", tz="UTC")),
+        ),
+        path,
+    )
+    with pytest.raises(InputInvalid) as err:
+        build_profiles([path], profiles_config(), tmp_path / "snap")
+    assert err.value.problems == [
+        f"{path}:row 2: `source` is null",
+        f"{path}:row 3: no identifiers",
+    ]
+    assert not (tmp_path / "snap").exists() and leftovers(tmp_path) == []
+
+
+def test_malformed_ndjson_names_file_and_line_and_leaves_nothing(
+    tmp_path: Path, write_ndjson: WriteNdjson, profiles_config: Cfg
+) -> None:
+    src = write_ndjson("in.ndjson", [rec("crm", {"cookie": "a"}), b'{"source": "crm", "ids"'])
+    with pytest.raises(InputInvalid) as err:
+        build_profiles([src], profiles_config(), tmp_path / "snap")
+    assert err.value.problems[0].startswith(f"{src}:2: malformed JSON")
+    assert not (tmp_path / "snap").exists() and leftovers(tmp_path) == []
+
+
+def test_a_glob_that_matches_nothing_is_refused(tmp_path: Path, profiles_config: Cfg) -> None:
+    with pytest.raises(InputUnreadable, match=r"nothing-\*\.parquet: matches no file"):
+        build_profiles([str(tmp_path / "nothing-*.parquet")], profiles_config(), tmp_path / "s")
+
+
+# ---- object storage: a real S3-compatible server ------------------------------------------------
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _moto(env: dict[str, str]) -> Iterator[str]:
+    port = _free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+        env={**os.environ, **env},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                if time.monotonic() > deadline or proc.poll() is not None:
+                    raise RuntimeError("moto server did not start") from None
+                time.sleep(0.2)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
+@pytest.fixture(scope="module")
+def s3(gen_data: Path) -> Iterator[str]:
+    """A moto server holding the generated exports under s3://exports/{nd,pq}/."""
+    import boto3
+
+    for url in _moto({}):
+        client = boto3.client(
+            "s3", endpoint_url=url, region_name="us-east-1",
+            aws_access_key_id="test", aws_secret_access_key="test",
+        )  # fmt: skip
+        client.create_bucket(Bucket="exports")
+        for sub in ("nd", "pq"):
+            for p in sorted((gen_data / sub / "profiles").iterdir()):
+                client.upload_file(str(p), "exports", f"{sub}/part/{p.name}")
+        yield url
+
+
+@pytest.fixture
+def s3_env(monkeypatch: pytest.MonkeyPatch) -> Callable[[str, str], None]:
+    def use(url: str, key: str = "test") -> None:
+        monkeypatch.setenv("AWS_ENDPOINT_URL", url)
+        monkeypatch.setenv("AWS_ACCESS_KEY_ID", key)
+        monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "test")
+        monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+        monkeypatch.setenv("EDGESIDE_S3_TIMEOUT_S", "2")
+
+    return use
+
+
+def test_s3_globs_build_the_same_snapshot_as_local_files(
+    s3: str, s3_env: Callable[..., None], gen_data: Path, tmp_path: Path
+) -> None:
+    s3_env(s3)
+    cfg = load_config(gen_data / "nd" / "profiles.yaml", ProfilesConfig)
+    local = build_profiles([gen_data / "pq" / "profiles"], cfg, tmp_path / "local")
+    remote = build_profiles(["s3://exports/pq/part/*.parquet"], cfg, tmp_path / "remote")
+    assert remote.records_read == local.records_read
+    assert dump(tmp_path / "remote") == dump(tmp_path / "local")
+    nd = build_profiles(["s3://exports/nd/part/"], cfg, tmp_path / "nd")  # a prefix
+    assert nd.records_read == local.records_read
+    assert dump(tmp_path / "nd") == dump(tmp_path / "local")
+    from snapshots import read_manifest
+
+    assert sorted(read_manifest(tmp_path / "remote").sources) == [
+        f"{s}.parquet" for s in sorted(bench.gen.SOURCES)
+    ]
+    assert leftovers(tmp_path) == []
+
+
+def test_a_missing_s3_object_names_the_url(
+    s3: str, s3_env: Callable[..., None], profiles_config: Cfg, tmp_path: Path
+) -> None:
+    s3_env(s3)
+    with pytest.raises(InputUnreadable, match=r"s3://exports/pq/none\.parquet: no such object"):
+        build_profiles(["s3://exports/pq/none.parquet"], profiles_config(), tmp_path / "snap")
+    assert leftovers(tmp_path) == []
+
+
+def test_unreachable_object_storage_fails_fast_with_the_url(
+    s3_env: Callable[..., None], profiles_config: Cfg, tmp_path: Path
+) -> None:
+    s3_env(f"http://127.0.0.1:{_free_port()}")  # nothing listens there
+    t = time.monotonic()
+    with pytest.raises(InputUnreadable) as err:
+        build_profiles(["s3://exports/pq/crm.parquet"], profiles_config(), tmp_path / "snap")
+    assert str(err.value).startswith("s3://exports/pq/crm.parquet: cannot read from object storage")
+    assert time.monotonic() - t < 60
+    assert not (tmp_path / "snap").exists() and leftovers(tmp_path) == []
+
+
+def test_refused_credentials_name_the_url(
+    s3_env: Callable[..., None], profiles_config: Cfg, tmp_path: Path
+) -> None:
+    # moto enforces IAM authentication after this many unauthenticated actions: none here, so
+    # every request with a key it never issued is refused (InvalidAccessKeyId, 403).
+    for url in _moto({"INITIAL_NO_AUTH_ACTION_COUNT": "0"}):
+        s3_env(url, key="AKIAIDONOTEXIST00000")
+        with pytest.raises(InputUnreadable) as err:
+            build_profiles(["s3://exports/pq/crm.parquet"], profiles_config(), tmp_path / "snap")
+        text = str(err.value)
+        assert text.startswith("s3://exports/pq/crm.parquet: cannot read from object storage")
+        assert "ACCESS_DENIED" in text or "403" in text or "InvalidAccessKeyId" in text
+    assert not (tmp_path / "snap").exists() and leftovers(tmp_path) == []
+
+
+# ---- a disk that fills while the engine spills ------------------------------------------------
+
+SPILL_CHILD = """
+import json, os, sys
+from pathlib import Path
+from snapshots.config import ProfilesConfig, load_config
+from snapshots.engine import EngineOptions, build_profiles
+from snapshots.errors import SnapshotError
+data, tmp, out = Path(sys.argv[1]), sys.argv[2], Path(sys.argv[3])
+cfg = load_config(data / "profiles.yaml", ProfilesConfig)
+try:
+    s = build_profiles(sorted(data.glob("*.ndjson")), cfg, out,
+                       options=EngineOptions(memory_limit="128MB", temp_dir=tmp, threads=1))
+    res = {"ok": True, "temp_disk_mb": s.temp_disk_mb}
+except SnapshotError as exc:
+    res = {"ok": False, "type": type(exc).__name__, "error": str(exc)}
+res["left_in_tmp"] = os.listdir(tmp)
+res["out_exists"] = out.exists()
+print(json.dumps(res))
+"""
+
+
+@pytest.fixture(scope="module")
+def spill_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    d = tmp_path_factory.mktemp("spill")
+    bench.gen.gen_profiles(60_000, 3, d)  # ~46 MB of records: more than 128 MB of engine state
+    (d / "profiles.yaml").write_text(bench.gen.PROFILES_CONFIG)
+    return d
+
+
+def _spill_run(spill_data: Path, tmp_path: Path, tmpfs_mb: int | None) -> dict[str, object]:
+    import json
+
+    spill = tmp_path / "spill"
+    spill.mkdir()
+    child = [sys.executable, "-c", SPILL_CHILD, str(spill_data), str(spill), str(tmp_path / "o")]
+    if tmpfs_mb is not None:
+        # A small filesystem of its own for the temp dir, in a private mount namespace (works
+        # as root and, through a user namespace, without): the disk really fills.
+        script = f'mount -t tmpfs -o size={tmpfs_mb}m tmpfs "$1" && shift && exec "$@"'
+        child = ["unshare", "--user", "--map-root-user", "--mount", "sh", "-c", script,
+                 "sh", str(spill), *child]  # fmt: skip
+    out = subprocess.run(child, capture_output=True, text=True, timeout=600, cwd=os.getcwd())
+    assert out.returncode == 0, out.stderr[-2000:]
+    res: dict[str, object] = json.loads(out.stdout.strip().splitlines()[-1])
+    return res
+
+
+def test_a_disk_that_fills_while_spilling_fails_cleanly(spill_data: Path, tmp_path: Path) -> None:
+    roomy = _spill_run(spill_data, tmp_path / "a", None) if (tmp_path / "a").mkdir() is None else {}
+    assert roomy["ok"] is True and float(roomy["temp_disk_mb"]) > 16  # type: ignore[arg-type]
+    (tmp_path / "b").mkdir()
+    full = _spill_run(spill_data, tmp_path / "b", 16)
+    assert full["ok"] is False and full["type"] == BuildFailed.__name__
+    assert "out of disk space while spilling" in str(full["error"])
+    assert str(tmp_path / "b" / "spill") in str(full["error"])
+    assert full["left_in_tmp"] == [] and full["out_exists"] is False
+
+
+def test_build_errors_are_snapshot_errors() -> None:
+    assert issubclass(InputUnreadable, SnapshotError) and issubclass(BuildFailed, SnapshotError)
+
+
+def test_content_builds_from_parquet_through_the_same_inputs(tmp_path: Path) -> None:
+    from datetime import UTC, datetime
+
+    from snapshots import open_content
+    from snapshots.config import ContentConfig
+    from snapshots.content_build import build_content
+
+    pq.write_table(
+        pa.table(
+            {
+                "id": ["a", "b"],
+                "type": ["banner", "product"],
+                "title": ["A", "B"],
+                "tags": [["x"], ["y"]],
+                "valid_from": pa.array(
+                    [datetime(2026, 1, 1, tzinfo=UTC), None], pa.timestamp("us", tz="UTC")
+                ),
+                "attributes": [{"price": 10.0}, {"price": 30.0}],
+            }
+        ),
+        tmp_path / "gen.parquet",
+    )
+    (tmp_path / "c.yaml").write_text(
+        "kind: content\nsources:\n  gen: {}\n"
+        "enrich:\n  - when: {attribute: price, lt: 20}\n    add_tags: [budget]\n"
+    )
+    cfg = load_config(tmp_path / "c.yaml", ContentConfig)
+    summary = build_content([str(tmp_path / "*.parquet")], cfg, tmp_path / "snap")
+    assert summary.written == 2
+    with open_content(tmp_path / "snap") as c:
+        a = c.item("a")
+        assert a is not None and a.tags == ["budget", "x"] and a.source == "gen"
+        assert a.valid_from == datetime(2026, 1, 1, tzinfo=UTC).timestamp()
+        assert a.attributes == {"price": 10.0}
+    assert leftovers(tmp_path) == []
