@@ -131,14 +131,23 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         description="Uploads <prefix>/<kind>/<version>.tar, then the pointer "
         "<prefix>/<kind>/latest.json, then announces it on the broker (docs/fleet.md).",
     )
-    pub.add_argument("dir", type=Path)
-    pub.add_argument("--to", required=True, metavar="s3://BUCKET/PREFIX")
+    pub.add_argument("dir", type=Path, help="the built snapshot directory to publish")
+    pub.add_argument(
+        "--to",
+        required=True,
+        metavar="s3://BUCKET/PREFIX",
+        help="where the tar and its pointer go",
+    )
     pub.add_argument(
         "--endpoint",
         default=os.environ.get("EDGESIDE_FLEET_S3_ENDPOINT", ""),
         help="an S3-compatible server's URL (default: $EDGESIDE_FLEET_S3_ENDPOINT, else AWS)",
     )
-    pub.add_argument("--region", default=os.environ.get("AWS_REGION", "us-east-1"))
+    pub.add_argument(
+        "--region",
+        default=os.environ.get("AWS_REGION", "us-east-1"),
+        help="S3 region (default: $AWS_REGION or us-east-1)",
+    )
     pub.add_argument(
         "--broker",
         default=os.environ.get("EDGESIDE_FLEET_BROKER", ""),

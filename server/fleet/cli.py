@@ -27,7 +27,13 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         help="NATS URL (default: $EDGESIDE_FLEET_BROKER)",
     )
     st.add_argument("--subject", default="edgeside", help="the fleet's subject prefix")
-    st.add_argument("--stale-after", type=float, default=10.0, metavar="S")
+    st.add_argument(
+        "--stale-after",
+        type=float,
+        default=10.0,
+        metavar="S",
+        help="a node whose last heartbeat is older than this is stale (default 10 s)",
+    )
     st.add_argument("--json", action="store_true", help="the report as JSON")
     st.set_defaults(func=_status)
 
