@@ -28,7 +28,7 @@ from starlette.routing import Route
 
 import snapshots
 from snapshots import delta, store
-from snapshots.manifest import DELTA_KIND, KINDS
+from snapshots.manifest import DELTA_KIND, KINDS, valid_version
 
 from ..asgi import error_body
 from ..state import AppState
@@ -209,7 +209,7 @@ def build_admin_routes(state: AppState, life: Lifecycle) -> list[Route]:
     async def activate(request: Request) -> Response:
         kind = _kind_of(request, KINDS)
         version: str = request.path_params["version"]
-        if version.startswith(".") or "/" in version:
+        if not valid_version(version):  # the one grammar (snapshots/manifest.py)
             raise Refusal(400, "bad_version", f"{version!r} is not a version name", "version")
         with store.locked(settings.data, kind):
             world = state.holder.acquire()
