@@ -187,6 +187,9 @@ class Settings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     # Measure event-loop stalls every this many ms (server/loop_probe.py), 0 for off: the
     # longest since the previous scrape is `edgeside_loop_stall_max_seconds`.
     loop_probe_ms: float = 0.0
+    # Honour `X-Visitor-Id` on /v1/edge from any caller: set only when the proxy in front strips
+    # it from browsers and sets it itself. Otherwise it needs a token with the `decide` scope.
+    trust_visitor_header: bool = False
     # Snapshot lifecycle (docs/snapshots.md § Lifecycle).
     keep_versions: int = 3  # versions kept per kind besides the active one, for rollback
     max_upload_bytes: int = 8 << 30  # a pushed or pulled .tar larger than this is refused (413)
