@@ -16,6 +16,8 @@ import msgspec
 
 SETTINGS_ENV = "EDGESIDE_SETTINGS_JSON"
 ADMIN_TOKEN_ENV = "EDGESIDE_ADMIN_TOKEN"  # noqa: S105 - the variable's name, not a secret
+# The serving master's pid, for its workers' parent-death signal (server/app.py).
+MASTER_PID_ENV = "EDGESIDE_MASTER_PID"
 
 
 class CookieSettings(msgspec.Struct, forbid_unknown_fields=True):
