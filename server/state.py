@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from . import auth
@@ -167,6 +167,11 @@ class AppState:
     def check_placements(self, names: list[str]) -> None:
         """Raise `PlacementError` unless `names` are placements a request may ask for."""
         check_placements(names, self.settings.limits.max_placements)
+
+    def authorized(self, headers: Mapping[bytes, bytes], scope: str = "push") -> bool:
+        """True if the caller holds `scope` (server/auth.py; kept for callers of the single admin
+        token of old — new code calls `auth.require` and answers its 401/403)."""
+        return auth.require(headers, scope, self.credentials) is None
 
     def readiness(self) -> tuple[bool, list[str]]:
         world = self.holder.current
