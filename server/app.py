@@ -8,10 +8,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
 import gc
 import logging
+import os
+import signal
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
@@ -31,7 +34,7 @@ from .asgi import (
     send_error,
     send_response,
 )
-from .config import Secrets, Settings, load_secrets, settings_from_env
+from .config import MASTER_PID_ENV, Secrets, Settings, load_secrets, settings_from_env
 from .console import Console
 from .decide.route import Decide
 from .edge.answers import EdgeMemos
@@ -301,6 +304,31 @@ def build_app(settings: Settings, secrets: Secrets) -> EdgesideApp:
     return EdgesideApp(starlette, hot, known)
 
 
+_PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
+
+
+def die_with_master(environ: Mapping[str, str] | None = None) -> bool:
+    """In a worker process, ask the kernel for SIGTERM when the master dies (Linux
+    `PR_SET_PDEATHSIG`): a SIGKILLed master left its workers serving with PPID 1, holding the port,
+    so a restart failed with `Address already in use` (issue 14, defect 9). SIGTERM, not SIGKILL:
+    uvicorn's graceful shutdown lets in-flight requests finish. True if armed."""
+    env = os.environ if environ is None else environ
+    master = env.get(MASTER_PID_ENV, "")
+    if not master.isdigit() or int(master) == os.getpid():
+        return False  # one process serving alone: it is the master
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        if libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0) != 0:
+            return False
+    except (OSError, AttributeError):  # not Linux: nothing to arm
+        return False
+    # The master may have died before the signal was armed: then nobody will send it.
+    if os.getppid() != int(master):
+        os.kill(os.getpid(), signal.SIGTERM)
+    return True
+
+
 def create_app() -> EdgesideApp:
     """uvicorn's factory: settings and secrets come from the worker's environment."""
+    die_with_master()
     return build_app(settings_from_env(), load_secrets())

@@ -36,6 +36,22 @@ def header_value(text: str) -> bytes:
     return _UNSAFE_HEADER_BYTES.sub(b"_", raw)
 
 
+# What may stand in a header value on the wire (RFC 9110 field-value: visible ASCII, space, tab;
+# no CR, LF, NUL or other control byte). Looser than `header_value`'s output, so it also admits
+# headers we write ourselves (`content-type: text/html; charset=utf-8`, cache-control).
+_HEADER_WIRE_BYTES = re.compile(rb"[\t\x20-\x7e]*")
+_HEADER_NAME_BYTES = re.compile(rb"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
+
+
+def header_safe(name: bytes, value: bytes) -> bool:
+    """True if a header line `name: value` can be written as is: a token name and a value with
+    no control byte. The protocol shortcut writes nothing that fails this (edge/protocol.py)."""
+    return (
+        _HEADER_NAME_BYTES.fullmatch(name) is not None
+        and _HEADER_WIRE_BYTES.fullmatch(value) is not None
+    )
+
+
 def error_body(code: str, message: str, field: str | None = None) -> bytes:
     return _error_encoder.encode(ErrorBody(ErrorDetail(code=code, message=message, field=field)))
 

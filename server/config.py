@@ -10,11 +10,14 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from pathlib import Path
+from typing import cast
 
 import msgspec
 
 SETTINGS_ENV = "EDGESIDE_SETTINGS_JSON"
 ADMIN_TOKEN_ENV = "EDGESIDE_ADMIN_TOKEN"  # noqa: S105 - the variable's name, not a secret
+# The serving master's pid, for its workers' parent-death signal (server/app.py).
+MASTER_PID_ENV = "EDGESIDE_MASTER_PID"
 
 
 class CookieSettings(msgspec.Struct, forbid_unknown_fields=True):
@@ -187,6 +190,9 @@ class Settings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     # Measure event-loop stalls every this many ms (server/loop_probe.py), 0 for off: the
     # longest since the previous scrape is `edgeside_loop_stall_max_seconds`.
     loop_probe_ms: float = 0.0
+    # Honour `X-Visitor-Id` on /v1/edge from any caller: set only when the proxy in front strips
+    # it from browsers and sets it itself. Otherwise it needs a token with the `decide` scope.
+    trust_visitor_header: bool = False
     # Snapshot lifecycle (docs/snapshots.md § Lifecycle).
     keep_versions: int = 3  # versions kept per kind besides the active one, for rollback
     max_upload_bytes: int = 8 << 30  # a pushed or pulled .tar larger than this is refused (413)
@@ -222,21 +228,64 @@ class ConfigError(Exception):
     """A config file or option that cannot be used; the message says which and why."""
 
 
-# Options settable from the command line and as EDGESIDE_<NAME>; the CLI mirrors this table.
-ENV_OPTIONS: dict[str, type] = {
-    "host": str,
-    "port": int,
-    "workers": int,
-    "data": str,
-    "config": str,
-    "log_level": str,
-    "time_budget_ms": float,
-    "keep_versions": int,
-    "max_upload_bytes": int,
-    "upload_timeout_s": float,
-    "pull_interval_s": float,
-    "pull_timeout_s": float,
-}
+# Every setting is also an environment variable (README "Running it"), found by walking the
+# settings type so a new field cannot be forgotten (tests/server/test_config.py walks it too):
+#   a top-level field        EDGESIDE_<NAME>             EDGESIDE_PROTOCOL_MEMO=false
+#   a field of a section     EDGESIDE_<SECTION>__<NAME>  EDGESIDE_LIVE__MAP_SIZE_MB=512
+#   a list                   comma-separated             EDGESIDE_CORS_ORIGINS=https://a,https://b
+#   a mapping                JSON                        EDGESIDE_SITE_HOSTS={"shop.fr":"shop-fr"}
+# `EDGESIDE_PULL` keeps its spaces-or-commas form. Booleans: true/false/1/0.
+ENV_PREFIX = "EDGESIDE_"
+
+
+def env_names(
+    struct: type[msgspec.Struct] | None = None, prefix: str = ENV_PREFIX
+) -> dict[str, tuple[str, ...]]:
+    """Every setting's environment variable -> its path in the settings (`("live", "ttl_s")`)."""
+    out: dict[str, tuple[str, ...]] = {}
+    for f in msgspec.structs.fields(struct or Settings):
+        name = prefix + f.name.upper()
+        if isinstance(f.type, type) and issubclass(f.type, msgspec.Struct):
+            for env, path in env_names(f.type, name + "__").items():
+                out[env] = (f.name, *path)
+        else:
+            out[name] = (f.name,)
+    return out
+
+
+def _env_value(path: tuple[str, ...], raw: str) -> object:
+    """An environment string as the setting's type expects it (converted by msgspec, lax)."""
+    field = _field_type(path)
+    origin = getattr(field, "__origin__", None)
+    if origin is list or field is list:
+        return [item.strip() for item in raw.replace(" ", ",").split(",") if item.strip()]
+    if origin is dict or field is dict:
+        try:
+            return msgspec.json.decode(raw)
+        except msgspec.DecodeError as exc:
+            raise ConfigError(f"{_env_of(path)}: expected a JSON object: {exc}") from None
+    return raw
+
+
+def _field_type(path: tuple[str, ...]) -> object:
+    struct: object = Settings
+    for name in path:  # a path from env_names: every step but the last is a Struct
+        fields = msgspec.structs.fields(cast(type[msgspec.Struct], struct))
+        struct = next(f.type for f in fields if f.name == name)
+    return struct
+
+
+def _env_of(path: tuple[str, ...]) -> str:
+    return ENV_PREFIX + "__".join(p.upper() for p in path)
+
+
+def _deep_merge(base: dict[str, object], over: dict[str, object]) -> None:
+    for key, value in over.items():
+        current = base.get(key)
+        if isinstance(value, dict) and isinstance(current, dict):
+            _deep_merge(current, value)
+        else:
+            base[key] = value
 
 
 def _decode_file(path: Path) -> dict[str, object]:
@@ -263,23 +312,30 @@ def load_settings(
     env = os.environ if environ is None else environ
     merged: dict[str, object] = {}
     overrides: dict[str, object] = {}
-    for name, kind in ENV_OPTIONS.items():
-        value = env.get(f"EDGESIDE_{name.upper()}")
-        if value not in (None, ""):
-            try:
-                overrides[name] = kind(value)
-            except ValueError:
-                raise ConfigError(
-                    f"EDGESIDE_{name.upper()}={value!r}: expected {kind.__name__}"
-                ) from None
-    pull_env = env.get("EDGESIDE_PULL")
-    if pull_env:
-        overrides["pull"] = pull_env.replace(",", " ").split()
+    env_settings: dict[str, object] = {}
+    for name, path in env_names().items():
+        value = env.get(name)
+        if not value:
+            continue
+        if path == ("pull",):
+            parsed: object = value.replace(",", " ").split()
+        else:
+            parsed = _env_value(path, value)
+        try:  # lax: "false", "512" become the boolean and number the field declares
+            parsed = msgspec.convert(parsed, _field_type(path), strict=False)
+        except msgspec.ValidationError as exc:
+            raise ConfigError(f"{name}={value!r}: {exc}") from None
+        node = env_settings
+        for key in path[:-1]:
+            node = node.setdefault(key, {})  # type: ignore[assignment]
+        node[path[-1]] = parsed
+    overrides.update(env_settings)
     overrides.update({name: value for name, value in (cli or {}).items() if value is not None})
     config_path = overrides.get("config") or ""
     if config_path:
         merged.update(_decode_file(Path(str(config_path))))
-    merged.update(overrides)
+    _deep_merge(merged, overrides)
+    # The fleet's own spelling (EDGESIDE_FLEET_<NAME>, docs/fleet.md) beside the generic one.
     _fleet_env(env, merged)
     try:
         settings = msgspec.convert(merged, Settings, str_keys=True)

@@ -6,6 +6,7 @@ Kept to what the hot path can afford: a counter is a dict increment, a histogram
 
 from __future__ import annotations
 
+import re
 from bisect import bisect_left
 from collections import defaultdict
 
@@ -26,7 +27,13 @@ LATENCY_BUCKETS = (
 )
 
 
+# The exposition format escapes only `\\`, `"` and LF; any other control byte (a CR splits a line
+# for some parsers) in a label value becomes `_`.
+_CONTROL = re.compile(r"[\x00-\x09\x0b-\x1f\x7f]")
+
+
 def _escape(value: str) -> str:
+    value = _CONTROL.sub("_", value)
     return value.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
 
 

@@ -11,6 +11,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from . import auth
 from .asgi import error_body
 from .decide.world import KINDS
 from .schemas import ReadyBody, SnapshotStatus
@@ -30,15 +31,24 @@ def _error(status: int, code: str, message: str, field: str | None = None) -> Re
     return Response(error_body(code, message, field), status, media_type="application/json")
 
 
-def _headers_of(request: Request) -> dict[bytes, bytes]:
-    return dict(request.scope["headers"])
+def refused_response(refused: auth.AuthError) -> Response:
+    """The answer to a caller without the scope a route needs (401/403, naming the scope)."""
+    return Response(
+        refused.body,
+        refused.status,
+        headers={"www-authenticate": f'Bearer scope="{refused.scope}"'},
+        media_type="application/json",
+    )
 
 
 def build_routes(state: AppState, openapi: bytes) -> list[Route]:
-    def guarded(handler: Callable[[Request], Response]) -> Callable[[Request], Any]:
+    def guarded(
+        handler: Callable[[Request], Response], scope: str = "profiles"
+    ) -> Callable[[Request], Any]:
         async def endpoint(request: Request) -> Response:
-            if not state.authorized(_headers_of(request)):
-                return _error(401, "unauthorized", "this route needs the admin bearer token")
+            refused = auth.require(request, scope)
+            if refused is not None:
+                return refused_response(refused)
             return handler(request)
 
         return endpoint
@@ -90,6 +100,10 @@ def build_routes(state: AppState, openapi: bytes) -> list[Route]:
         return JSONResponse(body, status_code=200 if ready else 503)
 
     async def metrics(request: Request) -> Response:
+        # Public unless a `metrics` token is configured (EDGESIDE_TOKENS_METRICS).
+        refused = auth.require(request, "metrics")
+        if refused is not None:
+            return refused_response(refused)
         state.refresh_gauges()
         now = time.time()
         for kind, built in state.holder.current.created_at.items():

@@ -7,8 +7,10 @@ import os
 import secrets as secrets_module
 import sys
 
+from . import auth
 from .config import (
     ADMIN_TOKEN_ENV,
+    MASTER_PID_ENV,
     SETTINGS_ENV,
     ConfigError,
     load_secrets,
@@ -93,7 +95,14 @@ def run_serve(args: argparse.Namespace) -> int:
         # Explain and the console need a token: make one for this run (workers inherit it from
         # the environment), so the quick start works without any set-up.
         generated = os.environ[ADMIN_TOKEN_ENV] = secrets_module.token_urlsafe(24)
+    try:  # malformed EDGESIDE_TOKENS_*: refuse here, not in every worker
+        auth.Credentials.from_environ()
+    except auth.ConfigError as exc:
+        print(f"edgeside: {exc}", file=sys.stderr)
+        return 2
     os.environ[SETTINGS_ENV] = settings_to_env(settings)
+    # Workers arm a parent-death signal against this pid (server/app.py `die_with_master`).
+    os.environ[MASTER_PID_ENV] = str(os.getpid())
     url = f"http://{settings.host}:{settings.port}"
     logs = DecisionLog(settings.decision_log, settings.data).where
     print(banner(url, settings.data, logs, generated), flush=True)

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import contextlib
-import hmac
+import os
 import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from . import auth
 from .config import Secrets, Settings
 from .decide.context import ContextBuilder, check_placements
 from .decide.service import DecisionService
@@ -42,7 +43,12 @@ class AppState:
         # on, and over it the routes' memos of whole answers, which each room adds (`add_memos`).
         # All are cleared when a new world is swapped in, and counted before a scrape.
         self.memos: dict[str, AnswerMemo[Any]] = {"decision": self.service.memo}
-        self._token = secrets.admin_token.encode() if secrets.admin_token else None
+        # Scoped credentials (server/auth.py): the digests from EDGESIDE_TOKENS_*, and the admin
+        # token these secrets hold (not the environment's: a test builds the app with its own).
+        environ = {k: v for k, v in os.environ.items() if k.startswith(auth.ENV_PREFIX)}
+        environ[auth.ADMIN_ENV] = secrets.admin_token
+        self.credentials = auth.Credentials.from_environ(environ)
+        auth.configure(self.credentials)
         self.ingest = Ingest(settings.live)
         self.live: LiveStore | None = None
         self.triggers: Triggers | None = None
@@ -162,13 +168,10 @@ class AppState:
         """Raise `PlacementError` unless `names` are placements a request may ask for."""
         check_placements(names, self.settings.limits.max_placements)
 
-    def authorized(self, headers: Mapping[bytes, bytes]) -> bool:
-        """Bearer token, compared in constant time; no configured token means no access."""
-        if self._token is None:
-            return False
-        value = headers.get(b"authorization", b"")
-        scheme, _, token = value.partition(b" ")
-        return scheme.lower() == b"bearer" and hmac.compare_digest(token.strip(), self._token)
+    def authorized(self, headers: Mapping[bytes, bytes], scope: str = "push") -> bool:
+        """True if the caller holds `scope` (server/auth.py; kept for callers of the single admin
+        token of old — new code calls `auth.require` and answers its 401/403)."""
+        return auth.require(headers, scope, self.credentials) is None
 
     def readiness(self) -> tuple[bool, list[str]]:
         world = self.holder.current

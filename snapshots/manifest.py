@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 import msgspec
@@ -43,6 +44,78 @@ class Manifest(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
 
 _decoder = msgspec.json.Decoder(Manifest)
 
+# A manifest is untrusted until verified *and* validated (issue 14): its version becomes a
+# directory name, a symlink target, a response header (`X-Edge-Snapshot`), a metric label and a log
+# word; its file names become paths. One grammar, checked by `read_manifest` — the only way any of
+# push, pull, install, activate, rollback and start-up reads a manifest — and by `check_version`
+# wherever a version arrives by another road (a URL, the activation history, the `active` link).
+# Starts with a letter or digit (never `.`: dot-names in `versions/` are the store's own), then
+# letters, digits and `._-`; no `/`, no `..`, no byte a header or a path could misread.
+VERSION_RE = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9._-]{0,127})")
+# Names of files inside a snapshot directory, of counts, params and sources: the same alphabet.
+NAME_RE = VERSION_RE
+HEX_RE = re.compile(r"[0-9a-f]{64}")
+# Ids and values that are data, not names (e.g. `params["id_priority"]`): printable ASCII only.
+_PRINTABLE_RE = re.compile(r"[\x21-\x7e]{1,256}")
+MAX_ENTRIES = 256  # counts, files, sizes, sources, params: a manifest lists a handful
+
+
+def valid_version(version: object) -> bool:
+    return (
+        isinstance(version, str)
+        and VERSION_RE.fullmatch(version) is not None
+        and ".." not in version
+    )
+
+
+def check_version(version: object, where: str = "version") -> str:
+    """`version` if it is a valid version name, else `ManifestInvalid` saying what is allowed."""
+    if not isinstance(version, str) or not valid_version(version):
+        raise ManifestInvalid(
+            f"{where}: {version!r} is not a version name (1-128 of A-Z a-z 0-9 . _ -, starting "
+            "with a letter or digit, no '..')"
+        )
+    return version
+
+
+def check_names(manifest: Manifest, where: str) -> None:
+    """Every manifest field used as a name, a path or a header value, against its grammar."""
+    check_version(manifest.version, f"{where}: version")
+    for field, names in (
+        ("files", manifest.files),
+        ("sizes", manifest.sizes),
+        ("counts", manifest.counts),
+        ("sources", manifest.sources),
+        ("params", manifest.params),
+    ):
+        if len(names) > MAX_ENTRIES:
+            raise ManifestInvalid(
+                f"{where}: {field} lists {len(names)} entries (max {MAX_ENTRIES})"
+            )
+        for name in names:
+            if not valid_version(name):  # the same alphabet as a version: it may be a path
+                raise ManifestInvalid(f"{where}: {field} names {name!r}, not a valid name")
+    for name, digest in manifest.files.items():
+        if HEX_RE.fullmatch(digest) is None:
+            raise ManifestInvalid(f"{where}: files[{name!r}] is not a sha256 hex digest")
+    for name, size in manifest.sizes.items():
+        if size < 0:
+            raise ManifestInvalid(f"{where}: sizes[{name!r}] is negative")
+    for name, values in manifest.params.items():
+        if len(values) > MAX_ENTRIES or not all(_PRINTABLE_RE.fullmatch(v) for v in values):
+            raise ManifestInvalid(f"{where}: params[{name!r}] holds a value that is not a name")
+    for value in manifest.sources.values():
+        if _PRINTABLE_RE.fullmatch(value) is None:
+            raise ManifestInvalid(f"{where}: a sources digest is not printable ASCII")
+    # A delta names the version it applies to: that too becomes a path.
+    for base in manifest.params.get("base", []):
+        check_version(base, f"{where}: params.base")
+    sig = manifest.signature
+    if sig is not None and not all(
+        _PRINTABLE_RE.fullmatch(v) for v in (sig.alg, sig.key_id, sig.value)
+    ):
+        raise ManifestInvalid(f"{where}: the signature holds bytes that are not printable ASCII")
+
 
 def canonical_bytes(manifest: Manifest) -> bytes:
     """The signed bytes: the manifest without its signature, keys sorted, no whitespace."""
@@ -75,6 +148,7 @@ def read_manifest(snapshot_dir: str | os.PathLike[str]) -> Manifest:
         )
     if set(manifest.files) != set(manifest.sizes):
         raise ManifestInvalid(f"{path}: `files` and `sizes` name different files")
+    check_names(manifest, str(path))
     return manifest
 
 

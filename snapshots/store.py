@@ -28,7 +28,7 @@ from pathlib import Path
 import msgspec
 
 from snapshots.errors import StoreError
-from snapshots.manifest import KINDS, read_manifest
+from snapshots.manifest import KINDS, check_version, read_manifest, valid_version
 from snapshots.verify import check_snapshot
 
 DEFAULT_KEEP = 3  # versions kept besides the active one, for rollback
@@ -174,6 +174,7 @@ def install(
 
 def install_staged(data_dir: str | os.PathLike[str], kind: str, staged: Path, version: str) -> bool:
     """Move an already verified staging directory into `versions/`; False if it was present."""
+    check_version(version)
     versions = versions_dir(data_dir, kind)
     final = versions / version
     if final.exists():
@@ -201,6 +202,7 @@ def activate(
     """Point `active` at an installed version, record it in the history and, when `keep` is
     given, garbage-collect all but the active and `keep` previous versions."""
     kdir = _kind_dir(data_dir, kind)
+    check_version(version)
     target = kdir / "versions" / version
     if not (target / "manifest.json").is_file():
         raise UnknownVersion(f"{target}: version {version} of {kind} is not installed")
@@ -228,6 +230,8 @@ def rollback(data_dir: str | os.PathLike[str], kind: str) -> tuple[str, str | No
     end = len(names) - 1 - names[::-1].index(current) if current in names else len(names)
     for i in range(end - 1, -1, -1):
         candidate = names[i]
+        if not valid_version(candidate):
+            continue  # the history is a file on disk: a name outside the grammar is never used
         if candidate != current and (kdir / "versions" / candidate / "manifest.json").is_file():
             _swap_active(kdir, candidate)
             _write_history(data_dir, kind, history[: i + 1])
@@ -290,6 +294,10 @@ def active_path(data_dir: str | os.PathLike[str], kind: str) -> Path | None:
     if not link.is_symlink():
         return None
     path = link.parent / os.readlink(link)
+    # The link is ours, but a version installed before names were checked may be anything: a
+    # name outside the grammar (snapshots/manifest.py) is never served, at start-up or later.
+    if not valid_version(path.name) or path.parent.name != "versions":
+        return None
     return path if path.is_dir() else None
 
 
@@ -302,7 +310,7 @@ def list_versions(data_dir: str | os.PathLike[str], kind: str) -> list[str]:
     versions = versions_dir(data_dir, kind)
     if not versions.is_dir():
         return []
-    return sorted(p.name for p in versions.iterdir() if not p.name.startswith(".") and p.is_dir())
+    return sorted(p.name for p in versions.iterdir() if valid_version(p.name) and p.is_dir())
 
 
 def list_staging(data_dir: str | os.PathLike[str], kind: str) -> list[Path]:

@@ -13,6 +13,7 @@ import msgspec
 
 import rules
 
+from .. import auth
 from ..config import Settings
 from ..schemas import ContextIn, VisitorIn
 from ..visitor import Visitor
@@ -22,7 +23,9 @@ from ..visitor import Visitor
 MEMO_KEY_MAX_BYTES = 4096
 
 # The headers that name the visitor: everything else a proxy sends describes the request.
-VISITOR_HEADERS = frozenset({b"cookie", b"x-visitor-id"})
+# `authorization` too: whether `X-Visitor-Id` is honoured depends on the caller's `decide` scope
+# (server/auth.py), so an answer remembered for a trusted caller is never a stranger's.
+VISITOR_HEADERS = frozenset({b"cookie", b"x-visitor-id", b"authorization"})
 # Headers every answer memo key holds (see `ContextBuilder.key_headers`).
 _ALWAYS_KEYED = frozenset(
     {
@@ -120,6 +123,7 @@ class ContextBuilder:
         self._consent_header = settings.consent.header.lower().encode("latin-1")
         self._cookie_prefix = settings.cookie.name + "="
         self._cookie_type = settings.cookie.id_type
+        self._trust_header = settings.trust_visitor_header
         self._opt_in = frozenset(c.upper() for c in settings.consent.opt_in_countries)
         self._site_hosts = {h.lower(): s for h, s in settings.site_hosts.items()}
         self._max_id = settings.limits.max_id_chars
@@ -257,10 +261,18 @@ class ContextBuilder:
             now=now,
         )
 
+    def may_name_visitors(self, headers: Mapping[bytes, bytes]) -> bool:
+        """Identity by trust level (SPEC §6 Trust): a caller may name a visitor by anything but
+        the first-party cookie only with the `decide` scope, or behind a proxy the settings
+        trust to set `X-Visitor-Id` itself (`trust_visitor_header`)."""
+        return auth.require(headers, "decide") is None
+
     def visitor_from_headers(self, headers: Mapping[bytes, bytes]) -> Visitor:
-        """`X-Visitor-Id` (`type:value` or a canonical id) wins over the cookie."""
+        """`X-Visitor-Id` (`type:value` or a canonical id) wins over the cookie — from a trusted
+        proxy or a caller with the `decide` scope; from anyone else it is ignored (fail open:
+        the cookie, or a stranger)."""
         explicit = headers.get(b"x-visitor-id")
-        if explicit:
+        if explicit and (self._trust_header or self.may_name_visitors(headers)):
             text = explicit.decode("latin-1")
             if _printable(text, self._max_id):
                 kind, sep, value = text.partition(":")
@@ -302,6 +314,10 @@ class ContextBuilder:
             consent=self.consent(body.consent, country),
             now=body.now if body.now is not None else now,
         )
+
+    def names_others(self, body: VisitorIn) -> bool:
+        """True if `body` names the visitor by anything but the first-party cookie."""
+        return body.id is not None or any(k != self._cookie_type for k in body.ids)
 
     def visitor_from_body(self, body: VisitorIn) -> Visitor:
         ids = {k: v for k, v in body.ids.items() if _printable(v, self._max_id)}

@@ -7,13 +7,13 @@ by a prepared msgspec decoder, and the answer encoded by a prepared encoder.
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
 from typing import Any, Protocol
 
 import msgspec
 
 import rules
 
+from .. import auth
 from ..asgi import (
     Receive,
     Scope,
@@ -51,8 +51,6 @@ class Worker(Protocol):
 
     def check_placements(self, names: list[str]) -> None: ...
 
-    def authorized(self, headers: Mapping[bytes, bytes]) -> bool: ...
-
 
 class Decide:
     """`POST /v1/decide`, with a memo of whole answers by request body: a caller asking the very
@@ -80,7 +78,9 @@ async def _decide(
     explain = b"explain" in scope.get("query_string", b"")
     key = None
     if memo.enabled and not explain and len(raw) <= MEMO_KEY_MAX_BYTES:
-        key = (state.holder.current.snapshot_header, raw)
+        # The caller's credential is part of the question: an answer naming a customer is
+        # remembered for a caller allowed to ask it, never handed to one who is not.
+        key = (state.holder.current.snapshot_header, headers.get(b"authorization"), raw)
         now = _now()
         hit = memo.get(key, now)
         if hit is not None and state.service.still_current(hit[1]):
@@ -93,9 +93,16 @@ async def _decide(
         field = "$.placements" if exc.index is None else f"$.placements[{exc.index}]"
         return 422, error_body("bad_placements", str(exc), field)
     explain = "explain" in query_params(scope)
-    if explain and not state.authorized(headers):
-        return 401, error_body("unauthorized", "explain needs the admin bearer token")
+    if explain and (refused := auth.require(scope, "explain")) is not None:
+        return refused.status, refused.body
     builder = state.builder
+    if (
+        builder.names_others(request.visitor)
+        and (refused := auth.require(scope, "decide")) is not None
+    ):
+        # Identity by trust level (SPEC §6): a browser may name itself by its cookie only;
+        # `customer_id`, `email_sha256` or a canonical id are for server-to-server callers.
+        return refused.status, refused.body
     now = _now()
     ctx = builder.from_body(request.context, now)
     visitor = builder.visitor_from_body(request.visitor) if ctx.consent else ANONYMOUS

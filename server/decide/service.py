@@ -328,12 +328,20 @@ class DecisionService:
         """Metrics for a decision served `times` (computed now, or reused from a memo)."""
         metrics = self.metrics
         for placement in decision.placements:
-            metrics.decisions.inc((placement.placement, placement.variant), times)
+            # Label values only from the active rules: a name the rules do not know is the
+            # caller's text, and one series per made-up name grew /metrics without bound
+            # (issue 14, defect 3). Every such request counts under one fixed label.
+            if placement.fallback == "unknown_placement":
+                metrics.decisions.inc(UNKNOWN_LABELS, times)
+            else:
+                metrics.decisions.inc((placement.placement, placement.variant), times)
             if placement.fallback is not None:
                 metrics.fallbacks.inc((placement.fallback,), times)
         if decision.rule_errors:
             metrics.rule_errors.inc((), decision.rule_errors * times)
 
+
+UNKNOWN_LABELS = ("unknown", "unknown")
 
 # Decisions served since the last metrics flush are kept in a list; past this many, flush at once.
 _MAX_PENDING = 10_000

@@ -21,6 +21,8 @@ import rules
 import snapshots
 from snapshots import store
 
+from ..asgi import header_value
+
 log = logging.getLogger("edgeside.world")
 
 KINDS = ("profiles", "content", "rules")
@@ -45,9 +47,11 @@ class World:
     retired: bool = False
 
     def __post_init__(self) -> None:
-        self.snapshot_header = ";".join(
-            f"{kind}={self.versions[kind]}" for kind in KINDS if kind in self.versions
-        ).encode("ascii", "replace")
+        # Versions come from manifests (untrusted, checked by snapshots/manifest.py): these bytes
+        # still pass the one header-value check, like every byte of a response header.
+        self.snapshot_header = header_value(
+            ";".join(f"{kind}={self.versions[kind]}" for kind in KINDS if kind in self.versions)
+        )
 
     def close(self) -> None:
         for reader in self.owned:

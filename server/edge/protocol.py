@@ -38,7 +38,7 @@ from uvicorn.config import Config
 from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
 from uvicorn.server import ServerState
 
-from ..asgi import Headers
+from ..asgi import Headers, header_safe
 from ..decide.context import PlacementError
 from .answers import Answer
 from .remembering import MEMO_MISSED, PROTOCOL_ROUTES, Remembering
@@ -120,21 +120,29 @@ class MemoProtocol(HttpToolsProtocol):
         text_path = path.decode("ascii")
         headers = self.headers
         answer = route.recall("GET", text_path, query, headers)
+        decided = False
         if answer is None:
             answer = _decide(route, text_path, query, headers)
             if answer is None:
                 return False
+            decided = True
+        wire = self._wire(answer)
+        if wire is None:
+            return False  # a header that fails the check: uvicorn answers (and refuses it)
+        if decided:
             route.decided_by_protocol += 1
         else:
             route.sent_by_protocol += 1
-        self.transport.write(self._wire(answer))
+        self.transport.write(wire)
         self.on_response_complete()  # uvicorn's bookkeeping: request count, keep-alive timer
         route.latency.observe(_perf() - started)
         return True
 
-    def _wire(self, answer: Answer) -> bytes:
+    def _wire(self, answer: Answer) -> bytes | None:
         """The answer as uvicorn writes it: status line, the server's headers (`date`, which
-        changes every second), the answer's headers, a blank line, the body."""
+        changes every second), the answer's headers, a blank line, the body. None if a header
+        fails `header_safe`: uvicorn checks every header it writes, and so does this shortcut
+        (once per answer, when its bytes are made)."""
         wire = answer.wire
         if wire is None:
             # Answers with the same headers share their messages (`Edge._messages`): their bytes
@@ -146,6 +154,8 @@ class MemoProtocol(HttpToolsProtocol):
             else:
                 status = cast(int, start["status"])
                 headers = cast(list[tuple[bytes, bytes]], start["headers"])
+                if not all(header_safe(name, value) for name, value in headers):
+                    return None
                 lines = b"".join(name + b": " + value + b"\r\n" for name, value in headers)
                 body = cast(bytes, answer.body["body"])
                 wire = (STATUS_LINE[status], lines + b"\r\n" + body)

@@ -21,6 +21,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from .. import auth
 from ..asgi import error_body
 from ..live.events import Pending
 from ..metrics import Counter, Gauge
@@ -239,11 +240,9 @@ class FleetNode:
 
     def routes(self) -> list[Route]:
         async def fleet_status(request: Request) -> Response:
-            if not self.state.authorized(dict(request.scope["headers"])):
-                body = error_body(
-                    "unauthorized", "admin routes need `Authorization: Bearer <token>`"
-                )
-                return Response(body, 401, media_type="application/json")
+            refused = auth.require(request, "push")  # an admin route: the `push` scope
+            if refused is not None:
+                return Response(refused.body, refused.status, media_type="application/json")
             js = self.link.js
             if not self.link.up or js is None:
                 note = self.link.note() or "fleet: broker unreachable"

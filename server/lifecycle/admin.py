@@ -28,8 +28,9 @@ from starlette.routing import Route
 
 import snapshots
 from snapshots import delta, store
-from snapshots.manifest import DELTA_KIND, KINDS
+from snapshots.manifest import DELTA_KIND, KINDS, valid_version
 
+from .. import auth
 from ..asgi import error_body
 from ..state import AppState
 from .pipeline import NO_SPACE, PUSH_KINDS, KindStatus, Lifecycle, Refusal, no_space
@@ -130,11 +131,10 @@ def _guarded(state: AppState, handler: Endpoint) -> Endpoint:
     """An admin endpoint: the bearer token first, then every refusal as its 4xx (or 507)."""
 
     async def endpoint(request: Request) -> Response:
-        if not state.authorized(dict(request.scope["headers"])):
+        refused = auth.require(request, "push")
+        if refused is not None:
             await _drain(request, REFUSED_DRAIN_BYTES)
-            return _refused(
-                Refusal(401, "unauthorized", "admin routes need `Authorization: Bearer <token>`")
-            )
+            return _refused(Refusal(refused.status, refused.code, refused.message, refused.scope))
         try:
             return await handler(request)
         except Refusal as r:
@@ -209,7 +209,7 @@ def build_admin_routes(state: AppState, life: Lifecycle) -> list[Route]:
     async def activate(request: Request) -> Response:
         kind = _kind_of(request, KINDS)
         version: str = request.path_params["version"]
-        if version.startswith(".") or "/" in version:
+        if not valid_version(version):  # the one grammar (snapshots/manifest.py)
             raise Refusal(400, "bad_version", f"{version!r} is not a version name", "version")
         with store.locked(settings.data, kind):
             world = state.holder.acquire()

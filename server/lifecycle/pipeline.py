@@ -341,6 +341,14 @@ def _check_content(reader: snapshots.ContentReader) -> None:
             raise snapshots.SnapshotError(f"{where}: item {cid!r} is indexed but does not read")
 
 
+# Smoke validation refuses rules whose sample decisions fall back beyond this share of a
+# placement's samples (issue 14, defect 7: a rule failing on every request was accepted because
+# only `internal_error` refused). A small share is allowed: odd profile data in one sampled
+# profile is the fail-open case the engine exists for, not a broken rule.
+FALLBACK_REASONS = frozenset({"internal_error", "rule_error", "deadline"})
+MAX_FALLBACK_SHARE = 0.05
+
+
 def _sample_decisions(
     engine: rules.Engine,
     sample: list[snapshots.Profile],
@@ -348,8 +356,9 @@ def _sample_decisions(
 ) -> int:
     """Decide every placement of a few sites for sampled visitors (and an anonymous one).
 
-    `Engine.decide` fails open, so an exception inside the rules shows as an `internal_error`
-    fallback: that is what refuses the snapshot.
+    `Engine.decide` fails open, so an exception inside the rules shows as a fallback
+    (`internal_error`, `rule_error`, `deadline`): a placement whose sampled decisions fall back
+    more often than `MAX_FALLBACK_SHARE` refuses the snapshot, naming the rule that raised.
     """
     now = time.time()
     visitors: list[snapshots.Profile | None] = [None, *sample]
@@ -359,6 +368,7 @@ def _sample_decisions(
         if not placements:
             continue
         ctx = rules.Context(site=site, now=now)
+        failed: dict[str, list[tuple[snapshots.Profile | None, str]]] = {}
         for profile in visitors:
             d = engine.decide(
                 visitor_id=profile.id if profile else None,
@@ -368,11 +378,45 @@ def _sample_decisions(
                 content=content,
             )
             n += 1
-            broken = [p.placement for p in d.placements if p.fallback == "internal_error"]
-            if broken:
-                who = profile.id if profile else "an anonymous visitor"
-                raise snapshots.SnapshotError(
-                    f"a sample decision failed: site {site!r}, placements {broken}, visitor "
-                    f"{who!r} fell back with internal_error; fix the rules or the data"
-                )
+            for p in d.placements:
+                if p.fallback in FALLBACK_REASONS:
+                    failed.setdefault(p.placement, []).append((profile, p.fallback))
+        for placement, fails in sorted(failed.items()):
+            if len(fails) / len(visitors) <= MAX_FALLBACK_SHARE:
+                continue
+            profile, reason = fails[0]
+            who = profile.id if profile else "an anonymous visitor"
+            rule = _failing_rule(engine, ctx, placement, profile, content)
+            raise snapshots.SnapshotError(
+                f"sample decisions fall back: site {site!r}, placement {placement!r}"
+                f"{f', rule {rule!r}' if rule else ''}: {len(fails)} of {len(visitors)} sampled "
+                f"visitors fell back with {reason} (e.g. {who!r}); fix the rules or the data"
+            )
     return n
+
+
+def _failing_rule(
+    engine: rules.Engine,
+    ctx: rules.Context,
+    placement: str,
+    profile: snapshots.Profile | None,
+    content: snapshots.ContentReader | None,
+) -> str | None:
+    """The id of the rule whose condition raised, from an explain run of the same decision."""
+    try:
+        d = engine.decide(
+            visitor_id=profile.id if profile else None,
+            profile=profile,
+            ctx=ctx,
+            placements=[placement],
+            content=content,
+            explain=True,
+        )
+    except Exception:  # naming the rule is a courtesy: the refusal stands without it
+        return None
+    for entry in d.trace or []:
+        if entry.kind == "rule" and any(
+            isinstance(c.value, str) and c.value.startswith("error:") for c in entry.conditions
+        ):
+            return entry.id
+    return None

@@ -13,6 +13,7 @@ import msgspec
 
 import rules
 
+from .. import auth
 from ..asgi import (
     Receive,
     Scope,
@@ -39,6 +40,10 @@ class Describer(Protocol):
     ) -> rules.Context: ...
 
     def visitor_from_body(self, body: VisitorIn) -> Visitor: ...
+
+    def visitor_from_headers(self, headers: Mapping[bytes, bytes]) -> Visitor: ...
+
+    def names_others(self, body: VisitorIn) -> bool: ...
 
 
 class Worker(Protocol):
@@ -94,12 +99,38 @@ async def _events(state: Worker, scope: Scope, receive: Receive) -> tuple[int, b
     ingest = state.ingest
     errors: list[Rejection] = []
     accepted = 0
+    trusted: bool | None = None  # the caller's `decide` scope, looked up when first needed
+    own: Visitor | None = None  # the visitor the request's own cookie names
     for i, event in enumerate(batch.events):
         visitor = builder.visitor_from_body(event.visitor)
         problem = ingest.check(i, event, visitor, now)
         if problem is not None:
             errors.append(problem)
             continue
+        # Identity by trust level (SPEC §6): from a browser, an event names its own cookie; any
+        # other identifier — and a consent grant for anyone but the caller's own cookie — needs
+        # a server-to-server caller with the `decide` scope (issue 14, defect 5: a stranger
+        # re-enabled Alice's personalisation by naming her customer_id).
+        others = builder.names_others(event.visitor)
+        grant = event.type == "consent" and bool(event.value)
+        if others or grant:
+            if own is None:
+                own = builder.visitor_from_headers(headers)
+            if others or visitor.ids != own.ids:
+                if trusted is None:
+                    trusted = auth.require(scope, "decide") is None
+                if not trusted:
+                    errors.append(
+                        Rejection(
+                            i,
+                            "forbidden",
+                            "naming a visitor by anything but the caller's own first-party "
+                            "cookie, or granting consent for another, needs a token with the "
+                            "`decide` scope",
+                            f"$.events[{i}].visitor",
+                        )
+                    )
+                    continue
         ts = event.ts if event.ts is not None else now
         ingest.put(Pending(event, visitor, ts, ctx.geo.country, ctx.consent))
         accepted += 1
@@ -111,7 +142,12 @@ async def _events(state: Worker, scope: Scope, receive: Receive) -> tuple[int, b
         metrics.events.inc((e.code,))
     if accepted or not errors:
         return 202, _encode(EventsAnswer(accepted, len(errors), errors))
-    status = 429 if all(e.code in ("flood", "overloaded") for e in errors) else 422
+    if all(e.code == "forbidden" for e in errors):
+        status = 403
+    elif all(e.code in ("flood", "overloaded") for e in errors):
+        status = 429
+    else:
+        status = 422
     first = errors[0]
     return status, _encode(
         RejectedBody(

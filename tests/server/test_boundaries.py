@@ -19,6 +19,7 @@ SERVER = Path(__file__).resolve().parents[2] / "server"
 GROUND = {
     "server",
     "server.asgi",
+    "server.auth",
     "server.config",
     "server.decision_log",
     "server.memo",

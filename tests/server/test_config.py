@@ -64,3 +64,58 @@ def test_stamp_slots_must_be_a_power_of_two(tmp_path: Path) -> None:
         load_settings({"config": str(config)}, environ={})
     config.write_text("live: {stamp_slots: 4096}\n")
     assert load_settings({"config": str(config)}, environ={}).live.stamp_slots == 4096
+
+
+def _other_value(kind: object, default: object) -> tuple[str, object]:
+    """An environment string for a setting of type `kind`, and the value it must become."""
+    origin = getattr(kind, "__origin__", None)
+    if kind is bool:
+        return ("false", False) if default else ("true", True)
+    if kind is int:
+        value = 1 << 21 if not isinstance(default, int) or default != 1 << 21 else 1 << 22
+        return str(value), value
+    if kind is float:
+        return "7.5", 7.5
+    if kind is str:
+        return "from-env", "from-env"
+    if origin is list:
+        return "a,b", ["a", "b"]
+    if origin is dict:
+        return '{"k": "v"}', {"k": "v"}
+    raise AssertionError(f"no test value for {kind!r}")
+
+
+def test_every_setting_is_reachable_from_the_environment() -> None:
+    """Walks the settings type itself (issue 14: `EDGESIDE_PROTOCOL_MEMO=false` was ignored):
+    each field, nested ones too, set from its documented variable, lands in the settings."""
+    import msgspec
+
+    from server.config import Settings, env_names
+
+    names = env_names()
+    assert "EDGESIDE_PROTOCOL_MEMO" in names and "EDGESIDE_LIVE__MAP_SIZE_MB" in names
+    defaults = msgspec.to_builtins(Settings())
+    skip = {"EDGESIDE_CONFIG", "EDGESIDE_PULL", "EDGESIDE_LIVE__STAMP_SLOTS", "EDGESIDE_WORKERS"}
+    checked = 0
+    for env_name, path in names.items():
+        if env_name in skip:
+            continue
+        kind: object = Settings
+        default: object = defaults
+        for step in path:
+            fields = msgspec.structs.fields(kind)  # type: ignore[arg-type]
+            kind = next(f.type for f in fields if f.name == step)
+            default = default[step]  # type: ignore[index]
+        raw, want = _other_value(kind, default)
+        settings = load_settings(environ={env_name: raw})
+        got: object = settings
+        for step in path:
+            got = getattr(got, step)
+        assert got == want, (env_name, raw, got)
+        checked += 1
+    assert checked >= 50, checked
+    assert load_settings(environ={"EDGESIDE_PROTOCOL_MEMO": "false"}).protocol_memo is False
+    assert load_settings(environ={"EDGESIDE_LIVE__STAMP_SLOTS": "1024"}).live.stamp_slots == 1024
+    assert load_settings(environ={"EDGESIDE_PULL": "rules=http://x/a"}).pull == ["rules=http://x/a"]
+    with pytest.raises(ConfigError, match="EDGESIDE_PROTOCOL_MEMO"):
+        load_settings(environ={"EDGESIDE_PROTOCOL_MEMO": "perhaps"})

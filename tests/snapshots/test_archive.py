@@ -80,3 +80,77 @@ def test_oversize_members_and_non_tars_are_refused(tmp_path: Path) -> None:
     (tmp_path / "junk.tar").write_bytes(b"not a tar at all" * 100)
     with pytest.raises(UnsafeArchive, match="not a readable tar"):
         unpack(tmp_path / "junk.tar", tmp_path / "out2")
+
+
+def _sparse_member(name: str, real_size: int) -> bytes:
+    """A GNU old-style sparse member: one 512-byte block of data standing for `real_size` bytes
+    (tarfile reads these; an unchecked unpacker writes all of `real_size`)."""
+    import tarfile as tf
+
+    info = tf.TarInfo(name)
+    info.type = tf.GNUTYPE_SPARSE
+    info.size = 512
+    head = bytearray(info.tobuf(tf.GNU_FORMAT))
+    block = head[:512]
+
+    def octal(value: int, width: int) -> bytes:
+        return (b"%0*o" % (width - 1, value)) + b"\0"
+
+    block[386:398] = octal(real_size - 512, 12)  # sparse[0].offset
+    block[398:410] = octal(512, 12)  # sparse[0].numbytes
+    block[482] = 0  # not extended
+    block[483:495] = octal(real_size, 12)  # realsize
+    block[148:156] = b" " * 8
+    block[148:156] = b"%06o\0 " % sum(block)
+    return bytes(block) + b"x" * 512
+
+
+def test_a_sparse_or_oversized_member_writes_nothing(tmp_path: Path) -> None:
+    """Issue 14, defect 8: a 3.5 KB tar declaring a 2 GB sparse member made the unpacker write
+    1.96 GB before any size was checked. Now members are checked against the manifest's declared
+    sizes and a total cap before a byte is written (this test fails on the old code: it counts the
+    bytes written)."""
+    import io
+    import tarfile as tf
+
+    from snapshots.manifest import DATA_NAME, MANIFEST_NAME, Manifest, encode_manifest
+
+    manifest = Manifest(
+        kind="rules",
+        version="v1",
+        created_at=0.0,
+        schema_version=1,
+        counts={},
+        files={DATA_NAME: "0" * 64},
+        sizes={DATA_NAME: 4096},
+        sources={},
+    )
+    raw = encode_manifest(manifest)
+    buf = io.BytesIO()
+    with tf.open(fileobj=buf, mode="w", format=tf.GNU_FORMAT) as tar:
+        info = tf.TarInfo(MANIFEST_NAME)
+        info.size = len(raw)
+        tar.addfile(info, io.BytesIO(raw))
+    body = buf.getvalue().rstrip(b"\0")
+    body = body + b"\0" * (-len(body) % 512)
+    tar_path = tmp_path / "sparse.tar"
+    # 64 MiB, not the issue's 2 GB: enough to show it, small enough for the old code to write.
+    tar_path.write_bytes(body + _sparse_member(DATA_NAME, 64 << 20) + b"\0" * 1024)
+    assert tar_path.stat().st_size < 8192
+    dest = tmp_path / "out"
+    with pytest.raises(UnsafeArchive, match="sparse"):
+        unpack(tar_path, dest)  # the default cap (64 GiB) would not stop it
+    assert not dest.exists()
+    # A plain member larger than the manifest declares: refused before writing too.
+    big = io.BytesIO()
+    with tf.open(fileobj=big, mode="w", format=tf.PAX_FORMAT) as tar:
+        info = tf.TarInfo(MANIFEST_NAME)
+        info.size = len(raw)
+        tar.addfile(info, io.BytesIO(raw))
+        info = tf.TarInfo(DATA_NAME)
+        info.size = 8192
+        tar.addfile(info, io.BytesIO(b"y" * 8192))
+    (tmp_path / "big.tar").write_bytes(big.getvalue())
+    with pytest.raises(UnsafeArchive, match="declares 4096"):
+        unpack(tmp_path / "big.tar", dest)
+    assert not dest.exists()

@@ -64,7 +64,7 @@ def test_consent_signal_and_per_country_default() -> None:
 
 
 def test_visitor_from_cookie_or_explicit_header() -> None:
-    b = builder()
+    b = builder(trust_visitor_header=True)
     cookie = {b"cookie": b"a=1; edgeside_id=k9; b=2"}
     assert b.visitor_from_headers(cookie).ids == {"cookie": "k9"}
     explicit = b.visitor_from_headers({**cookie, b"x-visitor-id": b"email_sha256:abc"})
@@ -72,6 +72,24 @@ def test_visitor_from_cookie_or_explicit_header() -> None:
     assert b.visitor_from_headers({b"x-visitor-id": b"P-123"}).canonical == "P-123"
     assert b.visitor_from_headers({b"cookie": b"edgeside_id=\x01bad"}).anonymous
     assert b.visitor_from_headers({b"cookie": b"edgeside_id=" + b"x" * 9000}).anonymous
+
+
+def test_an_untrusted_caller_cannot_name_a_visitor_by_header() -> None:
+    """Issue 14, defect 6: `X-Visitor-Id: customer_id:C00003` from anyone named her (the old code
+    honoured it from any caller). Without the `decide` scope or a trusted proxy: the cookie."""
+    from server import auth
+
+    b = builder()
+    auth.configure(auth.Credentials.from_environ({"EDGESIDE_ADMIN_TOKEN": "t0k"}))
+    try:
+        cookie = {b"cookie": b"edgeside_id=k9"}
+        named = {**cookie, b"x-visitor-id": b"customer_id:C00003"}
+        assert b.visitor_from_headers(named).ids == {"cookie": "k9"}
+        assert b.visitor_from_headers({b"x-visitor-id": b"P-1"}).anonymous
+        trusted = {**named, b"authorization": b"Bearer t0k"}
+        assert b.visitor_from_headers(trusted).ids == {"customer_id": "C00003"}
+    finally:
+        auth.configure(None)
 
 
 def test_visitor_from_body_drops_unusable_ids() -> None:

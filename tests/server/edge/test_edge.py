@@ -5,6 +5,7 @@ from __future__ import annotations
 import httpx
 
 from bench.procs import Edgeside
+from tests.server.conftest import ADMIN_TOKEN
 
 PAGE = "/v1/edge?p=home_hero,home_recs&site=shop-fr"
 
@@ -52,7 +53,9 @@ def test_same_visitor_same_key_every_time(server: Edgeside) -> None:
 def test_visitor_id_header_and_cookie_resolve_to_the_same_person(server: Edgeside) -> None:
     with server.client() as client:
         by_cookie = edge(client, "c-chloe").headers["x-edge-key"]
-        by_header = edge(client, **{"X-Visitor-Id": "cookie:c-chloe"}).headers["x-edge-key"]
+        # Naming a visitor by header needs the `decide` scope (the admin token holds every scope).
+        named = {"X-Visitor-Id": "cookie:c-chloe", "Authorization": f"Bearer {ADMIN_TOKEN}"}
+        by_header = edge(client, **named).headers["x-edge-key"]
     assert by_cookie == by_header
 
 

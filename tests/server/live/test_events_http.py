@@ -18,16 +18,22 @@ DECIDE = {
 }
 
 
-def variant(url: str, body: dict[str, Any]) -> str:
+TOKEN = "live-test-admin-token"
+TRUSTED = {"Authorization": f"Bearer {TOKEN}"}  # the admin token holds the `decide` scope
+
+
+def variant(url: str, body: dict[str, Any], headers: dict[str, str] | None = None) -> str:
     # A fresh connection each time: the kernel spreads them over the workers.
     with httpx.Client(base_url=url, timeout=5.0) as client:
-        answer = client.post("/v1/decide", json=body).json()
+        answer = client.post("/v1/decide", json=body, headers=headers).json()
     return str(answer["placements"][0]["variant"])
 
 
-def post_events(url: str, events: list[dict[str, Any]]) -> httpx.Response:
+def post_events(
+    url: str, events: list[dict[str, Any]], headers: dict[str, str] | None = None
+) -> httpx.Response:
     with httpx.Client(base_url=url, timeout=5.0) as client:
-        return client.post("/v1/events", json={"events": events})
+        return client.post("/v1/events", json={"events": events}, headers=headers)
 
 
 def test_an_event_on_one_worker_changes_decisions_on_every_worker(
@@ -37,7 +43,8 @@ def test_an_event_on_one_worker_changes_decisions_on_every_worker(
     logs = tmp_path / "logs"
     config = tmp_path / "edgeside.yaml"
     config.write_text(f"decision_log: {{dir: {logs}, flush_interval_s: 0.05}}\n")
-    with edgeside(demo_copy, workers=2, args=["--config", str(config)]) as server:
+    env = {"EDGESIDE_ADMIN_TOKEN": TOKEN}
+    with edgeside(demo_copy, workers=2, args=["--config", str(config)], env=env) as server:
         url = server.url
         # Warm both workers' memos with the "before" answer.
         before = {variant(url, DECIDE) for _ in range(10)}
@@ -82,7 +89,7 @@ def test_an_event_on_one_worker_changes_decisions_on_every_worker(
         assert any(r["placements"][0]["variant"] != "none" for r in others), by_pid.keys()
         # The same person by another identifier sees the same cart (keyed by the canonical id).
         by_customer = dict(DECIDE, visitor={"ids": {"customer_id": "C00001"}})
-        assert variant(url, by_customer) != "none"
+        assert variant(url, by_customer, TRUSTED) != "none"
 
         # A purchase of the cart's item empties the cart: the upsell goes away again.
         buy = dict(cart, type="purchase")
@@ -122,6 +129,38 @@ def test_consent_withdrawal_makes_decisions_non_personalised(demo_copy: Path) ->
         assert post_events(server.url, [cart]).status_code == 202
         time.sleep(0.3)
         assert variant(server.url, DECIDE) == "none"
+
+
+def test_a_stranger_cannot_grant_consent_for_someone_else(demo_copy: Path) -> None:
+    """Issue 14, defect 5: after Alice withdrew, an unauthenticated consent grant naming her
+    customer_id re-enabled her personalisation. Fails on the old code (it was a 202)."""
+    body = {
+        "visitor": {"ids": {"cookie": "c-alice"}},
+        "context": {"site": "shop-fr"},
+        "placements": ["home_hero"],
+    }
+    with edgeside(demo_copy, workers=1, env={"EDGESIDE_ADMIN_TOKEN": TOKEN}) as server:
+        url = server.url
+        withdraw = {"type": "consent", "visitor": {"ids": {"cookie": "c-alice"}}, "value": False}
+        assert post_events(url, [withdraw]).status_code == 202
+        deadline = time.monotonic() + 2.0
+        while httpx.post(url + "/v1/decide", json=body, timeout=5).json()["segments"]:
+            assert time.monotonic() < deadline
+            time.sleep(0.02)
+        grant = {"type": "consent", "visitor": {"ids": {"customer_id": "C00001"}}, "value": True}
+        r = post_events(url, [grant])
+        assert r.status_code == 403, r.text
+        assert "`decide`" in r.json()["error"]["message"]
+        # A grant for a cookie that is not the caller's own: refused too.
+        other = {"type": "consent", "visitor": {"ids": {"cookie": "c-alice"}}, "value": True}
+        stranger = {"Cookie": "edgeside_id=c-mallory"}
+        assert post_events(url, [other], stranger).status_code == 403
+        time.sleep(0.3)
+        assert not httpx.post(url + "/v1/decide", json=body, timeout=5).json()["segments"]
+        # Her own browser may grant it again; so may a trusted server.
+        own = {"Cookie": "edgeside_id=c-alice"}
+        assert post_events(url, [other], own).status_code == 202
+        assert post_events(url, [grant], TRUSTED).status_code == 202
 
 
 def test_bad_batches_are_refused_with_reasons(demo_copy: Path) -> None:
