@@ -70,6 +70,9 @@ class Decision(msgspec.Struct):
     # Epoch seconds before which the same inputs (profile, context apart from `now`, live
     # activity, content and rules) give this same decision; inf when nothing used depends on time.
     expires: float = math.inf
+    # Why a request that named no placements got none: "no_uri" (no path to match), "bad_uri"
+    # (not a path, or too long), "no_page" (no page of the site matches it, or it has none).
+    unplaced: str | None = None
 
 
 _encode = msgspec.msgpack.Encoder().encode

@@ -333,6 +333,9 @@ class DecisionService:
                 metrics.fallbacks.inc((placement.fallback,), times)
         if decision.rule_errors:
             metrics.rule_errors.inc((), decision.rule_errors * times)
+        if decision.unplaced is not None:
+            # A page the rules give no placements, or a URI that names no page: served empty.
+            metrics.fallbacks.inc((decision.unplaced,), times)
 
 
 # Decisions served since the last metrics flush are kept in a list; past this many, flush at once.
