@@ -142,7 +142,8 @@ def test_matching_cost_does_not_grow_with_pages() -> None:
 
     def site(n: int) -> str:
         pages = "\n".join(f'      - {{path: "/c{i}/{{id}}", placements: [hero]}}' for i in range(n))
-        return f"version: 1\nsites:\n  default:\n    pages:\n{pages}\n    placements:\n      hero: {{default: plain}}\n"
+        head = "version: 1\nsites:\n  default:\n    pages:\n"
+        return f"{head}{pages}\n    placements:\n      hero: {{default: plain}}\n"
 
     def cost(n: int) -> float:
         engine = engine_from(site(n))
