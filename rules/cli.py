@@ -9,7 +9,7 @@ from pathlib import Path
 import msgspec
 
 from rules import analyze_text
-from rules.analysis import describe
+from rules.analysis import describe, describe_page
 from rules.diagnostics import Diagnostic, render
 
 
@@ -38,6 +38,7 @@ class _CheckOutput(msgspec.Struct):
     diagnostics: list[Diagnostic]
     max_keys: int | None
     cardinality: list[dict[str, object]]
+    pages: list[dict[str, object]]
 
 
 def cmd_check(args: argparse.Namespace) -> int:
@@ -52,8 +53,15 @@ def cmd_check(args: argparse.Namespace) -> int:
     warnings = len(diags) - errors
     if args.json:
         cards = [msgspec.to_builtins(c) for c in report.cardinality] if report else []
+        pages = [msgspec.to_builtins(c) for c in report.pages] if report else []
         out = _CheckOutput(
-            ruleset is not None, errors, warnings, diags, report.max_keys if report else None, cards
+            ruleset is not None,
+            errors,
+            warnings,
+            diags,
+            report.max_keys if report else None,
+            cards,
+            pages,
         )
         sys.stdout.write(msgspec.json.encode(out).decode() + "\n")
         return 0 if ruleset is not None else 1
@@ -72,4 +80,8 @@ def cmd_check(args: argparse.Namespace) -> int:
     for c in report.cardinality:
         print("  " + describe(c))
     print(f"at most {report.max_keys} decision keys for any one page")
+    if report.pages:
+        print("decision keys per page (pages:):")
+        for pc in report.pages:
+            print("  " + describe_page(pc))
     return 0

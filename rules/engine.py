@@ -262,14 +262,14 @@ class Engine:
     ) -> Decision:
         """The steps, one per concern: inputs, segments, each placement (rules, experiment,
         content pick), actions, expiry. `Request` carries what they share."""
+        unplaced = None
         if not placements:
-            # None named: the page's (`pages:`), or none at all — an empty decision, not an error.
+            # None named: the page's (`pages:`), or none at all — an empty decision (its actions
+            # still decided), not an error.
             page = self.page_for(ctx.site, ctx.path)
             placements = page.placements if page is not None else ()
             if not placements:
-                return Decision(
-                    [], [], NO_PLACEMENTS_KEY, ttl=self.ruleset.default_ttl, unplaced=_unplaced(ctx)
-                )
+                unplaced = _unplaced(ctx)
         if not ctx.consent:
             # Without consent no profile is read, no live activity used and no identifier bucketed.
             profile = None
@@ -295,12 +295,13 @@ class Engine:
         return Decision(
             placements=out,
             segments=[n for n, v in zip(self.segment_names, seg_values, strict=False) if v],
-            key=decision_key(ctx.site, out),
+            key=NO_PLACEMENTS_KEY if unplaced is not None else decision_key(ctx.site, out),
             actions=actions,
             ttl=req.ttl if req.ttl is not None else self.ruleset.default_ttl,
             rule_errors=req.errors,
             trace=None,
             expires=expires(req, ctx, cell, turn),
+            unplaced=unplaced,
         )
 
     def _placement(self, req: Request, name: str, prog: Program | None) -> PlacementDecision:

@@ -58,7 +58,9 @@ class PickSpec:
     placement: str | None = None  # "" means "the placement being decided"
     locale: str = "ctx"  # "ctx": the request's locale (or items without one); "any"; or a locale
     rank: tuple[tuple[str, float], ...] = (("priority", 1.0),)
-    exclude: tuple[str, ...] = ("views", "purchases")
+    # Nothing by default: excluding what a visitor saw makes a pick one answer per visitor (one
+    # cache copy each), which an author asks for with `exclude:` — never gets by omission.
+    exclude: tuple[str, ...] = ()
     limit: int = 1
 
     def per_visitor(self) -> bool:

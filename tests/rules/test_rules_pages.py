@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 from rules_fakes import ctx, diagnostics, engine_from
 
+import rules
 from rules.engine import NO_PLACEMENTS_KEY
 from rules.pages import split_path
 
@@ -158,3 +159,45 @@ def test_matching_cost_does_not_grow_with_pages() -> None:
         return best
 
     assert cost(1000) < 20 * cost(5)
+
+
+CARD = """
+version: 1
+sites:
+  default:
+    pages:
+      - {path: /, placements: [hero]}
+      - {path: /recs, placements: [hero, recs]}
+      - {path: /blank, placements: []}
+    placements:
+      hero:
+        default: {variant: d, content: {type: banner, tags: [x]}}
+        rules:
+          - {id: a, when: "ctx.device == 'mobile'", then: m}
+      recs:
+        default: d
+        rules:
+          - {id: mine, when: "ctx.device == 'tablet'",
+             then: {variant: r, content: {type: product, rank: {affinity: 1}}}}
+      lonely: {default: d}
+"""
+
+
+def test_per_page_cardinality_and_page_warnings() -> None:
+    _, diags, report = rules.analyze_text(CARD, filename="t.yaml")
+    assert report is not None
+    by_page = {c.pattern: c for c in report.pages}
+    # A plain banner pick is one answer for everyone: excluding seen items is asked for.
+    assert (by_page["/"].max_keys, by_page["/"].per_visitor) == (2, [])
+    assert by_page["/recs"].max_keys == 4
+    assert by_page["/recs"].per_visitor == ["recs: the pick of rule `mine` (line 17)"]
+    codes = {(d.code, d.line) for d in diags if d.severity == "warning"}
+    assert ("page-without-placements", 8) in codes
+    assert ("placement-on-no-page", 19) in codes
+
+
+def test_exclude_is_asked_for() -> None:
+    from rules.model import PickSpec
+
+    assert PickSpec(type="banner").per_visitor() is False
+    assert PickSpec(type="banner", exclude=("views",)).per_visitor() is True
