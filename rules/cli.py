@@ -27,6 +27,11 @@ def register(
     )
     check.add_argument("file", type=Path, help="rules file (.yaml, .yml or .json)")
     check.add_argument("--json", action="store_true", help="machine-readable output")
+    check.add_argument(
+        "--sites",
+        action="store_true",
+        help="list the sites the rules know (any other site is decided with `default`'s rules)",
+    )
     check.set_defaults(func=cmd_check)
     return sub
 
@@ -39,6 +44,7 @@ class _CheckOutput(msgspec.Struct):
     max_keys: int | None
     cardinality: list[dict[str, object]]
     pages: list[dict[str, object]]
+    sites: list[str]
 
 
 def cmd_check(args: argparse.Namespace) -> int:
@@ -62,6 +68,7 @@ def cmd_check(args: argparse.Namespace) -> int:
             report.max_keys if report else None,
             cards,
             pages,
+            sorted(ruleset.sites) if ruleset is not None else [],
         )
         sys.stdout.write(msgspec.json.encode(out).decode() + "\n")
         return 0 if ruleset is not None else 1
@@ -76,6 +83,8 @@ def cmd_check(args: argparse.Namespace) -> int:
         f"{len(ruleset.experiments)} experiments, {len(ruleset.actions)} actions; "
         f"{warnings} warning(s)"
     )
+    if args.sites:
+        print("sites: " + ", ".join(sorted(ruleset.sites)))
     print("decision keys (cache cardinality):")
     for c in report.cardinality:
         print("  " + describe(c))

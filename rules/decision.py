@@ -73,6 +73,9 @@ class Decision(msgspec.Struct):
     # Why a request that named no placements got none: "no_uri" (no path to match), "bad_uri"
     # (not a path, or too long), "no_page" (no page of the site matches it, or it has none).
     unplaced: str | None = None
+    # The request named a site the rules do not know: decided with `default`'s rules (the page
+    # still renders), and said so (`X-Edge-Fallback: unknown_site`, a metric, /v1/decide's JSON).
+    unknown_site: bool = False
 
 
 _encode = msgspec.msgpack.Encoder().encode

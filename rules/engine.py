@@ -153,6 +153,8 @@ class Engine:
         # Per site, the page matcher: built on a site's first request, so activating a snapshot
         # of many sites does not wait for sites no request names.
         self._matchers: dict[str, PageMatcher] = {}
+        # `default` is known even when the file declares nothing under it.
+        self._known_sites = frozenset({*ruleset.sites, "default"})
 
     def page_for(self, site: str, path: str | None) -> Page | None:
         """The page of `path` on `site` (or, for a site the rules do not know, on `default`)."""
@@ -302,6 +304,7 @@ class Engine:
             trace=None,
             expires=expires(req, ctx, cell, turn),
             unplaced=unplaced,
+            unknown_site=ctx.site not in self._known_sites,
         )
 
     def _placement(self, req: Request, name: str, prog: Program | None) -> PlacementDecision:
@@ -541,6 +544,7 @@ class Engine:
             rule_errors=0,
             trace=None,
             expires=ctx.now + 1.0,  # a fallback answers a fault: no promise beyond a second
+            unknown_site=ctx.site not in self._known_sites,
         )
 
 

@@ -201,3 +201,12 @@ def test_exclude_is_asked_for() -> None:
 
     assert PickSpec(type="banner").per_visitor() is False
     assert PickSpec(type="banner", exclude=("views",)).per_visitor() is True
+
+
+def test_unknown_site_is_said() -> None:
+    engine = engine_from(RULES)
+    d = engine.decide(visitor_id=None, profile=None, ctx=ctx(site="nosuch"), placements=["hero"])
+    assert d.unknown_site and d.placements[0].variant == "plain"  # default's rules
+    for site in ("shop-fr", "default"):
+        d = engine.decide(visitor_id=None, profile=None, ctx=ctx(site=site), placements=["hero"])
+        assert not d.unknown_site

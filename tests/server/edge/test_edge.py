@@ -248,3 +248,19 @@ def test_no_page_is_an_empty_counted_answer_never_an_error(server: Edgeside) -> 
         assert response.headers["x-edge-decision"] == ""
     for reason in ("no_page", "no_uri", "bad_uri"):
         assert f'reason="{reason}"' in metrics, reason
+
+
+def test_an_unknown_site_is_visible(server: Edgeside) -> None:
+    with server.client() as client:
+        typo = client.get("/v1/edge?p=home_hero&site=shop-frr")
+        known = client.get("/v1/edge?p=home_hero&site=shop-fr")
+        decided = client.post(
+            "/v1/decide", json={"placements": ["home_hero"], "context": {"site": "shop-frr"}}
+        ).json()
+        metrics = client.get("/metrics").text
+    assert typo.status_code == 204
+    assert typo.headers["x-edge-fallback"] == "unknown_site"
+    assert typo.headers["x-edge-decision"].startswith("home_hero=")  # still decided: default's
+    assert "x-edge-fallback" not in known.headers
+    assert decided["fallback"] == "unknown_site"
+    assert 'reason="unknown_site"' in metrics
