@@ -8,6 +8,8 @@ Measures, in one run:
   score_sorted placement) *including the profile lookup*: each decision looks a demo visitor up by
   cookie in a real LMDB profiles snapshot (alias index, then the profile, decoded from LMDB's
   buffer);
+- ``pages_scale``: the seed's scale with pages (`measure_pages`): check_s, compile_s, activate_s
+  and one page-only request (the page look-up, and the decision);
 - ``compile_20k_rules_s``: load + check + compile a file of 20 000 rules (1 000 site-wide placements
   × 10 rules, plus 20 sites each overriding 50 placements × 10 rules);
 - ``peers``: the same 50 conditions in the Python rule engines on PyPI (rule-engine, cel-python,
@@ -234,6 +236,89 @@ def big_rules_yaml() -> str:
     return "\n".join(out) + "\n"
 
 
+def paged_rules_yaml(pages_per_site: int = 200) -> str:
+    """`big_rules_yaml` plus 5 personas × 6 geos × 8 divisions as segments and, per site,
+    `pages_per_site` pages (templates, prefixes and exact paths) naming 3 placements each."""
+    segs = [
+        "segments:",
+        *(f"  persona{p}: profile.interests.i{p} >= 0.5" for p in range(5)),
+        *(f'  geo{g}: ctx.geo.country == "G{g}"' for g in range(6)),
+        *(f'  div{d}: profile.division == "D{d}"' for d in range(8)),
+    ]
+    schema = [
+        "schema:",
+        "  attributes:",
+        "    division: string",
+        "  interests: [" + ", ".join(f"i{p}" for p in range(5)) + "]",
+    ]
+    lines = big_rules_yaml().splitlines()
+    out: list[str] = ["version: 1", *schema, *segs]
+    for line in lines:
+        out.append(line)
+        if line == "  default:" or (line.startswith("  site") and line.endswith(":")):
+            out.append("    pages:")
+            for i in range(pages_per_site):
+                pls = ", ".join(f"pl{(i * 3 + k) % 1000}" for k in range(3))
+                shape = ("/c{i}/{{sku}}", "/exact/{i}", "/docs{i}/*")[i % 3].format(i=i)
+                out.append(f'      - {{path: "{shape}", placements: [{pls}]}}')
+    # The segments are used (else they are warned about as unused): one rule reads them all.
+    out += [
+        "  site-segments:",
+        "    placements:",
+        "      pl0:",
+        "        default: d",
+        "        rules:",
+        "          - {id: all, when: '"
+        + " or ".join(
+            [f"segment.persona{p}" for p in range(5)]
+            + [f"segment.geo{g}" for g in range(6)]
+            + [f"segment.div{d}" for d in range(8)]
+        )
+        + "', then: s}",
+    ]
+    return "\n".join(out) + "\n"
+
+
+def measure_pages(iterations: int = 20_000) -> dict[str, float]:
+    """The seed's scale: check, compile and activate (the first request of every site, which
+    builds its page matcher) a file of 20 sites × 1 000 placements with pages, and the cost of
+    one page-only request there: the page look-up alone, and the decision it leads to."""
+    text = paged_rules_yaml()
+    t0 = time.perf_counter()
+    ruleset, diags = rules.load(text, filename="paged.yaml")
+    if ruleset is None:
+        raise RuntimeError(rules.render_all(diags))
+    t1 = time.perf_counter()
+    engine = rules.compile_ruleset(ruleset)
+    t2 = time.perf_counter()
+    for s in [*ruleset.sites]:
+        engine.page_for(s, "/")
+    t3 = time.perf_counter()
+    ctx = Context(site="site7", path="/c99/sku-123?x=1", now=1_780_000_000.0)
+
+    def page() -> object:
+        return engine.page_for("site7", "/c99/sku-123?x=1")
+
+    def decide() -> object:
+        return engine.decide(visitor_id=None, profile=None, ctx=ctx, placements=())
+
+    if (
+        page() is None
+        or not engine.decide(visitor_id=None, profile=None, ctx=ctx, placements=()).placements
+    ):
+        raise RuntimeError("the bench page matches nothing")
+    page_us, _ = timed(page, iterations, batch=10)
+    decide_us, _ = timed(decide, iterations // 4, batch=5)
+    return {
+        "check_s": round(t1 - t0, 3),
+        "compile_s": round(t2 - t1, 3),
+        "activate_s": round(t3 - t2, 3),
+        "page_match_p50_us": round(page_us, 3),
+        "page_decision_p50_us": round(decide_us, 3),
+        "pages": float(sum(len(site.pages) for site in ruleset.sites.values())),
+    }
+
+
 def measure_compile() -> tuple[float, int]:
     text = big_rules_yaml()
     t0 = time.perf_counter()
@@ -415,6 +500,14 @@ def run(iterations: int = 20_000, peers: bool = True, compile_big: bool = True) 
         secs, n = measure_compile()
         result["compile_20k_rules_s"] = round(secs, 3)
         print(f"load + check + compile {n} rules: {secs:.2f} s")
+        scale = measure_pages(iterations)
+        result["pages_scale"] = scale
+        print(
+            f"seed scale with pages: check {scale['check_s']:.2f} s, compile "
+            f"{scale['compile_s']:.2f} s, activate {scale['activate_s']:.3f} s; one page: "
+            f"match {scale['page_match_p50_us']:.2f} µs, "
+            f"decision {scale['page_decision_p50_us']:.2f} µs"
+        )
     peer_results: dict[str, float | None] = {}
     if peers:
         peer_iters = max(200, iterations // 20)

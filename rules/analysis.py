@@ -22,9 +22,22 @@ class SiteCardinality(msgspec.Struct):
     ]  # placements whose content pick varies per visitor (affinity, exclusions)
 
 
+class PageCardinality(msgspec.Struct):
+    """Upper bound of distinct decision keys for one page (`pages:`): what a CDN operator
+    sizes the cache by — the product over the page's placements, not the site's."""
+
+    site: str
+    pattern: str
+    line: int
+    max_keys: int
+    # What makes a placement of the page one answer per visitor: "placement: rule `r` (line n)".
+    per_visitor: list[str]
+
+
 class Report(msgspec.Struct):
     warnings: list[Diagnostic]
     cardinality: list[SiteCardinality]
+    pages: list[PageCardinality] = msgspec.field(default_factory=list)
 
     @property
     def max_keys(self) -> int:
@@ -96,6 +109,82 @@ def placement_outcomes(p: Placement) -> tuple[int, bool]:
     return len(outcomes), per_visitor
 
 
+def per_visitor_causes(p: Placement) -> list[str]:
+    """The rules (or the default) whose content pick varies per visitor, named for the author."""
+    out = [
+        f"{p.name}: the pick of rule `{r.id}` (line {r.line})"
+        for r in reachable_rules(p)
+        if r.then.content is not None and r.then.content.per_visitor()
+    ]
+    if p.default.content is not None and p.default.content.per_visitor():
+        out.append(f"{p.name}: the pick of its default")
+    out.extend(
+        f"{p.name}: the pick of arm `{a.name}` of experiment `{e.id}`"
+        for e in p.experiments
+        for a in e.arms
+        if a.content is not None and a.content.per_visitor()
+    )
+    return out
+
+
+def _pages(rs: RuleSet) -> tuple[list[PageCardinality], list[Diagnostic]]:
+    """Per page its cardinality; warnings for a page with no placements and for a placement of a
+    site that has pages but is on none of them (no page-only request decides it)."""
+    cards: list[PageCardinality] = []
+    warnings: list[Diagnostic] = []
+    warned: set[int] = set()
+    for site, pages in sorted(rs.pages.items()):
+        per = rs.table.get((site, None), {})
+        on_a_page: set[str] = set()
+        for page in pages:
+            on_a_page.update(page.placements)
+            if page.site != site:
+                continue  # inherited: counted at its own site
+            n = 1
+            causes: list[str] = []
+            for name in page.placements:
+                p = per.get(name)
+                if p is None:
+                    continue
+                n *= placement_outcomes(p)[0]
+                causes.extend(per_visitor_causes(p))
+            cards.append(PageCardinality(site, page.pattern, page.line, n, causes))
+            if not page.placements and id(page) not in warned:
+                warned.add(id(page))
+                warnings.append(
+                    _warn(
+                        rs,
+                        page.line,
+                        page.col,
+                        "page-without-placements",
+                        f"page `{page.pattern}` names no placements: it is always answered "
+                        "`X-Edge-Key: none`",
+                        "list its placements, or remove the page",
+                    )
+                )
+        for name, p in sorted(per.items()):
+            if name not in on_a_page and p.site == site:
+                warnings.append(
+                    _warn(
+                        rs,
+                        p.line,
+                        1,
+                        "placement-on-no-page",
+                        f"placement `{name}` is on no page of site `{site}`: only a request "
+                        "naming it (`?p=`, `X-Placements`) decides it",
+                        "add it to the `placements:` of a page under `pages:`",
+                    )
+                )
+    return cards, warnings
+
+
+def describe_page(c: PageCardinality) -> str:
+    line = f"{c.site} {c.pattern}: at most {c.max_keys} decision keys"
+    if c.per_visitor:
+        line += "; one per visitor because of " + "; ".join(c.per_visitor)
+    return line
+
+
 def analyze(rs: RuleSet, used_segments: set[str]) -> Report:
     warnings: list[Diagnostic] = []
     reported: set[int] = set()
@@ -163,7 +252,8 @@ def analyze(rs: RuleSet, used_segments: set[str]) -> Report:
         cards.append(
             SiteCardinality(site, loc, math.prod(counts.values()) if counts else 1, counts, pv)
         )
-    return Report(warnings, cards)
+    page_cards, page_warnings = _pages(rs)
+    return Report([*warnings, *page_warnings], cards, page_cards)
 
 
 def describe(c: SiteCardinality) -> str:

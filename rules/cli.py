@@ -9,7 +9,7 @@ from pathlib import Path
 import msgspec
 
 from rules import analyze_text
-from rules.analysis import describe
+from rules.analysis import describe, describe_page
 from rules.diagnostics import Diagnostic, render
 
 
@@ -27,6 +27,11 @@ def register(
     )
     check.add_argument("file", type=Path, help="rules file (.yaml, .yml or .json)")
     check.add_argument("--json", action="store_true", help="machine-readable output")
+    check.add_argument(
+        "--sites",
+        action="store_true",
+        help="list the sites the rules know (any other site is decided with `default`'s rules)",
+    )
     check.set_defaults(func=cmd_check)
     return sub
 
@@ -38,6 +43,8 @@ class _CheckOutput(msgspec.Struct):
     diagnostics: list[Diagnostic]
     max_keys: int | None
     cardinality: list[dict[str, object]]
+    pages: list[dict[str, object]]
+    sites: list[str]
 
 
 def cmd_check(args: argparse.Namespace) -> int:
@@ -52,8 +59,16 @@ def cmd_check(args: argparse.Namespace) -> int:
     warnings = len(diags) - errors
     if args.json:
         cards = [msgspec.to_builtins(c) for c in report.cardinality] if report else []
+        pages = [msgspec.to_builtins(c) for c in report.pages] if report else []
         out = _CheckOutput(
-            ruleset is not None, errors, warnings, diags, report.max_keys if report else None, cards
+            ruleset is not None,
+            errors,
+            warnings,
+            diags,
+            report.max_keys if report else None,
+            cards,
+            pages,
+            sorted(ruleset.sites) if ruleset is not None else [],
         )
         sys.stdout.write(msgspec.json.encode(out).decode() + "\n")
         return 0 if ruleset is not None else 1
@@ -68,8 +83,14 @@ def cmd_check(args: argparse.Namespace) -> int:
         f"{len(ruleset.experiments)} experiments, {len(ruleset.actions)} actions; "
         f"{warnings} warning(s)"
     )
+    if args.sites:
+        print("sites: " + ", ".join(sorted(ruleset.sites)))
     print("decision keys (cache cardinality):")
     for c in report.cardinality:
         print("  " + describe(c))
     print(f"at most {report.max_keys} decision keys for any one page")
+    if report.pages:
+        print("decision keys per page (pages:):")
+        for pc in report.pages:
+            print("  " + describe_page(pc))
     return 0

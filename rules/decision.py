@@ -70,6 +70,12 @@ class Decision(msgspec.Struct):
     # Epoch seconds before which the same inputs (profile, context apart from `now`, live
     # activity, content and rules) give this same decision; inf when nothing used depends on time.
     expires: float = math.inf
+    # Why a request that named no placements got none: "no_uri" (no path to match), "bad_uri"
+    # (not a path, or too long), "no_page" (no page of the site matches it, or it has none).
+    unplaced: str | None = None
+    # The request named a site the rules do not know: decided with `default`'s rules (the page
+    # still renders), and said so (`X-Edge-Fallback: unknown_site`, a metric, /v1/decide's JSON).
+    unknown_site: bool = False
 
 
 _encode = msgspec.msgpack.Encoder().encode

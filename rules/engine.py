@@ -47,6 +47,7 @@ from rules.expiry import TRACKED, next_multiple
 from rules.explain import conditions_of, trace, value_of
 from rules.interfaces import ActivityLike, ArmStats, ContentCatalog, ProfileLike
 from rules.model import Action, Experiment, PickSpec, Placement, Rule, RuleSet
+from rules.pages import Page, PageMatcher, split_path
 from rules.picks import PickCache, pick_until
 from rules.program import Program
 from rules.request import CTX_ARG, INTERESTS_ARG, NOW_ARG, Request, arguments, expires
@@ -140,11 +141,35 @@ class Engine:
         # The context fields a decision can depend on (besides `now`): the engine's own and those
         # any compiled function can read. Actions count even though they run only with consent.
         fields = set(ENGINE_FIELDS)
+        if ruleset.pages:
+            # A request naming no placements gets its page's: the path chooses them.
+            fields.add("path")
         for fn in (self._segments_fn, self._actions_fn, *(p.fn for p in memo.values())):
             if fn is not None:
                 fields |= self._shared.ctx_fields(fn)
         self.context_fields: tuple[str, ...] = tuple(f for f in KEY_FIELDS if f in fields)
         self._context_key = key_function(self.context_fields)
+
+        # Per site, the page matcher: built on a site's first request, so activating a snapshot
+        # of many sites does not wait for sites no request names.
+        self._matchers: dict[str, PageMatcher] = {}
+        # `default` is known even when the file declares nothing under it.
+        self._known_sites = frozenset({*ruleset.sites, "default"})
+
+    def page_for(self, site: str, path: str | None) -> Page | None:
+        """The page of `path` on `site` (or, for a site the rules do not know, on `default`)."""
+        if path is None:
+            return None
+        matcher = self._matchers.get(site)
+        if matcher is None:
+            pages = self.ruleset.pages
+            key = site if site in pages or site in self.ruleset.sites else "default"
+            matcher = self._matchers.get(key)
+            if matcher is None:
+                matcher = self._matchers[key] = PageMatcher(pages.get(key, []))
+            if len(self._matchers) < 4096:  # bounded: sites come from requests
+                self._matchers[site] = matcher
+        return matcher.match(path)
 
     def _compile_placement(self, p: Placement, filename: str) -> Program:
         fn = placement_function(
@@ -239,6 +264,14 @@ class Engine:
     ) -> Decision:
         """The steps, one per concern: inputs, segments, each placement (rules, experiment,
         content pick), actions, expiry. `Request` carries what they share."""
+        unplaced = None
+        if not placements:
+            # None named: the page's (`pages:`), or none at all — an empty decision (its actions
+            # still decided), not an error.
+            page = self.page_for(ctx.site, ctx.path)
+            placements = page.placements if page is not None else ()
+            if not placements:
+                unplaced = _unplaced(ctx)
         if not ctx.consent:
             # Without consent no profile is read, no live activity used and no identifier bucketed.
             profile = None
@@ -264,12 +297,14 @@ class Engine:
         return Decision(
             placements=out,
             segments=[n for n, v in zip(self.segment_names, seg_values, strict=False) if v],
-            key=decision_key(ctx.site, out),
+            key=NO_PLACEMENTS_KEY if unplaced is not None else decision_key(ctx.site, out),
             actions=actions,
             ttl=req.ttl if req.ttl is not None else self.ruleset.default_ttl,
             rule_errors=req.errors,
             trace=None,
             expires=expires(req, ctx, cell, turn),
+            unplaced=unplaced,
+            unknown_site=ctx.site not in self._known_sites,
         )
 
     def _placement(self, req: Request, name: str, prog: Program | None) -> PlacementDecision:
@@ -490,6 +525,9 @@ class Engine:
         progs = self._placements_for(ctx.site, ctx.locale)
         out: list[PlacementDecision] = []
         ttl = FALLBACK_TTL
+        if not placements:
+            page = self.page_for(ctx.site, ctx.path)
+            placements = page.placements if page is not None else ()
         for name in placements:
             prog = progs.get(name)
             if prog is None:
@@ -506,7 +544,20 @@ class Engine:
             rule_errors=0,
             trace=None,
             expires=ctx.now + 1.0,  # a fallback answers a fault: no promise beyond a second
+            unknown_site=ctx.site not in self._known_sites,
         )
+
+
+# The `X-Edge-Key` of a decision with no placements (a page the rules give none): one cache copy.
+NO_PLACEMENTS_KEY = "none"
+
+
+def _unplaced(ctx: Context) -> str:
+    if ctx.path is None:
+        return "no_uri"
+    if split_path(ctx.path) is None:
+        return "bad_uri"
+    return "no_page"
 
 
 def compile_ruleset(ruleset: RuleSet) -> Engine:

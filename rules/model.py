@@ -58,7 +58,9 @@ class PickSpec:
     placement: str | None = None  # "" means "the placement being decided"
     locale: str = "ctx"  # "ctx": the request's locale (or items without one); "any"; or a locale
     rank: tuple[tuple[str, float], ...] = (("priority", 1.0),)
-    exclude: tuple[str, ...] = ("views", "purchases")
+    # Nothing by default: excluding what a visitor saw makes a pick one answer per visitor (one
+    # cache copy each), which an author asks for with `exclude:` — never gets by omission.
+    exclude: tuple[str, ...] = ()
     limit: int = 1
 
     def per_visitor(self) -> bool:
@@ -162,10 +164,29 @@ class Placement:
 
 
 @dataclass(slots=True, eq=False)
+class PageDef:
+    """One entry of a site's `pages:`: a URL path pattern and the page's placements. ``parts``
+    are the pattern's path segments: a literal, or ``{name}`` (any one segment, its value in
+    ``params``); ``prefix`` when the pattern ends in ``/*`` (the path and anything below it)."""
+
+    pattern: str
+    parts: tuple[str, ...]
+    params: tuple[str, ...]  # the `{name}` segments, in order
+    prefix: bool
+    placements: tuple[str, ...]
+    type: str | None
+    site: str
+    node: Node
+    line: int
+    col: int
+
+
+@dataclass(slots=True, eq=False)
 class Site:
     name: str
     node: Node
     placements: dict[str, PlacementDef] = field(default_factory=dict)
+    pages: list[PageDef] = field(default_factory=list)
     locales: dict[str, dict[str, PlacementDef]] = field(default_factory=dict)
     locale: str | None = None  # the site's language, for content picks when the request has none
 
@@ -183,6 +204,8 @@ class RuleSet:
     actions: list[Action]
     default_ttl: int
     warnings: list[Diagnostic] = field(default_factory=list)
+    # Per site, its pages in matching order: its own, then those of `default` (`rules.resolve`).
+    pages: dict[str, list[PageDef]] = field(default_factory=dict)
 
     @property
     def filename(self) -> str:

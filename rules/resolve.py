@@ -10,7 +10,17 @@ from __future__ import annotations
 from rules import ast, fold
 from rules.diagnostics import suggestion_for
 from rules.loader import Node
-from rules.model import Experiment, Expr, Placement, PlacementDef, Rule, RuleSet, Site
+from rules.model import (
+    Experiment,
+    Expr,
+    PageDef,
+    Placement,
+    PlacementDef,
+    Rule,
+    RuleSet,
+    Site,
+)
+from rules.pages import covers
 from rules.read import Draft
 from rules.read.base import Reader
 from rules.read.experiments import ExperimentRead
@@ -45,7 +55,47 @@ def resolve(draft: Draft) -> RuleSet:
         experiments,
         actions,
         draft.default_ttl,
+        pages=resolve_pages(r, draft.sites, table),
     )
+
+
+def resolve_pages(r: Reader, sites: dict[str, Site], table: Table) -> dict[str, list[PageDef]]:
+    """Each site's pages in matching order — its own, then `default`'s (a site's page overrides
+    an inherited one by coming first) — with the placements each names checked against what the
+    site has, and a pattern that an earlier one of the same site matches wholly reported (it
+    would never match). Each written page is reported once, at its own site."""
+    base = sites.get("default")
+    out: dict[str, list[PageDef]] = {}
+    for sname, site in sites.items():
+        placements = table.get((sname, None), {})
+        for i, page in enumerate(site.pages):
+            for earlier in site.pages[:i]:
+                if covers(earlier, page):
+                    r.err(
+                        page.node.get("path") or page.node,
+                        "shadowed-page",
+                        f"`{page.pattern}` never matches: `{earlier.pattern}` (line "
+                        f"{earlier.line}) comes first and matches every path it does",
+                        "move the more specific pattern above the general one",
+                    )
+                    break
+            pnode = page.node.get("placements") or page.node
+            for name in page.placements:
+                if name not in placements:
+                    r.err(
+                        pnode,
+                        "unknown-placement",
+                        f"page `{page.pattern}` names placement `{name}`, which site "
+                        f"`{sname}` does not have",
+                        suggestion_for(name, placements)
+                        or "declare it under `placements:` of this site or of `default`",
+                    )
+        own = list(site.pages)
+        if base is not None and site is not base:
+            own.extend(base.pages)
+        if own:
+            out[sname] = own
+    return out
 
 
 def order_segments(r: Reader, exprs: dict[str, Expr], keys: dict[str, Node]) -> dict[str, Expr]:

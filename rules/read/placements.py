@@ -8,6 +8,7 @@ from rules.diagnostics import suggestion_for
 from rules.loader import Node
 from rules.model import Outcome, PlacementDef, Rule, Site
 from rules.read.base import Reader
+from rules.read.pages import read_pages
 from rules.read.picks import read_pick
 
 STRATEGIES = ("first_match", "score_sorted")
@@ -102,8 +103,9 @@ def read_sites(r: Reader, node: Node | None, root: Node) -> dict[str, Site]:
         sm = r.mapping(value, f"site `{name}`")
         if sm is None:
             continue
-        r.keys(sm, ("locale", "placements", "locales"), f"site `{name}`")
+        r.keys(sm, ("locale", "placements", "locales", "pages"), f"site `{name}`")
         site = Site(name, sm, read_placements(r, sm.get("placements"), f"site `{name}`"))
+        site.pages = read_pages(r, sm.get("pages"), name)
         site.locale = r.string(sm.get("locale"), "`locale`")
         lm = r.mapping(sm.get("locales"), "`locales`")
         if lm is not None:

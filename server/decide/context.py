@@ -95,9 +95,10 @@ def split_placements(raw: str) -> list[str]:
 
 
 def check_placements(names: list[str], limit: int) -> None:
-    """Raise `PlacementError` unless `names` are 1 to `limit` well-formed placement names."""
-    if not names:
-        raise PlacementError("name at least one placement")
+    """Raise `PlacementError` unless `names` are 0 to `limit` well-formed placement names. None
+    means the page's: the rules' `pages:` match the request's path to its placements (a proxy
+    with a generic `auth_request` sends only the URI), and a page with none is an empty answer —
+    never a 4xx a proxy would log and serve unpersonalised."""
     if len(names) > limit:
         raise PlacementError(f"{len(names)} placements asked for; at most {limit} per request")
     for i, name in enumerate(names):

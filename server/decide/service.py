@@ -63,8 +63,9 @@ def _bare_fallback(
 
 
 def fallback_reason(decision: rules.Decision) -> str | None:
-    """The reasons defaults were forced, comma-separated and deduplicated, or None."""
-    reasons: list[str] = []
+    """The reasons defaults were forced, comma-separated and deduplicated, or None; first
+    `unknown_site` when the site named is not in the rules (decided with `default`'s)."""
+    reasons: list[str] = ["unknown_site"] if decision.unknown_site else []
     for placement in decision.placements:
         reason = placement.fallback
         if reason is not None and reason not in reasons:
@@ -274,7 +275,9 @@ class DecisionService:
             self.shadow(world, decision, visitor_id, profile, ctx, placements, recent)
         # Fallbacks (a deadline overrun, a rule error) are this moment's, not the inputs'.
         shareable = (
-            memo_key is not None and not decision.rule_errors and fallback_reason(decision) is None
+            memo_key is not None
+            and not decision.rule_errors
+            and all(p.fallback is None for p in decision.placements)
         )
         if shareable:
             self.memo.put(memo_key, decision, ctx.now, decision.expires)
@@ -339,6 +342,11 @@ class DecisionService:
                 metrics.fallbacks.inc((placement.fallback,), times)
         if decision.rule_errors:
             metrics.rule_errors.inc((), decision.rule_errors * times)
+        if decision.unknown_site:
+            metrics.fallbacks.inc(("unknown_site",), times)
+        if decision.unplaced is not None:
+            # A page the rules give no placements, or a URI that names no page: served empty.
+            metrics.fallbacks.inc((decision.unplaced,), times)
 
 
 UNKNOWN_LABELS = ("unknown", "unknown")

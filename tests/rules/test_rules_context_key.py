@@ -214,8 +214,9 @@ CATALOG = demo_catalog()
 
 
 def test_demo_key_fields() -> None:
-    # ctx.consent (gold_offer), ctx.hour (night_owl), ctx.geo.city (paris_runner); the engine's own.
-    fields = ("site", "locale", "timezone", "geo.city", "hour", "consent")
+    # ctx.consent (gold_offer), ctx.hour (night_owl), ctx.geo.city (paris_runner); the engine's own;
+    # the path, which finds the page (`pages:`) of a request naming no placements.
+    fields = ("site", "locale", "path", "timezone", "geo.city", "hour", "consent")
     assert DEMO_ENGINE.context_fields == fields
 
 
@@ -238,7 +239,7 @@ CONTEXTS = st.fixed_dictionaries(
         "site": st.sampled_from(["default", "shop-fr", "shop-de", "shop-uk", "elsewhere"]),
         "locale": maybe("fr-FR", "de-DE", "en-GB", "cy-GB"),
         "url": maybe("https://shop.example/a?x=1", "https://shop.example/b"),
-        "path": maybe("/a", "/b", "/sale"),
+        "path": maybe("/a", "/b", "/sale", "/", "/cart"),
         "referrer": maybe("https://search.example/?q=shoes", "https://news.example/"),
         "device": maybe("mobile", "desktop", "tablet"),
         "timezone": maybe("UTC", "Europe/Paris", "America/New_York", "Asia/Kolkata", "No/Where"),
@@ -278,14 +279,25 @@ def cases(draw: st.DrawFn, kept: tuple[str, ...]) -> Case:
     return Case(context_of(a, now), context_of(b, now), profile, visitor, draw(RECENT))
 
 
-def run(case: Case, c: Context) -> rules.Decision:
-    return DEMO_ENGINE.decide(
-        visitor_id=case.visitor,
-        profile=case.profile,
-        ctx=c,
-        placements=PAGE,
-        content=CATALOG,  # type: ignore[arg-type]
-        recent=case.recent,  # type: ignore[arg-type]
+def run(case: Case, c: Context) -> tuple[rules.Decision, rules.Decision]:
+    """The named placements' decision, and the page's (placements named by `pages:`)."""
+    return (
+        DEMO_ENGINE.decide(
+            visitor_id=case.visitor,
+            profile=case.profile,
+            ctx=c,
+            placements=PAGE,
+            content=CATALOG,  # type: ignore[arg-type]
+            recent=case.recent,  # type: ignore[arg-type]
+        ),
+        DEMO_ENGINE.decide(
+            visitor_id=case.visitor,
+            profile=case.profile,
+            ctx=c,
+            placements=(),
+            content=CATALOG,  # type: ignore[arg-type]
+            recent=case.recent,  # type: ignore[arg-type]
+        ),
     )
 
 

@@ -284,7 +284,8 @@ sites:
             when: count(profile.interests) > 0
             then:
               variant: for_you
-              content: {type: product, limit: 3, rank: {affinity: 10, priority: 1}}
+              content: {type: product, limit: 3, rank: {affinity: 10, priority: 1},
+                        exclude: [views, purchases]}
       fresh:
         default:
           variant: fresh

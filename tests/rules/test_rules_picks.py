@@ -61,7 +61,12 @@ def test_affinity_reranks_and_exclusions_apply() -> None:
     items = [Item(f"f{i}", "product", ["filler"], priority=5) for i in range(30)]
     items += [Item("run", "product", ["running"], priority=1), Item("camp", "product", ["camping"])]
     cat = Catalog(items)
-    spec = PickSpec(type="product", rank=(("priority", 1.0), ("affinity", 10.0)), limit=2)
+    spec = PickSpec(
+        type="product",
+        rank=(("priority", 1.0), ("affinity", 10.0)),
+        exclude=("views", "purchases"),
+        limit=2,
+    )
     cache = PickCache()
     assert run(spec, cat, cache, interests={"running": 0.9, "camping": 0.8}) == ["run", "camp"]
     # a weak interest does not beat a much higher priority

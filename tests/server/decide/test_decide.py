@@ -64,6 +64,20 @@ def test_render_returns_the_chosen_items(server: Edgeside) -> None:
     assert all(item["title"] for item in answer["items"].values())
 
 
+def test_no_placements_decides_the_context_page(server: Edgeside) -> None:
+    body: dict[str, Any] = {
+        "visitor": {"ids": {"cookie": "c-alice"}},
+        "context": {"url": "/cart?x=1"},
+        "placements": [],
+    }
+    with server.client() as client:
+        cart = decide(client, body).json()
+        body["context"] = {"path": "/no/such/page"}
+        nothing = decide(client, body).json()
+    assert [p["placement"] for p in cart["placements"]] == ["cart_upsell"]
+    assert (nothing["placements"], nothing["key"]) == ([], "none")
+
+
 def test_explain_needs_the_admin_token(server: Edgeside) -> None:
     body = {"visitor": {"ids": {"cookie": "c-alice"}}, "placements": ["home_hero"]}
     with server.client() as client:
@@ -104,7 +118,6 @@ BAD_BODIES: list[tuple[str, bytes, dict[str, str], int, str]] = [
         "bad_placements",
     ),
     ("placement name", b'{"placements": ["a\\r\\nb"]}', JSON, 422, "bad_placements"),
-    ("empty placements", b'{"placements": []}', JSON, 422, "bad_placements"),
 ]
 
 

@@ -159,11 +159,12 @@ def test_a_repeated_question_is_answered_again_from_the_memo(server: Edgeside) -
     assert decisions_after[hero] - decisions[hero] >= 5
 
 
-def test_strangers_on_any_page_get_the_answer_a_stranger_got(server: Edgeside) -> None:
-    # The demo rules read neither the URL nor the device: each page view is the same question,
-    # and the memos key a stranger's question by what the rules read (server/edge/memo_keys.py).
+def test_strangers_on_a_page_get_the_answer_a_stranger_got(server: Edgeside) -> None:
+    # The demo rules read the path only to find a page (`pages:`, so the URI is keyed) and never
+    # the device: each view of a page is the same question, and the memos key a stranger's
+    # question by what the rules read (server/edge/memo_keys.py).
     browser = "Mozilla/5.0 (Windows NT 10.0; Win64; x64) shared-test"
-    place = {"CF-IPCity": "Sharedtown"}  # this test's own context: a city no rule names
+    place = {"CF-IPCity": "Sharedtown", "X-Original-URI": "/shared-page"}  # this test's own
     with server.client() as client:
         first = edge(client, "unknown-1", **place).headers
         memo = counters(client, "edgeside_memo_lookups_total")
@@ -172,7 +173,7 @@ def test_strangers_on_any_page_get_the_answer_a_stranger_got(server: Edgeside) -
                 client,
                 f"unknown-{i}",
                 **place,
-                **{"X-Original-URI": f"/page-{i}", "User-Agent": f"{browser} {i}"},
+                **{"User-Agent": f"{browser} {i}"},
             ).headers
             for i in range(2, 6)
         ]
@@ -207,3 +208,62 @@ def test_a_known_visitor_never_gets_the_strangers_answer(server: Edgeside) -> No
         alice = edge(client, "c-alice", **page).headers["x-edge-key"]
         alice_elsewhere = edge(client, "c-alice").headers["x-edge-key"]
     assert alice == alice_elsewhere != stranger
+
+
+def _page(client: httpx.Client, uri: bytes | None, cookie: str = "c-alice") -> httpx.Response:
+    """A bare `auth_request` callout: no placements, no site, only the page's URI."""
+    headers = {"Cookie": f"edgeside_id={cookie}"}
+    if uri is not None:
+        headers["X-Original-URI"] = uri.decode("latin-1")
+    response = client.get("/v1/edge", headers={k: v.encode("latin-1") for k, v in headers.items()})
+    assert response.status_code == 204, response.text
+    return response
+
+
+def test_the_page_names_the_placements(server: Edgeside) -> None:
+    with server.client() as client:
+        home = _page(client, b"/?utm_source=x").headers
+        article = _page(client, b"/articles/trail-shoes").headers
+        explicit = client.get(
+            "/v1/edge?p=cart_upsell",
+            headers={"X-Original-URI": "/", "Cookie": "edgeside_id=c-alice"},
+        ).headers
+    assert {p.split("=")[0] for p in home["x-edge-decision"].split(";")} == {
+        "home_hero",
+        "home_recs",
+    }
+    assert article["x-edge-decision"].startswith("article_sidebar=")
+    assert explicit["x-edge-decision"].startswith("cart_upsell=")  # explicit placements win
+
+
+def test_no_page_is_an_empty_counted_answer_never_an_error(server: Edgeside) -> None:
+    with server.client() as client:
+        answers = [
+            _page(client, b"/no/such/page"),
+            _page(client, None),
+            _page(client, b"not-a-path"),
+            _page(client, b"/" + b"a" * 3000),
+            _page(client, b"/\xff\xfe"),
+        ]
+        metrics = client.get("/metrics").text
+    for response in answers:
+        assert response.headers["x-edge-key"] == "none"
+        assert response.headers["x-edge-decision"] == ""
+    for reason in ("no_page", "no_uri", "bad_uri"):
+        assert f'reason="{reason}"' in metrics, reason
+
+
+def test_an_unknown_site_is_visible(server: Edgeside) -> None:
+    with server.client() as client:
+        typo = client.get("/v1/edge?p=home_hero&site=shop-frr")
+        known = client.get("/v1/edge?p=home_hero&site=shop-fr")
+        decided = client.post(
+            "/v1/decide", json={"placements": ["home_hero"], "context": {"site": "shop-frr"}}
+        ).json()
+        metrics = client.get("/metrics").text
+    assert typo.status_code == 204
+    assert typo.headers["x-edge-fallback"] == "unknown_site"
+    assert typo.headers["x-edge-decision"].startswith("home_hero=")  # still decided: default's
+    assert "x-edge-fallback" not in known.headers
+    assert decided["fallback"] == "unknown_site"
+    assert 'reason="unknown_site"' in metrics
