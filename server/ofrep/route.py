@@ -293,6 +293,9 @@ def _context(attributes: dict[str, msgspec.Raw]) -> OfrepContext:
         # msgspec's message ends `- at `$.hour``: the attribute is under `$.context`.
         detail = str(exc).replace("`$.", "`$.context.")
         raise _Failed(400, "INVALID_CONTEXT", detail) from None
+    except msgspec.DecodeError as exc:
+        # A value left raw by the first decode is checked only now (invalid UTF-8 in a string).
+        raise _Failed(400, "PARSE_ERROR", f"the body is not valid JSON: {exc}") from None
 
 
 def _context_in(given: OfrepContext) -> ContextIn:
