@@ -48,8 +48,8 @@ FLAGS_PATH = "/ofrep/v1/evaluate/flags"
 MAX_ATTRIBUTES = 256
 # Callers without credentials are rate-limited per targeting key and worker: a web provider asks
 # once per page and polls every few seconds; a loop asking for one cookie far more often is not a
-# page. Counts reset every window; the table is bounded (cleared when full: a flood of fresh keys
-# can at worst reset everyone's count, never refuse a visitor it has not seen).
+# page. The table is bounded (cleared when full: a flood of fresh keys can at worst reset every
+# count, never refuse a visitor it has not seen).
 RATE_WINDOW_S = 10.0
 RATE_LIMIT = 200
 _RATE_KEYS = 100_000
@@ -116,27 +116,28 @@ def trusted(state: Worker, headers: Mapping[bytes, bytes]) -> bool:
 
 
 class _Limiter:
-    """Evaluations per targeting key in the current window, for callers without credentials."""
+    """Evaluations per targeting key, for callers without credentials: each key's window opens
+    with its first evaluation (so a burst is never split by a window boundary and let through)."""
 
     def __init__(self) -> None:
-        self.window = 0
-        self.counts: dict[str, int] = {}
+        self.windows: dict[str, tuple[float, int]] = {}
 
     def admit(self, key: str, now: float) -> None:
-        window = int(now // RATE_WINDOW_S)
-        if window != self.window or len(self.counts) >= _RATE_KEYS:
-            self.window = window
-            self.counts = {}
-        n = self.counts.get(key, 0) + 1
-        self.counts[key] = n
-        if n > RATE_LIMIT:
-            retry = max(1, math.ceil((window + 1) * RATE_WINDOW_S - now))
+        windows = self.windows
+        opened, n = windows.get(key, (now, 0))
+        if now - opened >= RATE_WINDOW_S:
+            opened, n = now, 0
+        elif n >= RATE_LIMIT:
+            retry = max(1, math.ceil(opened + RATE_WINDOW_S - now))
             raise _Failed(
                 429,
                 "GENERAL",
                 f"over {RATE_LIMIT} evaluations in {RATE_WINDOW_S:g} s for this targeting key",
                 [(b"retry-after", str(retry).encode())],
             )
+        if len(windows) >= _RATE_KEYS and key not in windows:
+            windows.clear()
+        windows[key] = (opened, n + 1)
 
 
 class Ofrep:
@@ -260,6 +261,10 @@ async def _request(
     state: Worker, scope: Scope, receive: Receive, headers: dict[bytes, bytes]
 ) -> EvaluationRequest:
     """The body, bounded by bytes before it is decoded; a refusal in the spec's shape."""
+    if b"content-type" not in headers:
+        # The body is JSON by the spec: a caller that does not say so is read as JSON (and an
+        # empty body is a request without context, a 400 the spec declares, not a 415).
+        headers = {**headers, b"content-type": b"application/json"}
     try:
         raw = await read_json_body(scope, receive, headers, state.settings.limits.max_body_bytes)
     except Refused as refused:
