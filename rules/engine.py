@@ -217,6 +217,12 @@ class Engine:
     def has_placement(self, site: str, name: str) -> bool:
         return name in self._placements_for(site, None)
 
+    def is_static(self, site: str, name: str, locale: str | None = None) -> bool:
+        """Whether a placement gives every request its default variant: no rules, no
+        experiments (OFREP's `STATIC` reason, server/ofrep/route.py)."""
+        prog = self._placements_for(site, locale).get(name)
+        return prog is not None and not prog.rules and not prog.experiments
+
     def placements(self, site: str, locale: str | None = None) -> list[str]:
         """Names of the placements a site (and locale) has."""
         return sorted(self._placements_for(site, locale))

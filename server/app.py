@@ -45,6 +45,7 @@ from .lifecycle.admin import Admin
 from .live import api as live_api
 from .live.events import Pending, drain_forever
 from .loop_probe import LoopProbe
+from .ofrep.route import FLAGS_PATH, Ofrep
 from .openapi import build_openapi
 from .routes import build_routes
 from .state import AppState
@@ -271,6 +272,7 @@ def build_app(settings: Settings, secrets: Secrets) -> EdgesideApp:
             state.close_live()
             state.holder.current.close()
 
+    ofrep = Ofrep()
     middleware = []
     if settings.cors_origins:
         middleware.append(
@@ -278,7 +280,9 @@ def build_app(settings: Settings, secrets: Secrets) -> EdgesideApp:
                 CORSMiddleware,
                 allow_origins=settings.cors_origins,
                 allow_methods=["GET", "POST"],
-                allow_headers=["content-type"],
+                # OFREP's web provider revalidates its bulk answer with If-None-Match.
+                allow_headers=["content-type", "if-none-match"],
+                expose_headers=["etag", "retry-after"],
             )
         )
     routes = [
@@ -289,6 +293,13 @@ def build_app(settings: Settings, secrets: Secrets) -> EdgesideApp:
                 methods=[*route.methods, "OPTIONS"],
             )
             for path, route in hot.items()
+        ),
+        # OFREP (server/ofrep/): through starlette, for its `{key}` path parameter.
+        Route(FLAGS_PATH, HotRoute(state, ofrep.bulk, ("POST",)), methods=["POST", "OPTIONS"]),
+        Route(
+            FLAGS_PATH + "/{key:path}",
+            HotRoute(state, ofrep.single, ("POST",)),
+            methods=["POST", "OPTIONS"],
         ),
         *build_routes(state, build_openapi(installed_version())),
         *admin.routes(),

@@ -11,6 +11,15 @@ import snapshots
 from .lifecycle.admin import StatusBody
 from .lifecycle.pipeline import PushResult, SwitchResult
 from .live.events import EventBatch, EventsAnswer
+from .ofrep.schemas import (
+    BulkEvaluationFailure,
+    BulkEvaluationSuccess,
+    EvaluationFailure,
+    EvaluationRequest,
+    EvaluationSuccess,
+    FlagNotFound,
+    GeneralErrorResponse,
+)
 from .schemas import DecideRequest, DecideResponse, ErrorBody, ReadyBody
 
 _REF = "#/components/schemas/{name}"
@@ -47,9 +56,11 @@ def build_openapi(version: str) -> bytes:
     """The document, one part per room of routes: what pages ask, data reads, admin, operations."""
     types = [DecideRequest, DecideResponse, ErrorBody, ReadyBody, snapshots.Profile]
     types += [snapshots.ContentItem, PushResult, StatusBody, SwitchResult, EventBatch, EventsAnswer]
+    types += _OFREP_TYPES
     schemas, components = msgspec.json.schema_components(types, ref_template=_REF)
     request, response, _err, ready, profile, content, pushed, status, switched = schemas[:9]
-    events, accepted = schemas[9:]
+    events, accepted = schemas[9:11]
+    ofrep = dict(zip(_OFREP_NAMES, schemas[11:], strict=True))
     components["DecideRequest"]["properties"]["placements"] |= {
         "items": _PLACEMENT_NAME,
         "minItems": 1,
@@ -62,6 +73,7 @@ def build_openapi(version: str) -> bytes:
             **_data_paths(profile, content),
             **_admin_paths(status, pushed, switched),
             **_operations_paths(ready),
+            **_ofrep_paths(ofrep),
         },
         "components": {
             "schemas": components,
@@ -72,6 +84,17 @@ def build_openapi(version: str) -> bytes:
 
 
 Schema = dict[str, Any]
+
+_OFREP_TYPES: list[Any] = [
+    EvaluationRequest,
+    EvaluationSuccess,
+    EvaluationFailure,
+    FlagNotFound,
+    BulkEvaluationSuccess,
+    BulkEvaluationFailure,
+    GeneralErrorResponse,
+]
+_OFREP_NAMES = [t.__name__ for t in _OFREP_TYPES]
 
 
 def _request_paths(request: Schema, response: Schema, events: Schema, accepted: Schema) -> Schema:
@@ -235,4 +258,64 @@ def _operations_paths(ready: Schema) -> Schema:
             }
         },
         "/metrics": {"get": {"responses": {"200": {"description": "Prometheus text"}}}},
+    }
+
+
+def _ofrep_paths(s: dict[str, Schema]) -> Schema:
+    """OpenFeature's remote evaluation protocol (server/ofrep/): placements as flags. Credentials
+    are optional: without them the targeting key is read as the visitor's cookie value."""
+    general = s["GeneralErrorResponse"]
+    refused = {
+        "401": _json(general, "the bearer token is not valid"),
+        "403": _json(general, "the token lacks the decide scope"),
+        "405": _json({"$ref": _REF.format(name="ErrorBody")}, "use POST"),
+        "413": _json(general, "the body is too large"),
+        "415": _json(general, "the body is not application/json"),
+        "429": {
+            "description": "too many evaluations for this targeting key",
+            "headers": {"Retry-After": {"schema": {"type": "string"}}},
+            "content": {"application/json": {"schema": general}},
+        },
+    }
+    body = {"content": {"application/json": {"schema": s["EvaluationRequest"]}}}
+    optional_auth: list[dict[str, list[str]]] = [{}, *_BEARER]
+    return {
+        "/ofrep/v1/evaluate/flags/{key}": {
+            "post": {
+                "summary": "OFREP: evaluate one placement as a flag (value: the variant)",
+                "security": optional_auth,
+                "parameters": [
+                    {"name": "key", "in": "path", "required": True, "schema": {"type": "string"}}
+                ],
+                "requestBody": body,
+                "responses": {
+                    "200": _json(s["EvaluationSuccess"], "the evaluation"),
+                    "400": _json(s["EvaluationFailure"], "bad context"),
+                    "404": _json(s["FlagNotFound"], "no such placement"),
+                    **refused,
+                },
+            }
+        },
+        "/ofrep/v1/evaluate/flags": {
+            "post": {
+                "summary": "OFREP: evaluate every placement of the context's site",
+                "security": optional_auth,
+                "parameters": [
+                    {"name": "If-None-Match", "in": "header", "schema": {"type": "string"}}
+                ],
+                "requestBody": body,
+                "responses": {
+                    "200": {
+                        **_json(s["BulkEvaluationSuccess"], "every flag"),
+                        "headers": {"ETag": {"schema": {"type": "string"}}},
+                    },
+                    "304": {
+                        "description": "not modified since the ETag given",
+                        "headers": {"ETag": {"schema": {"type": "string"}}},
+                    },
+                    "400": _json(s["BulkEvaluationFailure"], "bad context"),
+                    **refused,
+                },
+            }
+        },
     }

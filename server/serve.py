@@ -108,6 +108,7 @@ def run_serve(args: argparse.Namespace) -> int:
     print(banner(url, settings.data, logs, generated), flush=True)
     import uvicorn
 
+    from .edge.linger import LingeringProtocol
     from .edge.protocol import MemoProtocol
 
     uvicorn.run(
@@ -117,7 +118,7 @@ def run_serve(args: argparse.Namespace) -> int:
         port=settings.port,
         workers=settings.workers,
         loop="uvloop",
-        http=MemoProtocol if settings.protocol_memo else "httptools",
+        http=MemoProtocol if settings.protocol_memo else LingeringProtocol,
         lifespan="on",
         log_level=settings.log_level,
         access_log=settings.access_log,

@@ -154,3 +154,12 @@ def test_naming_a_visitor_by_another_id_needs_the_decide_scope(
             r = c.get(edge, headers=named)
             assert r.status_code == 204
             assert r.headers.get("x-edge-segments", "") == stranger, r.headers
+        # OFREP: a targeting key of another id type is read as a cookie value without the scope,
+        # personalised with `decide`, and a token of another scope is a 403 in the spec's shape.
+        flag = "/ofrep/v1/evaluate/flags/home_hero"
+        ofrep = {"context": {"targetingKey": "customer_id:C00001", "site": "shop-fr", "hour": 12}}
+        assert c.post(flag, json=ofrep).json()["value"] == "default"
+        r = c.post(flag, json=ofrep, headers=bearer(TOKENS["decide"][1]))
+        assert r.json()["value"] == "gold_offer_big", r.text
+        r = c.post(flag, json=ofrep, headers=bearer(TOKENS["push"][0]))
+        assert r.status_code == 403 and "errorDetails" in r.json(), r.text

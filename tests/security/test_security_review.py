@@ -37,6 +37,10 @@ PUBLIC = {
     "/v1/decide",
     "/v1/fragments/{placement}",
     "/v1/events",
+    # OFREP: without credentials the targeting key is only ever a cookie value, as on /v1/edge
+    # (tests/server/ofrep/test_ofrep.py holds the trust rules and the 401 for a bad token).
+    "/ofrep/v1/evaluate/flags",
+    "/ofrep/v1/evaluate/flags/{key:path}",
     "/healthz",
     "/readyz",
     "/metrics",

@@ -42,6 +42,8 @@ NEVER = {
     ),
     "server.edge": ("server.lifecycle", "server.offline"),
     "server.offline": ("server.edge", "server.decide", "server.lifecycle", "server.live"),
+    # OFREP is a view of the decision service: it stands on decide/ (and so on live/) only.
+    "server.ofrep": ("server.edge", "server.lifecycle", "server.offline", "server.state"),
 }
 # The composition root and the command line: nothing in a room or the ground imports them.
 TOP = ("server.app", "server.cli", "server.serve")

@@ -1,0 +1,1 @@
+"""OpenFeature Remote Evaluation Protocol (OFREP): placements as flags (docs/ofrep.md)."""
