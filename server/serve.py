@@ -21,7 +21,7 @@ from .decision_log import DecisionLog
 from .offline.demo import DEFAULT_DEMO_DATA, ensure_demo
 
 # Every command on one line: a backslash-newline inside single quotes reaches curl as part of the
-# JSON body (tests/console/test_quickstart.py runs each printed line against a real server).
+# JSON body (tests/server/console/test_quickstart.py runs each printed line against a real server).
 CURL_EXAMPLES = """\
 edgeside is serving {url}  (data: {data})
 Console: {url}/console  (sign in with the admin token{token_note})

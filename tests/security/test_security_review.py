@@ -46,7 +46,7 @@ PUBLIC = {
     "/metrics",
     "/openapi.json",
     # The console's page, its static files and its sign-in; its API demands a session or the
-    # token (tests/console/test_api.py checks sessions, CSRF and cross-site refusals).
+    # token (tests/server/console/test_api.py checks sessions, CSRF and cross-site refusals).
     "/console",
     "/console/",
     "/console/static/{name}",
