@@ -18,8 +18,9 @@ from pathlib import Path
 import pytest
 
 from bench.proxies import DEPLOY
+from server.auth import SCOPES
 from server.cli import build_parser
-from server.config import ENV_OPTIONS, load_secrets, load_settings
+from server.config import FLEET_ENV, env_names, load_secrets, load_settings
 from server.serve import run_serve
 from tests.conftest import require_binary
 
@@ -30,9 +31,11 @@ pytestmark = pytest.mark.integration
 CONTAINERFILE = DEPLOY / "container" / "Containerfile"
 UNIT = DEPLOY / "systemd" / "edgeside.service"
 
-# Every variable the server reads: the EDGESIDE_<OPTION> table, the pull list, the two secrets.
-KNOWN_ENV = {f"EDGESIDE_{name.upper()}" for name in ENV_OPTIONS}
+# Every variable the server reads: one per setting (walked from the settings type), the fleet's
+# short spellings, the pull list, the two secrets and the scoped token digests.
+KNOWN_ENV = set(env_names()) | {f"EDGESIDE_FLEET_{name.upper()}" for name in FLEET_ENV}
 KNOWN_ENV |= {"EDGESIDE_PULL", "EDGESIDE_ADMIN_TOKEN", "EDGESIDE_SIGNING_KEY"}
+KNOWN_ENV |= {f"EDGESIDE_TOKENS_{scope.upper()}" for scope in SCOPES}
 _ENV_NAME = re.compile(r"\bEDGESIDE_[A-Z0-9_]*[A-Z0-9]\b")
 
 
