@@ -61,10 +61,8 @@ def build_openapi(version: str) -> bytes:
     request, response, _err, ready, profile, content, pushed, status, switched = schemas[:9]
     events, accepted = schemas[9:11]
     ofrep = dict(zip(_OFREP_NAMES, schemas[11:], strict=True))
-    components["DecideRequest"]["properties"]["placements"] |= {
-        "items": _PLACEMENT_NAME,
-        "minItems": 1,
-    }
+    # No minItems: with no placements named, the page's own (the rules' `pages`) are decided.
+    components["DecideRequest"]["properties"]["placements"] |= {"items": _PLACEMENT_NAME}
     doc: dict[str, Any] = {
         "openapi": "3.1.0",
         "info": {"title": "edgeside", "version": version},

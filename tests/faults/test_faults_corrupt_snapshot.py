@@ -123,6 +123,8 @@ def test_rot_inside_data_pages_falls_back_per_request(prove_copy: Path) -> None:
     counted = [line for line in metrics.splitlines() if 'reason="profile_error"' in line]
     assert counted and float(counted[0].split()[-1]) >= 10, counted
     assert "CorruptRecord" in log
-    logged = log.split("/metrics | head", 1)[-1]  # after the start-up banner's curl examples
+    banner_end = "/metrics' | head"  # the last of the start-up banner's curl examples
+    assert banner_end in log  # else the split below would search the banner's own cookies
+    logged = log.split(banner_end, 1)[-1]
     leaked = [c for c in cookies if c in logged]
     assert not leaked, leaked[:5]
