@@ -75,7 +75,20 @@ class LiveSettings(msgspec.Struct, forbid_unknown_fields=True):
     enabled: bool = True
     # Under the data directory unless absolute.
     dir: str = "live"
+    # The LMDB map: the store's hard ceiling in bytes (its byte budget is shares of it, below).
     map_size_mb: int = 256
+    # The byte budget, in percent of the map (docs/live.md "Byte budget"): ordinary events are
+    # written while the store stays under `budget_high_pct`; above it the oldest visitors are
+    # evicted down to `budget_low_pct`. Withdrawals of consent may fill up to
+    # `budget_withdrawal_pct`; the rest is left for the deletes of eviction itself.
+    budget_high_pct: float = 80.0
+    budget_low_pct: float = 65.0
+    budget_withdrawal_pct: float = 95.0
+    # Visitors read per eviction round (one short write transaction).
+    evict_sample: int = 2048
+    # How long `POST /v1/events` waits for its withdrawals of consent to be written, so the
+    # answer can say whether they were (`not_stored`); they are written first, at once.
+    consent_wait_s: float = 2.0
     ttl_s: float = 7 * 24 * 3600.0
     max_list: int = 50
     max_categories: int = 50
@@ -348,6 +361,15 @@ def load_settings(
     slots = settings.live.stamp_slots
     if not 1 <= slots <= 1 << 30 or slots & (slots - 1):
         raise ConfigError(f"live.stamp_slots {slots}: a power of two up to 2**30, e.g. 1048576")
+    live = settings.live
+    if not 0 < live.budget_low_pct < live.budget_high_pct < live.budget_withdrawal_pct < 100:
+        raise ConfigError(
+            "live.budget_*_pct: need 0 < budget_low_pct < budget_high_pct < "
+            f"budget_withdrawal_pct < 100, got {live.budget_low_pct:g}, "
+            f"{live.budget_high_pct:g}, {live.budget_withdrawal_pct:g}"
+        )
+    if live.map_size_mb < 1 or live.evict_sample < 2:
+        raise ConfigError("live.map_size_mb must be at least 1 and live.evict_sample at least 2")
     return settings
 
 

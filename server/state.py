@@ -70,6 +70,10 @@ class AppState:
             max_categories=s.max_categories,
             half_life_s=s.half_life_s,
             max_visitors=s.max_visitors,
+            high_water=s.budget_high_pct / 100,
+            low_water=s.budget_low_pct / 100,
+            withdrawal_water=s.budget_withdrawal_pct / 100,
+            evict_sample=s.evict_sample,
         )
         self.live = open_store(
             self.settings.data, s.dir, s.map_size_mb * 1024 * 1024, limits, s.stamp_slots

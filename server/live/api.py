@@ -5,6 +5,7 @@ Nothing here touches LMDB: the answer costs a decode and a few comparisons per e
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Mapping
 from typing import Protocol
@@ -27,7 +28,7 @@ from ..config import Settings
 from ..metrics import Metrics
 from ..schemas import VisitorIn
 from ..visitor import Visitor
-from .events import EventBatch, EventsAnswer, Ingest, Pending, Rejection
+from .events import EventBatch, EventsAnswer, Ingest, NotStored, Pending, Rejection
 from .store import LiveStore
 
 
@@ -99,6 +100,8 @@ async def _events(state: Worker, scope: Scope, receive: Receive) -> tuple[int, b
     ingest = state.ingest
     errors: list[Rejection] = []
     accepted = 0
+    not_stored: list[NotStored] = []
+    waiting: list[tuple[int, asyncio.Future[bool]]] = []
     trusted: bool | None = None  # the caller's `decide` scope, looked up when first needed
     own: Visitor | None = None  # the visitor the request's own cookie names
     for i, event in enumerate(batch.events):
@@ -132,7 +135,11 @@ async def _events(state: Worker, scope: Scope, receive: Receive) -> tuple[int, b
                     )
                     continue
         ts = event.ts if event.ts is not None else now
-        ingest.put(Pending(event, visitor, ts, ctx.geo.country, ctx.consent))
+        waiter = ingest.put(Pending(event, visitor, ts, ctx.geo.country, ctx.consent))
+        if waiter is not None:
+            waiting.append((i, waiter))
+        elif not ctx.consent and event.type != "consent":
+            not_stored.append(NotStored(i, "no_consent"))  # what the drain would skip
         accepted += 1
     metrics = state.metrics
     if accepted:
@@ -140,8 +147,19 @@ async def _events(state: Worker, scope: Scope, receive: Receive) -> tuple[int, b
         ingest.wakeup.set()
     for e in errors:
         metrics.events.inc((e.code,))
+    if waiting:
+        # A withdrawal of consent is written before anything else, at once: wait for it, so the
+        # answer says whether it was stored (issue 14: a 202 for a lost withdrawal misled).
+        await asyncio.wait([w for _, w in waiting], timeout=s.consent_wait_s)
+        for i, w in waiting:
+            if not w.done():
+                not_stored.append(NotStored(i, "queued"))
+            elif not w.result():
+                not_stored.append(NotStored(i, "store_full"))
+        not_stored.sort(key=lambda n: n.index)
     if accepted or not errors:
-        return 202, _encode(EventsAnswer(accepted, len(errors), errors))
+        dropped = sum(1 for n in not_stored if n.reason != "queued")
+        return 202, _encode(EventsAnswer(accepted, len(errors), errors, dropped, not_stored))
     if all(e.code == "forbidden" for e in errors):
         status = 403
     elif all(e.code in ("flood", "overloaded") for e in errors):

@@ -53,10 +53,28 @@ class Rejection(msgspec.Struct):
     field: str | None = None
 
 
+class NotStored(msgspec.Struct):
+    """An accepted event that the live store did not (or not yet) keep, and why:
+
+    - ``no_consent``: the request carries no consent to personalise, so nothing about the
+      visitor is stored (only consent changes are);
+    - ``store_full``: a withdrawal of consent found no room even after eviction;
+    - ``queued``: a withdrawal still waiting to be written when the answer was sent (it is
+      written first, before any ordinary event; not counted in ``dropped``).
+    """
+
+    index: int
+    reason: str
+
+
 class EventsAnswer(msgspec.Struct):
     accepted: int
     rejected: int
     errors: list[Rejection]
+    # Accepted events known not to be stored (``no_consent``, ``store_full``): the fields are
+    # new in issue 14 and only added, so earlier clients read the answer as before.
+    dropped: int = 0
+    not_stored: list[NotStored] = msgspec.field(default_factory=list)
 
 
 class Pending(msgspec.Struct, array_like=True):
@@ -98,6 +116,12 @@ class Ingest:
     def __init__(self, settings: LiveSettings) -> None:
         self.settings = settings
         self.queue: collections.deque[Pending] = collections.deque()
+        # Withdrawals of consent: their own queue, taken before any other event, so a flood of
+        # ordinary events never delays (or, with the store's reserved room, drops) one.
+        self.urgent: collections.deque[Pending] = collections.deque()
+        # A withdrawal's future, keyed by the pending event's id while it is queued: set to
+        # whether it was stored, for the request that sent it (server/live/api.py).
+        self.waiters: dict[int, asyncio.Future[bool]] = {}
         # Bounded: at most this many visitors tracked per worker; older ones are forgotten.
         self._flood: TTLCache[str, int] = TTLCache(maxsize=100_000, ttl=settings.flood_window_s)
         self.dropped = 0
@@ -156,20 +180,44 @@ class Ingest:
                 where + ".visitor",
             )
         self._flood[key] = seen + 1
-        if len(self.queue) >= s.queue_max:
+        queue = self.urgent if withdrawal(event) else self.queue
+        if len(queue) >= s.queue_max:
             self.dropped += 1
             return Rejection(index, "overloaded", "the event queue is full; retry later", None)
         return None
 
-    def put(self, pending: Pending) -> None:
-        self.queue.append(pending)
+    def put(self, pending: Pending) -> asyncio.Future[bool] | None:
+        """Queue an accepted event; for a withdrawal, a future of whether it was stored."""
+        if not withdrawal(pending.event):
+            self.queue.append(pending)
+            return None
+        self.urgent.append(pending)
+        try:
+            waiter = asyncio.get_running_loop().create_future()
+        except RuntimeError:  # queued outside a loop (tests): nobody waits
+            return None
+        self.waiters[id(pending)] = waiter
+        return waiter
+
+    def pending(self) -> bool:
+        return bool(self.queue or self.urgent)
 
     def take(self, limit: int) -> list[Pending]:
+        """Up to `limit` queued events, every queued withdrawal first."""
         out: list[Pending] = []
-        queue = self.queue
-        while queue and len(out) < limit:
-            out.append(queue.popleft())
+        for queue in (self.urgent, self.queue):
+            while queue and len(out) < limit:
+                out.append(queue.popleft())
         return out
+
+    def settle(self, pending: Pending, stored: bool) -> None:
+        waiter = self.waiters.pop(id(pending), None)
+        if waiter is not None and not waiter.done():
+            waiter.set_result(stored)
+
+
+def withdrawal(event: EventIn) -> bool:
+    return event.type == "consent" and event.value in (False, 0)
 
 
 def to_change(p: Pending, key: str) -> Change:
@@ -196,31 +244,52 @@ async def drain_forever(
     on_applied: Callable[[list[tuple[Pending, str | None]]], None],
     count: Callable[[str, float], None],
 ) -> None:
-    """Apply queued events every `flush_interval_s`; a store failure drops the batch, counted."""
+    """Apply queued events every `flush_interval_s` (withdrawals at once), within the store's
+    byte budget (`LiveStore.write`); what could not be stored is counted as dropped."""
     interval = ingest.settings.flush_interval_s
     while True:
-        if not ingest.queue:
+        if not ingest.pending():
             ingest.wakeup.clear()
             try:
                 await asyncio.wait_for(ingest.wakeup.wait(), timeout=1.0)
             except TimeoutError:
                 continue
-            # Let a burst gather for one interval: one write transaction per batch, not per event.
-            await asyncio.sleep(interval)
+            if not ingest.urgent:
+                # Let a burst gather for one interval: one write transaction per batch, not
+                # per event. A withdrawal does not wait: its sender waits for the answer.
+                await asyncio.sleep(interval)
         batch = ingest.take(5000)
         resolved: list[tuple[Pending, str | None]] = []
         changes: list[Change] = []
-        for p in batch:
+        owners: list[int] = []  # the batch index of each change
+        for i, p in enumerate(batch):
             key = resolve(p.visitor) if p.visitor is not None else None
             resolved.append((p, key))
             # Without consent nothing is stored about the visitor, except the consent change.
             if key is not None and (p.consent or p.event.type == "consent"):
                 changes.append(to_change(p, key))
+                owners.append(i)
+        stored = [False] * len(batch)
         if changes:
             try:
-                applied = await asyncio.to_thread(store.apply, changes, time.time())
-                count("applied", applied)
-            except Exception as exc:  # full map or disk: counted drops, never failed requests
+                written = await asyncio.to_thread(store.write, changes, time.time())
+            except Exception as exc:  # a disk error: counted drops, never failed requests
                 log.error("live store write failed, %d events dropped: %s", len(changes), exc)
                 count("dropped", len(changes))
+            else:
+                count("applied", written.applied)
+                if written.evicted:
+                    count("evicted", written.evicted)
+                if written.evicted_withdrawn:
+                    count("evicted_withdrawn", written.evicted_withdrawn)
+                if written.lost:
+                    log.error(
+                        "live store full even after eviction: %d events dropped", len(written.lost)
+                    )
+                    count("dropped", len(written.lost))
+                lost = set(written.lost)
+                for c, i in enumerate(owners):
+                    stored[i] = c not in lost
+        for p, ok in zip(batch, stored, strict=True):
+            ingest.settle(p, ok)
         on_applied(resolved)

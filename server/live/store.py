@@ -84,6 +84,36 @@ class LiveLimits(msgspec.Struct, frozen=True):
     max_categories: int = 50
     half_life_s: float = 24 * 3600.0
     max_visitors: int = 1_000_000
+    # The byte budget, as shares of the map (docs/live.md "Byte budget"): ordinary events are
+    # written while the store's pages stay under `high_water`; above it the oldest visitors are
+    # evicted down to `low_water` first. Withdrawals of consent may use the room up to
+    # `withdrawal_water`; what is left above it is for the deletes of eviction itself (a delete
+    # copies pages too in LMDB, so a map filled to the last page could never be emptied).
+    high_water: float = 0.80
+    low_water: float = 0.65
+    withdrawal_water: float = 0.95
+    # Visitors read per eviction round (one write transaction): the older half of them go.
+    evict_sample: int = 2048
+
+
+class Written(msgspec.Struct):
+    """What `LiveStore.write` did with a batch."""
+
+    applied: int = 0
+    evicted: int = 0
+    # Withdrawn visitors' records evicted: only when nothing else was left to evict.
+    evicted_withdrawn: int = 0
+    # Indices (into the batch) of the changes that could not be stored, room made or not.
+    lost: list[int] = msgspec.field(default_factory=list)
+
+
+class _OverBudget(Exception):
+    """A write transaction would leave the store over its budget: aborted, room is made first."""
+
+
+# Changes per write transaction of ordinary events: small enough that one transaction's growth
+# fits between the low and the high water even of a small map.
+_CHUNK = 256
 
 
 _decode_activity = msgspec.msgpack.Decoder(Activity).decode
@@ -113,6 +143,7 @@ class LiveStore:
     ) -> None:
         path.mkdir(parents=True, exist_ok=True)
         self.path = path
+        self.map_size = map_size
         self.limits = limits or LiveLimits()
         self.env = lmdb.open(
             str(path),
@@ -129,12 +160,21 @@ class LiveStore:
             self._frozen = self.env.open_db(b"frozen")
             self._fired = self.env.open_db(b"fired")
             self._positions = self.env.open_db(b"positions")
+            self._dbs = (
+                self.env.open_db(None),  # the main database: the named databases' records
+                self._visitors,
+                self._arms,
+                self._frozen,
+                self._fired,
+                self._positions,
+            )
             self.stamps = StampTable(path, stamp_slots, self._keys)
         except BaseException:
             self.env.close()
             raise
         self._drop_legacy_stamps()
         self._resume = b""  # where the next sweep of this process starts
+        self._evict_from = b""  # where the next eviction round of this process starts
 
     def close(self) -> None:
         self.stamps.close()
@@ -257,11 +297,162 @@ class LiveStore:
     def apply(
         self, changes: Sequence[Change], now: float, position: tuple[str, int] | None = None
     ) -> int:
-        """Apply a batch in one write transaction; returns how many changed something.
+        """Apply a batch within the byte budget (`write`); returns how many changed something."""
+        return self.write(changes, now, position).applied
 
-        `position` (stream, sequence): recorded in the same transaction, so after a crash the
-        batch is either applied and its position known, or neither.
+    def write(
+        self, changes: Sequence[Change], now: float, position: tuple[str, int] | None = None
+    ) -> Written:
+        """Apply a batch within the byte budget, making room by eviction when needed.
+
+        Withdrawals of consent go first, in their own transaction (one by one if that fails), up
+        to `withdrawal_water`: a flood of ordinary events can never crowd one out, nor make a
+        batch of them all-or-nothing (issue 14, defect 4). Then the ordinary events, in
+        transactions of `_CHUNK`, each kept under `high_water`: over it, the oldest visitors are
+        evicted down to `low_water` and the chunk is tried again (halved, down to one change,
+        when it still does not fit). What cannot be stored is in `Written.lost`, never an
+        exception for a full map.
+
+        `position` (stream, sequence) is recorded with the last ordinary chunk, so after a crash
+        the batch is either applied and its position known, or neither (a replayed withdrawal is
+        idempotent).
         """
+        out = Written()
+        limits = self.limits
+        withdrawals = [
+            i for i, ch in enumerate(changes) if ch.type == "consent" and ch.consent is False
+        ]
+        first = set(withdrawals)
+        rest = [i for i in range(len(changes)) if i not in first]
+        if withdrawals:
+            self._write_room(changes, withdrawals, now, None, limits.withdrawal_water, out, True)
+        if not rest and position is not None:
+            self._write_room(changes, [], now, position, 1.0, out, False)
+        for start in range(0, len(rest), _CHUNK):
+            part = rest[start : start + _CHUNK]
+            last = start + _CHUNK >= len(rest)
+            self._write_room(
+                changes, part, now, position if last else None, limits.high_water, out, False
+            )
+        return out
+
+    def _write_room(
+        self,
+        changes: Sequence[Change],
+        part: list[int],
+        now: float,
+        position: tuple[str, int] | None,
+        water: float,
+        out: Written,
+        withdrawing: bool,
+    ) -> None:
+        """Write `part` of `changes` under `water` of the map: make room and retry, then halve."""
+        limits = self.limits
+        cap = int(self.map_size * water)
+        for attempt in range(2):
+            if attempt:
+                self._make_room(now, int(self.map_size * limits.low_water), out, withdrawing)
+            try:
+                out.applied += self._apply_txn([changes[i] for i in part], now, position, cap)
+                return
+            except (_OverBudget, lmdb.MapFullError):
+                continue
+        if len(part) > 1:
+            half = len(part) // 2
+            self._write_room(changes, part[:half], now, None, water, out, withdrawing)
+            self._write_room(changes, part[half:], now, position, water, out, withdrawing)
+            return
+        out.lost.extend(part)
+        if position is not None:  # the stream moves on even past an event that found no room
+            self._apply_txn([], now, position, None)
+
+    def _make_room(self, now: float, target: int, out: Written, withdrawing: bool) -> None:
+        evicted, withdrawn = self.evict(now, target, withdrawn_too=withdrawing)
+        out.evicted += evicted
+        out.evicted_withdrawn += withdrawn
+
+    def used_bytes(self, txn: lmdb.Transaction | None = None) -> int:
+        """The bytes of the pages the store's databases hold (not LMDB's free list)."""
+        if txn is None:
+            with self.env.begin() as rtxn:
+                return self.used_bytes(rtxn)
+        pages = 0
+        psize = 4096
+        for db in self._dbs:
+            st = txn.stat(db)
+            psize = st["psize"]
+            pages += st["branch_pages"] + st["leaf_pages"] + st["overflow_pages"]
+        return int(pages * psize)
+
+    def evict(self, now: float, target: int, *, withdrawn_too: bool = False) -> tuple[int, int]:
+        """Delete visitors until the store's pages are under `target` bytes: (evicted, of which
+        withdrawn). Expired records first, then the older half of each sample of
+        `evict_sample` records read from where the last round stopped (an approximation of
+        oldest-first that costs one bounded transaction per round, never a scan of the store).
+        Records of withdrawn consent are kept — the refusal must outlive the flood — unless
+        `withdrawn_too` and nothing else is left: then the oldest refusals go, counted.
+        """
+        evicted = withdrawn = 0
+        sample = max(2, self.limits.evict_sample)
+        idle = 0
+        while True:
+            gone: list[bytes] = []
+            try:
+                with self.env.begin(write=True) as txn:
+                    if self.used_bytes(txn) <= target:
+                        break
+                    dead: list[bytes] = []
+                    alive: list[tuple[float, bytes]] = []
+                    refused: list[tuple[float, bytes]] = []
+                    cursor = txn.cursor(db=self._visitors)
+                    at = cursor.set_range(self._evict_from) if self._evict_from else cursor.first()
+                    if not at:
+                        at = cursor.first()
+                    self._evict_from = b""
+                    while at and len(dead) + len(alive) + len(refused) < sample:
+                        k, v = cursor.item()
+                        rec = _decode_activity(v)
+                        if rec.expires <= now:
+                            dead.append(bytes(k))
+                        elif rec.consent is False:
+                            refused.append((rec.updated, bytes(k)))
+                        else:
+                            alive.append((rec.updated, bytes(k)))
+                        at = cursor.next()
+                    if at:
+                        self._evict_from = bytes(cursor.key())
+                    alive.sort()
+                    gone = dead + [k for _, k in alive[: (len(alive) + 1) // 2]]
+                    if not gone and withdrawn_too and refused:
+                        refused.sort()
+                        gone = [k for _, k in refused[: max(1, len(refused) // 2)]]
+                        withdrawn += len(gone)
+                    for k in gone:
+                        txn.delete(k, db=self._visitors)
+            except lmdb.Error as exc:  # even the deletes found no page: counted by the caller
+                log.error("live store %s: eviction stopped: %s", self.path, exc)
+                break
+            if gone:
+                self.stamps.bump(gone)  # after the commit, as in `apply`
+                evicted += len(gone)
+                idle = 0
+            else:
+                idle += 1
+                entries = self.count()
+                # A whole pass over the store found nothing it may evict: stop.
+                if idle > entries // sample + 1:
+                    break
+        return evicted, withdrawn
+
+    def _apply_txn(
+        self,
+        changes: Sequence[Change],
+        now: float,
+        position: tuple[str, int] | None,
+        cap: int | None,
+    ) -> int:
+        """Apply `changes` in one write transaction, aborted (`_OverBudget`) when it would leave
+        the store's pages over `cap` bytes."""
         limits = self.limits
         applied = 0
         keys = [k.encode() for k in dict.fromkeys(ch.key for ch in changes)]
@@ -305,6 +496,8 @@ class LiveStore:
                 applied += 1
             for key, rec in cache.items():
                 txn.put(key.encode(), _encode(rec), db=self._visitors)
+            if cap is not None and self.used_bytes(txn) > cap:
+                raise _OverBudget  # leaving the `with` aborts the transaction
         self.stamps.bump(keys)  # after the commit: a new stamp always comes with the new record
         return applied
 
@@ -352,7 +545,8 @@ class LiveStore:
         return True
 
     def sweep(self, now: float, budget: int = 200_000) -> int:
-        """Delete expired visitors, then the oldest beyond `max_visitors`.
+        """Delete expired visitors, then the oldest beyond `max_visitors`, then evict when the
+        store is over its byte budget.
 
         Bounded work per call: at most `budget` entries are read, starting where the previous
         call of this process stopped (wrapping around), so every entry is visited in turn and a
@@ -394,7 +588,13 @@ class LiveStore:
             for k in stale:
                 txn.delete(k, db=self._fired)
         self.stamps.bump(dead)  # after the commit, as in `apply`
-        return len(dead)
+        evicted = 0
+        limits = self.limits
+        if self.used_bytes() > self.map_size * limits.high_water:
+            # The byte budget, not only the count: writes evict too, but a quiet node's store
+            # comes back under budget here without waiting for its next event.
+            evicted, _ = self.evict(now, int(self.map_size * limits.low_water))
+        return len(dead) + evicted
 
     def count(self) -> int:
         with self.env.begin(db=self._visitors) as txn:

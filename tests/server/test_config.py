@@ -96,6 +96,13 @@ def test_every_setting_is_reachable_from_the_environment() -> None:
     assert "EDGESIDE_PROTOCOL_MEMO" in names and "EDGESIDE_LIVE__MAP_SIZE_MB" in names
     defaults = msgspec.to_builtins(Settings())
     skip = {"EDGESIDE_CONFIG", "EDGESIDE_PULL", "EDGESIDE_LIVE__STAMP_SLOTS", "EDGESIDE_WORKERS"}
+    # The byte budget's shares must stay ordered: each is checked below with a value that is.
+    budget = {
+        "EDGESIDE_LIVE__BUDGET_LOW_PCT": "50",
+        "EDGESIDE_LIVE__BUDGET_HIGH_PCT": "70",
+        "EDGESIDE_LIVE__BUDGET_WITHDRAWAL_PCT": "90",
+    }
+    skip |= set(budget)
     checked = 0
     for env_name, path in names.items():
         if env_name in skip:
@@ -116,6 +123,11 @@ def test_every_setting_is_reachable_from_the_environment() -> None:
     assert checked >= 50, checked
     assert load_settings(environ={"EDGESIDE_PROTOCOL_MEMO": "false"}).protocol_memo is False
     assert load_settings(environ={"EDGESIDE_LIVE__STAMP_SLOTS": "1024"}).live.stamp_slots == 1024
+    for env_name, raw in budget.items():
+        got = getattr(load_settings(environ={env_name: raw}).live, names[env_name][1])
+        assert got == float(raw), env_name
+    with pytest.raises(ConfigError, match="budget_low_pct < budget_high_pct"):
+        load_settings(environ={"EDGESIDE_LIVE__BUDGET_HIGH_PCT": "99"})
     assert load_settings(environ={"EDGESIDE_PULL": "rules=http://x/a"}).pull == ["rules=http://x/a"]
     with pytest.raises(ConfigError, match="EDGESIDE_PROTOCOL_MEMO"):
         load_settings(environ={"EDGESIDE_PROTOCOL_MEMO": "perhaps"})

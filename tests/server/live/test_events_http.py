@@ -58,7 +58,13 @@ def test_an_event_on_one_worker_changes_decisions_on_every_worker(
         answer = post_events(url, [cart])
         sent = time.monotonic()
         assert answer.status_code == 202, answer.text
-        assert answer.json() == {"accepted": 1, "rejected": 0, "errors": []}
+        assert answer.json() == {
+            "accepted": 1,
+            "rejected": 0,
+            "errors": [],
+            "dropped": 0,
+            "not_stored": [],
+        }
         changed_after = None
         while time.monotonic() - sent < 3.0:
             if variant(url, DECIDE) != "none":
