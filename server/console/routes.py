@@ -208,7 +208,7 @@ class Console:
 
     def __init__(self, state: AppState) -> None:
         self.state = state
-        self.sessions = auth.Sessions(state.secrets.admin_token)
+        self.sessions = auth.Sessions(auth.console_secret(), credentials=lambda: state.credentials)
         self.data_dir = state.settings.data
         self.shadow_metric = state.metrics.shadow_decisions
         self.follower = shadow.Follower(self.data_dir, state.service, self.shadow_metric)
@@ -282,20 +282,29 @@ class Console:
     def _session_cookie(self, request: Request) -> str:
         return request.cookies.get(auth.SESSION_COOKIE, "")
 
-    def _signed_in(self, request: Request) -> bool:
+    def _scopes(self, request: Request) -> tuple[frozenset[str], bool]:
+        """(the caller's scopes, whether they came with a bearer token rather than a session)."""
         bearer = request.headers.get("authorization", "")
         scheme, _, token = bearer.partition(" ")
         if scheme.lower() == "bearer" and token:
-            return auth.token_ok(self.state.secrets.admin_token, token.strip())
-        return self.sessions.valid(self._session_cookie(request))
+            return auth.token_scopes(token.strip(), self.state.credentials), True
+        return self.sessions.scopes(self._session_cookie(request)), False
 
     def _guard(self, request: Request) -> Response | None:
         """None when the request may go on; else the refusal (no detail on a 401)."""
         if auth.cross_site(request.headers, request.url.scheme):
             return _refused(403, "cross_site", "cross-site requests are refused")
-        if not self._signed_in(request):
+        scopes, bearer = self._scopes(request)
+        if not scopes:
             return _refused(401, "unauthorized", "sign in")
-        if request.method not in ("GET", "HEAD") and "authorization" not in request.headers:
+        if auth.CONSOLE_SCOPE not in scopes:  # a bearer token of another scope
+            return _refused(
+                403,
+                "forbidden",
+                "this token lacks the `explain` scope the console needs",
+                "explain",
+            )
+        if request.method not in ("GET", "HEAD") and not bearer:
             cookie = self._session_cookie(request)
             if not self.sessions.csrf_ok(cookie, request.headers.get(auth.CSRF_HEADER, "")):
                 return _refused(403, "csrf", "the request lacks this session's CSRF token")
@@ -375,18 +384,27 @@ class Console:
             )
         if request.method == "GET":
             cookie = self._session_cookie(request)
-            if not self.sessions.valid(cookie):
+            scopes = self.sessions.scopes(cookie)
+            if not scopes:
                 return _refused(401, "unauthorized", "sign in")
-            return _json({"csrf": self.sessions.csrf(cookie)})
+            return _json({"csrf": self.sessions.csrf(cookie), "scopes": sorted(scopes)})
         try:
             body: SignIn = await self._body(request, SignIn)
         except Refusal as r:
             return _refused(r.status, r.code, r.message, r.field)
-        if not auth.token_ok(self.state.secrets.admin_token, body.token):
+        scopes = auth.token_scopes(body.token, self.state.credentials)
+        if not scopes:
             return _refused(401, "unauthorized", "sign in")
-        cookie = self.sessions.issue()
+        cookie = self.sessions.issue(body.token)
+        if cookie is None:
+            return _refused(
+                403,
+                "forbidden",
+                "this token lacks the `explain` scope the console needs",
+                "explain",
+            )
         return _json(
-            {"csrf": self.sessions.csrf(cookie)},
+            {"csrf": self.sessions.csrf(cookie), "scopes": sorted(scopes)},
             headers={"set-cookie": auth.cookie_header(cookie, int(self.sessions.ttl_s), secure)},
         )
 
@@ -517,6 +535,15 @@ class Console:
         return _json(await asyncio.to_thread(shadow.status, self.data_dir))
 
     async def promote(self, request: Request) -> Response:
+        # Promoting pushes a rules snapshot: the `push` scope, as `PUT /v1/admin/snapshots/rules`
+        # needs (issue 14); an explain-only session previews, replays and shadows, no more.
+        if "push" not in self._scopes(request)[0]:
+            raise Refusal(
+                403,
+                "forbidden",
+                "promoting pushes a rules snapshot: this session's token lacks the `push` scope",
+                "push",
+            )
         spec = shadow.read_spec(self.data_dir) if self.data_dir else None
         if spec is None:
             raise Refusal(409, "no_shadow", "no shadow candidate to promote")

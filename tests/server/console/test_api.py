@@ -52,10 +52,11 @@ def test_forged_expired_or_foreign_sessions_get_401_without_detail(
 ) -> None:
     with signed_in(console_server) as (client, _):
         real = client.cookies["edgeside_console"]
-        expires, nonce, mac = real.split(".")
+        expires, nonce, tid, mac = real.split(".")
         forged = [
-            f"{int(expires) + 10**6}.{nonce}.{mac}",  # a later expiry under the old MAC
-            f"{int(time.time()) - 5}.{nonce}.{mac}",
+            f"{int(expires) + 10**6}.{nonce}.{tid}.{mac}",  # a later expiry under the old MAC
+            f"{int(time.time()) - 5}.{nonce}.{tid}.{mac}",
+            f"{expires}.{nonce}.{'0' * len(tid)}.{mac}",  # another token's id
             "garbage",
             "x" * 5000,
         ]

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import rules
+from server.auth import Credentials, digest
 from server.console import auth, impact, shadow
 from server.metrics import Counter
 
@@ -123,17 +124,40 @@ def test_replay_counts_decisions_changes_and_cache_copies(tmp_path: Path) -> Non
 
 
 def test_sessions_expire_and_resist_tampering() -> None:
-    sessions = auth.Sessions("tok", ttl_s=60)
-    cookie = sessions.issue(now=1000.0)
+    creds = Credentials.from_environ({"EDGESIDE_ADMIN_TOKEN": "tok"})
+    sessions = auth.Sessions(b"secret", ttl_s=60, credentials=lambda: creds)
+    cookie = sessions.issue("tok", now=1000.0)
+    assert cookie is not None
     assert sessions.valid(cookie, now=1030.0)
     assert not sessions.valid(cookie, now=1061.0)
-    assert not auth.Sessions("other", ttl_s=60).valid(cookie, now=1030.0)
-    assert not auth.Sessions("", ttl_s=60).valid(cookie, now=1030.0)
+    assert not auth.Sessions(b"other", ttl_s=60, credentials=lambda: creds).valid(cookie, 1030.0)
+    assert sessions.issue("x") is None and sessions.issue("") is None
     assert sessions.csrf_ok(cookie, sessions.csrf(cookie))
     assert not sessions.csrf_ok(cookie, "")
-    assert (
-        auth.token_ok("tok", "tok") and not auth.token_ok("", "") and not auth.token_ok("tok", "x")
-    )
+    expires, nonce, _tid, mac = cookie.split(".")
+    assert not sessions.valid(f"{expires}.{nonce}.{auth.token_id('other')}.{mac}", now=1030.0)
+
+
+def test_sessions_follow_their_own_token_through_rotation() -> None:
+    """Issue 14: the session key came from the admin token, so a console could only be signed
+    into with it. Now any `explain` token signs in, sessions carry their token's id, and the
+    scopes are what is configured now: rotating one token ends its sessions and no other."""
+    old, new, push = "old-explain", "new-explain", "push-only"
+    env = {
+        "EDGESIDE_TOKENS_EXPLAIN": f"{digest(old.encode())},{digest(new.encode())}",
+        "EDGESIDE_TOKENS_PUSH": digest(push.encode()),
+    }
+    creds = [Credentials.from_environ(env)]
+    sessions = auth.Sessions(b"secret", ttl_s=60, credentials=lambda: creds[0])
+    a, b = sessions.issue(old, now=1000.0), sessions.issue(new, now=1000.0)
+    assert a is not None and b is not None
+    assert sessions.scopes(a, now=1001.0) == {"explain"}
+    assert sessions.issue(push) is None  # a valid token, but not for the console
+    env["EDGESIDE_TOKENS_EXPLAIN"] = digest(new.encode())  # the old token is retired
+    env["EDGESIDE_TOKENS_PUSH"] += "," + digest(new.encode())  # the new one may promote
+    creds[0] = Credentials.from_environ(env)
+    assert not sessions.valid(a, now=1001.0)
+    assert sessions.scopes(b, now=1001.0) == {"explain", "push"}
 
 
 def test_placement_names_from_requests_cannot_grow_the_counts() -> None:
