@@ -17,7 +17,6 @@ from .config import (
     load_settings,
     settings_to_env,
 )
-from .console import auth as console_auth
 from .decision_log import DecisionLog
 from .offline.demo import DEFAULT_DEMO_DATA, ensure_demo
 
@@ -98,7 +97,7 @@ def run_serve(args: argparse.Namespace) -> int:
         generated = os.environ[ADMIN_TOKEN_ENV] = secrets_module.token_urlsafe(24)
     # One console secret for all workers (server/console/auth.py): a session signed by one worker
     # is valid on every other; a random one per run unless the operator sets it.
-    os.environ.setdefault(console_auth.SECRET_ENV, secrets_module.token_hex(32))
+    os.environ.setdefault("EDGESIDE_CONSOLE_SECRET", secrets_module.token_hex(32))
     try:  # malformed EDGESIDE_TOKENS_*: refuse here, not in every worker
         auth.Credentials.from_environ()
     except auth.ConfigError as exc:

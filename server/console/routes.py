@@ -395,8 +395,8 @@ class Console:
         scopes = auth.token_scopes(body.token, self.state.credentials)
         if not scopes:
             return _refused(401, "unauthorized", "sign in")
-        cookie = self.sessions.issue(body.token)
-        if cookie is None:
+        issued = self.sessions.issue(body.token)
+        if issued is None:
             return _refused(
                 403,
                 "forbidden",
@@ -404,8 +404,8 @@ class Console:
                 "explain",
             )
         return _json(
-            {"csrf": self.sessions.csrf(cookie), "scopes": sorted(scopes)},
-            headers={"set-cookie": auth.cookie_header(cookie, int(self.sessions.ttl_s), secure)},
+            {"csrf": self.sessions.csrf(issued), "scopes": sorted(scopes)},
+            headers={"set-cookie": auth.cookie_header(issued, int(self.sessions.ttl_s), secure)},
         )
 
     async def rules(self, request: Request) -> Response:
