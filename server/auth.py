@@ -179,7 +179,7 @@ def require(source: Source, scope: str, creds: Credentials | None = None) -> Aut
         raise ValueError(f"unknown scope {scope!r}; one of {SCOPES}")
     creds = credentials() if creds is None else creds
     headers, query = _headers_and_query(source)
-    if query and _token_in_query(query):
+    if query and token_in_query(query):
         return AuthError(
             401,
             "token_in_query",
@@ -208,7 +208,7 @@ def require(source: Source, scope: str, creds: Credentials | None = None) -> Aut
     return None
 
 
-def _token_in_query(query: bytes) -> bool:
+def token_in_query(query: bytes) -> bool:
     try:
         text = query.decode("latin-1")
     except UnicodeDecodeError:  # pragma: no cover - latin-1 decodes every byte

@@ -42,6 +42,7 @@ from rules.analysis import Report as RulesReport
 from rules.analysis import SiteCardinality
 from snapshots import archive, store
 
+from .. import auth as scoped_auth
 from ..asgi import error_body
 from ..state import AppState
 from ..visitor import Visitor
@@ -294,6 +295,14 @@ class Console:
         """None when the request may go on; else the refusal (no detail on a 401)."""
         if auth.cross_site(request.headers, request.url.scheme):
             return _refused(403, "cross_site", "cross-site requests are refused")
+        query: bytes = request.scope.get("query_string", b"")
+        if query and scoped_auth.token_in_query(query):
+            return _refused(
+                401,
+                "token_in_query",
+                "credentials in the query string are refused (they end up in logs and caches); "
+                "send `Authorization: Bearer <token>`",
+            )
         scopes, bearer = self._scopes(request)
         if not scopes:
             return _refused(401, "unauthorized", "sign in")
