@@ -79,10 +79,20 @@ async function signedIn() {
   await loadRules();
 }
 
+// Promote pushes a rules snapshot: only a token with the `push` scope may (the server checks; this
+// only saves an explain-only session a click that would be refused).
+function allowPromote(scopes) {
+  const may = Array.isArray(scopes) && scopes.includes("push");
+  $("sh-promote").disabled = !may;
+  $("sh-promote").title = may ? "" : "promoting needs a token with the push scope";
+}
+
 async function boot() {
   const res = await fetch(API + "/session", { credentials: "same-origin" });
   if (res.status === 200) {
-    csrf = (await res.json()).csrf;
+    const session = await res.json();
+    csrf = session.csrf;
+    allowPromote(session.scopes);
     await signedIn();
   } else {
     showSignIn();
@@ -102,7 +112,9 @@ $("signin-form").addEventListener("submit", async (ev) => {
     $("signin-error").textContent = "That token was not accepted.";
     return;
   }
-  csrf = (await res.json()).csrf;
+  const session = await res.json();
+  csrf = session.csrf;
+  allowPromote(session.scopes);
   $("token").value = "";
   await signedIn();
 });
