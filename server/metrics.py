@@ -175,11 +175,17 @@ class Metrics:
         )
         self.live_writes = Counter(
             "edgeside_live_events_total",
-            "Events applied to the live store, or dropped when it could not be written.",
+            "Live-store writes by result: events applied, dropped (no room even after eviction), "
+            "visitors evicted to keep the byte budget (evicted, evicted_withdrawn), queue_dropped.",
             ("result",),
         )
         self.live_visitors = Gauge(
             "edgeside_live_visitors", "Visitors in the node's live store (as seen by this worker)."
+        )
+        self.live_bytes = Gauge(
+            "edgeside_live_store_bytes",
+            "Bytes of the live store's pages, and its byte budget's high water (docs/live.md).",
+            ("what",),
         )
         self.log_records = Gauge(
             "edgeside_decision_log_records_total",
@@ -233,6 +239,7 @@ class Metrics:
             self.events,
             self.live_writes,
             self.live_visitors,
+            self.live_bytes,
             self.log_records,
             self.triggers,
             self.memo_lookups,

@@ -156,6 +156,8 @@ class AppState:
         if self.live is not None:
             with contextlib.suppress(Exception):
                 m.live_visitors.set((), self.live.count())
+                m.live_bytes.set(("used",), self.live.used_bytes())
+                m.live_bytes.set(("high_water",), self.live.map_size * self.live.limits.high_water)
 
     def _record_swap(self, world: World) -> None:
         # Answers of the old world are never reused; dropping them now also frees the memory.

@@ -83,9 +83,10 @@ def still_refused(client: httpx.Client, names: list[str], probe: str) -> None:
 
 
 def live_metrics(client: httpx.Client) -> dict[str, float]:
+    """edgeside_live_events_total by result, and edgeside_live_store_bytes by what."""
     out: dict[str, float] = {}
     for line in client.get("/metrics").text.splitlines():
-        if line.startswith("edgeside_live_events_total{"):
+        if line.startswith(("edgeside_live_events_total{", "edgeside_live_store_bytes{")):
             labels, _, value = line.rpartition(" ")
             out[labels.split('"')[1]] = float(value)
     return out
@@ -110,6 +111,7 @@ def test_a_withdrawal_after_a_flood_that_filled_the_map_is_applied(demo_copy: Pa
         counts = live_metrics(client)
         assert counts.get("evicted", 0) > 0, counts
         assert counts.get("dropped", 0) == 0, counts
+        assert 0 < counts["used"] <= counts["high_water"] < MAP_MB << 20, counts
 
 
 def test_withdrawals_during_a_flood_are_none_lost(demo_copy: Path) -> None:
