@@ -350,15 +350,20 @@ class LiveStore:
         """Write `part` of `changes` under `water` of the map: make room and retry, then halve."""
         limits = self.limits
         cap = int(self.map_size * water)
+        made = 0
         for attempt in range(2):
             if attempt:
-                self._make_room(now, int(self.map_size * limits.low_water), out, withdrawing)
+                made = self._make_room(now, int(self.map_size * limits.low_water), out, withdrawing)
             try:
                 out.applied += self._apply_txn([changes[i] for i in part], now, position, cap)
                 return
             except (_OverBudget, lmdb.MapFullError):
                 continue
-        if len(part) > 1:
+        # Halve when there is room (eviction freed some, or the store is under its low water):
+        # the part is just bigger than the room. With nothing left to evict and no room, halving
+        # would only repeat fruitless passes over the store: the part is lost, counted.
+        room = made > 0 or self.used_bytes() <= int(self.map_size * limits.low_water)
+        if len(part) > 1 and room:
             half = len(part) // 2
             self._write_room(changes, part[:half], now, None, water, out, withdrawing)
             self._write_room(changes, part[half:], now, position, water, out, withdrawing)
@@ -367,10 +372,11 @@ class LiveStore:
         if position is not None:  # the stream moves on even past an event that found no room
             self._apply_txn([], now, position, None)
 
-    def _make_room(self, now: float, target: int, out: Written, withdrawing: bool) -> None:
+    def _make_room(self, now: float, target: int, out: Written, withdrawing: bool) -> int:
         evicted, withdrawn = self.evict(now, target, withdrawn_too=withdrawing)
         out.evicted += evicted
         out.evicted_withdrawn += withdrawn
+        return evicted
 
     def used_bytes(self, txn: lmdb.Transaction | None = None) -> int:
         """The bytes of the pages the store's databases hold (not LMDB's free list)."""

@@ -175,3 +175,26 @@ def test_the_sweeper_brings_an_over_budget_store_back_without_a_write(tmp_path: 
         assert store.used_bytes() <= map_size * limits.low_water
     finally:
         store.close()
+
+
+def test_a_store_full_of_refusals_loses_ordinary_events_quickly_and_keeps_refusals(
+    tmp_path: Path,
+) -> None:
+    """Withdrawals for made-up visitors may fill the room above the high water; ordinary events
+    then find nothing they may evict: they are lost, counted, in one pass — not halved into
+    thousands of fruitless eviction passes — and every refusal stays."""
+    map_size = 1 << 20
+    limits = LiveLimits(evict_sample=256)
+    store = LiveStore(tmp_path, map_size, limits)
+    try:
+        n = 0
+        while store.used_bytes() <= map_size * limits.high_water:
+            refusals = [Change(f"r{n + i:07d}", "consent", 1.0, consent=False) for i in range(500)]
+            assert store.write(refusals, 1.0).lost == []
+            n += 500
+        flood = [Change(f"f{i}", "view", 2.0, content_id="x" * 200) for i in range(2000)]
+        written = store.write(flood, 2.0)
+        assert written.evicted == 0 and len(written.lost) == 2000
+        assert all(store.read(f"r{i:07d}", 2.0)[0] is not None for i in range(0, n, 97))
+    finally:
+        store.close()
