@@ -9,6 +9,9 @@ each push: never a 5xx, no response header with a control byte; after the run: n
 the store directory changed (the tmp tree scanned before and after, every ancestor directory's
 entries searched for the payloads' marker), nothing left in staging, and the server still decides.
 
+On the code before defects 1 and 2 were fixed (the parent of 992b144) it fails at case 10: a
+signed manifest whose version holds a NUL byte made the push a 500.
+
 Bounded: `EDGESIDE_FUZZ_EXAMPLES` cases (200 by default, a few seconds), one seeded generator.
 """
 
