@@ -148,6 +148,7 @@ class SnapshotFollower:
                 self.holder.release(world)
         if outcome == "activated":
             self.last_error = self.last_error_at = None
+            self.holder.nudge()  # serve it now (with the engine validation compiled)
         self.count(outcome, 1)
         return outcome
 

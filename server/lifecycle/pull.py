@@ -148,9 +148,11 @@ class Puller:
             try:
                 world = self.holder.acquire()
                 try:
-                    await asyncio.to_thread(self.poll_once, kind, url, world)
+                    outcome = await asyncio.to_thread(self.poll_once, kind, url, world)
                 finally:
                     self.holder.release(world)
+                if outcome == "activated":
+                    self.holder.nudge()
                 failures = 0
                 delay = self.interval_s
             except Exception as exc:  # every failure is reported and retried; none stops pulling
