@@ -116,7 +116,13 @@ def _load_main(urls: list[str], rate: float, out: str, stop: Any) -> None:
         results.append((sent, ok))
 
     async def paced() -> None:
-        limits = httpx.Limits(max_connections=64, max_keepalive_connections=64)
+        # Idle connections are dropped before uvicorn's 5 s keep-alive timeout closes them: with
+        # httpx's default (also 5 s) a request races the server's close and fails unsent
+        # (RemoteProtocolError) — seen at 50 nodes, where each node got a request every ~10 s.
+        # A proxy in front of a node does the same (idle timeout below the origin's).
+        limits = httpx.Limits(
+            max_connections=64, max_keepalive_connections=64, keepalive_expiry=2.0
+        )
         async with httpx.AsyncClient(timeout=5.0, limits=limits) as client:
             n = 0
             pending: set[asyncio.Task[None]] = set()
