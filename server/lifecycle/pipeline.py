@@ -15,6 +15,7 @@ import errno
 import shutil
 import tarfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import msgspec
@@ -139,6 +140,22 @@ class Lifecycle:
                     store.clean_staging(self.data_dir, kind)
             except store.StoreBusy:
                 continue
+
+    def take(
+        self, push_kind: str, fetch: Callable[[Path], int], world: World, *, source: str
+    ) -> PushResult:
+        """Fetch an archive into the kind's staging under its lock and `ingest` it: what pull mode
+        and the fleet share (call in a thread). `fetch(path)` writes the archive to `path` and
+        returns its size, raising if it does not arrive whole; the staging directory (named after
+        `source`) is removed whatever happens."""
+        kind = "profiles" if push_kind == DELTA_KIND else push_kind
+        with store.locked(self.data_dir, kind):
+            staging = store.new_staging(self.data_dir, kind, prefix=f"{source}-")
+            try:
+                tar = staging / "upload.tar"
+                return self.ingest(push_kind, tar, fetch(tar), world)
+            finally:
+                shutil.rmtree(staging, ignore_errors=True)
 
     def ingest(self, push_kind: str, tar_path: Path, received: int, world: World) -> PushResult:
         """Unpack, verify, validate, install and activate a received archive (call with the
