@@ -205,6 +205,30 @@ def converge(
     return sorted(at - t0 for at in switched.values()), published
 
 
+def settle(urls: list[str], timeout: float) -> None:
+    """Until every node is connected and has polled the pointers once: a node's first poll builds
+    its S3 client (botocore's models, ~0.3 s of CPU), and 50 nodes doing that while the snapshot
+    is published would be start-up measured as convergence."""
+    waiting = set(urls)
+    t0 = time.monotonic()
+    with httpx.Client(timeout=10.0) as client:
+        while waiting:
+            if time.monotonic() - t0 > timeout:
+                raise TimeoutError(f"{len(waiting)} nodes not settled after {timeout}s")
+            for u in sorted(waiting):
+                text = client.get(u + "/metrics").text
+                up = "edgeside_fleet_broker_up 1" in text
+                polled = sum(
+                    float(line.rsplit(" ", 1)[1])
+                    for line in text.splitlines()
+                    if line.startswith("edgeside_fleet_snapshots_total{")
+                )
+                if up and polled >= 3:
+                    waiting.discard(u)
+            time.sleep(0.5)
+    time.sleep(1.0)  # the last one's poll is over, not just counted
+
+
 def event_latencies(urls: list[str], samples: int, timeout: float) -> list[float]:
     out: list[float] = []
     n = len(urls)
@@ -281,7 +305,8 @@ def main(argv: list[str] | None = None) -> int:
             t = time.monotonic()
             urls = start_nodes(stack, args.nodes, work, broker.url, s3.url)
             log(f"{len(urls)} nodes ready in {time.monotonic() - t:.1f}s")
-            time.sleep(1.0)  # connected and subscribed
+            settle(urls, 180.0)
+            log(f"{len(urls)} nodes connected and past their first poll")
             load = Load(urls, args.rate, work / "load.json")
             load.start()
             stack.callback(load.stop)
