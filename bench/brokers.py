@@ -39,9 +39,12 @@ class Nats:
     """A `nats-server` with JetStream on a fixed port and store directory: `stop()` and `start()`
     again bring the same broker back with its streams (an outage, not a new broker)."""
 
-    def __init__(self, binary: str, work: Path, port: int | None = None) -> None:
+    def __init__(
+        self, binary: str, work: Path, port: int | None = None, args: tuple[str, ...] = ()
+    ) -> None:
         self.binary = binary
         self.work = work
+        self.args = args  # e.g. ("--user", "u", "--pass", "p") or ("--auth", "token")
         self.port = port or free_port()
         self.url = f"nats://127.0.0.1:{self.port}"
         self._cm: object | None = None
@@ -52,7 +55,7 @@ class Nats:
         self.work.mkdir(parents=True, exist_ok=True)
         self.starts += 1
         argv = [self.binary, "-js", "-a", "127.0.0.1", "-p", str(self.port)]
-        argv += ["-sd", str(self.work / "store"), "-n", f"edgeside-test-{self.port}"]
+        argv += ["-sd", str(self.work / "store"), "-n", f"edgeside-test-{self.port}", *self.args]
         log = self.work / f"nats-{self.starts}.log"
         cm = process(argv, log=log)
         self.proc = cm.__enter__()
@@ -67,8 +70,8 @@ class Nats:
 
 
 @contextmanager
-def nats_server(binary: str, work: Path) -> Iterator[Nats]:
-    server = Nats(binary, work)
+def nats_server(binary: str, work: Path, args: tuple[str, ...] = ()) -> Iterator[Nats]:
+    server = Nats(binary, work, args=args)
     server.start()
     try:
         yield server

@@ -59,7 +59,7 @@ async def _follow_snapshots(state: AppState) -> None:
     holder = state.holder
     interval = state.settings.reload_interval_s
     while True:
-        await asyncio.sleep(interval)
+        await holder.wait(interval)  # sooner when this worker activated a version itself
         try:
             new = await asyncio.to_thread(holder.prepare)
         except Exception:  # keep following: the next activation may be sound

@@ -11,7 +11,9 @@ more.
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -83,6 +85,35 @@ class WorldHolder:
         self.swaps = 0
         self._seen: dict[str, str] = {}
         self.on_swap: list[Callable[[World], None]] = []
+        # Rules engines this process already compiled for a version about to become active (the
+        # lifecycle's smoke validation compiled and tried them): `prepare` takes one instead of
+        # compiling the same rules a second time. One per path, kept until used or replaced.
+        self._compiled: dict[str, tuple[rules.Engine, snapshots.Manifest]] = {}
+        self._compiled_lock = threading.Lock()
+        self._nudged = asyncio.Event()
+
+    def adopt(self, path: Path, engine: rules.Engine, manifest: snapshots.Manifest) -> None:
+        """Offer the engine compiled (and validated) from the rules version installed at `path`;
+        thread-safe. Only the newest offer is kept: a version is activated after it is offered."""
+        with self._compiled_lock:
+            self._compiled = {str(path.resolve()): (engine, manifest)}
+
+    def _take_compiled(self, path: str) -> tuple[rules.Engine, snapshots.Manifest] | None:
+        with self._compiled_lock:
+            return self._compiled.pop(path, None)
+
+    def nudge(self) -> None:
+        """Look for a new activation now instead of at the next interval (call on the loop)."""
+        self._nudged.set()
+
+    async def wait(self, interval_s: float) -> None:
+        """Sleep until the next look: `interval_s`, or sooner when `nudge()` is called."""
+        try:
+            async with asyncio.timeout(interval_s):
+                await self._nudged.wait()
+        except TimeoutError:
+            pass
+        self._nudged.clear()
 
     def acquire(self) -> World:
         world = self.current
@@ -141,7 +172,8 @@ class WorldHolder:
                     owned.append(content)
                     manifest = content.manifest
                 else:
-                    engine, manifest = open_rules(Path(path), key)
+                    # Compiled by this process's validation of this very version, or compiled now.
+                    engine, manifest = self._take_compiled(path) or open_rules(Path(path), key)
             except (snapshots.SnapshotError, OSError, UnicodeDecodeError) as exc:
                 errors[kind] = str(exc)
                 log.error("cannot load %s snapshot %s: %s", kind, path, exc)

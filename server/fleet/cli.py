@@ -8,7 +8,7 @@ import os
 import sys
 import time
 
-from .link import connect_once
+from .link import BrokerAuthError, broker_auth, connect_once, explain, shown
 from .messages import encode_json
 from .status import FleetReport, nodes_bucket, read_beats, render, report
 
@@ -24,7 +24,8 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     st.add_argument(
         "--broker",
         default=os.environ.get("EDGESIDE_FLEET_BROKER", ""),
-        help="NATS URL (default: $EDGESIDE_FLEET_BROKER)",
+        help="NATS URL (default: $EDGESIDE_FLEET_BROKER); credentials as for a node "
+        "(EDGESIDE_FLEET_BROKER_USER/_PASSWORD or _TOKEN[_FILE], or in the URL)",
     )
     st.add_argument("--subject", default="edgeside", help="the fleet's subject prefix")
     st.add_argument(
@@ -39,7 +40,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 
 async def fetch_report(broker: str, subject: str, stale_after_s: float) -> FleetReport:
-    nc = await connect_once(broker)
+    nc = await connect_once(broker)  # credentials from the environment, as a node takes them
     try:
         kv = await nodes_bucket(nc.jetstream(timeout=5.0), subject, stale_after_s)
         beats = await read_beats(kv)
@@ -53,9 +54,14 @@ def _status(args: argparse.Namespace) -> int:
         print("error: give --broker or set EDGESIDE_FLEET_BROKER", file=sys.stderr)
         return 2
     try:
+        auth = broker_auth()
+    except BrokerAuthError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    try:
         rep = asyncio.run(fetch_report(args.broker, args.subject, args.stale_after))
-    except Exception as exc:  # unreachable broker, no JetStream: say so, exit 2
-        print(f"error: {args.broker}: {exc or type(exc).__name__}", file=sys.stderr)
+    except Exception as exc:  # unreachable broker, refused credentials, no JetStream: exit 2
+        print(f"error: {shown(args.broker)}: {explain(exc, auth)}", file=sys.stderr)
         return 2
     print(encode_json(rep).decode() if args.json else render(rep))
     return 0 if rep.ok else 1

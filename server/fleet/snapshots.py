@@ -17,9 +17,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
-import shutil
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import snapshots
@@ -148,6 +148,7 @@ class SnapshotFollower:
                 self.holder.release(world)
         if outcome == "activated":
             self.last_error = self.last_error_at = None
+            self.holder.nudge()  # serve it now (with the engine validation compiled)
         self.count(outcome, 1)
         return outcome
 
@@ -193,32 +194,27 @@ class SnapshotFollower:
         return outcome
 
     def _fetch(self, kind: str, pointer: Pointer, world: World) -> str:
-        data = self.life.data_dir
-        with store.locked(data, kind):
-            staging = store.new_staging(data, kind, prefix="fleet-")
-            try:
-                tar = staging / "upload.tar"
-                size = objstore.download(
-                    self._client(),
-                    self.bucket,
-                    pointer.key,
-                    tar,
-                    size=pointer.size,
-                    sha256=pointer.sha256,
-                    max_bytes=self.max_bytes,
-                    deadline_s=self.timeout_s * 10,
-                )
-                try:
-                    result = self.life.ingest(kind, tar, size, world)
-                except store.StoreBusy:
-                    raise
-                except snapshots.SnapshotError:
-                    if len(self.refused) >= MAX_REFUSED:
-                        self.refused.clear()
-                    self.refused.add(pointer.sha256)
-                    raise
-            finally:
-                shutil.rmtree(staging, ignore_errors=True)
+        def fetch(tar: Path) -> int:
+            return objstore.download(
+                self._client(),
+                self.bucket,
+                pointer.key,
+                tar,
+                size=pointer.size,
+                sha256=pointer.sha256,
+                max_bytes=self.max_bytes,
+                deadline_s=self.timeout_s * 10,
+            )
+
+        try:
+            result = self.life.take(kind, fetch, world, source="fleet")
+        except store.StoreBusy:
+            raise
+        except snapshots.SnapshotError:
+            if len(self.refused) >= MAX_REFUSED:
+                self.refused.clear()
+            self.refused.add(pointer.sha256)
+            raise
         log.warning(
             "fleet: %s %s from %s: %s (%s)",
             kind,

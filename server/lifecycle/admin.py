@@ -184,6 +184,8 @@ def build_admin_routes(state: AppState, life: Lifecycle) -> list[Route]:
                     result = await asyncio.to_thread(life.ingest, push_kind, tar_path, size, world)
                 finally:
                     state.holder.release(world)
+                if result.activated:
+                    state.holder.nudge()  # this worker serves it now, not at its next look
                 result.timings_ms = {"receive_ms": receive_ms, **result.timings_ms}
                 if "total_ms" in result.timings_ms:
                     result.timings_ms["total_ms"] = round(
@@ -217,12 +219,14 @@ def build_admin_routes(state: AppState, life: Lifecycle) -> list[Route]:
                 result = await asyncio.to_thread(life.switch, kind, version, world)
             finally:
                 state.holder.release(world)
+        state.holder.nudge()
         return _json(result)
 
     async def rollback(request: Request) -> Response:
         kind = _kind_of(request, KINDS)
         with store.locked(settings.data, kind):
             result = await asyncio.to_thread(life.rollback, kind)
+        state.holder.nudge()
         return _json(result)
 
     return [
@@ -244,7 +248,7 @@ class Admin:
         settings = state.settings
         key = state.secrets.signing_key.encode() if state.secrets.signing_key else None
         self.state = state
-        self.life = Lifecycle(settings.data, key, settings.keep_versions)
+        self.life = Lifecycle(settings.data, key, settings.keep_versions, state.holder)
         self._tasks: list[asyncio.Task[None]] = []
 
     def routes(self) -> list[Route]:

@@ -4,7 +4,9 @@
 install, activate — run in a thread so the event loop keeps serving decisions meanwhile. The admin
 API (server/lifecycle/admin.py) and pull mode (server/lifecycle/pull.py) both feed it. Whichever
 worker runs it moves the kind's `active` symlink; the others notice within `reload_interval_s`
-(server/decide/world.py).
+(server/decide/world.py). Rules are compiled once per activation in the worker that runs it: the
+engine the smoke validation compiled and tried is handed to that worker's `WorldHolder` (`adopt`),
+which serves with it instead of compiling the same rules again.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import errno
 import shutil
 import tarfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import msgspec
@@ -24,7 +27,7 @@ from snapshots.manifest import DELTA_KIND, KINDS, Manifest, read_manifest
 from snapshots.scan import scan
 from snapshots.verify import check_snapshot
 
-from ..decide.world import World, open_rules
+from ..decide.world import World, WorldHolder, open_rules
 
 PUSH_KINDS = (*KINDS, DELTA_KIND)
 SAMPLE_PROFILES = 20
@@ -109,10 +112,19 @@ class SwitchResult(msgspec.Struct):
 class Lifecycle:
     """The node's side of a push: everything between a received .tar and an active version."""
 
-    def __init__(self, data_dir: str, signing_key: bytes | None, keep: int) -> None:
+    def __init__(
+        self,
+        data_dir: str,
+        signing_key: bytes | None,
+        keep: int,
+        holder: WorldHolder | None = None,
+    ) -> None:
         self.data_dir = Path(data_dir)
         self.signing_key = signing_key
         self.keep = max(1, keep)
+        # This worker's holder: it gets the rules engine validation compiled (one compile per
+        # activation, not two).
+        self.holder = holder
 
     @property
     def signature_note(self) -> str:
@@ -128,6 +140,22 @@ class Lifecycle:
                     store.clean_staging(self.data_dir, kind)
             except store.StoreBusy:
                 continue
+
+    def take(
+        self, push_kind: str, fetch: Callable[[Path], int], world: World, *, source: str
+    ) -> PushResult:
+        """Fetch an archive into the kind's staging under its lock and `ingest` it: what pull mode
+        and the fleet share (call in a thread). `fetch(path)` writes the archive to `path` and
+        returns its size, raising if it does not arrive whole; the staging directory (named after
+        `source`) is removed whatever happens."""
+        kind = "profiles" if push_kind == DELTA_KIND else push_kind
+        with store.locked(self.data_dir, kind):
+            staging = store.new_staging(self.data_dir, kind, prefix=f"{source}-")
+            try:
+                tar = staging / "upload.tar"
+                return self.ingest(push_kind, tar, fetch(tar), world)
+            finally:
+                shutil.rmtree(staging, ignore_errors=True)
 
     def ingest(self, push_kind: str, tar_path: Path, received: int, world: World) -> PushResult:
         """Unpack, verify, validate, install and activate a received archive (call with the
@@ -191,7 +219,7 @@ class Lifecycle:
                     raise ValidationFailed(f"smoke validation failed: {exc}") from None
                 lap("scan_ms")
             try:
-                checked = self.validate(kind, unpacked, manifest, world)
+                checked, engine = self._validate(kind, unpacked, manifest, world)
             except ValidationFailed:
                 raise
             except _INVALID as exc:
@@ -218,6 +246,7 @@ class Lifecycle:
                 return result(False, "is already active; nothing changed")
             store.install_staged(self.data_dir, kind, unpacked, manifest.version)
             lap("install_ms")
+            self._offer(kind, manifest, engine)  # before the symlink moves: found when it has
             store.activate(self.data_dir, kind, manifest.version, keep=self.keep)
             lap("activate_ms")
             timings["total_ms"] = round(sum(timings.values()), 2)
@@ -231,6 +260,17 @@ class Lifecycle:
         `world` (the worker's current one: LMDB allows one environment per path and process, so
         the active versions are borrowed, not reopened). Returns how many decisions were made;
         raises `SnapshotError` naming what failed."""
+        return self._validate(kind, path, manifest, world)[0]
+
+    def _offer(self, kind: str, manifest: Manifest, engine: rules.Engine | None) -> None:
+        if kind == "rules" and engine is not None and self.holder is not None:
+            path = store.versions_dir(self.data_dir, kind) / manifest.version
+            self.holder.adopt(path, engine, manifest)
+
+    def _validate(
+        self, kind: str, path: Path, manifest: Manifest, world: World
+    ) -> tuple[int, rules.Engine | None]:
+        """`validate`, and for rules the engine it compiled (served as is once activated)."""
         opened: snapshots.ProfileReader | snapshots.ContentReader | None = None
         try:
             profiles = world.profiles
@@ -255,9 +295,10 @@ class Lifecycle:
             else:
                 engine, _ = open_rules(path, self.signing_key)
             if engine is None:
-                return 0
+                return 0, None
             sample = profiles.sample(SAMPLE_PROFILES) if profiles is not None else []
-            return _sample_decisions(engine, sample, content)
+            checked = _sample_decisions(engine, sample, content)
+            return checked, engine if kind == "rules" else None
         finally:
             if opened is not None:
                 opened.close()
@@ -273,10 +314,11 @@ class Lifecycle:
             path, signing_key=self.signing_key, hashes=False, expect_kind=kind
         )
         try:
-            self.validate(kind, path, manifest, world)
+            _, engine = self._validate(kind, path, manifest, world)
         except _INVALID as exc:
             raise ValidationFailed(f"smoke validation failed: {exc}") from None
         previous = store.active_version(self.data_dir, kind)
+        self._offer(kind, manifest, engine)
         store.activate(self.data_dir, kind, version, keep=self.keep)
         return SwitchResult(kind, version, previous, f"{kind} {version} is active")
 

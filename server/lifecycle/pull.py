@@ -17,7 +17,6 @@ import fcntl
 import logging
 import os
 import random
-import shutil
 import time
 import urllib.error
 import urllib.parse
@@ -148,9 +147,11 @@ class Puller:
             try:
                 world = self.holder.acquire()
                 try:
-                    await asyncio.to_thread(self.poll_once, kind, url, world)
+                    outcome = await asyncio.to_thread(self.poll_once, kind, url, world)
                 finally:
                     self.holder.release(world)
+                if outcome == "activated":
+                    self.holder.nudge()
                 failures = 0
                 delay = self.interval_s
             except Exception as exc:  # every failure is reported and retried; none stops pulling
@@ -198,7 +199,6 @@ class Puller:
         req = urllib.request.Request(url, headers={"User-Agent": "edgeside-pull"})  # noqa: S310
         if st.etag:
             req.add_header("If-None-Match", st.etag)
-        store_kind = "profiles" if kind == DELTA_KIND else kind
         deadline = time.monotonic() + self.timeout_s * 10
         try:
             resp = urllib.request.urlopen(req, timeout=self.timeout_s)  # noqa: S310
@@ -207,37 +207,36 @@ class Puller:
                 st.last_ok = time.time()
                 return "unchanged"
             raise OSError(f"upstream answered {exc.code} {exc.reason}") from None
-        with resp, store.locked(self.life.data_dir, store_kind):
-            staging = store.new_staging(self.life.data_dir, store_kind, prefix="pull-")
+        etag = resp.headers.get("etag")
+
+        def fetch(tar_path: Path) -> int:
+            size = 0
+            with open(tar_path, "xb") as f:
+                # read1, not read: read(n) waits for all n bytes, so a body dripping a byte per
+                # socket timeout would never reach the deadline check below.
+                while chunk := resp.read1(CHUNK):
+                    size += len(chunk)
+                    if size > self.max_bytes:
+                        raise OSError(f"upstream body exceeds {self.max_bytes} bytes")
+                    if time.monotonic() > deadline:
+                        raise TimeoutError(f"download slower than {self.timeout_s * 10:.0f}s")
+                    f.write(chunk)
+            declared = resp.headers.get("content-length")
+            if declared is not None and declared.isdigit() and int(declared) != size:
+                raise OSError(f"truncated download: {size} of {declared} bytes")
+            return size
+
+        with resp:
             try:
-                tar_path = staging / "upload.tar"
-                size = 0
-                with open(tar_path, "xb") as f:
-                    # read1, not read: read(n) waits for all n bytes, so a body dripping a byte
-                    # per socket timeout would never reach the deadline check below.
-                    while chunk := resp.read1(CHUNK):
-                        size += len(chunk)
-                        if size > self.max_bytes:
-                            raise OSError(f"upstream body exceeds {self.max_bytes} bytes")
-                        if time.monotonic() > deadline:
-                            raise TimeoutError(f"download slower than {self.timeout_s * 10:.0f}s")
-                        f.write(chunk)
-                declared = resp.headers.get("content-length")
-                if declared is not None and declared.isdigit() and int(declared) != size:
-                    raise OSError(f"truncated download: {size} of {declared} bytes")
-                etag = resp.headers.get("etag")
-                try:
-                    result = self.life.ingest(kind, tar_path, size, world)
-                except snapshots.SnapshotError as exc:
-                    # Refused for good: remember the ETag so the same bad body is not fetched
-                    # again, and say why in the status listing.
-                    st.etag = etag
-                    st.last_error = f"refused: {exc}"
-                    st.last_error_at = time.time()
-                    log.error("pulled %s from %s refused: %s", kind, redact(url), exc)
-                    return "refused"
-            finally:
-                shutil.rmtree(staging, ignore_errors=True)
+                result = self.life.take(kind, fetch, world, source="pull")
+            except snapshots.SnapshotError as exc:
+                # Refused for good: remember the ETag so the same bad body is not fetched
+                # again, and say why in the status listing.
+                st.etag = etag
+                st.last_error = f"refused: {exc}"
+                st.last_error_at = time.time()
+                log.error("pulled %s from %s refused: %s", kind, redact(url), exc)
+                return "refused"
         st.etag = etag
         st.version = result.version
         st.last_ok = time.time()

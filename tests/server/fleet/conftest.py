@@ -13,6 +13,7 @@ import pytest
 from bench.brokers import S3, Nats, nats_binary, nats_server, s3_server
 from server.offline.demo import ensure_demo
 from tests.conftest import require_binary
+from tests.server.lifecycle.kit import KEY
 
 pytestmark = pytest.mark.integration
 
@@ -24,7 +25,15 @@ def nats_bin() -> str:
 
 @pytest.fixture()
 def broker(nats_bin: str, tmp_path: Path) -> Iterator[Nats]:
+    """A broker of the test's own (for tests that need its streams empty or stop it)."""
     with nats_server(nats_bin, tmp_path / "nats") as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def module_broker(nats_bin: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Nats]:
+    """One broker for a module whose tests keep to their own nodes and subjects."""
+    with nats_server(nats_bin, tmp_path_factory.mktemp("nats")) as server:
         yield server
 
 
@@ -36,8 +45,10 @@ def s3(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3]:
 
 @pytest.fixture(scope="session")
 def fleet_demo(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The demo store, signed with the lifecycle tests' key: nodes given that key verify it, nodes
+    without one serve it as well (one build for every fleet test)."""
     data = tmp_path_factory.mktemp("fleet-demo")
-    ensure_demo(data)
+    ensure_demo(data, KEY.encode())
     return data
 
 

@@ -8,14 +8,15 @@ import shutil
 import signal
 import subprocess
 import sys
+from collections.abc import Iterator
 from contextlib import ExitStack
 from pathlib import Path
+from typing import NamedTuple
 
 import pytest
 
 from bench.brokers import S3, Nats
 from bench.procs import Edgeside, free_port
-from server.offline.demo import ensure_demo
 from snapshots import objstore, store
 from tests.server.lifecycle.kit import KEY, rules_snapshot
 
@@ -31,19 +32,13 @@ AWS = {
 
 
 @pytest.fixture(scope="module")
-def signed_demo(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    data = tmp_path_factory.mktemp("signed-demo")
-    ensure_demo(data, KEY.encode())
-    return data
-
-
-@pytest.fixture()
-def bucket(s3: S3, monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest) -> str:
-    for k, v in AWS.items():
-        monkeypatch.setenv(k, v)
-    name = "fleet-" + request.node.name.replace("_", "-")[:40].lower()
-    objstore.client(s3.url).create_bucket(Bucket=name)
-    return f"s3://{name}/snapshots"
+def bucket(s3: S3) -> Iterator[str]:
+    """One bucket for the module; each test publishes under its own prefix."""
+    with pytest.MonkeyPatch.context() as mp:
+        for k, v in AWS.items():
+            mp.setenv(k, v)
+        objstore.client(s3.url).create_bucket(Bucket="fleet-snapshots")
+        yield "s3://fleet-snapshots"
 
 
 def rules_version(node: Edgeside) -> str | None:
@@ -52,19 +47,55 @@ def rules_version(node: Edgeside) -> str | None:
     return found
 
 
-def start_nodes(
-    stack: ExitStack, data: Path, tmp: Path, names: list[str], **fleet: object
-) -> list[Edgeside]:
+class Node(NamedTuple):
+    edgeside: Edgeside
+    spec: tuple[Path, list[str], dict[str, str]]  # to start it again
+
+    @property
+    def url(self) -> str:
+        return self.edgeside.url
+
+
+@pytest.fixture(scope="module")
+def nodes(
+    module_broker: Nats,
+    s3: S3,
+    bucket: str,
+    fleet_demo: Path,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[dict[str, Node]]:
+    """Every node of the module, started side by side once (each test uses its own)."""
+    tmp = tmp_path_factory.mktemp("snapshot-nodes")
+    fleet = {"snapshots_from": f"{bucket}/fleet", "s3_endpoint": s3.url}
+    plan: dict[str, dict[str, object]] = {
+        # Announcements only: the pointer poll is too slow to explain what the test sees.
+        "a": {"broker": module_broker.url, **fleet, "poll_interval_s": 600.0},
+        "b": {"broker": module_broker.url, **fleet, "poll_interval_s": 600.0},
+        # No broker: it hears no announcement and finds what is published by polling.
+        "late": {"snapshots_from": f"{bucket}/late", "s3_endpoint": s3.url, "poll_interval_s": 0.5},
+        "alone": {
+            "snapshots_from": "s3://gone/x",
+            "s3_endpoint": f"http://127.0.0.1:{free_port()}",  # nothing listens
+            "poll_interval_s": 0.3,
+        },
+        "victim": {
+            "snapshots_from": f"{bucket}/victim",
+            "s3_endpoint": s3.url,
+            "poll_interval_s": 0.2,
+        },
+    }
     specs = []
-    for name in names:
-        copy = tmp / "nodes" / name
-        shutil.copytree(data, copy, symlinks=True)
-        lines = "".join(f"  {k}: {v!r}\n" for k, v in {"node": name, **fleet}.items())
+    for name, settings in plan.items():
+        copy = tmp / name
+        shutil.copytree(fleet_demo, copy, symlinks=True)
+        lines = "".join(f"  {k}: {v!r}\n" for k, v in {"node": name, **settings}.items())
         config = copy / "fleet.yaml"
         config.write_text("fleet:\n" + lines)
         env = {"EDGESIDE_SIGNING_KEY": KEY, "EDGESIDE_ADMIN_TOKEN": ADMIN_TOKEN, **AWS}
         specs.append((copy, ["--config", str(config)], env))
-    return start_all(stack, specs)
+    with ExitStack() as stack:
+        started = start_all(stack, specs)
+        yield {name: Node(e, spec) for name, e, spec in zip(plan, started, specs, strict=True)}
 
 
 def publish(snapshot: Path, to: str, s3: S3, broker: str = "") -> subprocess.CompletedProcess[str]:
@@ -74,99 +105,64 @@ def publish(snapshot: Path, to: str, s3: S3, broker: str = "") -> subprocess.Com
 
 
 def test_a_published_snapshot_reaches_every_node_and_a_forged_one_none(
-    broker: Nats, s3: S3, bucket: str, signed_demo: Path, tmp_path: Path
+    module_broker: Nats, s3: S3, bucket: str, nodes: dict[str, Node], tmp_path: Path
 ) -> None:
-    with ExitStack() as stack:
-        # Announcements only: the pointer poll is too slow to explain what the test sees.
-        nodes = start_nodes(
-            stack,
-            signed_demo,
-            tmp_path,
-            ["a", "b"],
-            broker=broker.url,
-            snapshots_from=bucket,
-            s3_endpoint=s3.url,
-            poll_interval_s=600.0,
-        )
-        before = {rules_version(n) for n in nodes}
-        new = rules_snapshot(tmp_path, key=KEY)
-        wait_for(lambda: _subscribed(nodes), timeout=10.0)
-        done = publish(new, bucket, s3, broker.url)
-        assert done.returncode == 0, done.stderr
-        assert "announced" in done.stdout
-        version = objstore.decode_pointer(_pointer_bytes(s3, bucket, "rules")).version
-        took = wait_for(lambda: all(rules_version(n) == version for n in nodes), timeout=10.0)
-        assert took < 5.0, took  # the goal (2 s) is bench.fleet's to measure
-        assert version not in before
+    a, b, late = nodes["a"], nodes["b"], nodes["late"]
+    fleet = [a.edgeside, b.edgeside]
+    to = f"{bucket}/fleet"
+    before = {rules_version(n) for n in fleet}
+    new = rules_snapshot(tmp_path, key=KEY)
+    wait_for(lambda: _subscribed(fleet), timeout=10.0)
+    done = publish(new, to, s3, module_broker.url)
+    assert done.returncode == 0, done.stderr
+    assert "announced" in done.stdout
+    version = objstore.decode_pointer(_pointer_bytes(s3, to, "rules")).version
+    took = wait_for(lambda: all(rules_version(n) == version for n in fleet), timeout=10.0)
+    assert took < 5.0, took  # the goal (2 s) is bench.fleet's to measure
+    assert version not in before
 
-        # Signed with another key: every node fetches it, and refuses it as a push is refused.
-        forged = rules_snapshot(tmp_path, key="not-the-fleet-key")
-        pointer = objstore.publish(forged, bucket, objstore.client(s3.url))
-        asyncio.run(objstore.announce(broker.url, "edgeside", pointer))
-        for n in nodes:
-            wait_for(
-                lambda n=n: (
-                    metric_line(n.url, "edgeside_fleet_snapshots_total", 'result="refused"') >= 1
-                ),
-                timeout=10.0,
-            )
-            assert rules_version(n) == version
-            warnings = HTTP.get(n.url + "/readyz", timeout=5.0).json()["warnings"]
-            assert any("refused" in w and "signed with key" in w for w in warnings), warnings
+    # Signed with another key: every node fetches it, and refuses it as a push is refused.
+    forged = rules_snapshot(tmp_path, key="not-the-fleet-key")
+    pointer = objstore.publish(forged, to, objstore.client(s3.url))
+    asyncio.run(objstore.announce(module_broker.url, "edgeside", pointer))
+    for n in fleet:
+        wait_for(lambda n=n: _refused(n.url) >= 1, timeout=10.0)  # type: ignore[misc]
+        assert rules_version(n) == version
+        warnings = HTTP.get(n.url + "/readyz", timeout=5.0).json()["warnings"]
+        assert any("refused" in w and "signed with key" in w for w in warnings), warnings
 
-        # A node that heard no announcement finds the pointer by polling; the forged archive
-        # is what the pointer names now, so it is refused there too.
-        (late,) = start_nodes(
-            stack,
-            signed_demo,
-            tmp_path,
-            ["late"],
-            snapshots_from=bucket,
-            s3_endpoint=s3.url,
-            poll_interval_s=0.5,
-        )
-        wait_for(
-            lambda: (
-                metric_line(late.url, "edgeside_fleet_snapshots_total", 'result="refused"') >= 1
-            ),
-            timeout=10.0,
-        )
-        assert rules_version(late) in before
-        good = rules_snapshot(tmp_path, key=KEY)
-        # No announcement: the poll finds it.
-        good_version = objstore.publish(good, bucket, objstore.client(s3.url)).version
-        wait_for(lambda: rules_version(late) == good_version, timeout=10.0)
+    # A node that hears no announcement finds the pointer by polling; a forged archive is refused
+    # there too, and the next good one taken.
+    late_before = rules_version(late.edgeside)
+    objstore.publish(forged, f"{bucket}/late", objstore.client(s3.url))
+    wait_for(lambda: _refused(late.url) >= 1, timeout=10.0)
+    assert rules_version(late.edgeside) == late_before
+    good = rules_snapshot(tmp_path, key=KEY)
+    good_version = objstore.publish(good, f"{bucket}/late", objstore.client(s3.url)).version
+    wait_for(lambda: rules_version(late.edgeside) == good_version, timeout=10.0)
 
 
-def test_object_storage_down_keeps_the_last_good_snapshot(
-    signed_demo: Path, tmp_path: Path
-) -> None:
-    dead = f"http://127.0.0.1:{free_port()}"
-    with ExitStack() as stack:
-        (node,) = start_nodes(
-            stack,
-            signed_demo,
-            tmp_path,
-            ["alone"],
-            snapshots_from="s3://gone/x",
-            s3_endpoint=dead,
-            poll_interval_s=0.3,
-        )
-        before = rules_version(node)
-        wait_for(
-            lambda: metric_line(node.url, "edgeside_fleet_snapshots_total", 'result="failed"') >= 1,
-            timeout=20.0,
-        )
-        ready = HTTP.get(node.url + "/readyz", timeout=5.0)
-        assert ready.status_code == 200
-        assert any("snapshots from s3://gone/x" in w for w in ready.json()["warnings"])
-        assert rules_version(node) == before
-        edge = HTTP.get(node.url + "/v1/edge?p=home_hero&site=shop-fr", timeout=5.0)
-        assert edge.status_code == 204 and "x-edge-fallback" not in edge.headers
+def _refused(url: str) -> float:
+    return metric_line(url, "edgeside_fleet_snapshots_total", 'result="refused"')
 
 
-def _pointer_bytes(s3: S3, bucket: str, kind: str) -> bytes:
-    name, prefix = objstore.parse_url(bucket)
+def test_object_storage_down_keeps_the_last_good_snapshot(nodes: dict[str, Node]) -> None:
+    node = nodes["alone"].edgeside
+    before = rules_version(node)
+    wait_for(
+        lambda: metric_line(node.url, "edgeside_fleet_snapshots_total", 'result="failed"') >= 1,
+        timeout=20.0,
+    )
+    ready = HTTP.get(node.url + "/readyz", timeout=5.0)
+    assert ready.status_code == 200
+    assert any("snapshots from s3://gone/x" in w for w in ready.json()["warnings"])
+    assert rules_version(node) == before
+    edge = HTTP.get(node.url + "/v1/edge?p=home_hero&site=shop-fr", timeout=5.0)
+    assert edge.status_code == 204 and "x-edge-fallback" not in edge.headers
+
+
+def _pointer_bytes(s3: S3, to: str, kind: str) -> bytes:
+    name, prefix = objstore.parse_url(to)
     raw, _ = objstore.read_pointer(objstore.client(s3.url), name, prefix, kind, None)
     assert raw is not None
     return raw
@@ -178,31 +174,23 @@ def _subscribed(nodes: list[Edgeside]) -> bool:
 
 
 def test_a_node_killed_mid_activation_restarts_whole_and_catches_up(
-    s3: S3, bucket: str, signed_demo: Path, tmp_path: Path
+    s3: S3, bucket: str, nodes: dict[str, Node], tmp_path: Path
 ) -> None:
     """SIGKILL while the announced archive is being fetched or activated: the node restarts on a
     complete version (the old or the new, never a mix or nothing) and then takes the pointer."""
-    copy = tmp_path / "nodes" / "victim"
-    shutil.copytree(signed_demo, copy, symlinks=True)
-    config = copy / "fleet.yaml"
-    config.write_text(
-        f"fleet:\n  node: victim\n  snapshots_from: {bucket!r}\n  s3_endpoint: {s3.url!r}\n"
-        "  poll_interval_s: 0.2\n"
-    )
-    env = {"EDGESIDE_SIGNING_KEY": KEY, **AWS}
-    spec = [(copy, ["--config", str(config)], env)]
+    victim = nodes["victim"]
+    copy = victim.spec[0]
     staging = store.versions_dir(copy, "rules") / store.STAGING
-    with ExitStack() as stack:
-        (node,) = start_all(stack, spec)
-        before = rules_version(node)
-        new = objstore.publish(rules_snapshot(tmp_path, key=KEY), bucket, objstore.client(s3.url))
-        # Kill as soon as the node has begun to take it (its staging directory appears).
-        wait_for(lambda: staging.is_dir() and any(staging.iterdir()), timeout=10.0, step=0.005)
-        os.killpg(node.proc.pid, signal.SIGKILL)
-        node.proc.wait()
+    before = rules_version(victim.edgeside)
+    to = f"{bucket}/victim"
+    new = objstore.publish(rules_snapshot(tmp_path, key=KEY), to, objstore.client(s3.url))
+    # Kill as soon as the node has begun to take it (its staging directory appears).
+    wait_for(lambda: staging.is_dir() and any(staging.iterdir()), timeout=10.0, step=0.005)
+    os.killpg(victim.edgeside.proc.pid, signal.SIGKILL)
+    victim.edgeside.proc.wait()
     assert store.active_version(copy, "rules") in (before, new.version)
     with ExitStack() as stack:
-        (node,) = start_all(stack, spec)
+        (node,) = start_all(stack, [victim.spec])
         assert rules_version(node) in (before, new.version)
         wait_for(lambda: rules_version(node) == new.version, timeout=10.0)
         assert not any(p.name.startswith("fleet-") for p in staging.iterdir())
