@@ -103,7 +103,10 @@ def probe(snapshot: Path, n_people: int, seed: int, lookups: int) -> dict[str, f
 
 
 def ensure_data(n: int, seed: int, workdir: Path, fmt: str) -> tuple[Path, int]:
-    """Generated exports for n people in `fmt`, made once and kept (generation is not timed)."""
+    """Generated exports for n people in `fmt`, made once and kept in `workdir` for later runs
+    (generation is not timed). Parquet is converted from the NDJSON of the same size and seed,
+    so a run with both formats generates once (the Python generator is the slow part:
+    ~100 s per million people on a loaded machine)."""
     from bench.gen import PROFILES_CONFIG
 
     data = workdir / f"p{n}-s{seed}-{fmt}"
@@ -112,30 +115,46 @@ def ensure_data(n: int, seed: int, workdir: Path, fmt: str) -> tuple[Path, int]:
         shutil.rmtree(data, ignore_errors=True)
         data.mkdir(parents=True)
         t = time.perf_counter()
-        records = gen_profiles(n, seed, data)
         if fmt == "parquet":
-            for src in SOURCES:
-                to_parquet(data / f"{src}.ndjson", data / f"{src}.parquet")
-                (data / f"{src}.ndjson").unlink()
+            src, records = ensure_data(n, seed, workdir, "ndjson")
+            for s in SOURCES:
+                to_parquet(src / f"{s}.ndjson", data / f"{s}.parquet")
+        else:
+            records = gen_profiles(n, seed, data)
         (data / PROFILES_CONFIG_NAME).write_text(PROFILES_CONFIG)
         stamp.write_text(str(records))
         print(f"[{n:,} {fmt}] generated {records:,} records in {time.perf_counter() - t:.1f}s")
     return data, int(stamp.read_text())
 
 
-def build_child(data: Path, fmt: str, out: Path, memory_limit: str) -> dict[str, float]:
+def build_child(data: Path, fmt: str, out: Path, memory_limit: str) -> dict[str, Any]:
     """Runs in the child: one build, its summary figures."""
     from snapshots.config import ProfilesConfig, load_config
     from snapshots.engine import EngineOptions, build_profiles
 
     cfg = load_config(data / PROFILES_CONFIG_NAME, ProfilesConfig)
+    phases: dict[str, float] = {}
+    current: list[Any] = ["", time.perf_counter()]
+
+    def progress(stage: str, n: int, total: int | None = None, /) -> None:
+        now = time.perf_counter()
+        if stage != current[0]:
+            if current[0]:
+                phases[current[0]] = phases.get(current[0], 0.0) + now - current[1]
+            current[:] = [stage, now]
+
     summary = build_profiles(
         [data / f"{s}.{fmt}" for s in SOURCES],
         cfg,
         out,
         force=True,
+        progress=progress,
         options=EngineOptions(memory_limit=memory_limit),
     )
+    # The last phase ends with the build (writing the manifest and closing are in it).
+    phases[current[0]] = phases.get(current[0], 0.0) + time.perf_counter() - current[1]
+    # Before the first phase: finding the inputs, starting the merge workers and the engine.
+    phases["setup"] = max(0.0, summary.seconds - sum(phases.values()))
     return {
         "records": summary.records_read,
         "profiles_written": summary.written,
@@ -143,6 +162,7 @@ def build_child(data: Path, fmt: str, out: Path, memory_limit: str) -> dict[str,
         "build_peak_rss_mb": summary.peak_rss_mb,
         "build_temp_disk_mb": summary.temp_disk_mb,
         "build_s": round(summary.seconds, 2),
+        "build_phase_s": {k: round(v, 2) for k, v in phases.items()},
     }
 
 
@@ -160,7 +180,7 @@ def run_build(n: int, seed: int, workdir: Path, fmt: str, memory_limit: str) -> 
         f"[{n:,} {fmt}] built {res['profiles_written']:,} profiles from {res['records']:,} "
         f"records in {res['build_s']}s = {res['build_records_per_s']:,} records/s, "
         f"peak RSS {res['build_peak_rss_mb']:,.0f} MB, "
-        f"temp disk {res['build_temp_disk_mb']:,.0f} MB"
+        f"temp disk {res['build_temp_disk_mb']:,.0f} MB; phases (s) {res['build_phase_s']}"
     )
     return res
 
@@ -256,7 +276,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--lookups", type=int, default=50_000)
     p.add_argument("--memory-limit", default="2GB", help="the engine's memory before spilling")
-    p.add_argument("--workdir", type=Path, default=Path("bench/results/snapshots"))
+    p.add_argument(
+        "--workdir",
+        type=Path,
+        default=Path(".data/bench/snapshots"),
+        help="generated exports (kept and reused across runs) and the snapshots built from them",
+    )
     p.add_argument(
         "--direct-profiles",
         default="",

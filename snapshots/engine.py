@@ -11,9 +11,9 @@ Phases, each reported to `progress`:
    more identifiers than the cap is a person as it stands; the rare others (the guards fire)
    are split by the original sequential union-find (`identity.split_component`), so links
    refused, conflict reports and the cluster cap are exactly what the old builder did.
-3. **merge** — per person, records (input order) and identifiers (first-seen order) arrive
-   grouped and sorted by canonical id from DuckDB; `identity.Assembler` merges them by policy and
-   encodes the profile.
+3. **merge** — DuckDB writes one row per person, sorted by canonical id: records (input order)
+   and identifiers (first-seen order) as lists; `identity.Assembler` merges them by policy and
+   encodes the profile, in worker processes for large builds (`merge_pool`).
 4. **write** — profiles and then aliases stream into LMDB in key order with `append=True`.
 
 Everything larger than a batch lives in DuckDB's database file and spill files inside one temp
@@ -22,6 +22,7 @@ dir, removed whatever happens.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import tempfile
@@ -36,17 +37,17 @@ from snapshots.config import ProfilesConfig
 from snapshots.errors import BuildFailed, InputInvalid, InputUnreadable, OutputExists
 from snapshots.identity import (
     RID_FILE_SHIFT,
-    Assembler,
     IdRules,
     first_examples,
     make_rid,
     split_component,
 )
 from snapshots.inputs import Format, InputFile, resolve_inputs, source_digests
+from snapshots.merge_pool import MergePool
 from snapshots.model import ProfileRecord
 from snapshots.ndjson import LineError, read_ndjson_lines
 from snapshots.parquet_schema import check_profiles_schema, payload_sql
-from snapshots.progress import Progress, dir_mb, peak_rss_mb
+from snapshots.progress import Progress, children_peak_rss_mb, dir_mb, peak_rss_mb
 from snapshots.stitching import MAX_EXAMPLES, canonical_id
 from snapshots.summary import MAX_INVALID_KEPT, BuildSummary
 from snapshots.writer import EnvWriter, finalize, staging_dir
@@ -57,6 +58,11 @@ BATCH = 100_000
 # Rows per row group of the temp Parquet files: the writer buffers one group per thread, and
 # a group of 100 k payloads is ~40 MB; 16 k keeps that small beside the memory limit.
 ROW_GROUP = 16_384
+# Persons per row group of the sorted persons file: one merge task (~10 MB of JSON).
+PERSON_GROUP = 16_384
+# Below this many input records, starting worker processes costs more than merging in this one.
+PARALLEL_MERGE_MIN_RECORDS = 150_000
+NDJSON_RECORD_BYTES = 400  # a typical export line, to estimate records before reading
 DEFAULT_MEMORY_LIMIT = "2GB"
 
 
@@ -67,6 +73,8 @@ class EngineOptions(msgspec.Struct, frozen=True):
     threads: int = 0  # 0: every core
     temp_dir: str | None = None  # default: beside the output
     input_format: Format | None = None  # default: by file extension
+    # Processes merging persons into profiles: 0 = one per thread for large inputs, 1 = none.
+    merge_workers: int = 0
 
 
 def _require() -> tuple[Any, Any]:
@@ -122,9 +130,11 @@ def build_profiles(
     base.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix=".edgeside-build-", dir=base))
     try:
-        return _Build(cfg, opts, work, progress, duckdb).run(
-            list(inputs), out, skip_invalid, signing_key, force
-        )
+        build = _Build(cfg, opts, work, progress, duckdb)
+        try:
+            return build.run(list(inputs), out, skip_invalid, signing_key, force)
+        finally:
+            build.close()
     except duckdb.Error as exc:
         raise engine_failure(exc, work) from None
     except OSError as exc:
@@ -156,6 +166,21 @@ def engine_failure(exc: Exception, work: Path) -> BuildFailed:
     return BuildFailed(f"build engine failed (temp dir {work}): {text}")
 
 
+def estimate_records(files: list[InputFile]) -> int:
+    """Records in the inputs, from Parquet footers and NDJSON sizes (nothing is read)."""
+    import pyarrow.parquet as pq
+
+    n = 0
+    for f in files:
+        if f.format == "parquet":
+            # A bad file is reported, with its name, when it is read.
+            with contextlib.suppress(Exception):
+                n += pq.read_metadata(f.local).num_rows
+        else:
+            n += f.size // NDJSON_RECORD_BYTES
+    return n
+
+
 class _Build:
     def __init__(
         self,
@@ -172,12 +197,30 @@ class _Build:
         self.temp_mb = 0.0
         spill = work / "spill"
         spill.mkdir()
-        self.con = duckdb.connect(
+        self.threads = opts.threads or (os.cpu_count() or 1)
+        self.opts = opts
+        self.spill = spill
+        self.duckdb = duckdb
+        self.con: Any = None
+        self.pool: MergePool | None = None
+        self.workers_rss_mb = 0.0
+        self.format = opts.input_format
+        self.problems = _Problems()
+        self.read = 0
+
+    def _connect(self, est_records: int) -> None:
+        """Start the merge workers (if the build is large enough to need them), then DuckDB:
+        in this order, so the workers fork from a process without engine threads."""
+        workers = self.opts.merge_workers
+        if workers == 0:
+            workers = self.threads if est_records >= PARALLEL_MERGE_MIN_RECORDS else 1
+        self.pool = MergePool(self.cfg, workers)
+        self.con = self.duckdb.connect(
             ":memory:",
             config={
-                "memory_limit": opts.memory_limit,
-                "threads": opts.threads or (os.cpu_count() or 1),
-                "temp_directory": str(spill),
+                "memory_limit": self.opts.memory_limit,
+                "threads": self.threads,
+                "temp_directory": str(self.spill),
                 # Group and sort results are consumed in the order ORDER BY gives; nothing
                 # relies on insertion order, and dropping it lets big operators spill.
                 "preserve_insertion_order": False,
@@ -185,9 +228,17 @@ class _Build:
         )
         # DuckDB's own bar writes to stdout; progress is ours to report, on stderr.
         self.con.execute("SET enable_progress_bar = false")
-        self.format = opts.input_format
-        self.problems = _Problems()
-        self.read = 0
+
+    def close(self) -> None:
+        if self.pool is not None:
+            self.pool.close()
+            if self.pool.workers > 1:
+                # Each worker's peak is at most the largest one's: an upper bound of theirs.
+                self.workers_rss_mb = self.pool.workers * children_peak_rss_mb()
+            self.pool = None
+        if self.con is not None:
+            self.con.close()
+            self.con = None
 
     def _tick(self, stage: str, n: int, total: int | None = None) -> None:
         if self.progress is not None:
@@ -482,58 +533,33 @@ class _Build:
 
     # ---- merge + write -------------------------------------------------------------------
 
-    def _sorted_groups(self, sql: str, name: str) -> Iterator[tuple[str, str, list[Any]]]:
-        """(cid, best, values) from a query of (cid, best, value) rows sorted by cid. The sort
-        is written to a Parquet file in the temp dir first (one statement: DuckDB's external
-        sort spills), then read back batch by batch, so no query result stays pinned in the
-        engine's memory while Python merges."""
+    def _profiles(self, n_profiles: int) -> Iterator[tuple[bytes, bytes]]:
         import pyarrow.parquet as pq
 
-        path = self.work / f"{name}.parquet"
+        path = self.work / "persons.parquet"
+        # One row per person, sorted by canonical id: records in input order, identifiers in
+        # first-seen order. One statement, so DuckDB's aggregate and sort may spill.
         self.con.execute(
-            f"COPY ({sql}) TO {sql_literal(path)} (FORMAT parquet, ROW_GROUP_SIZE {ROW_GROUP})"
+            f"""COPY (
+                 WITH r AS (SELECT rb.best, list(r.payload ORDER BY r.rid) AS payloads
+                            FROM recs r JOIN rec_best rb USING (rid) GROUP BY rb.best),
+                      k AS (SELECT best, list(key ORDER BY first_rid, first_pos) AS keys
+                            FROM node_best GROUP BY best)
+                 SELECT c.cid, r.payloads, k.keys FROM best_cid c JOIN r USING (best)
+                 JOIN k USING (best) ORDER BY c.cid
+               ) TO {sql_literal(path)} (FORMAT parquet, ROW_GROUP_SIZE {PERSON_GROUP})"""  # noqa: S608
         )
         self._measure()
-        cid: str | None = None
-        best = ""
-        vals: list[Any] = []
-        for batch in pq.ParquetFile(path).iter_batches(batch_size=BATCH):
-            cids = batch.column(0).to_pylist()
-            bests = batch.column(1).to_pylist()
-            values = batch.column(2).to_pylist()
-            for c, b, v in zip(cids, bests, values, strict=True):
-                if c != cid:
-                    if cid is not None:
-                        yield cid, best, vals
-                    cid, best, vals = c, b, []
-                vals.append(v)
-        if cid is not None:
-            yield cid, best, vals
-        path.unlink()
-
-    def _profiles(self, n_profiles: int) -> Iterator[tuple[bytes, bytes]]:
-        assemble = Assembler(self.cfg).profile
-        recs = self._sorted_groups(
-            """SELECT c.cid, c.best, r.payload FROM recs r JOIN rec_best rb USING (rid)
-               JOIN best_cid c USING (best) ORDER BY c.cid, r.rid""",
-            "sorted_records",
-        )
-        keys = self._sorted_groups(
-            """SELECT c.cid, c.best, n.key FROM node_best n JOIN best_cid c USING (best)
-               ORDER BY c.cid, n.first_rid, n.first_pos""",
-            "sorted_keys",
-        )
+        self._tick("merge", 0, n_profiles)
+        groups = pq.ParquetFile(path).metadata.num_row_groups
+        assert self.pool is not None
         done = 0
-        # Both streams hold exactly the persons with records (best_cid), in cid order.
-        for (cid, best, payloads), (kcid, _, ks) in zip(recs, keys, strict=True):
-            if kcid != cid:
-                raise BuildFailed(f"engine invariant broken: records of {cid}, keys of {kcid}")
-            yield cid.encode(), assemble(best, ks, payloads)
-            done += 1
-            if done % BATCH == 0:
-                self._measure()
-                self._tick("merge", done, n_profiles)
-        self._tick("merge", done, n_profiles)
+        for pairs in self.pool.merged_groups(str(path), groups):
+            yield from pairs
+            done += len(pairs)
+            self._measure()
+            self._tick("merge", done, n_profiles)
+        path.unlink()
 
     def _aliases(self, n_aliases: int) -> Iterator[tuple[bytes, bytes]]:
         import pyarrow.parquet as pq
@@ -566,6 +592,7 @@ class _Build:
         downloads = self.work / "inputs"
         downloads.mkdir()
         files = resolve_inputs(inputs, downloads, self.format)
+        self._connect(estimate_records(files))
         valid = self._ingest(files)
         self._measure()
         problems = self.problems
@@ -593,7 +620,7 @@ class _Build:
                 params={"id_priority": self.rules.order},
                 signing_key=signing_key,
             )
-        self.con.close()
+        self.close()
         self._measure()
         return BuildSummary(
             kind="profiles",
@@ -614,7 +641,8 @@ class _Build:
             blocked_examples=[t for _, t in problems.blocked_examples],
             invalid=invalid,
             engine="duckdb",
-            peak_rss_mb=round(peak_rss_mb(), 1),
+            # The build's own peak plus its merge workers'.
+            peak_rss_mb=round(peak_rss_mb() + self.workers_rss_mb, 1),
             temp_disk_mb=round(self.temp_mb, 1),
         )
 

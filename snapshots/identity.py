@@ -158,6 +158,10 @@ class Assembler:
         self._encode = msgspec.msgpack.Encoder().encode
 
     def profile(self, best: str, keys: Sequence[str], payloads: Sequence[bytes | str]) -> bytes:
+        return self.value(canonical_id(best), keys, payloads)
+
+    def value(self, cid: str, keys: Sequence[str], payloads: Sequence[bytes | str]) -> bytes:
+        """Like `profile`, for a caller that already has the canonical id."""
         ids_by_type: dict[str, list[str]] = {}
         for key in keys:
             t, _, v = key.partition(":")
@@ -167,5 +171,5 @@ class Assembler:
             else:
                 lst.append(v)
         decode = self._decode
-        profile = self._merger.merge(canonical_id(best), ids_by_type, [decode(p) for p in payloads])
+        profile = self._merger.merge(cid, ids_by_type, [decode(p) for p in payloads])
         return self._encode(profile)

@@ -23,6 +23,11 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
+def children_peak_rss_mb() -> float:
+    """Peak resident memory of the largest child process waited for so far."""
+    return resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024.0
+
+
 def dir_mb(path: str | os.PathLike[str]) -> float:
     total = 0
     for root, _dirs, files in os.walk(path):

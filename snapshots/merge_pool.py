@@ -1,0 +1,91 @@
+"""Merging persons into profile values on every core.
+
+The engine writes one row per person — canonical id, the records' JSON (input order), the
+identifier keys (first-seen order) — sorted by canonical id into a Parquet file. Each row
+group is one task: a worker process reads it, merges every person by policy and returns the
+(key, value) pairs, and the parent hands them to the LMDB writer in row-group order, so the
+keys stay sorted for append writes. Merging is Python (the policies are exactly
+`merge.Merger`'s), so processes, not threads, are what use a second core. A bounded number of
+row groups is in flight, so memory does not grow with the number of people.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+from collections import deque
+from collections.abc import Iterator
+from typing import Any
+
+import msgspec
+
+from snapshots.config import ProfilesConfig
+from snapshots.identity import Assembler
+
+Pairs = list[tuple[bytes, bytes]]
+
+_assembler: Assembler | None = None
+_file: tuple[str, Any] | None = None
+
+
+def _init(cfg_json: bytes) -> None:
+    global _assembler
+    _assembler = Assembler(msgspec.json.decode(cfg_json, type=ProfilesConfig))
+
+
+def merge_group(path: str, group: int) -> Pairs:
+    """Worker side: one row group of the persons file → its profiles' (key, value) pairs."""
+    import pyarrow.parquet as pq
+
+    global _file
+    if _file is None or _file[0] != path:
+        _file = (path, pq.ParquetFile(path))
+    assert _assembler is not None, "merge worker not initialised"
+    t = _file[1].read_row_group(group)
+    cids: list[str] = t.column(0).to_pylist()
+    payloads: list[list[bytes]] = t.column(1).to_pylist()
+    keys: list[list[str]] = t.column(2).to_pylist()
+    value = _assembler.value
+    return [(c.encode(), value(c, k, p)) for c, p, k in zip(cids, payloads, keys, strict=True)]
+
+
+class MergePool:
+    """Worker processes for `merged_groups`, or none (`workers` ≤ 1: merge in this process).
+
+    Created before the engine connects: the workers are forked from a process that has no
+    DuckDB threads yet (a fork copies only the calling thread, so a lock another thread held
+    would stay locked forever in the child), and fork, unlike spawn, does not re-run the
+    caller's main module."""
+
+    def __init__(self, cfg: ProfilesConfig, workers: int) -> None:
+        self.cfg_json = msgspec.json.encode(cfg)
+        self.workers = workers
+        self._pool: Any = None
+        if workers > 1:
+            self._pool = multiprocessing.get_context("fork").Pool(
+                workers, initializer=_init, initargs=(self.cfg_json,)
+            )
+
+    def merged_groups(self, path: str, groups: int) -> Iterator[Pairs]:
+        """Every row group's pairs, in order; at most two groups per worker in flight."""
+        global _file
+        if self._pool is None:
+            _init(self.cfg_json)
+            try:
+                for g in range(groups):
+                    yield merge_group(path, g)
+            finally:
+                _file = None  # closes the file, which the engine removes next
+            return
+        pending: deque[Any] = deque()
+        nxt = 0
+        while pending or nxt < groups:
+            while nxt < groups and len(pending) < 2 * self.workers:
+                pending.append(self._pool.apply_async(merge_group, (path, nxt)))
+                nxt += 1
+            yield pending.popleft().get()
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.terminate()
+            self._pool.join()
+            self._pool = None
