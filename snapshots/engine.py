@@ -541,9 +541,11 @@ class _Build:
         # first-seen order. One statement, so DuckDB's aggregate and sort may spill.
         self.con.execute(
             f"""COPY (
-                 WITH r AS (SELECT rb.best, list(r.payload ORDER BY r.rid) AS payloads
+                 WITH r AS (SELECT rb.best, list_transform(list_sort(list({{'r': r.rid,
+                                   'p': r.payload}})), lambda x: x.p) AS payloads
                             FROM recs r JOIN rec_best rb USING (rid) GROUP BY rb.best),
-                      k AS (SELECT best, list(key ORDER BY first_rid, first_pos) AS keys
+                      k AS (SELECT best, list_transform(list_sort(list({{'r': first_rid,
+                                   'p': first_pos, 'k': key}})), lambda x: x.k) AS keys
                             FROM node_best GROUP BY best)
                  SELECT c.cid, r.payloads, k.keys FROM best_cid c JOIN r USING (best)
                  JOIN k USING (best) ORDER BY c.cid
