@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import collections
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -23,8 +23,14 @@ import rules
 
 DEFAULT_LAST = 10_000
 MAX_LAST = 1_000_000
+# How many progress reports a replay makes at most (plus its last): a steady bar for the page
+# whatever N is, and a bounded number of messages.
+PROGRESS_STEPS = 50
 
 Record = dict[str, Any]
+# Called with (records done, records in all) while a window is read or replayed; it may raise to
+# stop the work (the console stops a replay whose browser went away).
+Progress = Callable[[int, int], None]
 
 
 class Transition(msgspec.Struct):
@@ -90,12 +96,17 @@ def _lines_newest_first(path: Path) -> Iterator[bytes]:
 
 
 def last_decisions(
-    logs: Path, last: int, since: float | None = None, kinds: tuple[str, ...] = ("decision",)
+    logs: Path,
+    last: int,
+    since: float | None = None,
+    kinds: tuple[str, ...] = ("decision",),
+    progress: Progress | None = None,
 ) -> LogWindow:
     """The last `last` records of `kinds` under `logs` (a directory or a file), oldest first.
 
     Files are read newest first and reading stops once enough are found, so a huge log costs
-    what the window needs (each file is bounded by the log's rotation size)."""
+    what the window needs (each file is bounded by the log's rotation size). `progress` hears
+    (records found, `last`) after each file."""
     last = max(1, min(last, MAX_LAST))
     if logs.is_file():
         files = [logs]
@@ -124,6 +135,8 @@ def last_decisions(
             if not isinstance(t, int | float) or (since is not None and t < since):
                 continue
             out.append(rec)
+        if progress is not None:
+            progress(min(len(out), last), last)
         if len(out) >= last:
             break
     out.sort(key=lambda r: float(r["t"]))
@@ -190,8 +203,12 @@ def replay(
     profiles: Any = None,
     content: rules.ContentCatalog | None = None,
     limit: int = DEFAULT_LAST,
+    progress: Progress | None = None,
 ) -> ImpactReport:
-    """Decide every record of `window` with both rule sets and count what changes."""
+    """Decide every record of `window` with both rule sets and count what changes.
+
+    `progress` hears (records replayed, records in the window) about `PROGRESS_STEPS` times,
+    and once at the end."""
     finder = Profiles(profiles)
     by_placement: dict[str, PlacementImpact] = {}
     moves: dict[str, collections.Counter[tuple[str, str]]] = {}
@@ -200,7 +217,11 @@ def replay(
     keys_before: dict[str, set[tuple[str | None, str]]] = {}
     keys_after: dict[str, set[tuple[str | None, str]]] = {}
     changed = errors = 0
-    for rec in window.records:
+    total = len(window.records)
+    step = max(1, -(-total // PROGRESS_STEPS))  # ceil: at most PROGRESS_STEPS reports, + the last
+    for done, rec in enumerate(window.records):
+        if progress is not None and done % step == 0:
+            progress(done, total)
         names = [
             str(p.get("placement"))
             for p in rec.get("placements") or []
@@ -238,6 +259,8 @@ def replay(
         if differs:
             for name in set(before.segments) | set(after.segments):
                 by_segment[name].changed += 1
+    if progress is not None:
+        progress(total, total)
     for name, counter in moves.items():
         by_placement[name].transitions = [
             Transition(f, t, n) for (f, t), n in counter.most_common()

@@ -6,7 +6,8 @@
     GET  /console/api/rules            the active rules file, its cardinality
     POST /console/api/check            {"text"} → diagnostics (as `edgeside rules check`)
     POST /console/api/preview          visitor + context → active and candidate decisions, traced
-    POST /console/api/impact           candidate replayed over the last N logged decisions
+    POST /console/api/impact           candidate replayed over the last N logged decisions (with
+                                       `Accept: application/x-ndjson`: progress lines, then it)
     GET  /console/api/shadow           the shadow's agreement; POST starts one
     POST /console/api/shadow/promote   the shadow becomes the active rules snapshot
     POST /console/api/shadow/discard
@@ -33,7 +34,7 @@ from typing import Annotated, Any
 
 import msgspec
 from starlette.requests import ClientDisconnect, Request
-from starlette.responses import Response
+from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
 import rules
@@ -46,7 +47,7 @@ from .. import auth as scoped_auth
 from ..asgi import error_body
 from ..state import AppState
 from ..visitor import Visitor
-from . import auth, impact, shadow
+from . import auth, impact, impact_stream, shadow
 from .analytics import AnalyticsBody, analytics
 
 log = logging.getLogger("edgeside.console")
@@ -507,17 +508,44 @@ class Console:
         if logs is None:
             raise Refusal(409, "no_log", "the decision log is off (decision_log.dir is empty)")
         holder = self.state.holder
-        world = holder.acquire()
-        try:
-            if world.engine is None:
+        if holder.current.engine is None:
+            raise Refusal(409, "no_rules", "no active rules to compare with")
+        held: list[Any] = []
+
+        def hold() -> Callable[[], None]:
+            world = holder.acquire()
+            held.append(world)
+            return lambda: holder.release(world)
+
+        def work(report: impact_stream.Report) -> impact.ImpactReport:
+            world = held[0]
+            if world.engine is None:  # cannot happen once rules were active; said, not assumed
                 raise Refusal(409, "no_rules", "no active rules to compare with")
-            active = world.engine
-            window = await asyncio.to_thread(impact.last_decisions, logs, body.last)
-            report = await asyncio.to_thread(
-                impact.replay, window, active, engine, world.profiles, world.content, body.last
+            window = impact.last_decisions(
+                logs, body.last, progress=lambda done, total: report("read", done, total)
             )
+            return impact.replay(
+                window,
+                world.engine,
+                engine,
+                world.profiles,
+                world.content,
+                body.last,
+                progress=lambda done, total: report("replay", done, total),
+            )
+
+        if impact_stream.wants_stream(request.headers.get("accept", "")):
+            return StreamingResponse(
+                impact_stream.stream(work, hold),
+                200,
+                {"cache-control": "no-store", "x-content-type-options": "nosniff"},
+                media_type=impact_stream.MEDIA_TYPE,
+            )
+        release = hold()
+        try:
+            report = await asyncio.to_thread(work, lambda phase, done, total: None)
         finally:
-            holder.release(world)
+            release()
         return _json(report)
 
     async def shadow(self, request: Request) -> Response:

@@ -302,11 +302,80 @@ function table(headers, rows, attrs) {
     el("tbody", {}, ...rows.map((r) => el("tr", {}, ...r.map((c) => el("td", {}, c))))));
 }
 
+function seconds(s) {
+  if (s === null || s === undefined) return "";
+  return s < 60 ? Math.ceil(s) + " s" : Math.floor(s / 60) + " min " + Math.ceil(s % 60) + " s";
+}
+
+// One line of the streamed replay's progress: the bar, "done of total", and the time left. The
+// numbers also stay on the element (data-phase, data-done, data-total) for whoever reads the page.
+function showProgress(p) {
+  const box = $("impact-progress");
+  box.hidden = false;
+  box.dataset.phase = p.phase;
+  box.dataset.done = String(p.done);
+  box.dataset.total = String(p.total);
+  const bar = $("impact-bar");
+  bar.max = Math.max(1, p.total);
+  bar.value = p.done;
+  let text;
+  if (p.phase === "read") {
+    text = "reading the decision log: " + p.done + " of at most " + p.total + " decisions found";
+  } else if (p.done < p.total) {
+    text = "replayed " + p.done + " of " + p.total + " decisions" +
+      (p.eta_s === null ? "" : " · about " + seconds(p.eta_s) + " left");
+  } else {
+    text = "replayed " + p.total + " of " + p.total + " decisions in " + p.elapsed_s.toFixed(1) + " s";
+  }
+  $("impact-progress-text").textContent = text;
+}
+
+// The replay answers NDJSON when asked: progress lines while the log is read and replayed, then
+// {"result": …} or {"error": …} (server/console/impact_stream.py).
+async function replayImpact(body) {
+  const res = await fetch(API + "/impact", {
+    method: "POST",
+    credentials: "same-origin",
+    headers: { "content-type": "application/json", "accept": "application/x-ndjson", "x-csrf-token": csrf },
+    body: JSON.stringify(body),
+  });
+  if (res.status === 401) { showSignIn(); throw new Error("signed out"); }
+  if (res.status !== 200) {
+    let data = null;
+    try { data = await res.json(); } catch (e) { data = null; }
+    return { status: res.status, data };
+  }
+  const reader = res.body.getReader();
+  const decoder = new TextDecoder();
+  let buffered = "";
+  let last = null;
+  for (;;) {
+    const { value, done } = await reader.read();
+    if (value) buffered += decoder.decode(value, { stream: true });
+    let nl;
+    while ((nl = buffered.indexOf("\n")) >= 0) {
+      const line = buffered.slice(0, nl);
+      buffered = buffered.slice(nl + 1);
+      if (!line.trim()) continue;
+      const msg = JSON.parse(line);
+      if (msg.progress) showProgress(msg.progress);
+      else last = msg;
+    }
+    if (done) break;
+  }
+  if (last && last.result) return { status: 200, data: last.result };
+  const error = last && last.error ? last.error : { message: "the replay stopped before its result" };
+  return { status: 500, data: { error } };
+}
+
 $("impact-form").addEventListener("submit", async (ev) => {
   ev.preventDefault();
   status("replaying…");
-  const r = await api("/impact", { method: "POST", body: { candidate: candidateText(), last: Number($("im-last").value) } });
+  $("impact-out").replaceChildren();
+  $("impact-progress").hidden = true;
+  const r = await replayImpact({ candidate: candidateText(), last: Number($("im-last").value) });
   if (r.status !== 200) {
+    $("impact-progress").hidden = true;
     status(r.data && r.data.check ? "The candidate does not check — see Rules." : errorText(r), true);
     return;
   }

@@ -194,6 +194,49 @@ def test_impact_equals_the_cli_for_the_same_log(
     assert re.match(rf"{report['changed']} of {report['decisions']} decisions change", text)
 
 
+def test_impact_streams_its_progress_then_the_same_report(console_server: Edgeside) -> None:
+    """Asked for NDJSON, the replay answers as it goes (chunked: no length known up front):
+    the log read, then the replay's progress with the time left, then the report the JSON form
+    gives."""
+    body = {"candidate": CANDIDATE, "last": 500}
+    with signed_in(console_server) as (client, csrf):
+        plain = client.post("/console/api/impact", json=body, headers={"x-csrf-token": csrf})
+        headers = {"x-csrf-token": csrf, "accept": "application/x-ndjson"}
+        with client.stream("POST", "/console/api/impact", json=body, headers=headers) as r:
+            assert r.status_code == 200
+            assert r.headers["content-type"].startswith("application/x-ndjson")
+            assert "content-length" not in r.headers
+            lines = [json.loads(line) for line in r.iter_lines() if line]
+    assert plain.status_code == 200
+    *progress, last = lines
+    assert last == {"result": plain.json()}
+    phases = [p["progress"]["phase"] for p in progress]
+    assert phases[0] == "read" and set(phases) == {"read", "replay"}
+    assert phases == sorted(phases), "the log is read, then replayed"
+    replay = [p["progress"] for p in progress if p["progress"]["phase"] == "replay"]
+    total = replay[0]["total"]
+    assert total >= plain.json()["decisions"] > 0
+    done = [p["done"] for p in replay]
+    assert done[0] == 0 and done[-1] == total and done == sorted(done)
+    assert 2 < len(replay) <= 51, "bounded: at most 50 reports and the last, whatever N"
+    assert all(p["eta_s"] is not None for p in replay[1:])
+    assert replay[-1]["eta_s"] == 0
+
+
+def test_a_streamed_impact_refuses_bad_input_before_it_begins(console_server: Edgeside) -> None:
+    with signed_in(console_server) as (client, csrf):
+        headers = {"x-csrf-token": csrf, "accept": "application/x-ndjson"}
+        bad = client.post(
+            "/console/api/impact", json={"candidate": "rules: [", "last": 5}, headers=headers
+        )
+        assert bad.status_code == 422 and bad.json()["check"]["ok"] is False
+        huge = client.post(
+            "/console/api/impact", json={"candidate": CANDIDATE, "last": 10**9}, headers=headers
+        )
+        assert huge.status_code == 422
+        assert huge.headers["content-type"].startswith("application/json")
+
+
 def test_a_raising_shadow_is_counted_and_never_changes_what_is_served(
     console_server: Edgeside, console_data: Path
 ) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -39,6 +40,21 @@ CHROMIUM_ARGS = [
     "--disable-sync",
 ]
 TIMEOUT_MS = 15_000
+# Installed in the page before a replay: records each text the progress line shows, then
+# "RESULT" when the result is put in the page.
+PROGRESS_RECORDER = """() => {
+  window.__impactShown = [];
+  const seen = window.__impactShown;
+  new MutationObserver((records) => {
+    for (const r of records) {
+      for (const n of r.addedNodes) {
+        if (r.target.id === "impact-progress-text") seen.push(n.textContent);
+        else if (r.target.id === "impact-out") { seen.push("RESULT"); return; }
+      }
+    }
+  }).observe(document.getElementById("impact-progress-text").parentNode.parentNode,
+             { childList: true, subtree: true });
+}"""
 
 
 def _chromium() -> str:
@@ -193,11 +209,23 @@ def test_impact_shows_the_same_numbers_as_the_cli(
     _set_candidate(page, CANDIDATE)
     page.click("#tabs button[data-tab=impact]")  # type: ignore[attr-defined]
     page.fill("#im-last", "500")  # type: ignore[attr-defined]
+    # Everything the page shows while the replay runs, in order: each text of the progress line
+    # and the moment the result appears (kept by the mutation records, however fast it ran).
+    page.evaluate(PROGRESS_RECORDER)  # type: ignore[attr-defined]
     page.click("#impact-form button")  # type: ignore[attr-defined]
     summary = page.wait_for_selector("#impact-summary")  # type: ignore[attr-defined]
     decisions = int(summary.get_attribute("data-decisions"))
     changed = int(summary.get_attribute("data-changed"))
     page.screenshot(path=str(shots / "06-impact.png"), full_page=True)  # type: ignore[attr-defined]
+    shown: list[str] = page.evaluate("window.__impactShown")  # type: ignore[attr-defined]
+    result_at = shown.index("RESULT")
+    before = shown[:result_at]
+    assert before[0].startswith("reading the decision log:")
+    steps = [s for s in before if re.fullmatch(r"replayed \d+ of \d+ decisions · about .* left", s)]
+    assert steps, f"the replay's progress was shown before its result: {before}"
+    last = re.fullmatch(r"replayed (\d+) of \1 decisions in [\d.]+ s", before[-1])
+    assert last and int(last[1]) >= decisions, before[-1]
+    assert page.is_visible("#impact-progress")  # type: ignore[attr-defined]
     candidate = tmp_path / "candidate.yaml"
     candidate.write_text(CANDIDATE)
     argv = [sys.executable, "-m", "server.cli", "rules", "impact", str(candidate), "--json"]

@@ -1,15 +1,18 @@
 """Shadow and impact without a server: a raising candidate is counted and changes nothing; no
-shadow means no hook; the log window is bounded and read newest first; the session cookie."""
+shadow means no hook; the log window is bounded and read newest first; the replay's progress and
+its stream (stopped when the reader goes away); the session cookie."""
 
 from __future__ import annotations
 
+import asyncio
 import json
+import threading
 from pathlib import Path
 from typing import Any
 
 import rules
 from server.auth import Credentials, digest
-from server.console import auth, impact, shadow
+from server.console import auth, impact, impact_stream, shadow
 from server.metrics import Counter
 
 from .conftest import DEMO_RULES
@@ -172,3 +175,88 @@ def test_placement_names_from_requests_cannot_grow_the_counts() -> None:
     assert len(run.counts.placements) == shadow.MAX_PLACEMENTS + 1
     assert run.counts.placements[shadow.OTHER].agree == 50
     assert len(metric.values) == shadow.MAX_PLACEMENTS + 1
+
+
+def test_replay_reports_its_progress_in_bounded_steps(tmp_path: Path) -> None:
+    _write_log(tmp_path / "decisions-a.ndjson", 1_780_000_000.0, 500)
+    read: list[tuple[int, int]] = []
+    window = impact.last_decisions(tmp_path, 400, progress=lambda d, t: read.append((d, t)))
+    assert read == [(400, 400)], "one report per file read, found of the window"
+    seen: list[tuple[int, int]] = []
+    report = impact.replay(window, _engine(), _engine(), progress=lambda d, t: seen.append((d, t)))
+    assert report.decisions == 400
+    assert seen[0] == (0, 400) and seen[-1] == (400, 400)
+    done = [d for d, _ in seen]
+    assert done == sorted(done) and len(set(done)) == len(done)
+    assert len(seen) <= impact.PROGRESS_STEPS + 1
+
+
+def _collect(agen: Any) -> list[dict[str, Any]]:
+    async def run() -> list[bytes]:
+        return [line async for line in agen]
+
+    return [json.loads(line) for line in asyncio.run(run())]
+
+
+def test_the_stream_sends_progress_then_the_result_and_releases_the_world() -> None:
+    released: list[bool] = []
+
+    def hold() -> Any:
+        return lambda: released.append(True)
+
+    def work(report: impact_stream.Report) -> dict[str, int]:
+        report("read", 3, 10)
+        for i in range(4):
+            report("replay", i, 3)
+        return {"decisions": 3}
+
+    lines = _collect(impact_stream.stream(work, hold))
+    assert [x["progress"]["phase"] for x in lines[:-1]] == ["read"] + ["replay"] * 4
+    assert [x["progress"]["done"] for x in lines[1:-1]] == [0, 1, 2, 3]
+    assert lines[1]["progress"]["eta_s"] is None, "no rate yet: no time left is guessed"
+    assert lines[-2]["progress"]["eta_s"] == 0
+    assert lines[-1] == {"result": {"decisions": 3}}
+    assert released == [True]
+
+
+def test_a_failing_replay_ends_its_stream_with_an_error_line() -> None:
+    def work(report: impact_stream.Report) -> None:
+        report("replay", 0, 5)
+        raise ValueError("a corrupt profile store")
+
+    lines = _collect(impact_stream.stream(work, lambda: lambda: None))
+    assert lines[0]["progress"]["done"] == 0
+    assert lines[-1] == {"error": {"code": "replay_failed", "message": "a corrupt profile store"}}
+
+
+def test_a_closed_stream_stops_the_replay_at_its_next_report() -> None:
+    """The browser went away after the first line: the work is told at its next report, and the
+    world it held is released once it has stopped."""
+    went_away = threading.Event()
+    outcome: list[str] = []
+    released = threading.Event()
+
+    def work(report: impact_stream.Report) -> None:
+        report("replay", 0, 100)
+        went_away.wait(30)
+        try:
+            report("replay", 50, 100)
+        except impact_stream.Stopped:
+            outcome.append("stopped")
+            raise
+        outcome.append("went on")
+
+    async def run() -> None:
+        agen = impact_stream.stream(work, lambda: released.set)
+        first = await agen.__anext__()
+        assert json.loads(first)["progress"]["done"] == 0
+        await agen.aclose()
+        went_away.set()
+        for _ in range(3000):  # the release runs on the loop once the thread is done
+            if released.is_set():
+                break
+            await asyncio.sleep(0.01)
+
+    asyncio.run(run())
+    assert outcome == ["stopped"]
+    assert released.is_set()
