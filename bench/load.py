@@ -176,8 +176,53 @@ def soak(server: Edgeside, seconds: float, rate: float, cookies: Path) -> dict[s
     }
 
 
+class LocustError(Exception):
+    """A locust step that measured nothing: its message says why, for the person running it."""
+
+
+def locust_stats(prefix: Path, users: int, seconds: int, output: str = "") -> dict[str, Any]:
+    """The numbers of one locust run from its `PREFIX_stats.csv`, Aggregated row.
+
+    Locust writes "N/A" for percentiles when no request completed (the host never answered, the
+    run was too short) and no CSV at all when it failed to start: both are a `LocustError` naming
+    the step, not a `ValueError` from `float("N/A")`."""
+    where = f"locust at {users} users for {seconds} s"
+    tail = output.strip()[-800:]
+    said = f"; locust said: {tail}" if tail else ""
+    try:
+        with open(f"{prefix}_stats.csv", newline="") as f:
+            rows = {row["Name"]: row for row in csv.DictReader(f)}
+    except OSError as exc:
+        raise LocustError(f"{where}: no statistics written ({exc.strerror}){said}") from None
+    agg = rows.get("Aggregated")
+    if agg is None:
+        raise LocustError(f"{where}: its statistics have no Aggregated row{said}")
+    try:
+        requests = int(agg["Request Count"])
+        if requests == 0:
+            raise LocustError(f"{where}: no request completed, so there is no latency{said}")
+        return {
+            "users": users,
+            "seconds": seconds,
+            "requests": requests,
+            "failures": int(agg["Failure Count"]),
+            "rps": round(float(agg["Requests/s"]), 1),
+            "p50_ms": float(agg["50%"]),
+            "p95_ms": float(agg["95%"]),
+            "p99_ms": float(agg["99%"]),
+            "by_route": {
+                name: {"requests": int(r["Request Count"]), "failures": int(r["Failure Count"])}
+                for name, r in rows.items()
+                if name != "Aggregated"
+            },
+        }
+    except (KeyError, TypeError, ValueError) as exc:
+        raise LocustError(f"{where}: unreadable statistics ({exc!r}){said}") from None
+
+
 def locust_step(url: str, users: int, seconds: int, out_dir: Path) -> dict[str, Any]:
-    """One headless locust run of bench/locustfile.py; numbers from its CSV's Aggregated row."""
+    """One headless locust run of bench/locustfile.py; numbers from its CSV's Aggregated row.
+    Raises `LocustError` when the run measured nothing."""
     prefix = out_dir / f"locust-{users}"
     argv = [
         str(Path(sys.executable).with_name("locust")),
@@ -185,27 +230,23 @@ def locust_step(url: str, users: int, seconds: int, out_dir: Path) -> dict[str, 
         "-u", str(users), "-r", str(users), "-t", f"{seconds}s", "--csv", str(prefix),
         "--only-summary", "--loglevel", "WARNING", "--stop-timeout", "2",
     ]  # fmt: skip
-    subprocess.run(
+    done = subprocess.run(
         argv, cwd=ROOT, capture_output=True, text=True, check=False, timeout=seconds + 60
     )
-    with open(f"{prefix}_stats.csv", newline="") as f:
-        rows = {row["Name"]: row for row in csv.DictReader(f)}
-    agg = rows["Aggregated"]
-    return {
-        "users": users,
-        "seconds": seconds,
-        "requests": int(agg["Request Count"]),
-        "failures": int(agg["Failure Count"]),
-        "rps": round(float(agg["Requests/s"]), 1),
-        "p50_ms": float(agg["50%"]),
-        "p95_ms": float(agg["95%"]),
-        "p99_ms": float(agg["99%"]),
-        "by_route": {
-            name: {"requests": int(r["Request Count"]), "failures": int(r["Failure Count"])}
-            for name, r in rows.items()
-            if name != "Aggregated"
-        },
-    }
+    return locust_stats(prefix, users, seconds, done.stderr)
+
+
+def locust_steps(url: str, users: list[int], seconds: int, out_dir: Path) -> list[dict[str, Any]]:
+    """Every locust step; one that measured nothing is kept as {"users", "error"} and said on
+    stderr, so the other steps' figures still reach the JSON."""
+    out: list[dict[str, Any]] = []
+    for u in users:
+        try:
+            out.append(locust_step(url, u, seconds, out_dir))
+        except LocustError as exc:
+            print(f"bench.load: error: {exc}", file=sys.stderr, flush=True)
+            out.append({"users": u, "seconds": seconds, "error": str(exc)})
+    return out
 
 
 def run(
@@ -235,7 +276,7 @@ def run(
         found = knee(steps, slo_ms)
         top = max(s["achieved_rps"] for s in steps)
         soak_rate = 0.5 * (found["offered_rps"] if found else top)
-        locust = [locust_step(server.url, u, locust_s, work) for u in locust_users]
+        locust = locust_steps(server.url, locust_users, locust_s, work)
         soaked = soak(server, soak_s, soak_rate, cookies) if soak_s > 0 else None
         alive = server.proc.poll() is None
     return {
@@ -249,7 +290,7 @@ def run(
         "locust": locust,
         "soak": soaked,
         "errors": sum(s["errors"] for s in steps)
-        + sum(s["failures"] for s in locust)
+        + sum(s.get("failures", 0) for s in locust)
         + (soaked["errors"] if soaked else 0),
         "server_alive": alive,
     }
@@ -290,7 +331,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.out:
         Path(args.out).write_text(text + "\n")
     print(text)
-    return 0
+    # A locust step that measured nothing was said on stderr; the run did not do its job.
+    return 1 if any("error" in s for s in result["locust"]) else 0
 
 
 if __name__ == "__main__":
