@@ -1,9 +1,16 @@
-"""The demo shop: build its snapshots from `demo/` into a data directory, again when it changes."""
+"""The demo shop: build its snapshots from its exports into a data directory, again when they
+change.
+
+The exports, build configs and rules live in the package (`server/offline/demo_data/`, shipped as
+package data), so `edgeside serve` with no `--data` works from an installed wheel as it does from
+a checkout: one copy, read by both.
+"""
 
 from __future__ import annotations
 
 import argparse
 import hashlib
+import os
 import tempfile
 from pathlib import Path
 
@@ -13,10 +20,22 @@ from snapshots import store
 from ..config import load_secrets
 from .rules_snapshot import build_rules_snapshot
 
-_ROOT = Path(__file__).resolve().parents[2]
-DEMO_DIR = _ROOT / "demo"
-# Where `edgeside serve` without --data (and `edgeside demo build`) keeps the demo snapshots.
-DEFAULT_DEMO_DATA = _ROOT / ".data" / "demo"
+DEMO_DIR = Path(__file__).resolve().parent / "demo_data"
+
+
+def default_demo_data() -> Path:
+    """Where `edgeside serve` without --data (and `edgeside demo build`) keeps the demo snapshots:
+    `.data/demo` in a checkout (beside the Makefile's `make serve`), else the user's data
+    directory (`$XDG_DATA_HOME/edgeside/demo`, `~/.local/share/edgeside/demo`) — never inside an
+    installed package, which may be read-only and is replaced by the next install."""
+    root = Path(__file__).resolve().parents[2]
+    if (root / "pyproject.toml").is_file() and (root / "server" / "offline").is_dir():
+        return root / ".data" / "demo"
+    base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return Path(base) / "edgeside" / "demo"
+
+
+DEFAULT_DEMO_DATA = default_demo_data()
 
 
 DIGEST_FILE = ".demo-digest"
@@ -25,7 +44,7 @@ DIGEST_FILE = ".demo-digest"
 def demo_digest() -> str:
     """sha256 over every file the demo snapshots are built from."""
     h = hashlib.sha256()
-    for path in sorted(p for p in DEMO_DIR.rglob("*") if p.is_file() and p.suffix != ".py"):
+    for path in sorted(p for p in DEMO_DIR.rglob("*") if p.suffix in (".yaml", ".ndjson")):
         h.update(str(path.relative_to(DEMO_DIR)).encode() + b"\0")
         h.update(path.read_bytes())
     return h.hexdigest()

@@ -1,4 +1,4 @@
-"""Generate the demo shop's exports (deterministic: seeded). Run: `python demo/make_demo.py`.
+"""Generate the demo shop's exports (deterministic: seeded). Run: `python server/offline/demo_data/make_demo.py`.
 
 Vocabulary (docs/CONTRACTS.md): sites shop-fr/shop-de/shop-uk, placements home_hero, home_recs,
 article_sidebar, cart_upsell; named visitors c-alice, c-bruno, c-chloe. Dates are relative to
@@ -11,6 +11,7 @@ import hashlib
 import random
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import orjson
 
@@ -77,7 +78,7 @@ def person(rng: random.Random, i: int) -> dict[str, object]:
     }
 
 
-NAMED = [
+NAMED: list[dict[str, Any]] = [
     {"customer_id": "C00001", "email": "alice@example.com", "cookie": "c-alice",
      "device_id": "dev-alice-phone", "tier": "gold", "orders": 14, "country": "FR",
      "city": "Paris", "interests": {"running": 0.95, "nutrition": 0.4}},
@@ -91,13 +92,13 @@ NAMED = [
 
 
 def profiles(rng: random.Random) -> tuple[list[dict[str, object]], list[dict[str, object]]]:
-    people = NAMED + [person(rng, i) for i in range(4, 304)]
+    people: list[dict[str, Any]] = [*NAMED, *(person(rng, i) for i in range(4, 304))]
     crm: list[dict[str, object]] = []
     web: list[dict[str, object]] = []
     for n, p in enumerate(people):
         named = n < len(NAMED)
         email = sha(str(p["email"]))
-        orders = int(p["orders"])  # type: ignore[call-overload]
+        orders = int(p["orders"])
         if named or rng.random() < 0.85:  # some visitors are known only to the web analytics
             ids: dict[str, object] = {"customer_id": p["customer_id"], "email_sha256": email}
             if named or rng.random() < 0.5:
@@ -127,7 +128,7 @@ def profiles(rng: random.Random) -> tuple[list[dict[str, object]], list[dict[str
             wids["email_sha256"] = email  # logged-in visits link the cookie to the CRM person
         if p["device_id"]:
             wids["device_id"] = p["device_id"]
-        interests = dict(p["interests"])  # type: ignore[call-overload]
+        interests = dict(p["interests"])
         web.append({
             "source": "web",
             "ids": wids,
