@@ -1,4 +1,6 @@
-"""Generate the demo shop's exports (deterministic: seeded). Run: `python server/offline/demo_data/make_demo.py`.
+"""Generate the demo shop's exports (deterministic: seeded).
+
+Run: `python server/offline/demo_data/make_demo.py`.
 
 Vocabulary (docs/CONTRACTS.md): sites shop-fr/shop-de/shop-uk, placements home_hero, home_recs,
 article_sidebar, cart_upsell; named visitors c-alice, c-bruno, c-chloe. Dates are relative to
