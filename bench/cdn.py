@@ -29,8 +29,10 @@ from pathlib import Path
 
 import httpx
 
+from server.offline.demo import DEMO_DIR
+
 from .procs import edgeside
-from .proxies import REPO, demo_origin, find_binary, nginx
+from .proxies import demo_origin, find_binary, nginx
 
 # How the visitors split: known profiles, anonymous cookies, known visitors who said no.
 KNOWN_SHARE = 0.6
@@ -54,7 +56,7 @@ class Outcome:
 
 def demo_cookies() -> list[str]:
     cookies: dict[str, None] = {}
-    for path in sorted((REPO / "demo" / "profiles").glob("*.ndjson")):
+    for path in sorted((DEMO_DIR / "profiles").glob("*.ndjson")):
         for line in path.read_text(encoding="utf-8").splitlines():
             if line.strip():
                 cookie = json.loads(line).get("ids", {}).get("cookie")
@@ -68,7 +70,7 @@ def plan(visitors: int, pages: int, zipf_s: float, seed: int) -> list[Visit]:
     rng = random.Random(seed)
     known = demo_cookies()
     if not known:
-        raise SystemExit("bench.cdn: no demo profiles found under demo/profiles")
+        raise SystemExit(f"bench.cdn: no demo profiles found under {DEMO_DIR / 'profiles'}")
     weights = [1.0 / (rank + 1) ** zipf_s for rank in range(pages)]
     paths = rng.choices([f"/p/{rank}" for rank in range(pages)], weights=weights, k=visitors)
     visits = []

@@ -52,7 +52,7 @@ def demo_digest() -> str:
 
 def ensure_demo(data_dir: Path, signing_key: bytes | None = None, *, force: bool = False) -> None:
     """Build and activate the demo snapshots unless every kind is active and built from the
-    demo files as they are now (a checkout that changed `demo/` rebuilds on the next start)."""
+    demo files as they are now (a change to `demo_data/` rebuilds on the next start)."""
     digest = demo_digest()
     stamp = data_dir / DIGEST_FILE
     current = stamp.read_text().strip() if stamp.exists() else ""

@@ -11,6 +11,8 @@ from typing import Any
 
 import httpx
 
+from server.offline.demo import DEMO_DIR
+
 REPO = Path(__file__).resolve().parents[2]
 HOME_PLACEMENTS = "home_hero"  # what the proxies ask for on /shared/…, /p/…: see deploy/
 # What the server itself lets into a decision header (server/asgi.py) and what the proxies accept.
@@ -20,7 +22,7 @@ SAFE_HEADER = re.compile(r"[A-Za-z0-9_.:;=,/+-]*")
 def demo_cookies() -> list[str]:
     """Every `cookie` identifier in the demo profile exports, in file order, deduplicated."""
     seen: dict[str, None] = {}
-    for path in sorted((REPO / "demo" / "profiles").glob("*.ndjson")):
+    for path in sorted((DEMO_DIR / "profiles").glob("*.ndjson")):
         for line in path.read_text(encoding="utf-8").splitlines():
             if line.strip():
                 cookie = json.loads(line).get("ids", {}).get("cookie")

@@ -10,7 +10,7 @@ import pytest
 import rules
 from server.cli import main
 
-DEMO = Path(__file__).resolve().parents[2] / "demo" / "rules.yaml"
+DEMO = Path(__file__).resolve().parents[2] / "server" / "offline" / "demo_data" / "rules.yaml"
 
 
 def test_check_demo_is_clean(capsys: pytest.CaptureFixture[str]) -> None:

@@ -30,7 +30,7 @@ from rules.compiler import Shared, _locate
 from rules.context import KEY_FIELDS, key_function
 from rules.engine import ENGINE_FIELDS
 
-DEMO = Path(__file__).resolve().parents[2] / "demo" / "rules.yaml"
+DEMO = Path(__file__).resolve().parents[2] / "server" / "offline" / "demo_data" / "rules.yaml"
 PAGE = ["home_hero", "home_recs", "article_sidebar", "cart_upsell"]
 # Country-only rules: a placement, a segment and an action, each reading ctx.geo.country.
 COUNTRY = (

@@ -10,7 +10,7 @@ from rules_fakes import ALICE, BRUNO, CHLOE, Activity, demo_catalog
 import rules
 from rules import Context, Geo
 
-DEMO = Path(__file__).resolve().parents[2] / "demo" / "rules.yaml"
+DEMO = Path(__file__).resolve().parents[2] / "server" / "offline" / "demo_data" / "rules.yaml"
 PAGE = ["home_hero", "home_recs", "article_sidebar", "cart_upsell"]
 NOON = 1_780_056_000.0  # Friday 2026-05-29 12:00 UTC
 

@@ -49,7 +49,7 @@ from rules.picks import RECENCY_BUCKET_S
 
 QUARTER = 900.0
 NEXT_QUARTER = (NOW // QUARTER + 1) * QUARTER  # NOW is 20:26:40 UTC: 20:30:00
-DEMO = Path(__file__).resolve().parents[2] / "demo" / "rules.yaml"
+DEMO = Path(__file__).resolve().parents[2] / "server" / "offline" / "demo_data" / "rules.yaml"
 
 
 def decide_one(when: str, profile: Profile | None = ALICE, **kw: object) -> rules.Decision:

@@ -106,7 +106,7 @@ def test_demo_store_rebuilds_when_the_demo_files_change(tmp_path: Path) -> None:
     built = stamp.stat().st_mtime_ns
     ensure_demo(tmp_path)
     assert stamp.stat().st_mtime_ns == built  # unchanged demo: nothing rebuilt
-    stamp.write_text("stale\n")  # as after a checkout that changed demo/
+    stamp.write_text("stale\n")  # as after a checkout that changed the demo data
     ensure_demo(tmp_path)
     assert stamp.read_text().strip() == demo_digest()  # rebuilt, then stamped
     assert all(store.active_path(tmp_path, k) for k in ("profiles", "content", "rules"))

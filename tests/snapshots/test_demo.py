@@ -10,7 +10,7 @@ from snapshots.config import ContentConfig, ProfilesConfig, load_config
 from snapshots.content_build import build_content
 from snapshots.profiles_build import build_profiles
 
-DEMO = Path(__file__).resolve().parents[2] / "demo"
+DEMO = Path(__file__).resolve().parents[2] / "server" / "offline" / "demo_data"
 
 
 def test_named_visitors_have_their_traits(tmp_path: Path) -> None:

@@ -12,7 +12,7 @@ from server.cli import main
 from tests.snapshots.kit import WriteNdjson, rec
 
 REPO = Path(__file__).resolve().parents[2]
-DEMO = REPO / "demo"
+DEMO = REPO / "server" / "offline" / "demo_data"
 
 
 def build_demo(kind: str, out: Path, *extra: str) -> int:

@@ -1,4 +1,4 @@
-"""The demo store: built from `demo/`, signed with the key it is given."""
+"""The demo store: built from `server/offline/demo_data/`, signed with the key it is given."""
 
 from __future__ import annotations
 
