@@ -1,5 +1,6 @@
-"""What every pass-through auth-request proxy (deploy/caddy, deploy/haproxy) must do, as checks the
-test files call with their own running proxy: personalise, fail open, trust no client header.
+"""What every pass-through auth-request proxy (deploy/caddy, deploy/haproxy) must do: personalise,
+fail open, trust no client header — as checks, and as `ProxySuite`, the tests that run them, which
+each proxy's test file subclasses with how to start its proxy (`starter`).
 
 Besides the real edgeside, some checks put a *decider that misbehaves* behind a second instance of
 the proxy: a real HTTP server on loopback (`decider_stub`) that records every callout's headers and
@@ -18,16 +19,37 @@ from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
-from bench.procs import Edgeside, free_port, process, wait_http
-from bench.proxies import Running
+import pytest
+
+from bench.procs import Edgeside, edgeside, free_port, process, wait_http
+from bench.proxies import Running, _wait_listening
 
 from .helpers import SAFE_HEADER, decide, demo_cookies, keys_by_cookie, page, raw_get, renders
 from .helpers import variants as page_variants
 
 # A proxy starter: (work dir, edgeside host:port, origin host:port) → the running proxy.
 StartProxy = Callable[[Path, str, str], AbstractContextManager[Running]]
+
+
+def starter(
+    name: str, argv: list[str], env: Callable[[Path, int, str, str], dict[str, str]]
+) -> StartProxy:
+    """How a proxy is started: `argv` run in its work directory with `env(work, port, edgeside,
+    origin)`, on a free port, until it listens."""
+
+    @contextmanager
+    def start(work: Path, upstream: str, origin: str) -> Iterator[Running]:
+        work.mkdir(parents=True, exist_ok=True)
+        port = free_port()
+        log = work / f"{name}-{port}.log"
+        with process(argv, log=log, env=env(work, port, upstream, origin), cwd=work) as proc:
+            url = f"http://127.0.0.1:{port}"
+            _wait_listening(url, proc, log)
+            yield Running(url, port, proc, log)
+
+    return start
 
 
 @dataclass
@@ -330,3 +352,76 @@ def check_decider_misbehaving(
     assert "not a decision" not in response.text
     assert renders(origin.url, path)[-1]["headers"] == FALLBACK_SEEN
     assert elapsed < budget_s, elapsed
+
+
+# -- the tests, for a proxy's test file to subclass ----------------------------------------------
+
+
+class ProxySuite:
+    """Every check above against one proxy. A test file subclasses it as `Test<Proxy>`, sets
+    `name` (its page paths start with /name) and `refused` (the injection cases its proxy answers
+    with 400), and gives a `start_proxy` fixture (a `starter`). One proxy in front of the real
+    edgeside and one in front of the stub serve the whole class."""
+
+    name: ClassVar[str]
+    refused: ClassVar[frozenset[str]]
+
+    @pytest.fixture(scope="class")
+    @classmethod
+    def proxy(
+        cls, start_proxy: StartProxy, work: Path, decider: Edgeside, origin: Running
+    ) -> Iterator[Running]:
+        edge = decider.url.removeprefix("http://")
+        with start_proxy(work / cls.name, edge, f"127.0.0.1:{origin.port}") as running:
+            yield running
+
+    @pytest.fixture(scope="class")
+    @classmethod
+    def stub(cls, start_proxy: StartProxy, work: Path, origin: Running) -> Iterator[Stubbed]:
+        with stubbed(start_proxy, work / f"{cls.name}-stub", origin) as running:
+            yield running
+
+    def test_known_visitors_get_their_personalised_page(
+        self, proxy: Running, decider: Edgeside, origin: Running
+    ) -> None:
+        check_personalised(proxy, decider, origin, f"/{self.name}")
+
+    def test_site_from_host_and_placements_from_url(
+        self, proxy: Running, decider: Edgeside, origin: Running
+    ) -> None:
+        check_pages_for_other_sites_and_placements(proxy, decider, origin, f"/{self.name}")
+
+    def test_client_cannot_choose_its_decision_or_borrow_a_visitor(
+        self, proxy: Running, decider: Edgeside, origin: Running
+    ) -> None:
+        check_client_cannot_choose_its_decision(proxy, decider, origin, f"/{self.name}")
+
+    def test_callout_carries_only_trusted_inputs(self, stub: Stubbed) -> None:
+        check_callout_sends_only_trusted_inputs(stub)
+
+    @pytest.mark.parametrize("case", sorted(INJECTIONS))
+    def test_injection_attempts_never_reach_the_origin(
+        self, proxy: Running, decider: Edgeside, origin: Running, case: str
+    ) -> None:
+        status = check_injection(proxy, decider, origin, f"/{self.name}", case)
+        assert status == (400 if case in self.refused else 200)
+
+    def test_malformed_answers_are_not_trusted(self, stub: Stubbed, origin: Running) -> None:
+        check_answer_rechecked(stub, origin)
+
+    def test_edgeside_stopped_pages_still_served_with_the_fallback(
+        self, start_proxy: StartProxy, cdn_data: Path, tmp_path: Path, origin: Running
+    ) -> None:
+        with (
+            edgeside(cdn_data, log_dir=tmp_path) as own,
+            start_proxy(
+                tmp_path, own.url.removeprefix("http://"), f"127.0.0.1:{origin.port}"
+            ) as proxy,
+        ):
+            check_edgeside_stopped(proxy, own, origin)
+
+    @pytest.mark.parametrize("mode", ["404", "500", "403", "slow"])
+    def test_decider_misbehaving_still_serves_the_page(
+        self, stub: Stubbed, origin: Running, mode: str
+    ) -> None:
+        check_decider_misbehaving(stub, origin, mode)
