@@ -210,3 +210,36 @@ def test_unknown_site_is_said() -> None:
     for site in ("shop-fr", "default"):
         d = engine.decide(visitor_id=None, profile=None, ctx=ctx(site=site), placements=["hero"])
         assert not d.unknown_site
+
+
+def test_shadow_index_agrees_with_pairwise_covers() -> None:
+    """The trie that finds shadowed patterns (linear) answers what checking each pattern against
+    every earlier one (quadratic) does, on random patterns over a small alphabet."""
+    import random
+
+    from rules.model import PageDef
+    from rules.pages import ShadowIndex, covers
+
+    rng = random.Random(16)
+
+    def pattern() -> PageDef:
+        parts = tuple(rng.choice(["a", "b", "{x}"]) for _ in range(rng.randrange(0, 4)))
+        prefix = rng.random() < 0.3
+        params = tuple(p for p in parts if p.startswith("{"))
+        path = "/" + "/".join(parts) + ("/*" if prefix else "")
+        return PageDef(path, parts, params, prefix, (), None, "default", None, 1, 1)  # type: ignore[arg-type]
+
+    for _ in range(300):
+        pages = [pattern() for _ in range(rng.randrange(1, 12))]
+        index = ShadowIndex()
+        for i, page in enumerate(pages):
+            expected = next((e for e in pages[:i] if covers(e, page)), None)
+            assert index.covering(page) is expected, [p.pattern for p in pages[: i + 1]]
+            index.add(page)
+
+
+@pytest.mark.parametrize("path", ["/\xff\xfe", "/a b", "/a\nb", "/a\x00"])
+def test_what_is_not_a_uri_matches_nothing(path: str) -> None:
+    assert split_path(path) is None
+    d = engine_from(RULES).decide(visitor_id=None, profile=None, ctx=ctx(path=path), placements=[])
+    assert (d.placements, d.key, d.unplaced) == ([], NO_PLACEMENTS_KEY, "bad_uri")
