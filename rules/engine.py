@@ -22,6 +22,8 @@ import threading
 import time
 from collections.abc import Iterator, Mapping, Sequence
 
+import msgspec
+
 from rules import ast
 from rules.bandit import seed_of, thompson_weights
 from rules.bucketing import HOLDOUT, Bucketer
@@ -51,7 +53,7 @@ from rules.model import Action, Experiment, PickSpec, Placement, Rule, RuleSet
 from rules.pages import Page, PageMatcher, split_path
 from rules.picks import PickCache, pick_until
 from rules.program import Program
-from rules.reads import context_reads
+from rules.reads import context_reads, reads_page
 from rules.request import CTX_ARG, INTERESTS_ARG, NOW_ARG, Request, arguments, expires
 
 FALLBACK_TTL = 60  # a degraded page should not stay in a CDN for long
@@ -136,6 +138,13 @@ class Engine:
             if tree is not None
         }
         placement_fields, placement_tracked = context_reads(trees.values())
+        self._reads_page = reads_page(
+            [
+                *trees.values(),
+                *(e.tree for e in ruleset.segments.values()),
+                *(a.when.tree for a in ruleset.actions if a.when),
+            ]
+        )
         uses = self._segments_uses | self._actions_uses
         self._tracked = bool(uses & TRACKED) or placement_tracked
         # The context fields a decision can depend on (besides `now`): the engine's own and those
@@ -302,13 +311,16 @@ class Engine:
         """The steps, one per concern: inputs, segments, each placement (rules, experiment,
         content pick), actions, expiry. `Request` carries what they share."""
         unplaced = None
-        if not placements:
-            # None named: the page's (`pages:`), or none at all — an empty decision (its actions
-            # still decided), not an error.
+        if not placements or self._reads_page:
             page = self.page_for(ctx.site, ctx.path)
-            placements = page.placements if page is not None else ()
+            if page is not None and page.params and self._reads_page:
+                ctx = self._with_params(ctx, page)
             if not placements:
-                unplaced = _unplaced(ctx)
+                # None named: the page's (`pages:`), or none at all — an empty decision (its
+                # actions still decided), not an error.
+                placements = page.placements if page is not None else ()
+                if not placements:
+                    unplaced = _unplaced(ctx)
         if not ctx.consent:
             # Without consent no profile is read, no live activity used and no identifier bucketed.
             profile = None
@@ -343,6 +355,12 @@ class Engine:
             unplaced=unplaced,
             unknown_site=ctx.site not in self._known_sites,
         )
+
+    @staticmethod
+    def _with_params(ctx: Context, page: Page) -> Context:
+        """The context with its page's template values, for `ctx.page.<name>`: a copy, so the
+        caller's context (the server reuses them) is never changed."""
+        return msgspec.structs.replace(ctx, params=page.params)
 
     def _placement(self, req: Request, name: str, prog: Program | None) -> PlacementDecision:
         """One placement: its rules, then its experiment, then its content pick."""
@@ -511,6 +529,10 @@ class Engine:
         and a clock cell of its own, so the decision expires as it would without explain."""
         if not ctx.consent:
             profile = recent = None
+        if self._reads_page:
+            page = self.page_for(ctx.site, ctx.path)
+            if page is not None and page.params:
+                ctx = self._with_params(ctx, page)
         hour, weekday, _ = clock_until(ctx)
         cell = [_INF, ctx.now] if self._tracked else None
         head, tail = arguments(profile, recent, ctx, hour, weekday, cell)

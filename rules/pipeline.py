@@ -108,7 +108,8 @@ def check_stage(draft: Draft) -> set[str]:
     """Type-checks every parsed expression against the schema and the declared segments (each
     distinct text once), and what its place wants (a condition true/false, a score a number).
     Returns the segments some expression uses."""
-    checker = ExprChecker(draft.schema, draft.segments.names)
+    params = {name for site in draft.sites.values() for page in site.pages for name in page.params}
+    checker = ExprChecker(draft.schema, draft.segments.names, params)
     memo: dict[str, Checked] = {}
     for e in draft.exprs:
         if e.stage != "parsed":

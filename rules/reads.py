@@ -41,6 +41,8 @@ def context_reads(trees: Iterable[ast.Node | None]) -> tuple[frozenset[str], boo
                         fields.add(key)
                 elif node.kind == "geo":
                     fields.add(f"geo.{node.key}")
+                elif node.kind == "page":  # `ctx.page.<name>`: made from the path
+                    fields.add("path")
             elif (
                 not tracked
                 and isinstance(node, ast.Binary)
@@ -49,3 +51,14 @@ def context_reads(trees: Iterable[ast.Node | None]) -> tuple[frozenset[str], boo
             ):
                 tracked = True
     return frozenset(fields), tracked
+
+
+def reads_page(trees: Iterable[ast.Node | None]) -> bool:
+    """Whether any of the trees reads `ctx.page.<name>` (then the engine matches the page of
+    every request, and gives the functions its values)."""
+    return any(
+        isinstance(node, ast.Ref) and node.kind == "page"
+        for tree in trees
+        if tree is not None
+        for node in ast.walk(tree)
+    )

@@ -29,6 +29,7 @@ def generated(sites: int = 4, placements: int = 12) -> str:
         "profile.interests.running >= 0.5",
         "ctx.weekday < 5 or ctx.referrer.startswith('https://news')",
         "ctx.geo.city == 'Lyon'",
+        "ctx.page.id == 'x'",
     ]
     out = [
         "version: 1",
@@ -95,6 +96,7 @@ CONTEXTS = [
     {"device": "mobile", "hour": 10, "weekday": 2},
     {"geo": {"country": "FR", "city": "Lyon"}, "hour": 11, "weekday": 6},
     {"referrer": "https://news.example/x", "hour": 3, "weekday": 6},
+    {"path": "/c4/x", "device": "mobile"},
 ]
 
 
