@@ -665,7 +665,20 @@ def _unplaced(ctx: Context) -> str:
     return "no_page"
 
 
-def compile_ruleset(ruleset: RuleSet, *, eager: bool = False) -> Engine:
-    """Compile a checked rule set (from `rules.load`) into an Engine: its placements on first use,
-    or all of them now with `eager`."""
+# Up to this many distinct placements, a rule set compiles whole when it activates (a few ms per
+# placement): no request pays for a compile, nor risks its time budget on one. Above, each
+# placement compiles on its first use (the seed's 20 sites × 1 000 placements: ~2 000 distinct).
+EAGER_MAX = 500
+
+
+def compile_ruleset(ruleset: RuleSet, *, eager: bool | None = None) -> Engine:
+    """Compile a checked rule set (from `rules.load`) into an Engine: all its placements now
+    (`eager`), or each on its first use; by default eagerly up to `EAGER_MAX` distinct ones."""
+    if eager is None:
+        distinct = {
+            (p.name, id(p.default), *(id(r) for r in p.rules))
+            for per in ruleset.table.values()
+            for p in per.values()
+        }
+        eager = len(distinct) <= EAGER_MAX
     return Engine(ruleset, eager=eager)

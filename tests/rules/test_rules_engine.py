@@ -461,7 +461,7 @@ def test_inherited_placements_share_compiled_code() -> None:
     eng = rules.compile_ruleset(ruleset, eager=True)
     # hero: default, shop-fr, shop-fr/en-FR, shop-de differ; side is shared by every site
     assert eng.programs_compiled == 5
-    lazy = engine_from(SITES)
+    lazy = rules.compile_ruleset(ruleset, eager=False)
     assert lazy.programs_compiled == 0  # compiled on first use (tests/rules/test_rules_lazy.py)
     assert NOW > 0
 

@@ -103,7 +103,7 @@ CONTEXTS = [
 @pytest.mark.parametrize("source", ["demo", "generated"])
 def test_lazy_and_eager_decide_alike(source: str) -> None:
     text = DEMO.read_text() if source == "demo" else generated()
-    lazy = rules.compile_ruleset(_load(text))
+    lazy = rules.compile_ruleset(_load(text), eager=False)
     eager = rules.compile_ruleset(_load(text), eager=True)
     assert lazy.programs_compiled == 0 and eager.programs_compiled > 0
     # Known before any placement compiles, and equal to what the compiled code reads.
@@ -128,7 +128,7 @@ def test_lazy_and_eager_decide_alike(source: str) -> None:
 
 
 def test_a_page_compiles_only_its_placements() -> None:
-    engine = rules.compile_ruleset(_load(generated()))
+    engine = rules.compile_ruleset(_load(generated()), eager=False)
     d = engine.decide(visitor_id=None, profile=None, ctx=ctx(path="/c3/x"), placements=[])
     assert [p.placement for p in d.placements] == ["pl3", "pl4"]
     assert engine.programs_compiled == 2
@@ -140,7 +140,7 @@ def test_a_page_compiles_only_its_placements() -> None:
 
 
 def test_first_uses_from_many_threads_compile_once() -> None:
-    engine = rules.compile_ruleset(_load(generated()))
+    engine = rules.compile_ruleset(_load(generated()), eager=False)
     barrier = threading.Barrier(8)
     results: list[object] = []
 
@@ -157,3 +157,16 @@ def test_first_uses_from_many_threads_compile_once() -> None:
     assert len(results) == 8 and all(r == results[0] for r in results)
     assert engine.programs_compiled == 2
     assert results[0].rule_errors == 0  # type: ignore[attr-defined]
+
+
+def test_small_rule_sets_compile_whole_large_ones_lazily() -> None:
+    """By default a rule set of up to EAGER_MAX distinct placements compiles when it activates
+    (no request pays for a compile); a larger one compiles each placement on first use."""
+    from rules.engine import EAGER_MAX
+
+    small = rules.compile_ruleset(_load(generated()))
+    assert small.programs_compiled == len(
+        {id(p.rules[0]) for per in small.ruleset.table.values() for p in per.values()}
+    )
+    large = rules.compile_ruleset(_load(generated(sites=2, placements=EAGER_MAX + 1)))
+    assert large.programs_compiled == 0
