@@ -675,10 +675,16 @@ def compile_ruleset(ruleset: RuleSet, *, eager: bool | None = None) -> Engine:
     """Compile a checked rule set (from `rules.load`) into an Engine: all its placements now
     (`eager`), or each on its first use; by default eagerly up to `EAGER_MAX` distinct ones."""
     if eager is None:
-        distinct = {
-            (p.name, id(p.default), *(id(r) for r in p.rules))
-            for per in ruleset.table.values()
-            for p in per.values()
-        }
-        eager = len(distinct) <= EAGER_MAX
+        eager = _distinct_at_most(ruleset, EAGER_MAX)
     return Engine(ruleset, eager=eager)
+
+
+def _distinct_at_most(ruleset: RuleSet, limit: int) -> bool:
+    """Whether the rule set has at most `limit` distinct placements (stops counting past it)."""
+    seen: set[tuple[object, ...]] = set()
+    for per in ruleset.table.values():
+        for p in per.values():
+            seen.add((p.name, id(p.default), *(id(r) for r in p.rules)))
+            if len(seen) > limit:
+                return False
+    return True
