@@ -138,6 +138,7 @@ def _pages(rs: RuleSet) -> tuple[list[PageCardinality], list[Diagnostic]]:
     cards: list[PageCardinality] = []
     warnings: list[Diagnostic] = []
     warned: set[int] = set()
+    trees: dict[int, list[str]] = {}
     for site, pages in sorted(rs.pages.items()):
         per = rs.table.get((site, None), {})
         on_a_page: set[str] = set()
@@ -154,7 +155,7 @@ def _pages(rs: RuleSet) -> tuple[list[PageCardinality], list[Diagnostic]]:
                     continue
                 n *= placement_outcomes(p)[0]
                 causes.extend(per_visitor_causes(p))
-                values.extend(_page_value_readers(p))
+                values.extend(_page_value_readers(p, trees))
             cards.append(PageCardinality(site, page.pattern, page.line, n, causes, values))
             if not page.placements and id(page) not in warned:
                 warned.add(id(page))
@@ -185,19 +186,25 @@ def _pages(rs: RuleSet) -> tuple[list[PageCardinality], list[Diagnostic]]:
     return cards, warnings
 
 
-def _page_value_readers(p: Placement) -> list[str]:
-    """ "placement: rule `r` (line n) reads ctx.page.x" for each rule of `p` reading one."""
+def _page_value_readers(p: Placement, trees: dict[int, list[str]]) -> list[str]:
+    """Each rule of `p` reading `ctx.page.x`: "placement: rule `r` (line n) reads ctx.page.x".
+    `trees` remembers each tree's page names: pages share placements, and placements share
+    trees (a walk per page and rule was most of `rules check` at the seed's scale)."""
     out: list[str] = []
     for r in p.rules:
-        names = sorted(
-            {
-                n.key or ""
-                for e in (r.when, r.score)
-                if e is not None and e.tree is not None
-                for n in ast.walk(e.tree)
-                if isinstance(n, ast.Ref) and n.kind == "page"
-            }
-        )
+        found: set[str] = set()
+        for e in (r.when, r.score):
+            if e is None or e.tree is None:
+                continue
+            hit = trees.get(id(e.tree))
+            if hit is None:
+                hit = trees[id(e.tree)] = [
+                    n.key or ""
+                    for n in ast.walk(e.tree)
+                    if isinstance(n, ast.Ref) and n.kind == "page"
+                ]
+            found.update(hit)
+        names = sorted(found)
         if names:
             reads = ", ".join(f"ctx.page.{n}" for n in names)
             out.append(f"{p.name}: rule `{r.id}` (line {r.line}) reads {reads}")
