@@ -28,6 +28,8 @@ REPO = Path(__file__).resolve().parent.parent
 DEPLOY = REPO / "deploy"
 NGINX_TEMPLATE = DEPLOY / "nginx" / "nginx.conf.template"
 VARNISH_TEMPLATE = DEPLOY / "varnish" / "edgeside.vcl.template"
+# The bare `auth_request` pattern of docs/cdn.md: no placements, no site.
+NGINX_GENERIC_TEMPLATE = DEPLOY / "nginx" / "generic.conf.template"
 ORIGIN_SCRIPT = DEPLOY / "demo_origin.py"
 
 # The benchmark's baseline: the same page cache without personalisation, on its own port.
@@ -84,8 +86,12 @@ def render_nginx(
     default_site: str = "shop-fr",
     callout_ttl: str = "1s",
     extra: str = "",
+    generic: bool = False,
 ) -> str:
     user = f"user {pwd.getpwuid(os.geteuid()).pw_name};" if os.geteuid() == 0 else ""
+    if generic:
+        values = {"USER": user, "LISTEN": listen, "EDGESIDE": edgeside, "ORIGIN": origin}
+        return render(NGINX_GENERIC_TEMPLATE.read_text(), values)
     return render(
         NGINX_TEMPLATE.read_text(),
         {
@@ -172,8 +178,10 @@ def nginx(
     origin: str,
     callout_ttl: str = "1s",
     plain: bool = False,
+    generic: bool = False,
 ) -> Iterator[tuple[Running, str | None]]:
-    """Real nginx in the foreground; yields it and, with `plain`, the URL of the baseline server."""
+    """Real nginx in the foreground; yields it and, with `plain`, the URL of the baseline server.
+    `generic`: the bare `auth_request` config (deploy/nginx/generic.conf.template) instead."""
     prefix = _nginx_prefix(work)
     port = free_port()
     plain_port = free_port() if plain else None
@@ -186,6 +194,7 @@ def nginx(
             origin=origin,
             callout_ttl=callout_ttl,
             extra=extra,
+            generic=generic,
         )
     )
     log = prefix / "logs" / "stderr.log"

@@ -6,6 +6,7 @@ import math
 
 import msgspec
 
+from rules import ast
 from rules.diagnostics import Diagnostic
 from rules.model import Outcome, Placement, Rule, RuleSet
 
@@ -32,6 +33,10 @@ class PageCardinality(msgspec.Struct):
     max_keys: int
     # What makes a placement of the page one answer per visitor: "placement: rule `r` (line n)".
     per_visitor: list[str]
+    # Rules of the page's placements reading its template values (`ctx.page.sku`): their answer
+    # varies with the URL within the pattern — bounded by `max_keys` per URI, and each URI is a
+    # cache entry of its own anyway, but the pattern as a whole has that many per value.
+    page_values: list[str] = msgspec.field(default_factory=list)
 
 
 class Report(msgspec.Struct):
@@ -133,6 +138,7 @@ def _pages(rs: RuleSet) -> tuple[list[PageCardinality], list[Diagnostic]]:
     cards: list[PageCardinality] = []
     warnings: list[Diagnostic] = []
     warned: set[int] = set()
+    trees: dict[int, list[str]] = {}
     for site, pages in sorted(rs.pages.items()):
         per = rs.table.get((site, None), {})
         on_a_page: set[str] = set()
@@ -142,13 +148,15 @@ def _pages(rs: RuleSet) -> tuple[list[PageCardinality], list[Diagnostic]]:
                 continue  # inherited: counted at its own site
             n = 1
             causes: list[str] = []
+            values: list[str] = []
             for name in page.placements:
                 p = per.get(name)
                 if p is None:
                     continue
                 n *= placement_outcomes(p)[0]
                 causes.extend(per_visitor_causes(p))
-            cards.append(PageCardinality(site, page.pattern, page.line, n, causes))
+                values.extend(_page_value_readers(p, trees))
+            cards.append(PageCardinality(site, page.pattern, page.line, n, causes, values))
             if not page.placements and id(page) not in warned:
                 warned.add(id(page))
                 warnings.append(
@@ -178,8 +186,35 @@ def _pages(rs: RuleSet) -> tuple[list[PageCardinality], list[Diagnostic]]:
     return cards, warnings
 
 
+def _page_value_readers(p: Placement, trees: dict[int, list[str]]) -> list[str]:
+    """Each rule of `p` reading `ctx.page.x`: "placement: rule `r` (line n) reads ctx.page.x".
+    `trees` remembers each tree's page names: pages share placements, and placements share
+    trees (a walk per page and rule was most of `rules check` at the seed's scale)."""
+    out: list[str] = []
+    for r in p.rules:
+        found: set[str] = set()
+        for e in (r.when, r.score):
+            if e is None or e.tree is None:
+                continue
+            hit = trees.get(id(e.tree))
+            if hit is None:
+                hit = trees[id(e.tree)] = [
+                    n.key or ""
+                    for n in ast.walk(e.tree)
+                    if isinstance(n, ast.Ref) and n.kind == "page"
+                ]
+            found.update(hit)
+        names = sorted(found)
+        if names:
+            reads = ", ".join(f"ctx.page.{n}" for n in names)
+            out.append(f"{p.name}: rule `{r.id}` (line {r.line}) reads {reads}")
+    return out
+
+
 def describe_page(c: PageCardinality) -> str:
     line = f"{c.site} {c.pattern}: at most {c.max_keys} decision keys"
+    if c.page_values:
+        line += " per URI, per value of its template segments (" + "; ".join(c.page_values) + ")"
     if c.per_visitor:
         line += "; one per visitor because of " + "; ".join(c.per_visitor)
     return line

@@ -102,9 +102,13 @@ def _text(src: str, node: ast.Node) -> str:
 class ExprChecker:
     """Checks expressions of one rules file. ``segments`` are the names it may reference."""
 
-    def __init__(self, schema: ProfileSchema, segments: Iterable[str]) -> None:
+    def __init__(
+        self, schema: ProfileSchema, segments: Iterable[str], page_params: Iterable[str] = ()
+    ) -> None:
         self.schema = schema
         self.segments = frozenset(segments)
+        # The `{name}` segments of the file's page patterns: what `ctx.page.<name>` may read.
+        self.page_params = tuple(sorted(set(page_params)))
         self.problems: list[Problem] = []
         self.src = ""
         self.used_segments: set[str] = set()
@@ -406,6 +410,8 @@ class ExprChecker:
 
     def path_ctx(self, node: ast.Node, steps: list[ast.Node]) -> tuple[ast.Node, T.Type]:
         name, _ = self.key_of(steps[0], "ctx")
+        if name == "page":
+            return self.path_page(node, steps)
         if name is None or name not in CTX_NAMES:
             s, e = self.name_span(steps[0])
             self.error_at(
@@ -452,6 +458,29 @@ class ExprChecker:
             ),
             field.type,
         )
+
+    def path_page(self, node: ast.Node, steps: list[ast.Node]) -> tuple[ast.Node, T.Type]:
+        """`ctx.page.<name>`: the value of a `{name}` segment of the matched page's pattern, a
+        string, or null when the request's page has no such segment."""
+        if len(steps) == 1:
+            self.error(steps[0], "syntax", "write `ctx.page.<name>`, a `{name}` of `pages:`")
+            return node, T.ANY
+        sub, _ = self.key_of(steps[1], "page")
+        if self.too_long(steps, 2):
+            return node, T.ANY
+        if sub is None or sub not in self.page_params:
+            s, e = self.name_span(steps[1])
+            self.error_at(
+                s,
+                e,
+                "unknown-name",
+                f"unknown page value `ctx.page.{sub}`: no pattern under `pages:` has a "
+                f"`{{{sub}}}` segment",
+                suggestion_for(sub or "", self.page_params)
+                or "name a segment in a pattern, e.g. `/product/{sku}`, then read `ctx.page.sku`",
+            )
+            return node, T.ANY
+        return ast.Ref(node.start, node.end, "page", sub), T.STRING
 
     def path_segment(self, node: ast.Node, steps: list[ast.Node]) -> tuple[ast.Node, T.Type]:
         name, _ = self.key_of(steps[0], "segment")

@@ -93,7 +93,14 @@ def _since_le(cell: list[float], t: float, c: float) -> bool:
 _SINCE = {">": "_since_gt", ">=": "_since_ge", "<": "_since_lt", "<=": "_since_le"}
 _MIRROR = {">": "<", ">=": "<=", "<": ">", "<=": ">="}
 
+
+def _page(params: dict[str, str] | None, key: str) -> str | None:
+    """`ctx.page.<key>`: None when the page has no such value (or no rule made the engine look)."""
+    return None if params is None else params.get(key)
+
+
 HELPERS: dict[str, object] = {
+    "_page": _page,
     "_len": len,
     "_Exception": Exception,
     "_since_gt": _since_gt,
@@ -116,6 +123,7 @@ ALLOWED_ATTRIBUTES = frozenset(
     {
         "get",
         "search",
+        "params",  # X.params: `ctx.page.<name>`
         *(name for name in METHODS if name not in ("contains", "matches")),
         *(part for name in FIELDS if name not in _CLOCK_ARGS for part in name.split(".")),
     }
@@ -313,6 +321,10 @@ class Gen:
         if k == "geo":
             geo = py.Attribute(value=_name("X"), attr="geo", ctx=py.Load())
             return py.Attribute(value=geo, attr=node.key or "", ctx=py.Load()), True
+        if k == "page":
+            params = py.Attribute(value=_name("X"), attr="params", ctx=py.Load())
+            call = py.Call(func=_name("_page"), args=[params, _const(node.key)], keywords=[])
+            return call, True
         if k == "ctx":
             if node.key in _CLOCK_ARGS:
                 return _name(_CLOCK_ARGS[node.key or ""]), node.key != "now"
@@ -622,6 +634,8 @@ def _locate(
                     geo_nodes.add(id(node))
                 elif node.attr in _X_FIELDS:
                     reads.add(node.attr)
+                elif node.attr == "params":  # `ctx.page.<name>`: made from the path
+                    reads.add("path")
                 elif node.attr != "now":  # `now` is the clock's: `uses` bounds it
                     reads.update(_ALL_FIELDS)
             elif (

@@ -39,6 +39,10 @@ class Context(msgspec.Struct, kw_only=True):
     weekday: int | None = None
     consent: bool = True
     now: float = msgspec.field(default_factory=time.time)
+    # The matched page's template values (`/product/{sku}` → {"sku": "42"}): `ctx.page.sku` in
+    # rules. Filled by the engine from `path` (never by a caller), so not a field of its own in
+    # `FIELDS`/`KEY_FIELDS`: what it holds is keyed through `path`.
+    params: dict[str, str] | None = None
 
 
 _ZONES: dict[str, ZoneInfo | None] = {}
@@ -134,6 +138,8 @@ _LANGUAGE_TYPES: dict[object, T.Type] = {str: T.STRING, int: T.INT, bool: T.BOOL
 def _fields(struct: type[msgspec.Struct], prefix: str) -> list[Field]:
     out: list[Field] = []
     for info in msgspec.structs.fields(struct):
+        if info.name == "params":
+            continue  # `ctx.page.<name>`: derived from `path` (see `Context.params`)
         if isinstance(info.type, type) and issubclass(info.type, msgspec.Struct):
             out.extend(_fields(info.type, f"{prefix}{info.name}."))
             continue

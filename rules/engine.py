@@ -18,8 +18,11 @@ both into one epoch time at the end.
 from __future__ import annotations
 
 import math
+import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Mapping, Sequence
+
+import msgspec
 
 from rules import ast
 from rules.bandit import seed_of, thompson_weights
@@ -50,6 +53,7 @@ from rules.model import Action, Experiment, PickSpec, Placement, Rule, RuleSet
 from rules.pages import Page, PageMatcher, split_path
 from rules.picks import PickCache, pick_until
 from rules.program import Program
+from rules.reads import context_reads, reads_page
 from rules.request import CTX_ARG, INTERESTS_ARG, NOW_ARG, Request, arguments, expires
 
 FALLBACK_TTL = 60  # a degraded page should not stay in a CDN for long
@@ -66,7 +70,7 @@ ENGINE_FIELDS = ("site", "locale", "consent")
 class Engine:
     """A compiled rule set. Thread-safe and shareable: it holds no per-request state."""
 
-    def __init__(self, ruleset: RuleSet) -> None:
+    def __init__(self, ruleset: RuleSet, *, eager: bool = False) -> None:
         self.ruleset = ruleset
         filename = ruleset.filename
         self._shared = Shared()
@@ -104,57 +108,67 @@ class Engine:
                 filename,
             )
             self._actions_uses = self._shared.uses(self._actions_fn)
-        memo: dict[tuple[object, ...], Program] = {}
-        self._table: dict[tuple[str, str | None], dict[str, Program]] = {}
-        for key, per in ruleset.table.items():
-            progs: dict[str, Program] = {}
-            for name, p in per.items():
-                # Sites that inherit a placement unchanged share its compiled function.
-                ident = (
-                    name,
-                    p.strategy,
-                    id(p.default),
-                    p.ttl,
-                    *(id(r) for r in p.rules),
-                    "|",
-                    *(id(e) for e in p.experiments),
-                )
-                prog = memo.get(ident)
-                if prog is None:
-                    prog = self._compile_placement(p, filename)
-                    memo[ident] = prog
-                progs[name] = prog
-            self._table[key] = progs
-        self.programs_compiled = len(memo)
-        self._lookup_cache: dict[tuple[str, str | None], dict[str, Program]] = {}
+        # Each placement's function is compiled on its first use, not here: a file of 20 sites ×
+        # 1 000 placements activates without compiling the placements no request names (the
+        # checker has typed every expression already; compiling a checked tree does not fail).
+        # `eager` compiles them all now (tests compare the two).
+        self._lock = threading.Lock()
+        self._memo: dict[tuple[object, ...], Program] = {}
+        self._table: dict[tuple[str, str | None], Programs] = {
+            key: Programs(self, per) for key, per in ruleset.table.items()
+        }
+        self._lookup_cache: dict[tuple[str, str | None], Programs] = {}
         self._picks = PickCache()
         self._site_locales = {name: s.locale for name, s in ruleset.sites.items() if s.locale}
         # (experiment id) → (window, bucketer, window end): bandit weights, once per window.
         self._bandits: dict[str, tuple[int, Bucketer, float]] = {}
-        # Whether any function compares days_since with a number (rules.compiler `since`): then
-        # every call gets the request's clock cell [until, now], where those comparisons record
-        # their edges; else no call does (and no function needs it).
+        # What the placements' rules read, from their checked trees (`rules.reads`): whether any
+        # function compares days_since with a number (rules.compiler `since`) — then every call
+        # gets the request's clock cell [until, now], where those comparisons record their edges;
+        # else no call does (and no function needs it) — and the context fields they can read.
+        # Each distinct rule once: sites inheriting a placement share its rules, and the parse
+        # stage shares one tree between equal expressions.
+        rules_seen = {
+            id(r): r for per in ruleset.table.values() for p in per.values() for r in p.rules
+        }
+        trees = {
+            id(tree): tree
+            for r in rules_seen.values()
+            for tree in (r.when.tree if r.when else None, r.score.tree if r.score else None)
+            if tree is not None
+        }
+        placement_fields, placement_tracked = context_reads(trees.values())
+        self._reads_page = reads_page(
+            [
+                *trees.values(),
+                *(e.tree for e in ruleset.segments.values()),
+                *(a.when.tree for a in ruleset.actions if a.when),
+            ]
+        )
         uses = self._segments_uses | self._actions_uses
-        for prog in memo.values():
-            uses |= prog.uses
-        self._tracked = bool(uses & TRACKED)
+        self._tracked = bool(uses & TRACKED) or placement_tracked
         # The context fields a decision can depend on (besides `now`): the engine's own and those
-        # any compiled function can read. Actions count even though they run only with consent.
-        fields = set(ENGINE_FIELDS)
+        # any function can read. Actions count even though they run only with consent.
+        fields = set(ENGINE_FIELDS) | placement_fields
         if ruleset.pages:
             # A request naming no placements gets its page's: the path chooses them.
             fields.add("path")
-        for fn in (self._segments_fn, self._actions_fn, *(p.fn for p in memo.values())):
+        for fn in (self._segments_fn, self._actions_fn):
             if fn is not None:
                 fields |= self._shared.ctx_fields(fn)
         self.context_fields: tuple[str, ...] = tuple(f for f in KEY_FIELDS if f in fields)
         self._context_key = key_function(self.context_fields)
+        if eager:
+            for programs in self._table.values():
+                programs.compile_all()
 
         # Per site, the page matcher: built on a site's first request, so activating a snapshot
         # of many sites does not wait for sites no request names.
         self._matchers: dict[str, PageMatcher] = {}
         # `default` is known even when the file declares nothing under it.
         self._known_sites = frozenset({*ruleset.sites, "default"})
+        # For readiness (/readyz) and `rules check --sites`.
+        self.sites: list[str] = sorted(self._known_sites)
 
     def page_for(self, site: str, path: str | None) -> Page | None:
         """The page of `path` on `site` (or, for a site the rules do not know, on `default`)."""
@@ -170,6 +184,32 @@ class Engine:
             if len(self._matchers) < 4096:  # bounded: sites come from requests
                 self._matchers[site] = matcher
         return matcher.match(path)
+
+    @property
+    def programs_compiled(self) -> int:
+        """How many distinct placement functions are compiled so far."""
+        return len(self._memo)
+
+    def program(self, p: Placement) -> Program:
+        """The compiled program of a placement, compiled on first use. Sites that inherit a
+        placement unchanged share one. Thread-safe: requests of several threads may ask first."""
+        ident = (
+            p.name,
+            p.strategy,
+            id(p.default),
+            p.ttl,
+            *(id(r) for r in p.rules),
+            "|",
+            *(id(e) for e in p.experiments),
+        )
+        prog = self._memo.get(ident)
+        if prog is None:
+            with self._lock:
+                prog = self._memo.get(ident)
+                if prog is None:
+                    prog = self._compile_placement(p, self.ruleset.filename)
+                    self._memo[ident] = prog
+        return prog
 
     def _compile_placement(self, p: Placement, filename: str) -> Program:
         fn = placement_function(
@@ -196,7 +236,7 @@ class Engine:
 
     # -- look-up ----------------------------------------------------------------------------
 
-    def _placements_for(self, site: str, locale: str | None) -> dict[str, Program]:
+    def _placements_for(self, site: str, locale: str | None) -> Programs:
         key = (site, locale)
         hit = self._lookup_cache.get(key)
         if hit is not None:
@@ -207,7 +247,7 @@ class Engine:
             or table.get((site, None))
             or table.get(("default", locale))
             or table.get(("default", None))
-            or {}
+            or _NO_PROGRAMS
         )
         if len(self._lookup_cache) > 4096:
             self._lookup_cache.clear()  # bounded: site and locale come from requests
@@ -271,13 +311,16 @@ class Engine:
         """The steps, one per concern: inputs, segments, each placement (rules, experiment,
         content pick), actions, expiry. `Request` carries what they share."""
         unplaced = None
-        if not placements:
-            # None named: the page's (`pages:`), or none at all — an empty decision (its actions
-            # still decided), not an error.
+        if not placements or self._reads_page:
             page = self.page_for(ctx.site, ctx.path)
-            placements = page.placements if page is not None else ()
+            if page is not None and page.params and self._reads_page:
+                ctx = self._with_params(ctx, page)
             if not placements:
-                unplaced = _unplaced(ctx)
+                # None named: the page's (`pages:`), or none at all — an empty decision (its
+                # actions still decided), not an error.
+                placements = page.placements if page is not None else ()
+                if not placements:
+                    unplaced = _unplaced(ctx)
         if not ctx.consent:
             # Without consent no profile is read, no live activity used and no identifier bucketed.
             profile = None
@@ -312,6 +355,12 @@ class Engine:
             unplaced=unplaced,
             unknown_site=ctx.site not in self._known_sites,
         )
+
+    @staticmethod
+    def _with_params(ctx: Context, page: Page) -> Context:
+        """The context with its page's template values, for `ctx.page.<name>`: a copy, so the
+        caller's context (the server reuses them) is never changed."""
+        return msgspec.structs.replace(ctx, params=page.params)
 
     def _placement(self, req: Request, name: str, prog: Program | None) -> PlacementDecision:
         """One placement: its rules, then its experiment, then its content pick."""
@@ -480,6 +529,10 @@ class Engine:
         and a clock cell of its own, so the decision expires as it would without explain."""
         if not ctx.consent:
             profile = recent = None
+        if self._reads_page:
+            page = self.page_for(ctx.site, ctx.path)
+            if page is not None and page.params:
+                ctx = self._with_params(ctx, page)
         hour, weekday, _ = clock_until(ctx)
         cell = [_INF, ctx.now] if self._tracked else None
         head, tail = arguments(profile, recent, ctx, hour, weekday, cell)
@@ -554,6 +607,52 @@ class Engine:
         )
 
 
+class Programs(Mapping[str, Program]):
+    """One (site, locale)'s placements, each compiled on its first `get` (`Engine.program`):
+    reads like the dict of compiled programs it stands for."""
+
+    __slots__ = ("_done", "_engine", "_placements")
+
+    def __init__(self, engine: Engine | None, placements: dict[str, Placement]) -> None:
+        self._engine = engine
+        self._placements = placements
+        self._done: dict[str, Program] = {}
+
+    def get(self, name: str, default: None = None) -> Program | None:  # type: ignore[override]
+        prog = self._done.get(name)
+        if prog is None and self._engine is not None:
+            p = self._placements.get(name)
+            if p is None:
+                return None
+            prog = self._done[name] = self._engine.program(p)
+        return prog
+
+    def __getitem__(self, name: str) -> Program:
+        prog = self.get(name)
+        if prog is None:
+            raise KeyError(name)
+        return prog
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._placements
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._placements)
+
+    def __len__(self) -> int:
+        return len(self._placements)
+
+    def __bool__(self) -> bool:
+        return bool(self._placements)
+
+    def compile_all(self) -> None:
+        for name in self._placements:
+            self.get(name)
+
+
+_NO_PROGRAMS = Programs(None, {})
+
+
 # The `X-Edge-Key` of a decision with no placements (a page the rules give none): one cache copy.
 NO_PLACEMENTS_KEY = "none"
 
@@ -566,6 +665,26 @@ def _unplaced(ctx: Context) -> str:
     return "no_page"
 
 
-def compile_ruleset(ruleset: RuleSet) -> Engine:
-    """Compile a checked rule set (from `rules.load`) into an Engine."""
-    return Engine(ruleset)
+# Up to this many distinct placements, a rule set compiles whole when it activates (a few ms per
+# placement): no request pays for a compile, nor risks its time budget on one. Above, each
+# placement compiles on its first use (the seed's 20 sites × 1 000 placements: ~2 000 distinct).
+EAGER_MAX = 500
+
+
+def compile_ruleset(ruleset: RuleSet, *, eager: bool | None = None) -> Engine:
+    """Compile a checked rule set (from `rules.load`) into an Engine: all its placements now
+    (`eager`), or each on its first use; by default eagerly up to `EAGER_MAX` distinct ones."""
+    if eager is None:
+        eager = _distinct_at_most(ruleset, EAGER_MAX)
+    return Engine(ruleset, eager=eager)
+
+
+def _distinct_at_most(ruleset: RuleSet, limit: int) -> bool:
+    """Whether the rule set has at most `limit` distinct placements (stops counting past it)."""
+    seen: set[tuple[object, ...]] = set()
+    for per in ruleset.table.values():
+        for p in per.values():
+            seen.add((p.name, id(p.default), *(id(r) for r in p.rules)))
+            if len(seen) > limit:
+                return False
+    return True

@@ -9,12 +9,16 @@ site's own before those it inherits)."""
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 
 from rules.model import PageDef
 
 # Longer paths are not page URLs a proxy forwards (and would cost a walk to reject).
 MAX_PATH = 2048
+# What a request target in origin form may hold (RFC 3986: unreserved, reserved, `%` escapes):
+# anything else — spaces, control characters, bytes beyond ASCII — is not a URI a proxy sends.
+_URI = re.compile(r"/[A-Za-z0-9\-._~:/?#\[\]@!$&'()*+,;=%]*")
 
 
 @dataclass(slots=True, frozen=True)
@@ -37,7 +41,7 @@ class _Node:
 
 def split_path(path: str) -> list[str] | None:
     """The segments of a URL path (query and fragment dropped), or None for what is not a path."""
-    if not path.startswith("/") or len(path) > MAX_PATH:
+    if len(path) > MAX_PATH or _URI.fullmatch(path) is None:
         return None
     cut = len(path)
     for ch in "?#":
@@ -117,3 +121,60 @@ def covers(a: PageDef, b: PageDef) -> bool:
         if pb.startswith("{") or pa != pb:
             return False
     return True
+
+
+class ShadowIndex:
+    """The pages of a site so far, as a trie, answering `covers` for all of them at once: which
+    earlier page (the first written) matches every path a new one does. Checking each page against
+    every earlier one was quadratic — 200 pages × 22 sites took seconds of `rules check`."""
+
+    def __init__(self) -> None:
+        self._root = _Node()
+        self._n = 0
+
+    def add(self, page: PageDef) -> None:
+        node = self._root
+        for part in page.parts:
+            if part.startswith("{"):
+                if node.param is None:
+                    node.param = _Node()
+                node = node.param
+            else:
+                node = node.literal.setdefault(part, _Node())
+        slot = (self._n, page)
+        self._n += 1
+        if page.prefix:
+            if node.prefix is None:
+                node.prefix = slot
+        elif node.exact is None:
+            node.exact = slot
+
+    def covering(self, page: PageDef) -> PageDef | None:
+        """The first page added that `covers` `page`, or None."""
+        best: tuple[int, PageDef] | None = None
+        frontier = [self._root]
+        parts = page.parts
+        for depth in range(len(parts) + 1):
+            nxt: list[_Node] = []
+            for node in frontier:
+                # A prefix pattern this deep covers whatever `page` is below it.
+                if node.prefix is not None and (best is None or node.prefix[0] < best[0]):
+                    best = node.prefix
+                if depth == len(parts):
+                    # An exact pattern covers only an exact page of the same length.
+                    exact = None if page.prefix else node.exact
+                    if exact is not None and (best is None or exact[0] < best[0]):
+                        best = exact
+                    continue
+                part = parts[depth]
+                if not part.startswith("{"):
+                    child = node.literal.get(part)
+                    if child is not None:
+                        nxt.append(child)
+                # A template segment covers a literal or a template one; a literal only itself.
+                if node.param is not None:
+                    nxt.append(node.param)
+            frontier = nxt
+            if not frontier:
+                break
+        return None if best is None else best[1]

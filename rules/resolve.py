@@ -20,7 +20,7 @@ from rules.model import (
     RuleSet,
     Site,
 )
-from rules.pages import covers
+from rules.pages import ShadowIndex
 from rules.read import Draft
 from rules.read.base import Reader
 from rules.read.experiments import ExperimentRead
@@ -68,17 +68,18 @@ def resolve_pages(r: Reader, sites: dict[str, Site], table: Table) -> dict[str, 
     out: dict[str, list[PageDef]] = {}
     for sname, site in sites.items():
         placements = table.get((sname, None), {})
-        for i, page in enumerate(site.pages):
-            for earlier in site.pages[:i]:
-                if covers(earlier, page):
-                    r.err(
-                        page.node.get("path") or page.node,
-                        "shadowed-page",
-                        f"`{page.pattern}` never matches: `{earlier.pattern}` (line "
-                        f"{earlier.line}) comes first and matches every path it does",
-                        "move the more specific pattern above the general one",
-                    )
-                    break
+        earlier_pages = ShadowIndex()
+        for page in site.pages:
+            earlier = earlier_pages.covering(page)
+            earlier_pages.add(page)
+            if earlier is not None:
+                r.err(
+                    page.node.get("path") or page.node,
+                    "shadowed-page",
+                    f"`{page.pattern}` never matches: `{earlier.pattern}` (line "
+                    f"{earlier.line}) comes first and matches every path it does",
+                    "move the more specific pattern above the general one",
+                )
             pnode = page.node.get("placements") or page.node
             for name in page.placements:
                 if name not in placements:

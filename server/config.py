@@ -186,6 +186,12 @@ class Settings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     default_site: str = "default"
     # Host header -> site, for proxies that do not send X-Site.
     site_hosts: dict[str, str] = msgspec.field(default_factory=dict)
+    # Which request headers carry the page's URI on /v1/edge (the first present wins): the rules'
+    # `pages:` choose the placements from it. A value that is not a path, or longer than 2 048
+    # bytes, names no page (`bad_uri`, counted).
+    uri_headers: list[str] = msgspec.field(
+        default_factory=lambda: ["X-Original-URI", "X-Forwarded-URI"]
+    )
     cookie: CookieSettings = msgspec.field(default_factory=CookieSettings)
     geo_headers: GeoHeaders = msgspec.field(default_factory=GeoHeaders)
     consent: ConsentSettings = msgspec.field(default_factory=ConsentSettings)

@@ -96,6 +96,7 @@ def build_routes(state: AppState, openapi: bytes) -> list[Route]:
             ],
             signed=bool(state.secrets.signing_key),
             warnings=warnings,
+            sites=[] if world.engine is None else world.engine.sites,
         )
         return JSONResponse(body, status_code=200 if ready else 503)
 

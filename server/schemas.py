@@ -99,3 +99,6 @@ class ReadyBody(msgspec.Struct):
     snapshots: list[SnapshotStatus]
     signed: bool
     warnings: list[str]
+    # The sites the active rules know (any other is decided with `default`'s rules and answered
+    # `X-Edge-Fallback: unknown_site`); empty without rules.
+    sites: list[str] = msgspec.field(default_factory=list)

@@ -21,7 +21,6 @@ const port = Number(args.port || 8787);
 const origin = args.origin || "http://127.0.0.1:8000";
 const env = {
   EDGESIDE_URL: args.edgeside || "http://127.0.0.1:8080",
-  PLACEMENTS: args.placements || "home_hero",
   SITE: args.site || "shop-fr",
 };
 

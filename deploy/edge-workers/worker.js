@@ -2,7 +2,8 @@
 // backends and the cache are named). Decide first, then look the page up under URL + decision key.
 //
 // Configure (wrangler.toml [vars]): EDGESIDE_URL = "https://decide.example.com" (edgeside, or a
-// load balancer in front of it), PLACEMENTS = "home_hero", SITE = "shop-fr".
+// load balancer in front of it) and, optionally, SITE = "shop-fr" (else edgeside's `default`).
+// No placements: edgeside reads the page from X-Original-URI and its rules' `pages:`.
 //
 // Limits, stated:
 // - Tested on workerd, the open-source Workers runtime (workerd.capnp; personalisation and
@@ -26,11 +27,8 @@ const DECIDE_BUDGET_MS = 50;
 
 async function decide(request, env) {
   const url = new URL(request.url);
-  const headers = new Headers({
-    "X-Original-URI": url.pathname + url.search,
-    "X-Placements": env.PLACEMENTS || "home_hero",
-    "X-Site": env.SITE || "shop-fr",
-  });
+  const headers = new Headers({ "X-Original-URI": url.pathname + url.search });
+  if (env.SITE) headers.set("X-Site", env.SITE);
   // Only the edgeside cookie, never the shop's session cookies; no client X-Visitor-Id (a visitor
   // must not borrow someone else's profile).
   const id = /(?:^|;\s*)edgeside_id=([^;]*)/.exec(request.headers.get("Cookie") || "");

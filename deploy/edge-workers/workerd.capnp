@@ -28,7 +28,6 @@ const worker :Workerd.Worker = (
   globalOutbound = "net",
   bindings = [
     (name = "EDGESIDE_URL", fromEnvironment = "EDGESIDE_URL"),
-    (name = "PLACEMENTS", text = "home_hero"),
     (name = "SITE", text = "shop-fr"),
   ],
 );

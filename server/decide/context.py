@@ -130,7 +130,7 @@ class ContextBuilder:
         self._max_id = settings.limits.max_id_chars
         # What each context field is made of, for `key_headers`: every field `from_headers` fills
         # (tests/server/decide/test_context.py checks that this covers `rules.KEY_FIELDS`).
-        uri = (b"x-original-uri", b"x-forwarded-uri")
+        uri = self._uri = tuple(h.lower().encode("latin-1") for h in settings.uri_headers)
         self._headers_by_field: dict[str, tuple[bytes, ...]] = {
             "site": (),  # always keyed
             "consent": (),  # always keyed
@@ -225,7 +225,11 @@ class ContextBuilder:
         self, headers: Mapping[bytes, bytes], site: str | None, now: float
     ) -> rules.Context:
         country = self._first(headers, self._country)
-        uri = headers.get(b"x-original-uri") or headers.get(b"x-forwarded-uri") or b""
+        uri = b""
+        for name in self._uri:
+            uri = headers.get(name) or b""
+            if uri:
+                break
         url = uri.decode("latin-1") if uri else None
         path = url.split("?", 1)[0] if url else None
         if site is None:

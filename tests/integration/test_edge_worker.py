@@ -15,7 +15,15 @@ from bench.procs import Edgeside, free_port, process, wait_http
 from bench.proxies import DEPLOY, Running
 from tests.conftest import require_binary
 
-from .helpers import demo_cookies, keys_by_cookie, page, render_number, renders
+from .helpers import (
+    assert_personalised_from_cache,
+    demo_cookies,
+    keys_by_cookie,
+    page,
+    render_number,
+    renders,
+    zipf_load,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -69,3 +77,12 @@ def test_worker_fails_open_when_edgeside_is_down(
         assert response.status_code == 200
         assert response.headers["x-edge-key"] == "fallback"
         assert 'data-fallback="edgeside-unavailable"' in response.text
+
+
+def test_worker_names_no_placements() -> None:
+    assert "PLACEMENTS" not in (DEPLOY / "edge-workers" / "worker.js").read_text()
+
+
+def test_worker_uri_only_callout_personalises_from_cache(worker: str, decider: Edgeside) -> None:
+    # local.mjs configures SITE=shop-fr; the worker sends the URI, never placements.
+    assert_personalised_from_cache(decider.url, zipf_load(worker, 400), site="shop-fr")

@@ -15,10 +15,18 @@ import httpx
 import pytest
 
 from bench.procs import Edgeside, edgeside, free_port, process, wait_http
-from bench.proxies import Running, nginx, nginx_config_check, render_nginx
+from bench.proxies import (
+    NGINX_GENERIC_TEMPLATE,
+    NGINX_TEMPLATE,
+    Running,
+    nginx,
+    nginx_config_check,
+    render_nginx,
+)
 
 from .helpers import (
     SAFE_HEADER,
+    assert_personalised_from_cache,
     decide,
     demo_cookies,
     fragment,
@@ -30,6 +38,7 @@ from .helpers import (
     renders,
     same_key_different_recs,
     variants,
+    zipf_load,
 )
 
 pytestmark = pytest.mark.integration
@@ -291,3 +300,52 @@ def test_slow_decider_times_out_into_the_fallback(
     assert response.status_code == 200
     assert response.headers["x-edge-key"] == "fallback"
     assert elapsed < 3
+
+
+# -- the generic pattern: a bare auth_request, no placements, no site (issue 16) ---------------
+
+
+@pytest.fixture(scope="module")
+def generic(nginx_bin: str, work: Path, decider: Edgeside, origin: Running) -> Iterator[Running]:
+    with nginx(
+        nginx_bin,
+        work / "generic",
+        edgeside=decider.url.removeprefix("http://"),
+        origin=f"127.0.0.1:{origin.port}",
+        generic=True,
+    ) as (running, _):
+        yield running
+
+
+def test_generic_config_names_no_placements_and_no_site() -> None:
+    text = NGINX_GENERIC_TEMPLATE.read_text()
+    assert "X-Placements" not in text and "X-Site" not in text and "?p=" not in text
+    # Nor does the hardened one: which placements a page has lives in the rules (`pages:`).
+    assert "X-Placements" not in NGINX_TEMPLATE.read_text().replace("X-Placements,", "")
+
+
+def test_bare_auth_request_personalises_from_cache(generic: Running, decider: Edgeside) -> None:
+    assert_personalised_from_cache(decider.url, zipf_load(generic.url, 400))
+
+
+def test_bare_auth_request_fails_open(
+    nginx_bin: str, cdn_data: Path, tmp_path: Path, origin: Running
+) -> None:
+    with (
+        edgeside(cdn_data, log_dir=tmp_path) as decider,
+        nginx(
+            nginx_bin,
+            tmp_path,
+            edgeside=decider.url.removeprefix("http://"),
+            origin=f"127.0.0.1:{origin.port}",
+            generic=True,
+        ) as (proxy, _),
+    ):
+        assert page(proxy.url, "/generic/down", "c-alice").headers["x-edge-key"] not in ("", "none")
+        decider.proc.terminate()
+        decider.proc.wait(timeout=10)
+        for cookie in ("c-bruno", "someone-new", None):
+            response = page(proxy.url, "/generic/down", cookie)
+            assert response.status_code == 200
+            assert response.headers.get("x-edge-key", "") == ""
+            assert "demo shop /generic/down" in response.text

@@ -10,9 +10,10 @@ from pathlib import Path
 import pytest
 
 from bench.procs import Edgeside, edgeside
-from bench.proxies import Running, render_vcl, varnish
+from bench.proxies import VARNISH_TEMPLATE, Running, render_vcl, varnish
 
 from .helpers import (
+    assert_personalised_from_cache,
     decide,
     demo_cookies,
     fragment,
@@ -23,6 +24,7 @@ from .helpers import (
     renders,
     same_key_different_recs,
     variants,
+    zipf_load,
 )
 
 pytestmark = pytest.mark.integration
@@ -147,3 +149,14 @@ def test_edgeside_stopped_pages_and_esi_still_served(
     assert esi.status_code == 200
     assert esi.text.endswith("<footer>end of page</footer></body></html>")
     assert "edgeside fragment unavailable" in esi.text
+
+
+def test_vcl_names_no_placements() -> None:
+    # Which placements a page has lives in the rules (`pages:`); the VCL only drops a client's.
+    text = VARNISH_TEMPLATE.read_text()
+    assert "X-Placements =" not in text and "unset req.http.X-Placements" in text
+
+
+def test_uri_only_callout_personalises_from_cache(cache: Running, decider: Edgeside) -> None:
+    # The VCL forwards the URI (and the site of the Host: shop-fr here), never placements.
+    assert_personalised_from_cache(decider.url, zipf_load(cache.url, 400), site="shop-fr")

@@ -67,3 +67,19 @@ def test_missing_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> Non
     assert main(["rules", "check", str(tmp_path / "nope.yaml")]) == 2
     ok, diags = rules.check_file(tmp_path / "nope.yaml")
     assert not ok and diags[0].code == "io"
+
+
+DEMO_SITES = ["default", "shop-de", "shop-fr", "shop-uk"]
+
+
+def test_check_lists_the_sites_and_pages(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["rules", "check", str(DEMO), "--sites"]) == 0
+    out = capsys.readouterr().out
+    assert "sites: " + ", ".join(DEMO_SITES) in out
+    assert "decision keys per page (pages:):" in out and "default /cart: at most" in out
+    assert main(["rules", "check", str(DEMO), "--json"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["sites"] == DEMO_SITES
+    assert {p["pattern"] for p in doc["pages"]} >= {"/", "/cart", "/product/{sku}"}
+    ruleset, _ = rules.load(DEMO)
+    assert ruleset is not None and rules.compile_ruleset(ruleset).sites == DEMO_SITES

@@ -338,7 +338,8 @@ def test_demo_property_fails_without_any_key_field(dropped: str) -> None:
 def test_the_full_key_still_covers_everything() -> None:
     # A field added to Context must be added to KEY_FIELDS (and context_key), or keys miss it.
     geo = {f"geo.{f}" for f in Geo.__struct_fields__}
-    assert set(KEY_FIELDS) == {*Context.__struct_fields__, *geo} - {"now", "geo"}
+    # (`params`, the page's template values, is made from `path` by the engine: keyed by it.)
+    assert set(KEY_FIELDS) == {*Context.__struct_fields__, *geo} - {"now", "geo", "params"}
     c = ctx(url="a")
     assert rules.context_key(c) == tuple(field_values(c).values())
     assert len(rules.context_key(c)) == len(KEY_FIELDS)

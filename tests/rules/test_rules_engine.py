@@ -456,9 +456,13 @@ def test_engine_survives_broken_protocol_objects() -> None:
 
 
 def test_inherited_placements_share_compiled_code() -> None:
-    eng = engine_from(SITES)
+    ruleset, _ = rules.load(SITES, filename="t.yaml")
+    assert ruleset is not None
+    eng = rules.compile_ruleset(ruleset, eager=True)
     # hero: default, shop-fr, shop-fr/en-FR, shop-de differ; side is shared by every site
     assert eng.programs_compiled == 5
+    lazy = rules.compile_ruleset(ruleset, eager=False)
+    assert lazy.programs_compiled == 0  # compiled on first use (tests/rules/test_rules_lazy.py)
     assert NOW > 0
 
 

@@ -210,3 +210,96 @@ def test_unknown_site_is_said() -> None:
     for site in ("shop-fr", "default"):
         d = engine.decide(visitor_id=None, profile=None, ctx=ctx(site=site), placements=["hero"])
         assert not d.unknown_site
+
+
+def test_shadow_index_agrees_with_pairwise_covers() -> None:
+    """The trie that finds shadowed patterns (linear) answers what checking each pattern against
+    every earlier one (quadratic) does, on random patterns over a small alphabet."""
+    import random
+
+    from rules.model import PageDef
+    from rules.pages import ShadowIndex, covers
+
+    rng = random.Random(16)
+
+    def pattern() -> PageDef:
+        parts = tuple(rng.choice(["a", "b", "{x}"]) for _ in range(rng.randrange(0, 4)))
+        prefix = rng.random() < 0.3
+        params = tuple(p for p in parts if p.startswith("{"))
+        path = "/" + "/".join(parts) + ("/*" if prefix else "")
+        return PageDef(path, parts, params, prefix, (), None, "default", None, 1, 1)  # type: ignore[arg-type]
+
+    for _ in range(300):
+        pages = [pattern() for _ in range(rng.randrange(1, 12))]
+        index = ShadowIndex()
+        for i, page in enumerate(pages):
+            expected = next((e for e in pages[:i] if covers(e, page)), None)
+            assert index.covering(page) is expected, [p.pattern for p in pages[: i + 1]]
+            index.add(page)
+
+
+@pytest.mark.parametrize("path", ["/\xff\xfe", "/a b", "/a\nb", "/a\x00"])
+def test_what_is_not_a_uri_matches_nothing(path: str) -> None:
+    assert split_path(path) is None
+    d = engine_from(RULES).decide(visitor_id=None, profile=None, ctx=ctx(path=path), placements=[])
+    assert (d.placements, d.key, d.unplaced) == ([], NO_PLACEMENTS_KEY, "bad_uri")
+
+
+PARAMS = """
+version: 1
+sites:
+  default:
+    pages:
+      - {path: "/product/{sku}", placements: [hero], type: product}
+      - {path: "/{lang}/help", placements: [hero]}
+      - {path: /, placements: [hero]}
+    placements:
+      hero:
+        default: plain
+        rules:
+          - {id: tents, when: "ctx.page.sku == 'tent-1'", then: tent}
+          - {id: french, when: "ctx.page.lang == 'fr'", then: fr}
+"""
+
+
+def test_template_values_are_ctx_page() -> None:
+    engine = engine_from(PARAMS)
+
+    def hero(path: str, placements: list[str] | None = None) -> str:
+        c = ctx(path=path)
+        d = engine.decide(visitor_id=None, profile=None, ctx=c, placements=placements or [])
+        assert c.params is None  # the caller's context is not changed
+        return d.placements[0].variant
+
+    assert (hero("/product/tent-1"), hero("/product/boot-2")) == ("tent", "plain")
+    assert (hero("/fr/help"), hero("/de/help")) == ("fr", "plain")
+    assert hero("/") == "plain"  # a page without the segment: ctx.page.sku is null
+    assert hero("/product/tent-1", ["hero"]) == "tent"  # explicit placements read it too
+    # What varies the decision is keyed through the path.
+    assert "path" in engine.context_fields
+    d = engine.decide(
+        visitor_id=None, profile=None, ctx=ctx(path="/product/tent-1"), placements=[], explain=True
+    )
+    assert d.trace and d.placements[0].variant == "tent"
+
+
+def test_unknown_page_value_is_a_positioned_error() -> None:
+    text = PARAMS.replace("ctx.page.sku ==", "ctx.page.skuu ==")
+    errs = [d for d in diagnostics(text) if d.severity == "error"]
+    assert [(d.line, d.code) for d in errs] == [(13, "unknown-name")]
+    assert errs[0].suggestion == "did you mean `sku`?"
+    none = PARAMS.replace("/product/{sku}", "/product/*")
+    assert [d.code for d in diagnostics(none) if d.severity == "error"] == ["unknown-name"]
+
+
+def test_check_reports_rules_reading_page_values() -> None:
+    _, _, report = rules.analyze_text(PARAMS, filename="t.yaml")
+    assert report is not None
+    page = next(c for c in report.pages if c.pattern == "/product/{sku}")
+    assert page.page_values == [
+        "hero: rule `tents` (line 13) reads ctx.page.sku",
+        "hero: rule `french` (line 14) reads ctx.page.lang",
+    ]
+    from rules.analysis import describe_page
+
+    assert "per value of its template segments" in describe_page(page)

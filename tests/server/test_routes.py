@@ -71,6 +71,8 @@ def test_health_and_readiness(server: Edgeside) -> None:
     }
     assert body["signed"] is False
     assert any("EDGESIDE_SIGNING_KEY" in w for w in body["warnings"])
+    # The sites the rules know: any other is decided as `default` and said (unknown_site).
+    assert body["sites"] == ["default", "shop-de", "shop-fr", "shop-uk"]
 
 
 def test_metrics_count_requests_and_decisions(server: Edgeside) -> None:

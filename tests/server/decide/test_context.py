@@ -102,3 +102,27 @@ def test_an_oversized_header_is_named() -> None:
     b = builder()
     assert b.oversized_header([(b"cookie", b"a" * 100), (b"x-big", b"b" * 9000)]) == b"x-big"
     assert b.oversized_header([(b"cookie", b"a" * 100)]) is None
+
+
+def test_the_uri_header_is_configurable() -> None:
+    """The page comes from the configured header (EDGESIDE_URI_HEADERS), the first present; the
+    answer memos key by it, not by the default one."""
+    b = builder(uri_headers=["X-Page-URI"])
+    headers = {b"x-page-uri": b"/cart?x=1", b"x-original-uri": b"/other"}
+    assert b.from_headers(headers, None, 0.0).path == "/cart"
+    assert b.from_headers({b"x-original-uri": b"/other"}, None, 0.0).path is None
+    keyed = b.key_headers(["path"])
+    assert keyed is not None and b"x-page-uri" in keyed and b"x-original-uri" not in keyed
+    default = builder()
+    assert default.from_headers({b"x-forwarded-uri": b"/f"}, None, 0.0).path == "/f"
+    assert (
+        default.from_headers({b"x-original-uri": b"/o", b"x-forwarded-uri": b"/f"}, None, 0.0).path
+        == "/o"
+    )
+
+
+def test_uri_headers_from_the_environment() -> None:
+    from server.config import load_settings
+
+    settings = load_settings(environ={"EDGESIDE_URI_HEADERS": "X-Page-URI"})
+    assert settings.uri_headers == ["X-Page-URI"]
