@@ -90,10 +90,6 @@ class Served(msgspec.Struct):
     # visitor whose decision was shared from the decision memo: those visitors are many and
     # mostly seen once, and the decision memo already holds their decision for all of them.
     remember: bool = True
-    # Decided for a visitor the snapshots do not know, without live activity, with nothing per
-    # visitor in it (no actions): every such visitor in the same context gets it too, if the
-    # experiments put them in the same arms (`DecisionService.welcomes`).
-    stranger: bool = False
     # Reuses from an answer memo not yet added to the metrics (see `DecisionService.reuse`).
     uses: int = 0
 
@@ -111,9 +107,6 @@ ShadowHook = Callable[
     ],
     None,
 ]
-
-# `DecisionService.reuse`/`emit`: log the record's own visitor.
-_SAME = object()
 
 
 class DecisionService:
@@ -143,13 +136,11 @@ class DecisionService:
         except Exception:  # a store fault must not break the page: recompute
             return False
 
-    def reuse(self, served: Served, now: float, visitor: str | object | None = _SAME) -> None:
-        """Account for an answer served again from a memo: counted and logged like a fresh one.
-        `visitor` is the live key to log when the answer was decided for someone else (a
-        stranger's answer reused for another stranger)."""
+    def reuse(self, served: Served, now: float) -> None:
+        """Account for an answer served again from a memo: counted and logged like a fresh one."""
         self._tally(served)
         if served.record is not None:
-            self.emit(served, now, visitor)
+            self.emit(served, now)
 
     def _tally(self, served: Served) -> None:
         """Count `served` once more in the decision metrics — at the next `flush_counts`: a memo
@@ -168,14 +159,12 @@ class DecisionService:
             self.count(served.decision, served.uses)
             served.uses = 0
 
-    def emit(self, served: Served, now: float, visitor: str | object | None = _SAME) -> None:
+    def emit(self, served: Served, now: float) -> None:
         """Log a served decision (sampled): for fresh and memoised answers alike."""
         dlog = self.log
         if dlog is not None and served.record is not None and dlog.sampled():
             record = dict(served.record)
             record["t"] = round(now, 3)
-            if visitor is not _SAME and record.get("visitor") is not None:
-                record["visitor"] = visitor  # never where the record has none (no consent)
             dlog.add(record)
 
     def lookup(self, world: World, visitor: Visitor) -> snapshots.Profile | None:
@@ -251,7 +240,6 @@ class DecisionService:
                     self.shadow(world, shared, visitor_id, profile, ctx, placements, None)
                 served = self._served(world, ctx, shared, key, stamp, None)
                 served.remember = profile is not None
-                served.stranger = profile is None and not stamp and not shared.actions
                 return served
         try:
             decision = engine.decide(
@@ -281,29 +269,7 @@ class DecisionService:
         )
         if shareable:
             self.memo.put(memo_key, decision, ctx.now, decision.expires)
-        served = self._served(world, ctx, decision, key, stamp, recent)
-        served.stranger = shareable and profile is None and not stamp and not decision.actions
-        return served
-
-    def welcomes(
-        self, world: World, visitor: Visitor, ctx: rules.Context, decision: rules.Decision
-    ) -> bool:
-        """Whether `visitor`, in the context `ctx` was made from, gets `decision` — one served to
-        a stranger (`Served.stranger`) in that context: so do visitors the snapshots do not know
-        either, without live activity, in the same experiment arms; and, without consent,
-        everyone."""
-        if not ctx.consent:
-            return True
-        if self.lookup(world, visitor) is not None:
-            return False
-        live = self.live
-        if live is not None:
-            key = live_key(None, visitor)
-            if key is not None and live.maybe_active(key):
-                return False
-        if world.engine is None:
-            return False
-        return _same_arms(world.engine, ctx, decision, _bucketing_id(visitor), self.arm_stats)
+        return self._served(world, ctx, decision, key, stamp, recent)
 
     def _served(
         self,

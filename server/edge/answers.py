@@ -8,8 +8,6 @@ swapped in and reports their hits before a scrape.
 
 from __future__ import annotations
 
-import rules
-
 from ..decide.service import Served
 from ..decide.world import World
 from ..memo import AnswerMemo
@@ -57,9 +55,7 @@ class EdgeMemos:
         self.keys = MemoKeys(state.builder, settings.limits.max_header_bytes)
         self.edge: AnswerMemo[Answer] = AnswerMemo(age, entries)
         self.fragment: AnswerMemo[Answer] = AnswerMemo(age, entries)
-        # `/v1/edge` answers given to strangers, by the request without its visitor headers.
-        self.stranger: AnswerMemo[tuple[Answer, rules.Context]] = AnswerMemo(age, entries)
-        state.add_memos({"edge": self.edge, "fragment": self.fragment, "stranger": self.stranger})
+        state.add_memos({"edge": self.edge, "fragment": self.fragment})
         state.holder.on_swap.append(self._rekey)
 
     def _rekey(self, world: World) -> None:

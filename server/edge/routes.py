@@ -30,7 +30,6 @@ from ..asgi import (
 )
 from ..decide.context import ANONYMOUS, MEMO_KEY_MAX_BYTES, PlacementError, split_placements
 from ..decide.service import Served, fallback_reason
-from ..live.events import live_key
 from ..memo import AnswerMemo
 from ..state import AppState
 from .answers import Answer, EdgeMemos, Message, response_messages
@@ -142,46 +141,9 @@ class Edge:
         answer = Answer(self._messages(served.decision, versions), versions, served)
         if _keepable(state, raw, answer):
             memos = self.memos
-            keys = memos.keys
-            _remember(memos.edge, keys.edge(method, path, query, raw), answer, now)
-            # With the decision log on, a reuse logs its own visitor (`recall_stranger`).
-            if served.stranger:
-                shape = keys.stranger(method, query, raw)
-                if shape is not None:
-                    memos.stranger.put(shape, (answer, decided.ctx), now, served.expires)
+            _remember(memos.edge, memos.keys.edge(method, path, query, raw), answer, now)
         state.service.emit(served, now)
         state.metrics.responses.inc(("edge", "204"))
-        return answer
-
-    def recall_stranger(
-        self, state: AppState, method: str, query: bytes, raw: Headers, now: float
-    ) -> Answer | None:
-        """The answer a stranger got to this very question, if this visitor gets it too: most
-        visitors are strangers, and strangers asking the same question get the same answer
-        (`DecisionService.welcomes` says when)."""
-        memos = self.memos
-        shape = memos.keys.stranger(method, query, raw)
-        if shape is None:
-            return None
-        remembered = memos.stranger.get(shape, now)
-        if remembered is None:
-            return None
-        answer, ctx = remembered
-        service = state.service
-        visitor = ANONYMOUS
-        if ctx.consent:
-            visitor = state.builder.visitor_from_headers(dict(raw))
-        holder = state.holder
-        world = holder.acquire()
-        try:
-            if answer.versions != world.snapshot_header:
-                return None
-            if not service.welcomes(world, visitor, ctx, answer.served.decision):
-                return None
-        finally:
-            holder.release(world)
-        # The record names the stranger it was decided for: log this one instead.
-        service.reuse(answer.served, now, live_key(None, visitor) if ctx.consent else None)
         return answer
 
     def _query(
@@ -224,7 +186,6 @@ class Decided(NamedTuple):
     versions: bytes
     served: Served
     html: str  # the first placement's fragment, when asked to render
-    ctx: rules.Context
 
 
 def _decide_from_headers(
@@ -247,7 +208,7 @@ def _decide_from_headers(
         if render:
             chosen = served.decision.placements[0]
             html = render_fragment(world, chosen.placement, chosen.variant, chosen.content)
-        return Decided(world.snapshot_header, served, html, ctx)
+        return Decided(world.snapshot_header, served, html)
     finally:
         holder.release(world)
 
@@ -295,7 +256,7 @@ def _fragment_answer(
     state.check_placements([placement])
     now = _now()
     site = query_params({"query_string": query}).get("site", [None])[0]
-    versions, served, html, _ = _decide_from_headers(
+    versions, served, html = _decide_from_headers(
         state, site, state.builder.describing(raw), dict(raw), now, [placement], render=True
     )
     out = [
@@ -331,8 +292,7 @@ def remembering(
             "edge",
             204,
             edge_route,
-            functools.partial(edge.recall_stranger, state),
-            functools.partial(edge.decide, state),
+            decide=functools.partial(edge.decide, state),
         ),
         FRAGMENT_PREFIX: Remembering(
             state,
