@@ -167,16 +167,20 @@ class DecisionService:
             record["t"] = round(now, 3)
             dlog.add(record)
 
-    def lookup(self, world: World, visitor: Visitor) -> snapshots.Profile | None:
+    def lookup(
+        self, world: World, visitor: Visitor, fields: frozenset[str] | None = None
+    ) -> snapshots.Profile | snapshots.ProfileView | None:
+        """The visitor's profile; given `fields` (the engine's `profile_fields`), decoded only as
+        far as the rules read it."""
         profiles = world.profiles
         if profiles is None or visitor.anonymous:
             return None
         try:
             if visitor.canonical is not None:
-                found = profiles.get(visitor.canonical)
+                found = profiles.get(visitor.canonical, fields)
                 if found is not None:
                     return found
-            return profiles.lookup(visitor.ids) if visitor.ids else None
+            return profiles.lookup(visitor.ids, fields) if visitor.ids else None
         except Exception:  # a corrupt record must not break the page: decide as anonymous
             log.exception("profile lookup failed")
             self.metrics.fallbacks.inc(("profile_error",))
@@ -202,7 +206,9 @@ class DecisionService:
         stamp = 0
         recent = None
         if ctx.consent:
-            profile = self.lookup(world, visitor)
+            # Explain and a shadow candidate (another engine) may read more than these rules.
+            whole = explain or self.shadow is not None
+            profile = self.lookup(world, visitor, None if whole else engine.profile_fields)
             # Bucket by the person where we know them, so every device lands in the same arm.
             visitor_id = profile.id if profile is not None else _bucketing_id(visitor)
             live = self.live
