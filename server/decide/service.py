@@ -111,12 +111,19 @@ ShadowHook = Callable[
 
 class DecisionService:
     def __init__(
-        self, metrics: Metrics, time_budget_ms: float, memo_age_s: float = 0, memo_entries: int = 0
+        self,
+        metrics: Metrics,
+        time_budget_ms: float,
+        memo_age_s: float = 0,
+        memo_entries: int = 0,
+        memo_bytes: int = 64 << 20,
     ) -> None:
         self.metrics = metrics
         self.budget_s = time_budget_ms / 1000.0
-        # Decisions by what they depend on (see `serve`); cleared when the world changes.
-        self.memo: AnswerMemo[rules.Decision] = AnswerMemo(memo_age_s, memo_entries)
+        # Decisions by what they depend on (see `serve`); cleared when the world changes. An
+        # entry's key is small (versions, placements, a profile id, the context fields read):
+        # `ENTRY_BYTES` each; its decision is shared with every answer made from it.
+        self.memo: AnswerMemo[rules.Decision] = AnswerMemo(memo_age_s, memo_entries, memo_bytes)
         # Set in the worker's lifespan, after the fork (SPEC §10); None means no live store.
         self.live: LiveStore | None = None
         self.arm_stats: StoreArmStats | None = None

@@ -51,10 +51,10 @@ class EdgeMemos:
 
     def __init__(self, state: AppState) -> None:
         settings = state.settings
-        age, entries = settings.memo_ttl_s, settings.memo_max_entries
+        bounds = settings.memo_ttl_s, settings.memo_max_entries, settings.memo_max_bytes
         self.keys = MemoKeys(state.builder, settings.limits.max_header_bytes)
-        self.edge: AnswerMemo[Answer] = AnswerMemo(age, entries)
-        self.fragment: AnswerMemo[Answer] = AnswerMemo(age, entries)
+        self.edge: AnswerMemo[Answer] = AnswerMemo(*bounds)
+        self.fragment: AnswerMemo[Answer] = AnswerMemo(*bounds)
         state.add_memos({"edge": self.edge, "fragment": self.fragment})
         state.holder.on_swap.append(self._rekey)
 
