@@ -203,7 +203,7 @@ def run_observed(
         return after.get(name, 0.0) - before.get(name, 0.0)
 
     memos: dict[str, float] = {}
-    for memo in ("edge", "stranger", "decision", "fragment"):
+    for memo in ("edge", "decision", "fragment"):
         hit = delta(f'edgeside_memo_lookups_total{{memo="{memo}",result="hit"}}')
         miss = delta(f'edgeside_memo_lookups_total{{memo="{memo}",result="miss"}}')
         if hit + miss:

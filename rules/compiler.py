@@ -208,6 +208,8 @@ class Shared:
         self._uses: dict[types.CodeType, int] = {}
         # code object → the context fields it can read (names of `rules.context.KEY_FIELDS`)
         self._reads: dict[types.CodeType, frozenset[str]] = {}
+        # code object → the profile fields it can read (`rules.interfaces.ProfileLike` names)
+        self._profile: dict[types.CodeType, frozenset[str]] = {}
 
     def uses(self, fn: Fn) -> int:
         """What a function compiled here can read of the clock and live data (`rules.expiry`)."""
@@ -217,6 +219,10 @@ class Shared:
         """The context fields (`rules.context.KEY_FIELDS` names) a function compiled here can read
         — apart from `now`, whose effect its `uses` bits bound."""
         return self._reads.get(fn.__code__, _ALL_FIELDS)  # not compiled here: every field
+
+    def profile_fields(self, fn: Fn) -> frozenset[str]:
+        """The profile fields a function compiled here can read (by the arguments it loads)."""
+        return self._profile.get(fn.__code__, _ALL_PROFILE)  # not compiled here: all of them
 
     def _record(
         self,
@@ -230,6 +236,7 @@ class Shared:
         globals_ = {n for n in names if n in self.globals or (n not in stored and n not in ARGS)}
         self._uses[code] = expiry.uses(names | attrs, globals_, frozenset(self._clock_free))
         self._reads[code] = reads
+        self._profile[code] = frozenset(_PROFILE_ARGS[n] for n in names if n in _PROFILE_ARGS)
 
     def regex(self, pattern: str) -> str:
         name = self._regex.get(pattern)
@@ -590,6 +597,16 @@ def _function(name: str, body: list[py.stmt], shared: Shared, filename: str) -> 
 
 
 _ALL_FIELDS = frozenset(KEY_FIELDS)
+# The profile's arguments of a compiled function (`ARGS`) and the profile fields they are.
+_PROFILE_ARGS = {
+    "A": "attributes",
+    "I": "interests",
+    "N": "counters",
+    "L": "last_seen",
+    "G": "segments",
+    "PID": "id",
+}
+_ALL_PROFILE = frozenset(_PROFILE_ARGS.values())
 _GEO_FIELDS = frozenset(f for f in KEY_FIELDS if f.startswith("geo."))
 # Context fields that are X's own attributes (geo's are reached through X.geo, `now` as NOW).
 _X_FIELDS = frozenset(f for f in KEY_FIELDS if "." not in f)

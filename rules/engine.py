@@ -157,6 +157,15 @@ class Engine:
             if fn is not None:
                 fields |= self._shared.ctx_fields(fn)
         self.context_fields: tuple[str, ...] = tuple(f for f in KEY_FIELDS if f in fields)
+        # The profile fields a decision can read (`ProfileLike` names): those any compiled
+        # function loads, the id (it buckets experiments) and the interests (picks rank content
+        # by them). A caller may hand `decide` a profile with only these (issue 15: decoding a
+        # profile is most of its look-up). Explain reads the same functions.
+        read = {"id", "interests"}
+        for fn in (self._segments_fn, self._actions_fn, *(p.fn for p in memo.values())):
+            if fn is not None:
+                read |= self._shared.profile_fields(fn)
+        self.profile_fields = frozenset(read)
         self._context_key = key_function(self.context_fields)
         if eager:
             for programs in self._table.values():

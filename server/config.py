@@ -203,6 +203,8 @@ class Settings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     # validity edge of a candidate item, …); this only caps it. See server/memo.py.
     memo_ttl_s: float = 60.0
     memo_max_entries: int = 50_000
+    # And at most this many bytes per memo (keys and what each answer owns; server/memo.py).
+    memo_max_bytes: int = 64 << 20
     # Answer a repeat of a remembered GET request in the HTTP protocol, before any ASGI request
     # is made (server/edge/protocol.py); false serves with uvicorn's own httptools protocol.
     protocol_memo: bool = True

@@ -32,7 +32,11 @@ class AppState:
         self.holder.on_swap.append(self._record_swap)
         self.builder = ContextBuilder(settings)
         self.service = DecisionService(
-            self.metrics, settings.time_budget_ms, settings.memo_ttl_s, settings.memo_max_entries
+            self.metrics,
+            settings.time_budget_ms,
+            settings.memo_ttl_s,
+            settings.memo_max_entries,
+            settings.memo_max_bytes,
         )
         self.started_at = time.time()
         # Readiness details of optional parts (the fleet's broker link): warnings only.

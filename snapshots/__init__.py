@@ -22,7 +22,7 @@ from snapshots.errors import (
     UnsafeArchive,
 )
 from snapshots.manifest import Manifest, Signature, read_manifest
-from snapshots.model import ContentItem, Profile
+from snapshots.model import ContentItem, Profile, ProfileView
 from snapshots.profiles_build import build_profiles
 from snapshots.reader import ContentReader, ProfileReader, open_content, open_profiles
 from snapshots.summary import BuildSummary
@@ -44,6 +44,7 @@ __all__ = [
     "OutputExists",
     "Profile",
     "ProfileReader",
+    "ProfileView",
     "ProfilesConfig",
     "SchemaMismatch",
     "Signature",

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import functools
+import types
+import typing
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
-from typing import Annotated
+from typing import Annotated, Any, ClassVar
 
 import msgspec
 
@@ -21,6 +25,46 @@ class Profile(msgspec.Struct, frozen=True):
     last_seen: dict[str, float]
     updated_at: float
     sources: list[str]
+
+
+_EMPTY: Any = types.MappingProxyType({})  # read-only: shared by every view
+
+
+class ProfileView(msgspec.Struct, frozen=True):
+    """A profile decoded only as far as the reader was asked (`profile_view`): its `id` and the
+    named fields; every other field reads as empty. Decoding a profile is most of a look-up, and
+    a reader of a few fields need not pay for all of them (issue 15)."""
+
+    id: str
+    ids: ClassVar[Mapping[str, Sequence[str]]] = _EMPTY
+    attributes: ClassVar[Mapping[str, Scalar]] = _EMPTY
+    interests: ClassVar[Mapping[str, float]] = _EMPTY
+    segments: ClassVar[Sequence[str]] = ()
+    counters: ClassVar[Mapping[str, float]] = _EMPTY
+    last_seen: ClassVar[Mapping[str, float]] = _EMPTY
+    updated_at: ClassVar[float] = 0.0
+    sources: ClassVar[Sequence[str]] = ()
+
+
+PROFILE_FIELDS = frozenset(Profile.__struct_fields__)
+
+
+def profile_view(fields: Iterable[str]) -> type[ProfileView]:
+    """The `ProfileView` type that decodes `fields` of a `Profile` (besides `id`); a name that is
+    not a profile field is a programming error (ValueError)."""
+    wanted = frozenset(fields) - {"id"}
+    unknown = wanted - PROFILE_FIELDS
+    if unknown:
+        raise ValueError(f"not profile fields: {sorted(unknown)}")
+    return _view(wanted)
+
+
+@functools.cache  # one type per field set: a handful per process
+def _view(fields: frozenset[str]) -> type[ProfileView]:
+    hints = typing.get_type_hints(Profile)
+    own = [(name, hints[name]) for name in Profile.__struct_fields__ if name in fields]
+    view = msgspec.defstruct("ProfileView", own, bases=(ProfileView,), frozen=True, module=__name__)
+    return typing.cast(type[ProfileView], view)
 
 
 class ContentItem(msgspec.Struct, frozen=True):

@@ -14,7 +14,7 @@ import msgspec
 
 from snapshots.errors import CorruptRecord, SnapshotError
 from snapshots.manifest import Manifest
-from snapshots.model import ContentItem, Profile
+from snapshots.model import ContentItem, Profile, ProfileView, profile_view
 from snapshots.verify import check_snapshot
 
 T = TypeVar("T")
@@ -110,16 +110,36 @@ class ProfileReader(_Base):
         self._profiles = self._db("profiles")
         self._alias = self._db("alias")
         self._decode = _decoder(Profile, f"{self.path} (profiles)")
+        # Decoders of `ProfileView`s by the fields they decode (`fields` of get/lookup).
+        self._views: dict[frozenset[str], Callable[[memoryview | bytes], ProfileView]] = {}
         self.id_priority: list[str] = list(self.manifest.params.get("id_priority", []))
 
-    def get(self, canonical_id: str) -> Profile | None:
+    def _decoder_for(
+        self, fields: frozenset[str] | None
+    ) -> Callable[[memoryview | bytes], Profile | ProfileView]:
+        """The whole profile (None), or only `fields` of it: what the caller will read."""
+        if fields is None:
+            return self._decode
+        decode = self._views.get(fields)
+        if decode is None:
+            if len(self._views) >= 64:  # field sets come from rules: a handful, but bounded
+                self._views.clear()
+            where = f"{self.path} (profiles)"
+            decode = self._views[fields] = _decoder(profile_view(fields), where)
+        return decode
+
+    def get(
+        self, canonical_id: str, fields: frozenset[str] | None = None
+    ) -> Profile | ProfileView | None:
+        """The profile of a canonical id; given `fields`, decoded only that far (`ProfileView`)."""
         key = _key(canonical_id, self._max_key)
         if key is None:
             return None
+        decode = self._decoder_for(fields)
         try:
             with self._env.begin(db=self._profiles, buffers=True) as txn:
                 buf = txn.get(key)
-                return None if buf is None else self._decode(buf)
+                return None if buf is None else decode(buf)
         except lmdb.Error as exc:
             raise self._damaged(exc) from None
 
@@ -134,8 +154,12 @@ class ProfileReader(_Base):
         except (lmdb.Error, UnicodeDecodeError) as exc:
             raise self._damaged(exc) from None
 
-    def lookup(self, ids: Mapping[str, str]) -> Profile | None:
-        """The profile of the first identifier (in configured priority) that is known."""
+    def lookup(
+        self, ids: Mapping[str, str], fields: frozenset[str] | None = None
+    ) -> Profile | ProfileView | None:
+        """The profile of the first identifier (in configured priority) that is known; given
+        `fields`, decoded only that far (`ProfileView`)."""
+        decode = self._decoder_for(fields)
         try:
             with self._env.begin(db=self._alias, buffers=True) as txn:
                 for t in self.id_priority:
@@ -148,7 +172,7 @@ class ProfileReader(_Base):
                         # An empty or over-long alias target is damage (BadValsizeError below).
                         buf = txn.get(bytes(cid), db=self._profiles)
                         if buf is not None:
-                            return self._decode(buf)
+                            return decode(buf)
         except lmdb.Error as exc:
             raise self._damaged(exc) from None
         return None

@@ -25,7 +25,7 @@ from ..asgi import (
     read_json_body,
 )
 from ..config import Settings
-from ..memo import AnswerMemo
+from ..memo import ENTRY_BYTES, AnswerMemo
 from ..metrics import Metrics
 from ..schemas import ContentOut, DecideRequest, DecideResponse
 from .context import ANONYMOUS, MEMO_KEY_MAX_BYTES, ContextBuilder, PlacementError
@@ -59,7 +59,7 @@ class Decide:
     def __init__(self, state: Worker) -> None:
         settings = state.settings
         self.memo: AnswerMemo[tuple[bytes, Served]] = AnswerMemo(
-            settings.memo_ttl_s, settings.memo_max_entries
+            settings.memo_ttl_s, settings.memo_max_entries, settings.memo_max_bytes
         )
         state.add_memos({"decide": self.memo})
 
@@ -135,7 +135,8 @@ async def _decide(
             response.items = _render_items(world, decision)
         body = _encode(response)
         if key is not None and key[0] == state.holder.current.snapshot_header:
-            memo.put(key, (body, served), now, served.expires)
+            # The entry owns its key's body and its answer's bytes.
+            memo.put(key, (body, served), now, served.expires, ENTRY_BYTES + len(raw) + len(body))
         return 200, body
     finally:
         holder.release(world)

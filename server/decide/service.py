@@ -90,10 +90,6 @@ class Served(msgspec.Struct):
     # visitor whose decision was shared from the decision memo: those visitors are many and
     # mostly seen once, and the decision memo already holds their decision for all of them.
     remember: bool = True
-    # Decided for a visitor the snapshots do not know, without live activity, with nothing per
-    # visitor in it (no actions): every such visitor in the same context gets it too, if the
-    # experiments put them in the same arms (`DecisionService.welcomes`).
-    stranger: bool = False
     # Reuses from an answer memo not yet added to the metrics (see `DecisionService.reuse`).
     uses: int = 0
 
@@ -112,18 +108,22 @@ ShadowHook = Callable[
     None,
 ]
 
-# `DecisionService.reuse`/`emit`: log the record's own visitor.
-_SAME = object()
-
 
 class DecisionService:
     def __init__(
-        self, metrics: Metrics, time_budget_ms: float, memo_age_s: float = 0, memo_entries: int = 0
+        self,
+        metrics: Metrics,
+        time_budget_ms: float,
+        memo_age_s: float = 0,
+        memo_entries: int = 0,
+        memo_bytes: int = 64 << 20,
     ) -> None:
         self.metrics = metrics
         self.budget_s = time_budget_ms / 1000.0
-        # Decisions by what they depend on (see `serve`); cleared when the world changes.
-        self.memo: AnswerMemo[rules.Decision] = AnswerMemo(memo_age_s, memo_entries)
+        # Decisions by what they depend on (see `serve`); cleared when the world changes. An
+        # entry's key is small (versions, placements, a profile id, the context fields read):
+        # `ENTRY_BYTES` each; its decision is shared with every answer made from it.
+        self.memo: AnswerMemo[rules.Decision] = AnswerMemo(memo_age_s, memo_entries, memo_bytes)
         # Set in the worker's lifespan, after the fork (SPEC §10); None means no live store.
         self.live: LiveStore | None = None
         self.arm_stats: StoreArmStats | None = None
@@ -143,13 +143,11 @@ class DecisionService:
         except Exception:  # a store fault must not break the page: recompute
             return False
 
-    def reuse(self, served: Served, now: float, visitor: str | object | None = _SAME) -> None:
-        """Account for an answer served again from a memo: counted and logged like a fresh one.
-        `visitor` is the live key to log when the answer was decided for someone else (a
-        stranger's answer reused for another stranger)."""
+    def reuse(self, served: Served, now: float) -> None:
+        """Account for an answer served again from a memo: counted and logged like a fresh one."""
         self._tally(served)
         if served.record is not None:
-            self.emit(served, now, visitor)
+            self.emit(served, now)
 
     def _tally(self, served: Served) -> None:
         """Count `served` once more in the decision metrics — at the next `flush_counts`: a memo
@@ -168,26 +166,28 @@ class DecisionService:
             self.count(served.decision, served.uses)
             served.uses = 0
 
-    def emit(self, served: Served, now: float, visitor: str | object | None = _SAME) -> None:
+    def emit(self, served: Served, now: float) -> None:
         """Log a served decision (sampled): for fresh and memoised answers alike."""
         dlog = self.log
         if dlog is not None and served.record is not None and dlog.sampled():
             record = dict(served.record)
             record["t"] = round(now, 3)
-            if visitor is not _SAME and record.get("visitor") is not None:
-                record["visitor"] = visitor  # never where the record has none (no consent)
             dlog.add(record)
 
-    def lookup(self, world: World, visitor: Visitor) -> snapshots.Profile | None:
+    def lookup(
+        self, world: World, visitor: Visitor, fields: frozenset[str] | None = None
+    ) -> snapshots.Profile | snapshots.ProfileView | None:
+        """The visitor's profile; given `fields` (the engine's `profile_fields`), decoded only as
+        far as the rules read it."""
         profiles = world.profiles
         if profiles is None or visitor.anonymous:
             return None
         try:
             if visitor.canonical is not None:
-                found = profiles.get(visitor.canonical)
+                found = profiles.get(visitor.canonical, fields)
                 if found is not None:
                     return found
-            return profiles.lookup(visitor.ids) if visitor.ids else None
+            return profiles.lookup(visitor.ids, fields) if visitor.ids else None
         except Exception:  # a corrupt record must not break the page: decide as anonymous
             log.exception("profile lookup failed")
             self.metrics.fallbacks.inc(("profile_error",))
@@ -213,7 +213,9 @@ class DecisionService:
         stamp = 0
         recent = None
         if ctx.consent:
-            profile = self.lookup(world, visitor)
+            # Explain and a shadow candidate (another engine) may read more than these rules.
+            whole = explain or self.shadow is not None
+            profile = self.lookup(world, visitor, None if whole else engine.profile_fields)
             # Bucket by the person where we know them, so every device lands in the same arm.
             visitor_id = profile.id if profile is not None else _bucketing_id(visitor)
             live = self.live
@@ -251,7 +253,6 @@ class DecisionService:
                     self.shadow(world, shared, visitor_id, profile, ctx, placements, None)
                 served = self._served(world, ctx, shared, key, stamp, None)
                 served.remember = profile is not None
-                served.stranger = profile is None and not stamp and not shared.actions
                 return served
         try:
             decision = engine.decide(
@@ -281,29 +282,7 @@ class DecisionService:
         )
         if shareable:
             self.memo.put(memo_key, decision, ctx.now, decision.expires)
-        served = self._served(world, ctx, decision, key, stamp, recent)
-        served.stranger = shareable and profile is None and not stamp and not decision.actions
-        return served
-
-    def welcomes(
-        self, world: World, visitor: Visitor, ctx: rules.Context, decision: rules.Decision
-    ) -> bool:
-        """Whether `visitor`, in the context `ctx` was made from, gets `decision` — one served to
-        a stranger (`Served.stranger`) in that context: so do visitors the snapshots do not know
-        either, without live activity, in the same experiment arms; and, without consent,
-        everyone."""
-        if not ctx.consent:
-            return True
-        if self.lookup(world, visitor) is not None:
-            return False
-        live = self.live
-        if live is not None:
-            key = live_key(None, visitor)
-            if key is not None and live.maybe_active(key):
-                return False
-        if world.engine is None:
-            return False
-        return _same_arms(world.engine, ctx, decision, _bucketing_id(visitor), self.arm_stats)
+        return self._served(world, ctx, decision, key, stamp, recent)
 
     def _served(
         self,

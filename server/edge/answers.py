@@ -8,8 +8,6 @@ swapped in and reports their hits before a scrape.
 
 from __future__ import annotations
 
-import rules
-
 from ..decide.service import Served
 from ..decide.world import World
 from ..memo import AnswerMemo
@@ -53,13 +51,11 @@ class EdgeMemos:
 
     def __init__(self, state: AppState) -> None:
         settings = state.settings
-        age, entries = settings.memo_ttl_s, settings.memo_max_entries
+        bounds = settings.memo_ttl_s, settings.memo_max_entries, settings.memo_max_bytes
         self.keys = MemoKeys(state.builder, settings.limits.max_header_bytes)
-        self.edge: AnswerMemo[Answer] = AnswerMemo(age, entries)
-        self.fragment: AnswerMemo[Answer] = AnswerMemo(age, entries)
-        # `/v1/edge` answers given to strangers, by the request without its visitor headers.
-        self.stranger: AnswerMemo[tuple[Answer, rules.Context]] = AnswerMemo(age, entries)
-        state.add_memos({"edge": self.edge, "fragment": self.fragment, "stranger": self.stranger})
+        self.edge: AnswerMemo[Answer] = AnswerMemo(*bounds)
+        self.fragment: AnswerMemo[Answer] = AnswerMemo(*bounds)
+        state.add_memos({"edge": self.edge, "fragment": self.fragment})
         state.holder.on_swap.append(self._rekey)
 
     def _rekey(self, world: World) -> None:

@@ -28,8 +28,6 @@ PROTOCOL_ROUTES = "edgeside.remembering"
 
 # A request's key in a route's answer memo (server/edge/memo_keys.py), None if it has none.
 RequestKey = Callable[[str, str, bytes, Headers], Hashable | None]
-# A stranger's answer this request gets too, from (method, query, headers, now); see `Edge`.
-Strangers = Callable[[str, bytes, Headers, float], "Answer | None"]
 
 
 def key_of(key: RequestKey, scope: Scope) -> Hashable | None:
@@ -45,10 +43,11 @@ MEMO_MISSED = "edgeside.memo_missed"
 
 
 class Remembering:
-    """A GET hot route behind its answer memos: an answer already known is sent again, while
+    """A GET hot route behind its answer memo: an answer already known is sent again, while
     still exact, without parsing anything — the answer to the very request answered a moment
-    ago, or (given `strangers`) the answer a stranger got to the same question; every other
-    request goes to `route` (the checked handler), which decides and remembers the answer."""
+    ago; every other request goes to `route` (the checked handler), which decides and
+    remembers the answer. (A stranger's answer to the same question is the decision memo's:
+    `DecisionService.serve` shares it between strangers in the same arms.)"""
 
     def __init__(
         self,
@@ -58,13 +57,11 @@ class Remembering:
         label: str,
         status: int,
         route: ASGIApp,
-        strangers: Strangers | None = None,
         decide: Decides | None = None,
     ) -> None:
         self.memo = memo
         self.key = key
         self.route = route
-        self.strangers = strangers
         # For the HTTP protocol, which answers a first question too (server/edge/protocol.py).
         self.decide = decide
         self.oversized_header = state.builder.oversized_header
@@ -115,14 +112,10 @@ class Remembering:
             return None
         answer = self.memo.get(key, now)
         service = self.service
-        if answer is not None and service.still_current(answer.served):
-            service.reuse(answer.served, now)
-        elif self.strangers is not None:
-            answer = self.strangers(method, query, headers, now)
-        else:
+        if answer is None or not service.still_current(answer.served):
             return None
-        if answer is not None:
-            self.sent += 1
+        service.reuse(answer.served, now)
+        self.sent += 1
         return answer
 
     def count_sent(self) -> None:

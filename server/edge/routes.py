@@ -13,7 +13,7 @@ import functools
 import logging
 import time
 from collections.abc import Hashable, Sequence
-from typing import NamedTuple
+from typing import NamedTuple, cast
 
 import rules
 
@@ -30,8 +30,7 @@ from ..asgi import (
 )
 from ..decide.context import ANONYMOUS, MEMO_KEY_MAX_BYTES, PlacementError, split_placements
 from ..decide.service import Served, fallback_reason
-from ..live.events import live_key
-from ..memo import AnswerMemo
+from ..memo import ENTRY_BYTES, AnswerMemo
 from ..state import AppState
 from .answers import Answer, EdgeMemos, Message, response_messages
 from .fragments import render_fragment
@@ -68,24 +67,27 @@ _EDGE_FAILED: Headers = [
 ]
 
 
-def _remember(memo: AnswerMemo[Answer], key: Hashable | None, answer: Answer, now: float) -> None:
-    """Put a fresh answer, `_keepable` for its request, in its memo."""
+def _remember(
+    memo: AnswerMemo[Answer], key: Hashable | None, answer: Answer, now: float, size: int
+) -> None:
+    """Put a fresh answer, `_keep_size` for its request, in its memo."""
     if key is not None and answer.served.remember:
-        memo.put(key, answer, now, answer.served.expires)
+        memo.put(key, answer, now, answer.served.expires, size)
 
 
-def _keepable(state: AppState, raw: Headers, answer: Answer) -> bool:
-    """Not an answer decided on a world already replaced, nor one to a request too large to be
-    worth keeping (the memos are bounded in entries, not bytes), nor one to a request with a body:
-    the protocol answers a repeat as soon as its headers are in (server/edge/protocol.py)."""
+def _keep_size(state: AppState, raw: Headers, answer: Answer) -> int | None:
+    """The bytes an answer's memo entry holds (its key: at most the request's headers; the
+    answer's own objects), or None if it is not kept: an answer decided on a world already
+    replaced, one to a request too large to be worth keeping, or one to a request with a body
+    (the protocol answers a repeat as soon as its headers are in: server/edge/protocol.py)."""
     if answer.versions != state.holder.current.snapshot_header:
-        return False
+        return None
     size = 0
     for name, value in raw:
         if name in _BODY_HEADERS:
-            return False
+            return None
         size += len(name) + len(value)
-    return size <= MEMO_KEY_MAX_BYTES
+    return size + ENTRY_BYTES if size <= MEMO_KEY_MAX_BYTES else None
 
 
 _BODY_HEADERS = frozenset((b"content-length", b"transfer-encoding"))
@@ -140,48 +142,12 @@ class Edge:
         decided = _decide_from_headers(state, site, described, headers, now, placements)
         served, versions = decided.served, decided.versions
         answer = Answer(self._messages(served.decision, versions), versions, served)
-        if _keepable(state, raw, answer):
+        size = _keep_size(state, raw, answer)
+        if size is not None:
             memos = self.memos
-            keys = memos.keys
-            _remember(memos.edge, keys.edge(method, path, query, raw), answer, now)
-            # With the decision log on, a reuse logs its own visitor (`recall_stranger`).
-            if served.stranger:
-                shape = keys.stranger(method, query, raw)
-                if shape is not None:
-                    memos.stranger.put(shape, (answer, decided.ctx), now, served.expires)
+            _remember(memos.edge, memos.keys.edge(method, path, query, raw), answer, now, size)
         state.service.emit(served, now)
         state.metrics.responses.inc(("edge", "204"))
-        return answer
-
-    def recall_stranger(
-        self, state: AppState, method: str, query: bytes, raw: Headers, now: float
-    ) -> Answer | None:
-        """The answer a stranger got to this very question, if this visitor gets it too: most
-        visitors are strangers, and strangers asking the same question get the same answer
-        (`DecisionService.welcomes` says when)."""
-        memos = self.memos
-        shape = memos.keys.stranger(method, query, raw)
-        if shape is None:
-            return None
-        remembered = memos.stranger.get(shape, now)
-        if remembered is None:
-            return None
-        answer, ctx = remembered
-        service = state.service
-        visitor = ANONYMOUS
-        if ctx.consent:
-            visitor = state.builder.visitor_from_headers(dict(raw))
-        holder = state.holder
-        world = holder.acquire()
-        try:
-            if answer.versions != world.snapshot_header:
-                return None
-            if not service.welcomes(world, visitor, ctx, answer.served.decision):
-                return None
-        finally:
-            holder.release(world)
-        # The record names the stranger it was decided for: log this one instead.
-        service.reuse(answer.served, now, live_key(None, visitor) if ctx.consent else None)
         return answer
 
     def _query(
@@ -224,7 +190,6 @@ class Decided(NamedTuple):
     versions: bytes
     served: Served
     html: str  # the first placement's fragment, when asked to render
-    ctx: rules.Context
 
 
 def _decide_from_headers(
@@ -247,7 +212,7 @@ def _decide_from_headers(
         if render:
             chosen = served.decision.placements[0]
             html = render_fragment(world, chosen.placement, chosen.variant, chosen.content)
-        return Decided(world.snapshot_header, served, html, ctx)
+        return Decided(world.snapshot_header, served, html)
     finally:
         holder.release(world)
 
@@ -295,7 +260,7 @@ def _fragment_answer(
     state.check_placements([placement])
     now = _now()
     site = query_params({"query_string": query}).get("site", [None])[0]
-    versions, served, html, _ = _decide_from_headers(
+    versions, served, html = _decide_from_headers(
         state, site, state.builder.describing(raw), dict(raw), now, [placement], render=True
     )
     out = [
@@ -304,10 +269,12 @@ def _fragment_answer(
         *(h for h in decision_headers(served.decision, versions) if h[0] != b"cache-control"),
     ]
     answer = Answer(response_messages(200, out, html.encode("utf-8")), versions, served)
-    if _keepable(state, raw, answer):
-        _remember(
-            route.memos.fragment, route.memos.keys.fragment(method, path, query, raw), answer, now
-        )
+    size = _keep_size(state, raw, answer)
+    if size is not None:
+        memos = route.memos
+        key = memos.keys.fragment(method, path, query, raw)
+        # A fragment's body is its own (the HTML), beside the key's bytes.
+        _remember(memos.fragment, key, answer, now, size + len(cast(bytes, answer.body["body"])))
     state.service.emit(served, now)
     state.metrics.responses.inc(("fragment", "200"))
     return answer
@@ -331,8 +298,7 @@ def remembering(
             "edge",
             204,
             edge_route,
-            functools.partial(edge.recall_stranger, state),
-            functools.partial(edge.decide, state),
+            decide=functools.partial(edge.decide, state),
         ),
         FRAGMENT_PREFIX: Remembering(
             state,

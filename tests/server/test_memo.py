@@ -60,3 +60,30 @@ def test_an_answer_is_never_given_for_an_instant_before_it_was_decided() -> None
     memo.put("k", "answer", now=100.0, expires=math.inf)
     assert memo.get("k", now=99.9) is None  # the clock stepped back, or "as of" earlier
     assert memo.get("k", now=100.0) == "answer"
+
+
+def test_bytes_are_bounded_too() -> None:
+    # Issue 14 defect 4: bounded in entries alone, 50 000 keys of 4 KB were ~385 MB per memo.
+    memo: AnswerMemo[int] = AnswerMemo(max_age_s=60, max_entries=1000, max_bytes=8000)
+    for i in range(100):
+        memo.put(i, i, now=0, expires=math.inf, size=1000)
+        assert memo.bytes <= 8000
+    assert 4 <= len(memo) <= 8  # two generations of at most 4 000 bytes, not 1 000 entries
+    assert memo.get(99, now=1) == 99  # the newest are there
+    assert memo.get(0, now=1) is None
+    # One entry over a generation's budget is not kept at all.
+    memo.put("big", 1, now=0, expires=math.inf, size=4001)
+    assert memo.get("big", now=1) is None
+
+
+def test_bytes_follow_entries_between_generations() -> None:
+    memo: AnswerMemo[int] = AnswerMemo(max_age_s=60, max_entries=1000, max_bytes=6000)
+    for key in "abc":  # a, b fill the young generation's 3 000 bytes; c starts the next one
+        memo.put(key, 1, now=0, expires=math.inf, size=1500)
+    assert memo.bytes == 4500
+    assert memo.get("a", now=1) == 1  # moved to the young generation with its bytes
+    assert memo.bytes == 4500
+    memo.put("c", 2, now=0, expires=math.inf, size=1500)  # replaced, not counted twice
+    assert memo.bytes == 4500
+    memo.clear()
+    assert memo.bytes == 0

@@ -5,6 +5,8 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from pathlib import Path
 
+import pytest
+
 from snapshots import open_content, open_profiles
 from snapshots.config import ContentConfig, ProfilesConfig, load_config
 from snapshots.content_build import build_content
@@ -50,3 +52,27 @@ def test_content_covers_every_placement_locale_and_type(tmp_path: Path) -> None:
             assert c.ids("tag", tag)
         expired = [i for i in c.all_ids() if (it := c.item(i)) and (it.valid_to or 1e12) < now]
         assert expired
+
+
+def test_a_profile_decoded_only_as_far_as_asked(tmp_path: Path) -> None:
+    # Issue 15: the server asks for the fields its rules read; the rest is never decoded.
+    cfg = load_config(DEMO / "profiles.yaml", ProfilesConfig)
+    build_profiles(sorted((DEMO / "profiles").glob("*.ndjson")), cfg, tmp_path / "p")
+    fields = frozenset({"attributes", "segments"})
+    with open_profiles(tmp_path / "p") as r:
+        for cookie in ("c-alice", "c-bruno", "c-chloe"):
+            whole = r.lookup({"cookie": cookie})
+            view = r.lookup({"cookie": cookie}, fields)
+            assert whole is not None and view is not None
+            assert type(view).__struct_fields__ == ("id", "attributes", "segments")
+            assert (view.id, view.attributes, view.segments) == (
+                whole.id,
+                whole.attributes,
+                whole.segments,
+            )
+            assert whole.interests and whole.sources  # there, but not decoded into the view
+            assert (view.interests, view.sources, view.ids) == ({}, (), {})
+            assert r.get(whole.id, fields) == view
+        assert r.lookup({"cookie": "c-nobody"}, fields) is None
+        with pytest.raises(ValueError, match="not profile fields"):
+            r.lookup({"cookie": "c-alice"}, frozenset({"password"}))

@@ -91,20 +91,28 @@ def test_reuses_reach_the_metrics_at_the_next_flush() -> None:
     assert svc.metrics.decisions.values[("clock", "afternoon")] == 5
 
 
-def test_a_strangers_decision_welcomes_exactly_the_strangers_in_its_arm() -> None:
+def test_a_strangers_decision_is_shared_exactly_with_the_strangers_in_its_arm() -> None:
+    # The decision memo shares a stranger's decision (issue 15: it took over from the strangers'
+    # answer memo): with every stranger whose arms are the same, and only with them.
     world = World(engine=engine())
     svc = service()
     ctx = rules.Context(site="default", now=NOON)
     first = svc.serve(world, cookie("anon-0"), ctx, ["hero"])
-    assert first.stranger
     arm = first.decision.placements[0].arm
+    shared = 0
     for i in range(1, 200):
         alone = world.engine.decide(  # type: ignore[union-attr]
             visitor_id=f"anon-{i}", profile=None, ctx=ctx, placements=["hero"]
         ).placements[0]
-        assert svc.welcomes(world, cookie(f"anon-{i}"), ctx, first.decision) == (alone.arm == arm)
-    # Without consent there is no one to tell apart.
+        hits = svc.memo.hits
+        served = svc.serve(world, cookie(f"anon-{i}"), ctx, ["hero"]).decision.placements[0]
+        assert (served.variant, served.arm) == (alone.variant, alone.arm)
+        if served.arm == arm:
+            shared += svc.memo.hits - hits
+    assert shared > 0
+    # Without consent there is no one to tell apart: one decision for all.
     no_consent = rules.Context(site="default", now=NOON, consent=False)
-    shared = svc.serve(world, cookie("anon-0"), no_consent, ["hero"])
-    assert shared.stranger
-    assert all(svc.welcomes(world, cookie(f"x{i}"), no_consent, shared.decision) for i in range(9))
+    once = svc.serve(world, cookie("anon-0"), no_consent, ["hero"]).decision
+    assert all(
+        svc.serve(world, cookie(f"x{i}"), no_consent, ["hero"]).decision is once for i in range(9)
+    )

@@ -1,0 +1,174 @@
+"""CPU per `/v1/edge` request on the realistic load, in-process: where a first question's time goes.
+
+    python -m bench.edge_inprocess [--requests 2000] [--batches 6] [--profiles 200000]
+        [--no-edge-memo] [--no-decision-memo] [--profile]
+
+Builds the app on `bench.http`'s realistic store (built once, cached) and sends it requests made
+as `bench/wrk_edge.lua`'s `real` mode makes them (returning visitors with a long tail over the
+population, 30 % never seen, 20 k pages, a full browser `Cookie`, CDN headers) through the path
+the HTTP protocol takes: `Remembering.recall`, then the route's `decide` — no sockets, no wrk, so
+its CPU time per request is steady where throughput on a shared machine is not (issue 15: each
+memo layer measured on and off, each lever before and after). `--profile` prints a cProfile of
+one batch. Last line: JSON, CPU µs per request (median and min over the batches) and each memo's
+hit ratio.
+"""
+
+from __future__ import annotations
+
+import argparse
+import cProfile
+import gc
+import json
+import pstats
+import random
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from server.app import build_app
+from server.config import Settings, load_secrets
+from server.edge import protocol
+from server.edge.remembering import Remembering
+
+from .http import realistic_store
+
+SITES = ("shop-fr", "shop-de", "shop-uk")
+SETS = (
+    "home_hero,home_recs",
+    "home_hero",
+    "article_sidebar,home_hero",
+    "cart_upsell,home_recs,home_hero",
+)
+LANGUAGES = ("fr-FR,fr;q=0.9,en;q=0.8", "de-DE,de;q=0.9", "en-GB,en;q=0.9")
+BROWSERS = (
+    "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) "
+    "Chrome/131.0 Safari/537.36",
+    "Mozilla/5.0 (iPhone; CPU iPhone OS 18_1 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like "
+    "Gecko) Version/18.1 Mobile/15E148 Safari/604.1",
+    "Mozilla/5.0 (X11; Linux x86_64; rv:133.0) Gecko/20100101 Firefox/133.0",
+)
+COUNTRIES = ("FR", "DE", "GB", "ES", "IT", "NL", "BE")
+Request = tuple[bytes, list[tuple[bytes, bytes]]]
+
+
+def realistic_request(rnd: random.Random, n: int, population: int, seed: int) -> Request:
+    """One request as `wrk_edge.lua`'s `real()` makes it: (query string, headers)."""
+    if rnd.random() < 0.3:
+        cookie = f"anon-{rnd.randint(1, 10**9)}"  # never seen
+    else:
+        r = rnd.random()
+        cookie = f"k{seed}-{int(population * r * r):x}"  # a long tail over the population
+    site = rnd.choice(SITES)
+    p = rnd.random()
+    page = int(20000 * p * p) + 1
+    ga = rnd.randint(100000000, 999999999)
+    cookies = (
+        f"_ga=GA1.2.{ga}.1733300000; _gid=GA1.2.{ga % 7919}.1733390000; edgeside_id={cookie}; "
+        f"cart={n % 13}; consent=analytics%3Dyes; session={ga:08x}{n:08x}"
+    )
+    headers = [
+        (b"host", b"127.0.0.1:8080"),
+        (b"cookie", cookies.encode()),
+        (b"cf-ipcountry", rnd.choice(COUNTRIES).encode()),
+        (b"x-original-uri", f"/p/{page}?utm_source=news&ref={n % 7}".encode()),
+        (b"referer", f"https://{site}.example/p/{rnd.randint(1, 20000)}".encode()),
+        (b"user-agent", rnd.choice(BROWSERS).encode()),
+        (b"accept-language", rnd.choice(LANGUAGES).encode()),
+        (b"accept", b"text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8"),
+        (b"accept-encoding", b"gzip, br"),
+        (b"x-forwarded-for", f"203.0.{n % 256}.{rnd.randint(1, 254)}".encode()),
+        (b"x-forwarded-proto", b"https"),
+    ]
+    return f"site={site}&p={rnd.choice(SETS)}".encode(), headers
+
+
+def answer(route: Remembering, query: bytes, headers: list[tuple[bytes, bytes]]) -> None:
+    """What the HTTP protocol does with a well-formed GET /v1/edge, short of writing it."""
+    if route.recall("GET", "/v1/edge", query, headers) is None:
+        protocol._decide(route, "/v1/edge", query, headers)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--requests", type=int, default=2000, help="per batch (and warm-up)")
+    parser.add_argument("--batches", type=int, default=6)
+    parser.add_argument("--profiles", type=int, default=200_000)
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument(
+        "--cache", type=Path, default=Path(tempfile.gettempdir()) / "edgeside-bench"
+    )
+    parser.add_argument("--no-edge-memo", action="store_true")
+    parser.add_argument("--no-decision-memo", action="store_true")
+    parser.add_argument("--profile", action="store_true", help="print a cProfile of one batch")
+    args = parser.parse_args(argv)
+    data = realistic_store(args.profiles, args.seed, args.cache)
+    app = build_app(Settings(data=str(data)), load_secrets({}))
+    route = app.hot["/v1/edge"]
+    assert isinstance(route, Remembering)
+    state = route.route.state  # type: ignore[attr-defined]
+    state.holder.refresh()
+    state.open_live()
+    if args.no_edge_memo:
+        route.memo.enabled = False
+    if args.no_decision_memo:
+        state.service.memo.enabled = False
+    gc.collect()
+    gc.freeze()  # as the worker does after start-up (server/app.py `_tune_gc`)
+    gc.set_threshold(50_000, 20, 20)
+    rnd = random.Random(args.seed)
+    n = 0
+
+    def batch() -> list[Request]:
+        nonlocal n
+        out = [
+            realistic_request(rnd, n + i, args.profiles, args.seed) for i in range(args.requests)
+        ]
+        n += args.requests
+        return out
+
+    for query, headers in batch():  # warm-up: caches, page matchers, LMDB pages
+        answer(route, query, headers)
+    times = []
+    for _ in range(args.batches):
+        requests = batch()
+        started = time.process_time()
+        for query, headers in requests:
+            answer(route, query, headers)
+        times.append((time.process_time() - started) / len(requests) * 1e6)
+    if args.profile:
+        profiler = cProfile.Profile()
+        requests = batch()
+        profiler.enable()
+        for query, headers in requests:
+            answer(route, query, headers)
+        profiler.disable()
+        stats = pstats.Stats(profiler, stream=sys.stdout)
+        calls = stats.total_calls  # type: ignore[attr-defined]
+        print(f"{calls / len(requests):.1f} Python calls per request")
+        stats.sort_stats("cumulative").print_stats(25)
+    hits = {
+        name: round(memo.hits / (memo.hits + memo.misses), 3)
+        for name, memo in state.memos.items()
+        if memo.hits + memo.misses
+    }
+    state.close_live()
+    print(
+        json.dumps(
+            {
+                "cpu_us_per_request": round(statistics.median(times), 1),
+                "cpu_us_per_request_min": round(min(times), 1),
+                "batches": [round(t, 1) for t in times],
+                "memo_hit_ratio": hits,
+                "edge_memo": not args.no_edge_memo,
+                "decision_memo": not args.no_decision_memo,
+                "loadavg": Path("/proc/loadavg").read_text().split()[:3],
+            }
+        )
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
