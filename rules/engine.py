@@ -53,7 +53,7 @@ from rules.model import Action, Experiment, PickSpec, Placement, Rule, RuleSet
 from rules.pages import Page, PageMatcher, split_path
 from rules.picks import PickCache, pick_until
 from rules.program import Program
-from rules.reads import context_reads, reads_page
+from rules.reads import context_reads, profile_reads, reads_page
 from rules.request import CTX_ARG, INTERESTS_ARG, NOW_ARG, Request, arguments, expires
 
 FALLBACK_TTL = 60  # a degraded page should not stay in a CDN for long
@@ -161,8 +161,10 @@ class Engine:
         # function loads, the id (it buckets experiments) and the interests (picks rank content
         # by them). A caller may hand `decide` a profile with only these (issue 15: decoding a
         # profile is most of its look-up). Explain reads the same functions.
-        read = {"id", "interests"}
-        for fn in (self._segments_fn, self._actions_fn, *(p.fn for p in memo.values())):
+        # Placements compile on first use, so theirs come from their checked trees (a superset of
+        # what their code loads, as for the context fields above).
+        read = {"id", "interests"} | profile_reads(trees.values())
+        for fn in (self._segments_fn, self._actions_fn):
             if fn is not None:
                 read |= self._shared.profile_fields(fn)
         self.profile_fields = frozenset(read)

@@ -53,6 +53,36 @@ def context_reads(trees: Iterable[ast.Node | None]) -> tuple[frozenset[str], boo
     return frozenset(fields), tracked
 
 
+# Data references (`ast.Ref.kind`) that read the profile, and the profile field each reads
+# (`rules.interfaces.ProfileLike` names; rules.compiler `ref` loads the same arguments).
+_PROFILE_KINDS = {
+    "attr": "attributes",
+    "interest": "interests",
+    "interests": "interests",
+    "interests_map": "interests",
+    "counter": "counters",
+    "counters": "counters",
+    "counters_map": "counters",
+    "last_seen": "last_seen",
+    "last_seen_map": "last_seen",
+    "psegments": "segments",
+    "pid": "id",
+}
+
+
+def profile_reads(trees: Iterable[ast.Node | None]) -> frozenset[str]:
+    """The profile fields the trees can read (the engine decodes a looked-up profile only that
+    far: issue 15)."""
+    fields: set[str] = set()
+    for tree in trees:
+        if tree is None:
+            continue
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Ref) and node.kind in _PROFILE_KINDS:
+                fields.add(_PROFILE_KINDS[node.kind])
+    return frozenset(fields)
+
+
 def reads_page(trees: Iterable[ast.Node | None]) -> bool:
     """Whether any of the trees reads `ctx.page.<name>` (then the engine matches the page of
     every request, and gives the functions its values)."""

@@ -3,9 +3,8 @@
 A proxy forwards more than the rules read: the page's URL, the referrer, the user agent. Keyed by
 every header byte for byte, a memo would know an answer only for the very same page view. Keyed by
 the headers the current rules can depend on (`ContextBuilder.key_headers` of the engine's
-`context_fields`), the same visitor on another page — and, for strangers, any stranger on any page
-in the same context — finds the answer already known. The key sets change with the rules: they
-are reset when a new world is swapped in, as the memos are cleared.
+`context_fields`), the same visitor on another page finds the answer already known. The key sets
+change with the rules: they are reset when a new world is swapped in, as the memos are cleared.
 
 A header over the size limit makes a request unkeyable (None): it is never answered from a memo,
 so it still gets its 431 from the route, even when the rules never read that header.
@@ -23,16 +22,13 @@ class MemoKeys:
     def __init__(self, builder: ContextBuilder, max_header_bytes: int) -> None:
         self.builder = builder
         self.limit = max_header_bytes
-        # The headers keyed for one visitor's request, and for a stranger's (None: every header;
-        # for strangers, every one but those naming the visitor).
+        # The headers keyed for one visitor's request (None: every header).
         self._asked: frozenset[bytes] | None = None
-        self._strangers: frozenset[bytes] | None = None
 
     def use(self, fields: Iterable[str] | None) -> None:
         """Key requests by what decisions reading these context fields can depend on (the
         engine's `context_fields`; None: by every header)."""
         keyed = None if fields is None else self.builder.key_headers(fields)
-        self._strangers = keyed
         self._asked = None if keyed is None else keyed | VISITOR_HEADERS
 
     def edge(self, method: str, path: str, query: bytes, headers: Headers) -> Hashable | None:
@@ -41,19 +37,6 @@ class MemoKeys:
 
     def fragment(self, method: str, path: str, query: bytes, headers: Headers) -> Hashable | None:
         return _key([path, method, query], headers, self._asked, self.limit)
-
-    def stranger(self, method: str, query: bytes, headers: Headers) -> Hashable | None:
-        """`/v1/edge`: the question without who asks (see `routes.Edge.recall_stranger`)."""
-        keep = self._strangers
-        if keep is not None:
-            return _key([method, query], headers, keep, self.limit)
-        parts: list[object] = [method, query]
-        for header in headers:
-            if header[0] not in VISITOR_HEADERS:
-                parts.append(header)
-            elif len(header[1]) > self.limit:
-                return None
-        return tuple(parts)
 
 
 def _key(

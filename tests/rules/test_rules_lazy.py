@@ -16,7 +16,7 @@ from rules.context import KEY_FIELDS
 from rules.engine import ENGINE_FIELDS, Engine
 from rules.expiry import TRACKED
 
-DEMO = Path(__file__).resolve().parents[2] / "demo" / "rules.yaml"
+DEMO = Path(__file__).resolve().parents[2] / "server" / "offline" / "demo_data" / "rules.yaml"
 
 
 def generated(sites: int = 4, placements: int = 12) -> str:
@@ -84,6 +84,16 @@ def _compiled_reads(engine: Engine) -> tuple[tuple[str, ...], bool]:
     return tuple(f for f in KEY_FIELDS if f in fields), bool(uses & TRACKED)
 
 
+def _compiled_profile_reads(engine: Engine) -> frozenset[str]:
+    """The profile fields the compiled code of every function loads (plus the engine's own)."""
+    fns = [engine._segments_fn, engine._actions_fn, *(p.fn for p in engine._memo.values())]
+    read = {"id", "interests"}
+    for fn in fns:
+        if fn is not None:
+            read |= engine._shared.profile_fields(fn)
+    return frozenset(read)
+
+
 PROFILES = [
     None,
     ALICE,
@@ -109,6 +119,8 @@ def test_lazy_and_eager_decide_alike(source: str) -> None:
     # Known before any placement compiles, and equal to what the compiled code reads.
     assert (lazy.context_fields, lazy._tracked) == _compiled_reads(eager)
     assert (eager.context_fields, eager._tracked) == _compiled_reads(eager)
+    # The profile fields a looked-up profile is decoded to: the same, before any compile.
+    assert lazy.profile_fields == eager.profile_fields == _compiled_profile_reads(eager)
     tables = [*lazy.ruleset.table, ("nosuch", None)]  # every (site, locale), and an unknown site
     catalog = demo_catalog() if source == "demo" else None
     for (site, locale), profile, extra in itertools.product(tables, PROFILES, CONTEXTS):

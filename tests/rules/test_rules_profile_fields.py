@@ -12,7 +12,7 @@ from rules_fakes import ALICE, BRUNO, CHLOE, SCHEMA, Profile, ctx, demo_catalog,
 
 import rules
 
-DEMO = Path(__file__).resolve().parents[2] / "demo" / "rules.yaml"
+DEMO = Path(__file__).resolve().parents[2] / "server" / "offline" / "demo_data" / "rules.yaml"
 ALWAYS = {"id", "interests"}  # experiments bucket by the id; picks rank content by interests
 
 

@@ -79,7 +79,7 @@ def test_requests_with_one_key_look_the_same_to_the_rules(
     # The second request is the first with one header more (or another value for one it has).
     second = [*first, change]
     keys = keys_for(read)
-    if keys.stranger("GET", b"p=a", first) == keys.stranger("GET", b"p=a", second):
+    if keys.edge("GET", "/v1/edge", b"p=a", first) == keys.edge("GET", "/v1/edge", b"p=a", second):
         assert what_the_rules_see(read, first) == what_the_rules_see(read, second)
 
 
@@ -93,7 +93,9 @@ def test_no_header_left_out_of_a_key_changes_what_the_rules_read() -> None:
             for name, values in VALUES.items():
                 for value in values:
                     changed = [*base, (name, value)]
-                    if keys.stranger("GET", b"", base) == keys.stranger("GET", b"", changed):
+                    if keys.edge("GET", "/v1/edge", b"", base) == keys.edge(
+                        "GET", "/v1/edge", b"", changed
+                    ):
                         seen = what_the_rules_see({field}, base)
                         assert seen == what_the_rules_see({field}, changed), (field, name, value)
 
@@ -122,15 +124,13 @@ def test_rules_that_never_read_the_url_share_answers_across_pages() -> None:
     assert key != keys.edge("GET", "/v1/edge", b"p=a", bob)
     assert key != keys.edge("GET", "/v1/edge", b"p=a", lyon)
     assert key != keys.edge("GET", "/v1/edge", b"p=b", page)
-    # A stranger's key leaves out who asks.
-    assert keys.stranger("GET", b"p=a", page) == keys.stranger("GET", b"p=a", bob)
 
 
 def test_rules_that_read_the_url_keep_it_in_the_key() -> None:
     keys = keys_for({"path"})
     page = [(b"x-original-uri", b"/a")]
-    assert keys.stranger("GET", b"", page) != keys.stranger(
-        "GET", b"", [(b"x-original-uri", b"/b")]
+    assert keys.edge("GET", "/v1/edge", b"", page) != keys.edge(
+        "GET", "/v1/edge", b"", [(b"x-original-uri", b"/b")]
     )
 
 
@@ -140,7 +140,6 @@ def test_without_rules_every_header_is_keyed() -> None:
     assert keys.edge("GET", "/v1/edge", b"", page) != keys.edge(
         "GET", "/v1/edge", b"", [*page, (b"user-agent", b"Firefox")]
     )
-    assert keys.stranger("GET", b"", page) == keys.stranger("GET", b"", [])
 
 
 def test_a_header_over_the_limit_left_out_of_the_key_makes_a_request_unkeyable() -> None:
@@ -148,11 +147,8 @@ def test_a_header_over_the_limit_left_out_of_the_key_makes_a_request_unkeyable()
     # needs no check: a request with it is refused, so never remembered, so never matched.)
     huge = b"x" * (LIMIT + 1)
     keys = keys_for({"locale"})
-    assert keys.stranger("GET", b"", [(b"cookie", huge)]) is None
-    assert keys.stranger("GET", b"", [(b"user-agent", huge)]) is None
     assert keys.edge("GET", "/v1/edge", b"", [(b"user-agent", huge)]) is None
     assert keys.fragment("GET", "/v1/fragments/a", b"", [(b"referer", huge)]) is None
-    assert keys_for(None).stranger("GET", b"", [(b"cookie", huge)]) is None
     assert keys.edge("GET", "/v1/edge", b"", [(b"user-agent", b"x" * LIMIT)]) is not None
 
 
@@ -170,6 +166,6 @@ def test_opt_in_countries_make_the_country_part_of_every_key() -> None:
         ContextBuilder(Settings(consent=ConsentSettings(opt_in_countries=["DE"]))), LIMIT
     )
     keys.use(set())
-    assert keys.stranger("GET", b"", [(b"cf-ipcountry", b"DE")]) != keys.stranger(
-        "GET", b"", [(b"cf-ipcountry", b"FR")]
+    assert keys.edge("GET", "/v1/edge", b"", [(b"cf-ipcountry", b"DE")]) != keys.edge(
+        "GET", "/v1/edge", b"", [(b"cf-ipcountry", b"FR")]
     )
