@@ -64,7 +64,8 @@ def test_the_activating_worker_serves_the_engine_validation_compiled(
     assert holder.current.versions["rules"] == version
     assert calls[0] == 1  # not compiled again by the worker
     # Switching back to a kept version validates it and hands that engine over too.
-    previous = store.list_versions(data, "rules")[0]
+    # (Versions are named by content, so the one kept before is whichever is not active.)
+    (previous,) = [v for v in store.list_versions(data, "rules") if v != version]
     with store.locked(data, "rules"):
         life.switch("rules", previous, holder.current)
     assert holder.refresh()

@@ -237,7 +237,7 @@ def test_a_stranger_with_live_activity_is_decided_for_themselves(demo_copy: Path
         ]
 
     with edgeside(demo_copy, workers=1) as server, server.client() as client:
-        # Visitors the profiles do not know share one answer (the strangers' memo)…
+        # Visitors the profiles do not know share one answer (the decision memo)…
         assert [upsell(client, f"stranger-{i}") for i in range(3)] == ["none"] * 3
         cart = {
             "type": "add_to_cart",
@@ -255,6 +255,6 @@ def test_a_stranger_with_live_activity_is_decided_for_themselves(demo_copy: Path
         hits = [
             line
             for line in client.get("/metrics").text.splitlines()
-            if line.startswith('edgeside_memo_lookups_total{memo="stranger",result="hit"}')
+            if line.startswith('edgeside_memo_lookups_total{memo="decision",result="hit"}')
         ]
         assert hits and float(hits[0].split()[-1]) >= 2
