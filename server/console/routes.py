@@ -620,7 +620,7 @@ async def promote_rules(state: AppState, text: str) -> Any:
 
     settings = state.settings
     key = state.secrets.signing_key.encode() if state.secrets.signing_key else None
-    life = Lifecycle(settings.data, key, settings.keep_versions)
+    life = Lifecycle(settings.data, key, settings.keep_versions, state.holder)
     data = text.encode("utf-8")
     try:
         with store.locked(settings.data, "rules"):
