@@ -39,6 +39,25 @@ class _Node:
     prefix: tuple[int, PageDef] | None = None
 
 
+def _insert(root: _Node, slot: tuple[int, PageDef]) -> None:
+    """Put a page (with its place in the file) in the trie at `root`: template segments share one
+    `param` branch; at its node, the first page written of each kind (exact, prefix) is kept."""
+    page = slot[1]
+    node = root
+    for part in page.parts:
+        if part.startswith("{"):
+            if node.param is None:
+                node.param = _Node()
+            node = node.param
+        else:
+            node = node.literal.setdefault(part, _Node())
+    if page.prefix:
+        if node.prefix is None:
+            node.prefix = slot
+    elif node.exact is None:
+        node.exact = slot
+
+
 def split_path(path: str) -> list[str] | None:
     """The segments of a URL path (query and fragment dropped), or None for what is not a path."""
     if len(path) > MAX_PATH or _URI.fullmatch(path) is None:
@@ -55,21 +74,8 @@ class PageMatcher:
     def __init__(self, pages: list[PageDef]) -> None:
         self.pages = tuple(pages)
         self._root = _Node()
-        for i, page in enumerate(pages):
-            node = self._root
-            for part in page.parts:
-                if part.startswith("{"):
-                    if node.param is None:
-                        node.param = _Node()
-                    node = node.param
-                else:
-                    node = node.literal.setdefault(part, _Node())
-            slot = (i, page)
-            if page.prefix:
-                if node.prefix is None:
-                    node.prefix = slot
-            elif node.exact is None:
-                node.exact = slot
+        for slot in enumerate(pages):
+            _insert(self._root, slot)
 
     def match(self, path: str) -> Page | None:
         segs = split_path(path)
@@ -133,21 +139,8 @@ class ShadowIndex:
         self._n = 0
 
     def add(self, page: PageDef) -> None:
-        node = self._root
-        for part in page.parts:
-            if part.startswith("{"):
-                if node.param is None:
-                    node.param = _Node()
-                node = node.param
-            else:
-                node = node.literal.setdefault(part, _Node())
-        slot = (self._n, page)
+        _insert(self._root, (self._n, page))
         self._n += 1
-        if page.prefix:
-            if node.prefix is None:
-                node.prefix = slot
-        elif node.exact is None:
-            node.exact = slot
 
     def covering(self, page: PageDef) -> PageDef | None:
         """The first page added that `covers` `page`, or None."""

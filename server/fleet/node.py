@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import fcntl
 import logging
 import os
 import socket
@@ -23,6 +22,7 @@ from starlette.routing import Route
 
 from .. import auth
 from ..asgi import error_body
+from ..lifecycle.pull import take_lock
 from ..live.events import Pending
 from ..metrics import Counter, Gauge
 from .link import BrokerLink
@@ -45,17 +45,6 @@ def node_name(configured: str, port: int) -> str:
     name = configured or f"{socket.gethostname()}-{port}"
     # A NATS subject token and a KV key: no dots, spaces or wildcards.
     return "".join(c if c.isalnum() or c in "-_" else "_" for c in name)[:128]
-
-
-def _take_lock(data_dir: Path) -> int | None:
-    data_dir.mkdir(parents=True, exist_ok=True)
-    fd = os.open(data_dir / ".fleet.lock", os.O_RDWR | os.O_CREAT, 0o644)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        os.close(fd)
-        return None
-    return fd
 
 
 class FleetMetrics:
@@ -179,7 +168,7 @@ class FleetNode:
         """Become the node's follower when this worker gets the lock (now or when another dies)."""
         data = Path(self.state.settings.data or ".")
         while self._lock_fd is None:
-            self._lock_fd = _take_lock(data)
+            self._lock_fd = take_lock(data, ".fleet.lock")
             if self._lock_fd is None:
                 await asyncio.sleep(LOCK_RETRY_S)
         self.leader = True

@@ -98,9 +98,11 @@ def parse_pull(specs: list[str]) -> list[tuple[str, str]]:
     return out
 
 
-def _take_lock(data_dir: Path) -> int | None:
+def take_lock(data_dir: Path, name: str) -> int | None:
+    """One worker of a node does a node-wide job (pulling, following the fleet): it holds the
+    lock file `name` in the data directory (its fd, kept open), or None if another worker does."""
     data_dir.mkdir(parents=True, exist_ok=True)
-    fd = os.open(data_dir / ".pull.lock", os.O_RDWR | os.O_CREAT, 0o644)
+    fd = os.open(data_dir / name, os.O_RDWR | os.O_CREAT, 0o644)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
@@ -130,7 +132,7 @@ class Puller:
 
     async def run(self) -> None:
         while self._lock_fd is None:
-            self._lock_fd = _take_lock(self.life.data_dir)
+            self._lock_fd = take_lock(self.life.data_dir, ".pull.lock")
             if self._lock_fd is None:
                 await asyncio.sleep(LOCK_RETRY_S)
         shown = [(kind, redact(url)) for kind, url in self.sources]
