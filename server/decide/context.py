@@ -147,8 +147,25 @@ class ContextBuilder:
             "geo.region": self._region,
             "geo.city": self._city,
         }
-        # Contexts by the request headers that make them (all but the visitor's identifiers):
-        # a proxy sends the same few for every visitor on the same page.
+        # Contexts but their URL, path, referrer and `now`, by the values of the headers they
+        # are made of (`context_for`): every header `from_headers` reads but those three's.
+        self._template_headers: tuple[bytes, ...] = tuple(
+            dict.fromkeys(
+                (
+                    *self._country,
+                    *self._region,
+                    *self._city,
+                    *self._timezone,
+                    *self._weather,
+                    self._consent_header,
+                    b"x-site",
+                    b"x-forwarded-host",
+                    b"host",
+                    b"accept-language",
+                    b"user-agent",
+                )
+            )
+        )
         self._contexts: dict[tuple[object, ...], rules.Context] = {}
 
     def oversized_header(self, raw: list[tuple[bytes, bytes]]) -> bytes | None:
@@ -198,40 +215,47 @@ class ContextBuilder:
             names.update(headers)
         return frozenset(names)
 
-    @staticmethod
-    def describing(raw: list[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
-        """The request's headers but those that name the visitor: what describes the request."""
-        return [h for h in raw if h[0] not in VISITOR_HEADERS]
-
     def context_for(
-        self,
-        described: list[tuple[bytes, bytes]],
-        headers: Mapping[bytes, bytes],
-        site: str | None,
-        now: float,
+        self, headers: Mapping[bytes, bytes], site: str | None, now: float
     ) -> rules.Context:
-        """`from_headers`, remembered by the headers it depends on (`described`, from
-        `describing`; `headers`, all of the request's as a mapping)."""
-        key = (site, *described)
+        """`from_headers`, its costly part remembered. A proxy sends the same few values of the
+        headers that make most of a context (language, browser, geo, consent, host) for many
+        visitors, while the URI and the referrer differ on nearly every page view: those two
+        are read per request, the rest remembered by the values of exactly the headers it is
+        made of (`_template_headers`), so the key is small and a page view is a hit."""
+        get = headers.get
+        key = (site, *[get(name) for name in self._template_headers])
         template = self._contexts.get(key)
         if template is None:
             template = self.from_headers(headers, site, now)
             if len(self._contexts) >= _MAX_CONTEXTS:
                 self._contexts.clear()
             self._contexts[key] = template
-        return msgspec.structs.replace(template, now=now)
+        url, path = self._url(headers)
+        referrer = get(b"referer")
+        return msgspec.structs.replace(
+            template,
+            url=url,
+            path=path,
+            referrer=referrer.decode("latin-1") if referrer else None,
+            now=now,
+        )
 
-    def from_headers(
-        self, headers: Mapping[bytes, bytes], site: str | None, now: float
-    ) -> rules.Context:
-        country = self._first(headers, self._country)
+    def _url(self, headers: Mapping[bytes, bytes]) -> tuple[str | None, str | None]:
+        """The page's URL (the first URI header set) and its path."""
         uri = b""
         for name in self._uri:
             uri = headers.get(name) or b""
             if uri:
                 break
         url = uri.decode("latin-1") if uri else None
-        path = url.split("?", 1)[0] if url else None
+        return url, url.split("?", 1)[0] if url else None
+
+    def from_headers(
+        self, headers: Mapping[bytes, bytes], site: str | None, now: float
+    ) -> rules.Context:
+        country = self._first(headers, self._country)
+        url, path = self._url(headers)
         if site is None:
             site = (headers.get(b"x-site") or b"").decode("latin-1") or None
         if site is None:

@@ -138,8 +138,7 @@ class Edge:
         headers = dict(raw)
         now = _now()
         site, placements = self._query(state, query, headers)
-        described = state.builder.describing(raw)
-        decided = _decide_from_headers(state, site, described, headers, now, placements)
+        decided = _decide_from_headers(state, site, headers, now, placements)
         served, versions = decided.served, decided.versions
         answer = Answer(self._messages(served.decision, versions), versions, served)
         size = _keep_size(state, raw, answer)
@@ -195,14 +194,13 @@ class Decided(NamedTuple):
 def _decide_from_headers(
     state: AppState,
     site: str | None,
-    described: list[tuple[bytes, bytes]],
     headers: dict[bytes, bytes],
     now: float,
     placements: Sequence[str],
     render: bool = False,
 ) -> Decided:
     """Decide from what a proxy forwards; with `render`, also the first placement's fragment."""
-    ctx = state.builder.context_for(described, headers, site, now)
+    ctx = state.builder.context_for(headers, site, now)
     visitor = state.builder.visitor_from_headers(headers) if ctx.consent else ANONYMOUS
     holder = state.holder
     world = holder.acquire()
@@ -261,7 +259,7 @@ def _fragment_answer(
     now = _now()
     site = query_params({"query_string": query}).get("site", [None])[0]
     versions, served, html = _decide_from_headers(
-        state, site, state.builder.describing(raw), dict(raw), now, [placement], render=True
+        state, site, dict(raw), now, [placement], render=True
     )
     out = [
         (b"content-type", _HTML),

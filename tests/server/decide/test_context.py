@@ -126,3 +126,37 @@ def test_uri_headers_from_the_environment() -> None:
 
     settings = load_settings(environ={"EDGESIDE_URI_HEADERS": "X-Page-URI"})
     assert settings.uri_headers == ["X-Page-URI"]
+
+
+def test_a_remembered_context_is_the_one_its_headers_make() -> None:
+    """`context_for` remembers contexts by some headers and reads the URI and referrer per
+    request: every header `from_headers` reads must change its answer exactly as there."""
+    import itertools
+
+    b = builder(
+        site_hosts={"www.example.de": "shop-de"}, uri_headers=["X-Original-URI", "X-Forwarded-URI"]
+    )
+    values: dict[bytes, tuple[bytes | None, ...]] = {
+        b"x-original-uri": (None, b"", b"/p/1?a=1", b"/p/2"),
+        b"x-forwarded-uri": (None, b"/f"),
+        b"referer": (None, b"", b"https://a.example/x"),
+        b"cf-ipcountry": (None, b"de", b"FR"),
+        b"cloudfront-viewer-city": (None, b"Lyon"),
+        b"x-timezone": (None, b"Europe/Paris"),
+        b"accept-language": (None, b"fr-FR,fr;q=0.9", b"de"),
+        b"user-agent": (None, b"Mozilla/5.0 (iPhone) Mobile", b"Googlebot"),
+        b"x-consent": (None, b"denied", b"1"),
+        b"x-site": (None, b"shop-uk"),
+        b"host": (None, b"www.example.de:443"),
+    }
+    names = list(values)
+    seen = 0
+    for i, combo in enumerate(itertools.product(*values.values())):
+        if i % 7:  # a spread of the combinations, each header varied against the others
+            continue
+        headers = {n: v for n, v in zip(names, combo, strict=True) if v is not None}
+        for site in (None, "shop-fr"):
+            now = 1_790_000_000.0 + i
+            assert b.context_for(headers, site, now) == b.from_headers(headers, site, now)
+            seen += 1
+    assert seen > 1000
