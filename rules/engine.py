@@ -150,13 +150,19 @@ class Engine:
         # The context fields a decision can depend on (besides `now`): the engine's own and those
         # any function can read. Actions count even though they run only with consent.
         fields = set(ENGINE_FIELDS) | placement_fields
-        if ruleset.pages:
-            # A request naming no placements gets its page's: the path chooses them.
-            fields.add("path")
         for fn in (self._segments_fn, self._actions_fn):
             if fn is not None:
                 fields |= self._shared.ctx_fields(fn)
+        # With the placements named, a decision depends on the path only if a rule reads it or
+        # the page's template values (`ctx.page`); else the path only chose the placements of a
+        # request that names none. On a real site nearly every page view has its own path: a
+        # decision memo keyed by it would hardly ever hit (`named_context_key`).
+        named = fields | {"path"} if self._reads_page else set(fields)
+        if ruleset.pages:
+            # A request naming no placements gets its page's: the path chooses them.
+            fields.add("path")
         self.context_fields: tuple[str, ...] = tuple(f for f in KEY_FIELDS if f in fields)
+        self._named_key = key_function(named)
         # The profile fields a decision can read (`ProfileLike` names): those any compiled
         # function loads, the id (it buckets experiments) and the interests (picks rank content
         # by them). A caller may hand `decide` a profile with only these (issue 15: decoding a
@@ -244,6 +250,12 @@ class Engine:
         — a memo key that ignores what these rules never read (`rules.context_key` holds every
         field)."""
         return self._context_key(ctx)
+
+    def named_context_key(self, ctx: Context, placements: Sequence[str]) -> tuple[object, ...]:
+        """`context_key` for a decision of `placements`: when some are named, without the path
+        if neither the rules nor the engine read it for them (a memo key for decisions; the
+        placements must be in the same key)."""
+        return self._named_key(ctx) if placements else self._context_key(ctx)
 
     # -- look-up ----------------------------------------------------------------------------
 

@@ -232,18 +232,18 @@ class DecisionService:
                         ctx = msgspec.structs.replace(ctx, consent=False)
                         profile, visitor_id, recent = None, None, None
         # A decision depends on the snapshots, the placements, the context fields the rules read
-        # (`Engine.context_key`), the profile, the visitor's live activity and the clock — and on
-        # the visitor id only through experiment arms. So visitors without live activity share
-        # decisions: the same person on another page, device or URL parameter, and every unknown
-        # visitor in the same context whose arms are the same (checked below). Live activity is
-        # per visitor: those decide afresh.
+        # (`Engine.named_context_key`: the path only where it matters), the profile, the
+        # visitor's live activity and the clock — and on the visitor id only through experiment
+        # arms. So visitors without live activity share decisions: the same person on another
+        # page, device or URL parameter, and every unknown visitor in the same context whose
+        # arms are the same (checked below). Live activity is per visitor: those decide afresh.
         memo_key = None
         if recent is None and not explain and self.memo.enabled:
             memo_key = (
                 world.snapshot_header,
                 tuple(placements),
                 profile.id if profile is not None else None,
-                engine.context_key(ctx),
+                engine.named_context_key(ctx, placements),
             )
             shared = self.memo.get(memo_key, ctx.now)
             if shared is not None and (

@@ -335,6 +335,54 @@ def test_demo_property_fails_without_any_key_field(dropped: str) -> None:
     assert field_values(found.a)[dropped] != field_values(found.b)[dropped]
 
 
+# With the placements named, the demo's path only chose placements of requests naming none: the
+# decision memo's key leaves it out (`Engine.named_context_key`), so a page view on a site of
+# thousands of pages can share a decision.
+NAMED_FIELDS = tuple(f for f in DEMO_ENGINE.context_fields if f != "path")
+
+
+def test_demo_named_key_leaves_out_the_path_only_with_placements_named() -> None:
+    a, b = ctx(path="/a", url="/a"), ctx(path="/b", url="/b")
+    assert DEMO_ENGINE.named_context_key(a, PAGE) == DEMO_ENGINE.named_context_key(b, PAGE)
+    assert DEMO_ENGINE.named_context_key(a, ()) != DEMO_ENGINE.named_context_key(b, ())
+    assert DEMO_ENGINE.named_context_key(a, ()) == DEMO_ENGINE.context_key(a)
+    for other in (ctx(site="shop-fr"), ctx(consent=False), ctx(geo={"city": "Paris"})):
+        assert DEMO_ENGINE.named_context_key(other, PAGE) != DEMO_ENGINE.named_context_key(a, PAGE)
+    # A rule reading the path keeps it in the key.
+    eng = engine_of(one_rule('ctx.path.matches("^/sale")'))
+    assert eng.named_context_key(ctx(path="/sale"), ["p"]) != eng.named_context_key(a, ["p"])
+
+
+@settings(
+    max_examples=int(os.environ.get("FUZZ_EXAMPLES", "300")),
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow],
+)
+@given(cases(NAMED_FIELDS))
+def test_demo_equal_named_keys_give_equal_decisions_of_named_placements(case: Case) -> None:
+    assert DEMO_ENGINE.named_context_key(case.a, PAGE) == DEMO_ENGINE.named_context_key(
+        case.b, PAGE
+    )
+    assert run(case, case.a)[0] == run(case, case.b)[0]
+
+
+@pytest.mark.parametrize("dropped", NAMED_FIELDS)
+def test_demo_named_property_fails_without_any_key_field(dropped: str) -> None:
+    kept = tuple(f for f in NAMED_FIELDS if f != dropped)
+    found = find(
+        cases(kept),
+        lambda case: run(case, case.a)[0] != run(case, case.b)[0],
+        settings=settings(
+            max_examples=2000,
+            derandomize=True,
+            database=None,
+            deadline=None,
+            phases=[Phase.generate],
+        ),
+    )
+    assert field_values(found.a)[dropped] != field_values(found.b)[dropped]
+
+
 def test_the_full_key_still_covers_everything() -> None:
     # A field added to Context must be added to KEY_FIELDS (and context_key), or keys miss it.
     geo = {f"geo.{f}" for f in Geo.__struct_fields__}

@@ -275,8 +275,10 @@ def test_template_values_are_ctx_page() -> None:
     assert (hero("/fr/help"), hero("/de/help")) == ("fr", "plain")
     assert hero("/") == "plain"  # a page without the segment: ctx.page.sku is null
     assert hero("/product/tent-1", ["hero"]) == "tent"  # explicit placements read it too
-    # What varies the decision is keyed through the path.
+    # What varies the decision is keyed through the path, placements named or not.
     assert "path" in engine.context_fields
+    a, b = ctx(path="/product/tent-1"), ctx(path="/product/boot-2")
+    assert engine.named_context_key(a, ["hero"]) != engine.named_context_key(b, ["hero"])
     d = engine.decide(
         visitor_id=None, profile=None, ctx=ctx(path="/product/tent-1"), placements=[], explain=True
     )

@@ -116,3 +116,35 @@ def test_a_strangers_decision_is_shared_exactly_with_the_strangers_in_its_arm() 
     assert all(
         svc.serve(world, cookie(f"x{i}"), no_consent, ["hero"]).decision is once for i in range(9)
     )
+
+
+PAGES = """
+version: 1
+sites:
+  default:
+    pages:
+      - {path: "/p/{n}", placements: [hero]}
+      - {path: "/sale", placements: [clock]}
+    placements:
+      hero: {default: plain, rules: [{id: everyone, when: ctx.consent, then: welcome}]}
+      clock: {default: morning, rules: [{id: pm, when: ctx.hour >= 12, then: afternoon}]}
+"""
+
+
+def test_a_decision_of_named_placements_is_shared_across_pages() -> None:
+    # The path chooses the placements of a request naming none; with them named (and rules that
+    # read neither the path nor the page), every page view shares one decision.
+    ruleset, diagnostics = rules.load(PAGES, filename="t.yaml")
+    assert ruleset is not None, [rules.render(d) for d in diagnostics]
+    world = World(engine=rules.compile_ruleset(ruleset))
+    svc = service()
+    first = svc.serve(world, Visitor(), rules.Context(path="/p/1", now=NOON), ["hero"]).decision
+    for n in range(2, 20):
+        ctx = rules.Context(path=f"/p/{n}", url=f"/p/{n}?x={n}", now=NOON)
+        assert svc.serve(world, Visitor(), ctx, ["hero"]).decision is first
+    assert svc.memo.hits == 18
+    # Naming none, the path decides which placements: never shared across pages.
+    page = svc.serve(world, Visitor(), rules.Context(path="/p/1", now=NOON), []).decision
+    sale = svc.serve(world, Visitor(), rules.Context(path="/sale", now=NOON), []).decision
+    assert [p.placement for p in page.placements] == ["hero"]
+    assert [p.placement for p in sale.placements] == ["clock"]
