@@ -18,6 +18,7 @@ from __future__ import annotations
 import math
 from bisect import bisect_right
 from collections.abc import Mapping, Sequence
+from itertools import repeat
 
 from rules.interfaces import ActivityLike, ContentCatalog
 from rules.model import PickSpec
@@ -59,8 +60,25 @@ AFFINITY_DEPTH = 8  # extra items read per interest tag beyond `limit` (see `pic
 
 
 def _weights(spec: PickSpec) -> tuple[float, float, float]:
+    """(priority, affinity, recency) weights of a pick's `rank`: asked twice per pick, made once
+    per distinct rank (a rule set has a handful)."""
+    rank = spec.rank
+    hit = _ranks.get(rank)
+    if hit is None:
+        if len(_ranks) >= 1024:
+            _ranks.clear()
+        hit = _ranks[rank] = _weights_of(rank)
+    return hit
+
+
+_ranks: dict[tuple[tuple[str, float], ...], tuple[float, float, float]] = {}
+# An endless 0.0 for `map(interests.get, tags, _ZEROS)`: each tag's interest, 0.0 if none.
+_ZEROS = repeat(0.0)
+
+
+def _weights_of(rank: tuple[tuple[str, float], ...]) -> tuple[float, float, float]:
     w_priority = w_affinity = w_recency = 0.0
-    for key, w in spec.rank:
+    for key, w in rank:
         if key == "priority":
             w_priority += w
         elif key == "affinity":
@@ -254,8 +272,10 @@ def pick_until(
         entries = prepared.by_tag.get(tag)
         if entries and weight:
             _take(entries, limit + AFFINITY_DEPTH, now, excluded, pool)
-    scored = sorted(
-        (-(e[0] + w_affinity * sum(interests.get(t, 0.0) for t in e[2])), cid)
-        for cid, e in pool.items()
-    )
+    # (The same sums, term by term in the same order, as a generator over the tags made.)
+    get = interests.get
+    scored = [(-(e[0] + w_affinity * sum(map(get, e[2], _ZEROS))), cid) for cid, e in pool.items()]
+    if limit == 1:  # the best one: ids are distinct, so the smallest pair is sorted()'s first
+        return [min(scored)[1]] if scored else [], until
+    scored.sort()
     return [cid for _, cid in scored[:limit]], until

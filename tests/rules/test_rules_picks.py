@@ -80,3 +80,47 @@ def test_static_ids_keep_their_order() -> None:
     cat = demo_catalog()
     spec = PickSpec(ids=("p-tent", "missing", "p-old", "p-shoe"), limit=5)
     assert run(spec, cat, PickCache()) == ["p-tent", "p-shoe"]
+
+
+def reference_rank(
+    spec: PickSpec, cat: Catalog, interests: dict[str, float], limit: int
+) -> list[str]:
+    """Affinity re-ranking written plainly: every candidate scored, sorted, the first `limit`
+    (the pool of `pick` is a subset, so this is checked only where the pool holds them all)."""
+    from rules.picks import _weights
+
+    w_priority, w_affinity, _ = _weights(spec)
+    scored = sorted(
+        (
+            -(
+                w_priority * cat.items[c].priority
+                + w_affinity * sum(interests.get(t, 0.0) for t in cat.items[c].tags)
+            ),
+            c,
+        )
+        for c in candidates(spec, cat, "p")
+    )
+    return [c for _, c in scored[:limit]]
+
+
+def test_affinity_ranking_matches_the_plain_formula() -> None:
+    import random
+
+    rnd = random.Random(7)
+    tags = ["a", "b", "c", "d"]
+    for trial in range(300):
+        items = [
+            Item(
+                f"i{n}",
+                "banner",
+                rnd.sample(tags, rnd.randint(1, 3)),
+                priority=rnd.choice([0.0, 1.0, 2.5, 3.0]),
+            )
+            for n in range(rnd.randint(1, 6))
+        ]
+        cat = Catalog(items)
+        interests = {t: rnd.choice([0.0, 0.1, 0.3, 0.7, 1.0]) for t in rnd.sample(tags, 2)}
+        limit = rnd.choice([1, 2, 3])
+        spec = PickSpec(type="banner", rank=(("affinity", 10.0), ("priority", 1.0)), limit=limit)
+        got = run(spec, cat, PickCache(), interests=interests)
+        assert got == reference_rank(spec, cat, interests, limit), trial
