@@ -98,7 +98,8 @@ class Edge:
 
     What repeats across different requests is remembered too, in small bounded dicts: the parsed
     query (site and placements) by its raw bytes, and the response messages by the decision (the
-    service shares decisions between visitors, see `DecisionService.serve`) and by their headers.
+    service shares decisions between visitors, see `DecisionService.serve`) and by what their
+    headers are made of.
     """
 
     _MAX = 4096
@@ -107,7 +108,7 @@ class Edge:
         self.memos = memos
         self._queries: dict[tuple[bytes, bytes | None], tuple[str | None, tuple[str, ...]]] = {}
         self._by_decision: dict[int, tuple[rules.Decision, bytes, tuple[Message, Message]]] = {}
-        self._by_headers: dict[tuple[tuple[bytes, bytes], ...], tuple[Message, Message]] = {}
+        self._by_headers: dict[tuple[object, ...], tuple[Message, Message]] = {}
 
     async def __call__(self, state: AppState, scope: Scope, receive: Receive, send: Send) -> None:
         try:
@@ -176,11 +177,24 @@ class Edge:
         # Identity first: the entry holds the decision, so its id is not reused meanwhile.
         if hit is not None and hit[0] is decision and hit[1] is versions:
             return hit[2]
-        headers = decision_headers(decision, versions)
+        # Different decisions (each visitor's own) often make the same headers: found by what
+        # the headers are made of, exactly (`decision_headers` reads no more), before making them.
+        made_of = (
+            versions,
+            decision.key,
+            decision.ttl,
+            decision.unknown_site,
+            tuple([(p.placement, p.variant, p.fallback) for p in decision.placements]),
+            tuple(decision.segments),
+        )
+        messages = self._by_headers.get(made_of)
+        if messages is None:
+            messages = response_messages(204, decision_headers(decision, versions))
+            if len(self._by_headers) >= self._MAX:
+                self._by_headers.clear()
+            self._by_headers[made_of] = messages
         if len(self._by_decision) >= self._MAX:
             self._by_decision.clear()
-            self._by_headers.clear()
-        messages = self._by_headers.setdefault(tuple(headers), response_messages(204, headers))
         self._by_decision[id(decision)] = (decision, versions, messages)
         return messages
 
