@@ -101,7 +101,7 @@ class Prepared:
     never).
     """
 
-    __slots__ = ("by_tag", "catalog", "edges", "ordered", "until")
+    __slots__ = ("by_tag", "catalog", "edges", "ordered", "plain", "until")
 
     def __init__(
         self, catalog: ContentCatalog, ordered: list[Entry], until: float = math.inf
@@ -119,6 +119,10 @@ class Prepared:
                     edges.add(edge)
         self.by_tag = by_tag
         self.edges = sorted(edges)
+        # The ids of a pick neither re-ranked by affinity nor excluding anything, by the interval
+        # of `edges` `now` falls in: which entries are valid changes only at an edge, so within
+        # one interval the first `limit` valid entries are the same (`pick_until`).
+        self.plain: dict[int, tuple[str, ...]] = {}
 
 
 class PickCache:
@@ -252,6 +256,7 @@ def pick_until(
     prepared = (cache or PickCache()).prepared(spec, catalog, placement, locale, now)
     until = prepared.until
     edges = prepared.edges
+    i = 0
     if edges:
         i = bisect_right(edges, now)
         if i < len(edges) and edges[i] < until:
@@ -262,11 +267,19 @@ def pick_until(
         for name in spec.exclude:
             seq: Sequence[str] = getattr(recent, name)
             excluded.update(seq)
-    pool: dict[str, Entry] = {}
     limit = spec.limit
-    _take(prepared.ordered, limit, now, excluded, pool)
     _, w_affinity, _ = _weights(spec)
-    if not (w_affinity and interests):
+    reranked = w_affinity and interests
+    if not (reranked or excluded):
+        ids = prepared.plain.get(i)
+        if ids is None:
+            first: dict[str, Entry] = {}
+            _take(prepared.ordered, limit, now, excluded, first)
+            ids = prepared.plain[i] = tuple(first)
+        return list(ids), until
+    pool: dict[str, Entry] = {}
+    _take(prepared.ordered, limit, now, excluded, pool)
+    if not reranked:
         return list(pool), until
     for tag, weight in interests.items():
         entries = prepared.by_tag.get(tag)

@@ -48,6 +48,10 @@ def test_validity_is_checked_at_request_time_even_when_prepared() -> None:
     spec = PickSpec(tags=("t",), limit=3)
     assert run(spec, cat, cache) == ["ending", "now"]
     assert run(spec, cat, cache, now=NOW + 2 * DAY) == ["soon", "now"]
+    # Remembered per interval between validity edges: each instant still gets its own answer.
+    assert run(spec, cat, cache, now=NOW + DAY) == ["soon", "now"]  # both change at NOW+DAY
+    assert run(spec, cat, cache, now=NOW + DAY - 1) == ["ending", "now"]  # `soon` not yet
+    assert run(spec, cat, cache) == ["ending", "now"]
 
 
 def test_cache_follows_the_catalogue_object() -> None:
