@@ -142,9 +142,10 @@ class Edge:
         decided = _decide_from_headers(state, site, headers, now, placements)
         served, versions = decided.served, decided.versions
         answer = Answer(self._messages(served.decision, versions), versions, served)
-        size = _keep_size(state, raw, answer)
+        memos = self.memos
+        # (A memo turned off keeps nothing: no key or size to make for it.)
+        size = _keep_size(state, raw, answer) if memos.edge.enabled else None
         if size is not None:
-            memos = self.memos
             _remember(memos.edge, memos.keys.edge(method, path, query, raw), answer, now, size)
         state.service.emit(served, now)
         state.metrics.responses.inc(("edge", "204"))
@@ -281,9 +282,9 @@ def _fragment_answer(
         *(h for h in decision_headers(served.decision, versions) if h[0] != b"cache-control"),
     ]
     answer = Answer(response_messages(200, out, html.encode("utf-8")), versions, served)
-    size = _keep_size(state, raw, answer)
+    memos = route.memos
+    size = _keep_size(state, raw, answer) if memos.fragment.enabled else None
     if size is not None:
-        memos = route.memos
         key = memos.keys.fragment(method, path, query, raw)
         # A fragment's body is its own (the HTML), beside the key's bytes.
         _remember(memos.fragment, key, answer, now, size + len(cast(bytes, answer.body["body"])))
