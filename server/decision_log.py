@@ -1,7 +1,11 @@
 """The decision log: sampled decisions and every event, as NDJSON, written off the request path.
 
-A request only appends a small dict to a bounded buffer (a full buffer counts a drop and moves
-on). A background task encodes batches with orjson and either appends them to rotating files —
+A request encodes its record with orjson (a few µs) and appends the line to a bounded buffer (a
+full buffer counts a drop and moves on). Lines, not dicts: a buffer of bytes holds nothing the
+cyclic garbage collector walks, where half a second of dicts (with their lists and nested dicts,
+~8 tracked objects each) made every young collection longer, and encoding a batch of 1 000 at
+flush time was a burst of work on the event loop (issue 15 item 4). A background task takes
+batches of lines and, off the loop, either appends them to rotating files —
 one file per worker process, so workers never interleave lines — or POSTs them to an upstream
 sink with retries and exponential backoff. A dead sink or a full disk turns into counted drops,
 never into a slower or failed decision.
@@ -50,7 +54,7 @@ class DecisionLog:
         self.dir = Path(directory) if directory else None
         self.enabled = bool(self.dir or settings.url)
         self.sample_rate = max(0.0, min(1.0, settings.sample_rate))
-        self.buffer: collections.deque[Record] = collections.deque()
+        self.buffer: collections.deque[bytes] = collections.deque()  # NDJSON lines
         self.written = 0
         self.dropped: collections.Counter[str] = collections.Counter()
         self._file: Any = None
@@ -80,7 +84,13 @@ class DecisionLog:
         if len(self.buffer) >= self.settings.max_buffer:
             self.dropped["buffer_full"] += 1
             return
-        self.buffer.append(record)
+        try:
+            line = orjson.dumps(record, option=orjson.OPT_APPEND_NEWLINE)
+        except TypeError:  # orjson.JSONEncodeError: a record our code built wrong; never a 5xx
+            log.exception("decision log record not encodable")
+            self.dropped["encode_error"] += 1
+            return
+        self.buffer.append(line)
 
     # -- background side ------------------------------------------------------------------------
 
@@ -94,7 +104,7 @@ class DecisionLog:
         buffer = self.buffer
         while buffer:
             batch = [buffer.popleft() for _ in range(min(len(buffer), self.settings.batch))]
-            payload = b"".join(orjson.dumps(r) + b"\n" for r in batch)
+            payload = b"".join(batch)
             if self.settings.url:
                 ok = await self._post(payload)
                 reason = "sink_down"

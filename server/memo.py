@@ -16,6 +16,17 @@ entries in use survive — an LRU approximation with O(1) work and no per-entry 
 hit. An entry's bytes are what its caller says it holds (`put`'s `size`: the key's bytes and what
 the answer owns, not what it shares with other entries); `ENTRY_BYTES` by default. Bounded in
 entries alone, 50 000 keys of up to 4 KB were ~385 MB per memo per worker (issue 14, defect 4).
+
+Past `keep_first` entries (512 by default), an answer is kept only when its key is put a second
+time: the first `put` of a key only notes its hash. On a realistic load almost every question is
+asked once (a new visitor, page or city: 0 % edge and ~1 % decision memo hits in bench.http), and
+keeping each answer anyway held ~18 objects per request that the cyclic garbage collector walks:
+full collections over ~1 M objects, event-loop stalls of 380 ms (issue 15 item 4). A repeated
+question pays one more miss before it is remembered. While the memo is small every answer is kept
+at once: so few entries cost the collector little. The noted hashes are ints in plain dicts,
+which the collector does not track; they are bounded like the entries (two generations of
+`max_entries / 2`), and a hash collision only admits an answer early — an answer is still given
+back only under its whole key.
 """
 
 from __future__ import annotations
@@ -36,15 +47,24 @@ class AnswerMemo(Generic[V]):
         "_half_bytes",
         "_old",
         "_old_bytes",
+        "_old_seen",
         "_young",
         "_young_bytes",
+        "_young_seen",
         "enabled",
         "hits",
+        "keep_first",
         "max_age_s",
         "misses",
     )
 
-    def __init__(self, max_age_s: float, max_entries: int, max_bytes: int = 64 << 20) -> None:
+    def __init__(
+        self,
+        max_age_s: float,
+        max_entries: int,
+        max_bytes: int = 64 << 20,
+        keep_first: int = 512,
+    ) -> None:
         self.max_age_s = max_age_s
         self.enabled = max_age_s > 0 and max_entries > 1 and max_bytes > 2 * ENTRY_BYTES
         self._half = max(max_entries // 2, 1)
@@ -54,6 +74,10 @@ class AnswerMemo(Generic[V]):
         self._old: dict[Hashable, tuple[float, float, V, int]] = {}
         self._young_bytes = 0
         self._old_bytes = 0
+        self.keep_first = keep_first
+        # Hashes of keys put once and not kept (see the module's docstring): untracked by the GC.
+        self._young_seen: dict[int, None] = {}
+        self._old_seen: dict[int, None] = {}
         self.hits = 0
         self.misses = 0
 
@@ -79,9 +103,27 @@ class AnswerMemo(Generic[V]):
     ) -> None:
         """Remember `value`, decided at `now`, until `expires` (or `max_age_s` from `now`,
         whichever is sooner); the entry holds `size` bytes (its key's and the answer's own). One
-        over a generation's byte budget is not kept."""
-        if self.enabled and expires > now and size <= self._half_bytes:
-            self._keep(key, (now, min(expires, now + self.max_age_s), value, size))
+        over a generation's byte budget is not kept, nor, past `keep_first` entries, one whose key
+        was not put before."""
+        if not (self.enabled and expires > now and size <= self._half_bytes):
+            return
+        if len(self) >= self.keep_first and not self._seen_before(key):
+            return
+        self._keep(key, (now, min(expires, now + self.max_age_s), value, size))
+
+    def _seen_before(self, key: Hashable) -> bool:
+        """Whether `key` was put before: it is in the memo (an answer that expired), or its hash
+        was noted (and it is noted now, if not)."""
+        digest = hash(key)
+        if digest in self._young_seen or digest in self._old_seen:
+            return True
+        if key in self._young or key in self._old:
+            return True
+        if len(self._young_seen) >= self._half:
+            self._old_seen = self._young_seen
+            self._young_seen = {}
+        self._young_seen[digest] = None
+        return False
 
     def _keep(self, key: Hashable, entry: tuple[float, float, V, int]) -> None:
         young = self._young
@@ -103,6 +145,8 @@ class AnswerMemo(Generic[V]):
     def clear(self) -> None:
         self._young = {}
         self._old = {}
+        self._young_seen = {}
+        self._old_seen = {}
         self._young_bytes = self._old_bytes = 0
 
     def __len__(self) -> int:
