@@ -17,16 +17,17 @@ hit. An entry's bytes are what its caller says it holds (`put`'s `size`: the key
 the answer owns, not what it shares with other entries); `ENTRY_BYTES` by default. Bounded in
 entries alone, 50 000 keys of up to 4 KB were ~385 MB per memo per worker (issue 14, defect 4).
 
-Past `keep_first` entries (512 by default), an answer is kept only when its key is put a second
-time: the first `put` of a key only notes its hash. On a realistic load almost every question is
-asked once (a new visitor, page or city: 0 % edge and ~1 % decision memo hits in bench.http), and
-keeping each answer anyway held ~18 objects per request that the cyclic garbage collector walks:
-full collections over ~1 M objects, event-loop stalls of 380 ms (issue 15 item 4). A repeated
-question pays one more miss before it is remembered. While the memo is small every answer is kept
-at once: so few entries cost the collector little. The noted hashes are ints in plain dicts,
-which the collector does not track; they are bounded like the entries (two generations of
-`max_entries / 2`), and a hash collision only admits an answer early — an answer is still given
-back only under its whole key.
+Past `keep_first` entries (512 by default), an answer is kept at first sight only while the memo
+pays — at least `PAYING` of its last `WINDOW` lookups hit; otherwise only when its key is put a
+second time (the first `put` of a key only notes its hash). On a realistic load almost every
+question is asked once (a new visitor, page or city: 0 % edge and ~1 % decision memo hits in
+bench.http), and keeping each answer anyway held ~18 objects per request that the cyclic garbage
+collector walks: full collections over ~1 M objects, event-loop stalls of 380 ms (issue 15 item
+4). On the repeats load (70-80 % hits) every answer is kept at once, as before: there a second
+miss per question cost more CPU than the entries cost the collector. While the memo is small every
+answer is kept at once. The noted hashes are ints in plain dicts, which the collector does not
+track; they are bounded like the entries (two generations of `max_entries / 2`), and a hash
+collision only admits an answer early — an answer is still given back only under its whole key.
 """
 
 from __future__ import annotations
@@ -35,6 +36,11 @@ from collections.abc import Hashable
 from typing import Generic, TypeVar
 
 V = TypeVar("V")
+
+# Past `keep_first` entries, answers are kept at first sight while at least this share of the
+# memo's last `WINDOW` lookups hit (see the module's docstring).
+PAYING = 0.25
+WINDOW = 1024
 
 # What an entry holds besides its key's bytes, roughly: the dict slot, the entry tuple, the key
 # tuple and its items' object headers, the answer's own small objects.
@@ -48,6 +54,8 @@ class AnswerMemo(Generic[V]):
         "_old",
         "_old_bytes",
         "_old_seen",
+        "_paying",
+        "_window",
         "_young",
         "_young_bytes",
         "_young_seen",
@@ -78,6 +86,9 @@ class AnswerMemo(Generic[V]):
         # Hashes of keys put once and not kept (see the module's docstring): untracked by the GC.
         self._young_seen: dict[int, None] = {}
         self._old_seen: dict[int, None] = {}
+        # Whether the memo paid over its last full window of lookups, and where that window began.
+        self._paying = False
+        self._window = (0, 0)  # (hits, lookups) when it began
         self.hits = 0
         self.misses = 0
 
@@ -107,9 +118,18 @@ class AnswerMemo(Generic[V]):
         was not put before."""
         if not (self.enabled and expires > now and size <= self._half_bytes):
             return
-        if len(self) >= self.keep_first and not self._seen_before(key):
+        if len(self) >= self.keep_first and not self._pays() and not self._seen_before(key):
             return
         self._keep(key, (now, min(expires, now + self.max_age_s), value, size))
+
+    def _pays(self) -> bool:
+        """Whether at least `PAYING` of the lookups in the last whole `WINDOW` hit."""
+        hits, lookups = self.hits, self.hits + self.misses
+        since_hits, since = self._window
+        if lookups - since >= WINDOW:
+            self._paying = hits - since_hits >= PAYING * (lookups - since)
+            self._window = (hits, lookups)
+        return self._paying
 
     def _seen_before(self, key: Hashable) -> bool:
         """Whether `key` was put before: it is in the memo (an answer that expired), or its hash

@@ -6,7 +6,7 @@ from __future__ import annotations
 import gc
 import math
 
-from server.memo import AnswerMemo
+from server.memo import WINDOW, AnswerMemo
 
 
 def test_an_answer_lives_until_it_expires() -> None:
@@ -153,3 +153,19 @@ def test_noted_questions_hold_nothing_the_collector_tracks() -> None:
         memo.put(("GET", b"q=%d" % i, (b"cookie", b"c")), "x", now=0, expires=math.inf)
     assert len(memo) == 0
     assert not gc.is_tracked(memo._young_seen)
+
+
+def test_while_the_memo_pays_every_answer_is_kept_at_once() -> None:
+    # The repeats load: most lookups hit, and a second miss per question would cost more CPU.
+    memo: AnswerMemo[int] = AnswerMemo(max_age_s=60, max_entries=10_000, keep_first=1)
+    memo.put("hot", 0, now=0, expires=math.inf)
+    for _ in range(WINDOW):  # a whole window of hits
+        assert memo.get("hot", now=1) == 0
+    memo.put("new", 1, now=1, expires=math.inf)  # at first sight
+    assert memo.get("new", now=2) == 1
+    for i in range(WINDOW):  # a whole window of misses: it no longer pays
+        assert memo.get(("miss", i), now=2) is None
+    memo.put("later", 2, now=2, expires=math.inf)
+    assert memo.get("later", now=3) is None  # only noted
+    memo.put("later", 2, now=2, expires=math.inf)
+    assert memo.get("later", now=3) == 2
