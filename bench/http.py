@@ -218,6 +218,12 @@ def run_observed(
     collection = after.get('edgeside_loop_stall_max_seconds{source="gc"}')
     result["max_stall_ms"] = None if loop is None else round(loop * 1000, 2)
     result["max_gc_ms"] = None if collection is None else round(collection * 1000, 2)
+    # Which generation's collections were the long ones (young: objects kept a few requests;
+    # full: many long-lived tracked objects).
+    result["max_gc_ms_by_generation"] = [
+        round(after.get(f'edgeside_loop_stall_max_seconds{{source="gc{g}"}}', 0.0) * 1000, 2)
+        for g in range(3)
+    ]
     return result
 
 
@@ -347,6 +353,9 @@ def main(argv: list[str] | None = None) -> int:
         "edge_p999_ms": pct("edge", "p999_us"),
         "edge_max_stall_ms": worst("edge", "max_stall_ms"),
         "edge_max_gc_ms": worst("edge", "max_gc_ms"),
+        "edge_max_gc_ms_by_generation": [
+            max(r["max_gc_ms_by_generation"][g] for r in runs["edge"]) for g in range(3)
+        ],
         # Of the last round's measured realistic run.
         "memo_hit_ratio": runs["edge"][-1]["memo_hit_ratio"],
         "edge_protocol_answer_share": runs["edge"][-1]["protocol_share"],

@@ -112,9 +112,11 @@ def _background(state: AppState, fleet: FleetNode | None = None) -> list[asyncio
         stall = state.metrics.loop_stall
 
         def report() -> None:
-            loop, collection = probe.take()
+            loop, collection, by_generation = probe.take()
             stall.set(("loop",), loop)
             stall.set(("gc",), collection)
+            for generation, took in enumerate(by_generation):
+                stall.set((f"gc{generation}",), took)
 
         state.before_scrape.append(report)
         tasks.append(asyncio.create_task(probe.run()))

@@ -3,10 +3,12 @@
 A request stuck behind a stall waits for all of it, so a p99 at saturation is set by the longest
 stalls rather than by the CPU a request costs. The probe wakes every `interval` seconds and
 measures how late it woke (every stall longer than the interval shows, to within the interval);
-a `gc.callbacks` hook times each cyclic collection, the stall most often behind a long one. Both
-keep the longest since the previous scrape (`edgeside_loop_stall_max_seconds{source}`), so a
-benchmark reads the longest stall of the run it just made. Off unless `loop_probe_ms` is set: it
-costs a wake-up per interval.
+a `gc.callbacks` hook times each cyclic collection, the stall most often behind a long one, and
+keeps the longest of each generation too (a long young collection means many objects survive a
+few requests; a long full one, many long-lived tracked objects: issue 15 item 4). All keep the
+longest since the previous scrape (`edgeside_loop_stall_max_seconds{source}`: `loop`, `gc`, and
+`gc0`-`gc2`), so a benchmark reads the longest stall of the run it just made. Off unless
+`loop_probe_ms` is set: it costs a wake-up per interval.
 """
 
 from __future__ import annotations
@@ -25,12 +27,17 @@ class LoopProbe:
         self.loop_max = 0.0  # the longest lateness of a wake-up since the last `take`
         self.gc_max = 0.0  # the longest cyclic collection since the last `take`
         self.gc_started = 0.0
+        self.gc_by_generation = [0.0, 0.0, 0.0]  # the longest of each generation, likewise
 
     def on_gc(self, phase: str, info: dict[str, Any]) -> None:
         if phase == "start":
             self.gc_started = _perf()
         elif self.gc_started:
-            self.gc_max = max(self.gc_max, _perf() - self.gc_started)
+            took = _perf() - self.gc_started
+            self.gc_max = max(self.gc_max, took)
+            generation = info.get("generation", 2)
+            if 0 <= generation <= 2 and took > self.gc_by_generation[generation]:
+                self.gc_by_generation[generation] = took
             self.gc_started = 0.0
 
     async def run(self) -> None:
@@ -46,8 +53,10 @@ class LoopProbe:
         finally:
             gc.callbacks.remove(self.on_gc)
 
-    def take(self) -> tuple[float, float]:
-        """(longest loop stall, longest collection) since the previous call; resets both."""
-        taken = (self.loop_max, self.gc_max)
+    def take(self) -> tuple[float, float, tuple[float, ...]]:
+        """(longest loop stall, longest collection, longest collection of each generation)
+        since the previous call; resets them all."""
+        taken = (self.loop_max, self.gc_max, tuple(self.gc_by_generation))
         self.loop_max = self.gc_max = 0.0
+        self.gc_by_generation = [0.0, 0.0, 0.0]
         return taken

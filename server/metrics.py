@@ -214,7 +214,8 @@ class Metrics:
         self.loop_stall = Gauge(
             "edgeside_loop_stall_max_seconds",
             "The longest event-loop stall since the previous scrape, by source (loop: how late a "
-            "wake-up was; gc: one cyclic collection). Only with `loop_probe_ms` set.",
+            "wake-up was; gc: one cyclic collection; gc0-gc2: one collection of that generation). "
+            "Only with `loop_probe_ms` set.",
             ("source",),
         )
         self.triggers = Gauge(
