@@ -1,0 +1,35 @@
+"""Decisions served are added to the metrics by a background flush, not only at a scrape
+(server/app.py `_flush_counts`): the service's pending `Served` stay few, so neither a scrape nor
+the request that reaches the service's cap flushes thousands at once on the event loop."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+from server.app import _flush_counts
+from server.config import Settings, load_secrets
+from server.decide.world import World
+from server.state import AppState
+
+
+def test_served_decisions_reach_the_metrics_without_a_scrape(tmp_path: Path) -> None:
+    state = AppState(Settings(data=str(tmp_path)), load_secrets({}))
+    service = state.service
+    ctx = state.builder.from_headers({}, "shop-fr", 0.0)
+    for _ in range(3):  # no rules: every placement at its default, counted as served
+        service.serve(World(), state.builder.visitor_from_headers({}), ctx, ["home_hero"])
+    assert len(service._pending) == 3  # kept to be counted later
+    assert state.metrics.decisions.values.get(("home_hero", "default"), 0) == 0
+
+    async def main() -> None:
+        task = asyncio.create_task(_flush_counts(state, interval=0.001))
+        for _ in range(1000):  # until flushed (bounded: a broken flush fails, never hangs)
+            await asyncio.sleep(0.001)
+            if not service._pending:
+                break
+        task.cancel()
+
+    asyncio.run(main())
+    assert service._pending == []
+    assert state.metrics.decisions.values[("home_hero", "default")] == 3
