@@ -20,11 +20,13 @@ entries alone, 50 000 keys of up to 4 KB were ~385 MB per memo per worker (issue
 Past `keep_first` entries (512 by default), an answer is kept at first sight only while the memo
 pays — at least `PAYING` of its last `WINDOW` lookups hit; otherwise only when its key is put a
 second time (the first `put` of a key only notes its hash). On a realistic load almost every
-question is asked once (a new visitor, page or city: 0 % edge and ~1 % decision memo hits in
-bench.http), and keeping each answer anyway held ~18 objects per request that the cyclic garbage
-collector walks: full collections over ~1 M objects, event-loop stalls of 380 ms (issue 15 item
-4). On the repeats load (70-80 % hits) every answer is kept at once, as before: there a second
-miss per question cost more CPU than the entries cost the collector. While the memo is small every
+question is asked once (a new visitor, page or city: 0 % edge hits in bench.http, and the decision
+memo ~1 %, ~30 % since it keys strangers without the path), and keeping each answer anyway held
+~18 objects per request that the cyclic garbage collector walks: full collections over ~1 M
+objects, event-loop stalls of 380 ms (issue 15 item 4). A memo whose hits are only the repeated
+questions loses little to the doorkeeper (decision memo 31 % → 30 %). On the repeats load (70-90 %
+hits) every answer is kept at once, as before: there a second miss per question cost more CPU
+than the entries cost the collector. While the memo is small every
 answer is kept at once. The noted hashes are ints in plain dicts, which the collector does not
 track; they are bounded like the entries (two generations of `max_entries / 2`), and a hash
 collision only admits an answer early — an answer is still given back only under its whole key.
@@ -39,7 +41,7 @@ V = TypeVar("V")
 
 # Past `keep_first` entries, answers are kept at first sight while at least this share of the
 # memo's last `WINDOW` lookups hit (see the module's docstring).
-PAYING = 0.25
+PAYING = 0.5
 WINDOW = 1024
 
 # What an entry holds besides its key's bytes, roughly: the dict slot, the entry tuple, the key
