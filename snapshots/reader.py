@@ -4,6 +4,7 @@ decode records straight from LMDB's buffers inside the transaction."""
 from __future__ import annotations
 
 import os
+import threading
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Literal, TypeVar
@@ -100,7 +101,28 @@ class _Base:
         self.close()
 
 
+Get = Callable[[bytes | memoryview], memoryview | None]
+
+
+class _Txns(threading.local):
+    """A thread's read transactions on one reader's environment (LMDB transactions belong to
+    one thread; the world is opened on a worker thread and served from the event loop's): the
+    `get` of one bound to the alias db and of one bound to the profiles db (passing `db=` to
+    py-lmdb's get costs ~0.4 µs of keyword parsing per call)."""
+
+    gets: tuple[Get, Get] | None = None
+
+
 class ProfileReader(_Base):
+    """Look-ups run in one long-lived read transaction per thread, not one `begin()` per call
+    (half of a warm look-up was beginning and ending it). A snapshot is immutable and opened with
+    lock=False: no writer ever runs on this environment and there is no reader table, so the
+    transaction pins no page and sees nothing stale; a new snapshot is a new reader with its own
+    environment, and `close()` ends every transaction of the old one (py-lmdb invalidates them
+    with the environment). After any LMDB error the thread's transaction is dropped and the next
+    call begins a fresh one (an LMDB transaction that hit a damaged page refuses all later
+    reads)."""
+
     kind = "profiles"
 
     def __init__(
@@ -113,20 +135,47 @@ class ProfileReader(_Base):
         # Decoders of `ProfileView`s by the fields they decode (`fields` of get/lookup).
         self._views: dict[frozenset[str], Callable[[memoryview | bytes], ProfileView]] = {}
         self.id_priority: list[str] = list(self.manifest.params.get("id_priority", []))
+        self._local = _Txns()
+        # The field set asked last and its decoder: callers pass the same frozenset each time
+        # (the engine's `profile_fields`), so an identity check skips hashing it.
+        self._last: tuple[
+            frozenset[str] | None, Callable[[memoryview | bytes], Profile | ProfileView]
+        ]
+        self._last = (None, self._decode)
+
+    def _gets(self) -> tuple[Get, Get]:
+        """This thread's (alias get, profiles get)."""
+        gets = self._local.gets
+        if gets is None:
+            begin = self._env.begin
+            gets = (
+                begin(db=self._alias, buffers=True).get,
+                begin(db=self._profiles, buffers=True).get,
+            )
+            self._local.gets = gets
+        return gets
+
+    def _failed(self, exc: Exception) -> CorruptRecord:
+        self._local.gets = None
+        return self._damaged(exc)
 
     def _decoder_for(
         self, fields: frozenset[str] | None
     ) -> Callable[[memoryview | bytes], Profile | ProfileView]:
         """The whole profile (None), or only `fields` of it: what the caller will read."""
+        last, decode = self._last
+        if fields is last:
+            return decode
         if fields is None:
             return self._decode
-        decode = self._views.get(fields)
-        if decode is None:
+        found = self._views.get(fields)
+        if found is None:
             if len(self._views) >= 64:  # field sets come from rules: a handful, but bounded
                 self._views.clear()
             where = f"{self.path} (profiles)"
-            decode = self._views[fields] = _decoder(profile_view(fields), where)
-        return decode
+            found = self._views[fields] = _decoder(profile_view(fields), where)
+        self._last = (fields, found)
+        return found
 
     def get(
         self, canonical_id: str, fields: frozenset[str] | None = None
@@ -137,21 +186,21 @@ class ProfileReader(_Base):
             return None
         decode = self._decoder_for(fields)
         try:
-            with self._env.begin(db=self._profiles, buffers=True) as txn:
-                buf = txn.get(key)
-                return None if buf is None else decode(buf)
+            buf = self._gets()[1](key)
         except lmdb.Error as exc:
-            raise self._damaged(exc) from None
+            raise self._failed(exc) from None
+        return None if buf is None else decode(buf)
 
     def resolve(self, id_type: str, value: str) -> str | None:
         key = _key(f"{id_type}:{value}", self._max_key)
         if key is None:
             return None
         try:
-            with self._env.begin(db=self._alias) as txn:
-                cid = txn.get(key)
-                return None if cid is None else bytes(cid).decode()
-        except (lmdb.Error, UnicodeDecodeError) as exc:
+            cid = self._gets()[0](key)
+            return None if cid is None else bytes(cid).decode()
+        except lmdb.Error as exc:
+            raise self._failed(exc) from None
+        except UnicodeDecodeError as exc:
             raise self._damaged(exc) from None
 
     def lookup(
@@ -161,20 +210,20 @@ class ProfileReader(_Base):
         `fields`, decoded only that far (`ProfileView`)."""
         decode = self._decoder_for(fields)
         try:
-            with self._env.begin(db=self._alias, buffers=True) as txn:
-                for t in self.id_priority:
-                    v = ids.get(t)
-                    if v is None:
-                        continue
-                    key = _key(f"{t}:{v}", self._max_key)
-                    cid = None if key is None else txn.get(key)
-                    if cid is not None:
-                        # An empty or over-long alias target is damage (BadValsizeError below).
-                        buf = txn.get(bytes(cid), db=self._profiles)
-                        if buf is not None:
-                            return decode(buf)
+            alias, profile = self._gets()
+            for t in self.id_priority:
+                v = ids.get(t)
+                if v is None:
+                    continue
+                key = _key(f"{t}:{v}", self._max_key)
+                cid = None if key is None else alias(key)
+                if cid is not None:
+                    # An empty or over-long alias target is damage (BadValsizeError below).
+                    buf = profile(cid)
+                    if buf is not None:
+                        return decode(buf)
         except lmdb.Error as exc:
-            raise self._damaged(exc) from None
+            raise self._failed(exc) from None
         return None
 
     def sample(self, n: int = 1) -> list[Profile]:
