@@ -133,3 +133,38 @@ def test_a_damaged_page_does_not_poison_later_lookups(tmp_path: Path) -> None:
         assert reader.lookup({"cookie": f"k-{healthy}"}).id == healthy  # type: ignore[union-attr]
         assert reader.resolve("cookie", f"k-{healthy}") == healthy
     reader.close()
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        b"\xc1",
+        msgspec.msgpack.encode({"id": "p_a", "attributes": [1]}),
+        b"\x81\xa2id\xa3\xff\xfe\xfd",
+    ],
+    ids=["not-msgpack", "wrong-type", "bad-utf8"],
+)
+def test_an_undecodable_record_is_a_corrupt_record(tmp_path: Path, value: bytes) -> None:
+    """Whole or as a view, by id or by alias: a CorruptRecord naming the snapshot, never a
+    msgspec or Unicode error; the next, healthy look-up answers."""
+    good = msgspec.msgpack.encode(profile("p_b", "gold"))
+    out = tmp_path / "v1"
+    write_snapshot(
+        out,
+        {
+            "profiles": [(b"p_a", value), (b"p_b", good)],
+            "alias": [(b"cookie:k-p_a", b"p_a"), (b"cookie:k-p_b", b"p_b")],
+        },
+        kind="profiles",
+        counts={"profiles": 2, "aliases": 2},
+        sources={},
+        params={"id_priority": ["cookie"]},
+    )
+    reader = snapshots.open_profiles(out)
+    for fields in (None, FIELDS):
+        with pytest.raises(snapshots.CorruptRecord, match="does not decode"):
+            reader.get("p_a", fields)
+        with pytest.raises(snapshots.CorruptRecord, match="does not decode"):
+            reader.lookup({"cookie": "k-p_a"}, fields)
+        assert reader.lookup({"cookie": "k-p_b"}, fields).id == "p_b"  # type: ignore[union-attr]
+    reader.close()
