@@ -147,6 +147,8 @@ class ProfileReader(_Base):
         # Decoders of `ProfileView`s by the fields they decode (`fields` of get/lookup).
         self._views: dict[frozenset[str], Callable[[memoryview | bytes], ProfileView]] = {}
         self.id_priority: list[str] = list(self.manifest.params.get("id_priority", []))
+        # Alias keys are `type:value`; the prefixes are made once, not per look-up.
+        self._prefixes = [(t, f"{t}:") for t in self.id_priority]
         self._local = _Txns()
         # The field set asked last and its decoder: callers pass the same frozenset each time
         # (the engine's `profile_fields`), so an identity check skips hashing it.
@@ -198,7 +200,7 @@ class ProfileReader(_Base):
             return None
         decode = self._decoder_for(fields)
         try:
-            buf = self._gets()[1](key)
+            buf = (self._local.gets or self._gets())[1](key)
             return None if buf is None else decode(buf)
         except lmdb.Error as exc:
             raise self._failed(exc) from None
@@ -223,14 +225,19 @@ class ProfileReader(_Base):
         """The profile of the first identifier (in configured priority) that is known; given
         `fields`, decoded only that far (`ProfileView`)."""
         decode = self._decoder_for(fields)
+        limit = self._max_key
         try:
-            alias, profile = self._gets()
-            for t in self.id_priority:
+            alias, profile = self._local.gets or self._gets()
+            for t, prefix in self._prefixes:
                 v = ids.get(t)
                 if v is None:
                     continue
-                key = _key(f"{t}:{v}", self._max_key)
-                cid = None if key is None else alias(key)
+                # _key inlined: this loop is the hot path of every visitor with an id.
+                try:
+                    key = (prefix + v).encode()
+                except UnicodeEncodeError:  # lone surrogates: no stored key is made of them
+                    continue
+                cid = alias(key) if len(key) <= limit else None
                 if cid is not None:
                     # An empty or over-long alias target is damage (BadValsizeError below).
                     buf = profile(cid)
