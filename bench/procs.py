@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -48,11 +49,45 @@ def cpu_seconds(pid: int) -> float:
     return total
 
 
-def free_port() -> int:
+# Ports handed out below the kernel's ephemeral range: a port the kernel picks for `bind(0)` is
+# one it also gives outgoing connections, so between choosing it and the server binding it, a
+# client connection (50 nodes each talking to a broker and S3 make hundreds) could take it and
+# the server failed with "address already in use" (seen once in bench.fleet). Below the range,
+# only another listener can race us, and a port is never handed out twice by this process.
+_PORTS_LOW, _PORTS_HIGH = 20000, 32000
+_given: set[int] = set()
+
+
+def _ephemeral_low() -> int:
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
+
+
+def _bindable(port: int) -> bool:
     with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def free_port() -> int:
+    """A loopback port nothing listens on, outside the ephemeral range when it can be."""
+    high = min(_PORTS_HIGH, _ephemeral_low())
+    rng = random.Random()
+    for _ in range(200):
+        port = rng.randrange(_PORTS_LOW, high)
+        if port not in _given and _bindable(port):
+            _given.add(port)
+            return port
+    with socket.socket() as s:  # the low range is crowded: let the kernel choose
         s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
+        port = int(s.getsockname()[1])
+    _given.add(port)
+    return port
 
 
 def wait_http(

@@ -612,6 +612,26 @@ _GEO_FIELDS = frozenset(f for f in KEY_FIELDS if f.startswith("geo."))
 _X_FIELDS = frozenset(f for f in KEY_FIELDS if "." not in f)
 
 
+def _nodes(root: py.AST) -> list[py.AST]:
+    """Every node under `root` (itself included), in no particular order: `ast.walk`'s result at
+    less than half its cost (its generators were a fifth of compiling the rules), because
+    compiling happens once per activation on every node of a fleet."""
+    out = [root]
+    i = 0
+    while i < len(out):
+        node = out[i]
+        i += 1
+        for name in node._fields:
+            value = getattr(node, name, None)
+            if type(value) is list:
+                for x in value:
+                    if isinstance(x, py.AST):
+                        out.append(x)
+            elif isinstance(value, py.AST):
+                out.append(value)
+    return out
+
+
 def _locate(
     module: py.Module, names: set[str], attrs: set[str], stored: set[str]
 ) -> frozenset[str]:
@@ -627,7 +647,7 @@ def _locate(
     x_loads = x_reached = 0  # loads of X; of them, those that are an X.f
     geo_nodes: set[int] = set()  # the X.geo nodes
     geo_reached: set[int] = set()  # of them, those that are the value of an X.geo.f
-    for node in py.walk(module):
+    for node in _nodes(module):
         if "lineno" in node._attributes:
             node.lineno = node.end_lineno = 1  # type: ignore[attr-defined]
             node.col_offset = node.end_col_offset = 0  # type: ignore[attr-defined]

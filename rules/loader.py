@@ -102,7 +102,10 @@ def load_text(text: str, filename: str) -> Loaded:
         diags.append(_diag(source, 1, 1, "syntax", "the file is empty"))
         return Loaded(source, None, diags)
     budget = [MAX_NODES]
-    if _expanded_size(node) > MAX_NODES:
+    # Only an alias can make the tree bigger than the text, and an alias needs an anchor (`&`,
+    # which JSON cannot hold outside a string): without one, `_convert`'s budget bounds the size
+    # as it goes, and the walk of the shared graph (a fifth of loading) is not needed.
+    if "&" in composed_text and _expanded_size(node) > MAX_NODES:
         budget[0] = -1
     else:
         root = _convert(node, source, is_json, diags, 0, budget)

@@ -123,11 +123,22 @@ class SnapshotFollower:
         if self.holder.current.versions.get(pointer.kind) == pointer.version:
             self.count("unchanged", 1)
             return
-        await asyncio.sleep(random.uniform(0.0, self.settings.announce_jitter_s))
+        heard = time.monotonic()
+        jitter = random.uniform(0.0, self.settings.announce_jitter_s)
+        await asyncio.sleep(jitter)
         try:
-            await self.sync(pointer.kind, pointer)
+            outcome = await self.sync(pointer.kind, pointer)
         except Exception as exc:  # counted and noted in sync; the poll is the safety net
             log.warning("fleet: announced %s %s not taken: %s", pointer.kind, pointer.version, exc)
+            return
+        if outcome == "activated":  # where a fleet's convergence time goes, node by node
+            log.warning(
+                "fleet: %s %s activated %.0f ms after its announcement (jitter %.0f ms)",
+                pointer.kind,
+                pointer.version,
+                (time.monotonic() - heard) * 1000,
+                jitter * 1000,
+            )
 
     # -- one look at one kind ---------------------------------------------------------------------
 

@@ -153,7 +153,16 @@ class Lifecycle:
             staging = store.new_staging(self.data_dir, kind, prefix=f"{source}-")
             try:
                 tar = staging / "upload.tar"
-                return self.ingest(push_kind, tar, fetch(tar), world)
+                t0 = time.perf_counter()
+                size = fetch(tar)
+                fetch_ms = round((time.perf_counter() - t0) * 1000, 2)
+                result = self.ingest(push_kind, tar, size, world)
+                result.timings_ms = {"fetch_ms": fetch_ms, **result.timings_ms}
+                if "total_ms" in result.timings_ms:
+                    result.timings_ms["total_ms"] = round(
+                        result.timings_ms["total_ms"] + fetch_ms, 2
+                    )
+                return result
             finally:
                 shutil.rmtree(staging, ignore_errors=True)
 
