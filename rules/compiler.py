@@ -624,9 +624,7 @@ def _nodes(root: py.AST) -> list[py.AST]:
         for name in node._fields:
             value = getattr(node, name, None)
             if type(value) is list:
-                for x in value:
-                    if isinstance(x, py.AST):
-                        out.append(x)
+                out.extend([x for x in value if isinstance(x, py.AST)])
             elif isinstance(value, py.AST):
                 out.append(value)
     return out

@@ -13,6 +13,7 @@ run in a thread. A worker's lifecycle also sweeps leftovers at start-up and runs
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import re
 import shutil
@@ -33,7 +34,15 @@ from snapshots.manifest import DELTA_KIND, KINDS, valid_version
 from .. import auth
 from ..asgi import error_body
 from ..state import AppState
-from .pipeline import NO_SPACE, PUSH_KINDS, KindStatus, Lifecycle, Refusal, no_space
+from .pipeline import (
+    NO_SPACE,
+    PUSH_KINDS,
+    KindStatus,
+    Lifecycle,
+    Refusal,
+    hold_within,
+    no_space,
+)
 from .pull import Puller, PullStatus, cancel, parse_pull, pull_status
 
 _encode = msgspec.json.Encoder().encode
@@ -163,7 +172,8 @@ def build_admin_routes(state: AppState, life: Lifecycle) -> list[Route]:
     async def push(request: Request) -> Response:
         push_kind = _kind_of(request, PUSH_KINDS)
         kind = "profiles" if push_kind == DELTA_KIND else push_kind
-        with store.locked(settings.data, kind):
+        with contextlib.ExitStack() as held:
+            await hold_within(held, settings.data, kind)
             staging = store.new_staging(settings.data, kind)
             try:
                 tar_path = staging / "upload.tar"
@@ -213,7 +223,8 @@ def build_admin_routes(state: AppState, life: Lifecycle) -> list[Route]:
         version: str = request.path_params["version"]
         if not valid_version(version):  # the one grammar (snapshots/manifest.py)
             raise Refusal(400, "bad_version", f"{version!r} is not a version name", "version")
-        with store.locked(settings.data, kind):
+        with contextlib.ExitStack() as held:
+            await hold_within(held, settings.data, kind)
             world = state.holder.acquire()
             try:
                 result = await asyncio.to_thread(life.switch, kind, version, world)
@@ -224,7 +235,8 @@ def build_admin_routes(state: AppState, life: Lifecycle) -> list[Route]:
 
     async def rollback(request: Request) -> Response:
         kind = _kind_of(request, KINDS)
-        with store.locked(settings.data, kind):
+        with contextlib.ExitStack() as held:
+            await hold_within(held, settings.data, kind)
             result = await asyncio.to_thread(life.rollback, kind)
         state.holder.nudge()
         return _json(result)

@@ -11,11 +11,14 @@ which serves with it instead of compiling the same rules again.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import errno
+import os
 import shutil
 import tarfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import msgspec
@@ -66,6 +69,61 @@ def no_space(exc: OSError) -> Refusal:
         f"no space left in the data directory ({exc.strerror}); the push was dropped and nothing "
         "changed — free space (or lower EDGESIDE_KEEP_VERSIONS) and push again",
     )
+
+
+# A kind's lock held for a moment (a worker's start-up sweep, a rollback) is waited out this long
+# before a push, activation or rollback is refused 409 `store_busy`; a push in progress holds it
+# for much longer and is still refused. Short: the admin route waits on the event loop, politely.
+LOCK_WAIT_S = 0.5
+LOCK_POLL_S = 0.01
+
+
+@contextlib.contextmanager
+def locked_within(
+    data_dir: str | os.PathLike[str], kind: str, wait_s: float = LOCK_WAIT_S
+) -> Iterator[None]:
+    """`store.locked`, waiting up to `wait_s` for a holder to finish (blocking: call in a
+    thread; the admin routes use `hold_within`)."""
+    deadline = time.monotonic() + wait_s
+    with contextlib.ExitStack() as stack:
+        while True:
+            try:
+                stack.enter_context(store.locked(data_dir, kind))
+                break
+            except store.StoreBusy:
+                if time.monotonic() >= deadline:
+                    raise
+                time.sleep(LOCK_POLL_S)
+        yield
+
+
+async def hold_within(
+    stack: contextlib.ExitStack, data_dir: str | os.PathLike[str], kind: str
+) -> None:
+    """Enter the kind's lock into `stack`, waiting up to `LOCK_WAIT_S` without blocking the
+    event loop; `store.StoreBusy` if it stays held."""
+    deadline = time.monotonic() + LOCK_WAIT_S
+    while True:
+        try:
+            stack.enter_context(store.locked(data_dir, kind))
+            return
+        except store.StoreBusy:
+            if time.monotonic() >= deadline:
+                raise
+            await asyncio.sleep(LOCK_POLL_S)
+
+
+def _leftovers(data_dir: Path, kind: str) -> bool:
+    """Anything `store.clean_staging` would remove (looked at without the lock)."""
+    try:
+        if store.list_staging(data_dir, kind):
+            return True
+        vdir = store.versions_dir(data_dir, kind)
+        return vdir.is_dir() and any(
+            p.name.startswith(".") and ".tmp-" in p.name for p in vdir.iterdir()
+        )
+    except OSError:
+        return True  # cannot tell: sweep under the lock as before
 
 
 # -- what the pipeline answers ------------------------------------------------------------------
@@ -133,8 +191,15 @@ class Lifecycle:
         return "verified"
 
     def sweep(self) -> None:
-        """Remove leftovers of uploads a crash interrupted; skip kinds being pushed right now."""
+        """Remove leftovers of uploads a crash interrupted; skip kinds being pushed right now.
+
+        A kind is locked only when it has leftovers to remove: every worker sweeps as it starts,
+        and a worker starting late (a slow or loaded machine, or one restarted by the supervisor)
+        otherwise took each kind's lock while another worker was already serving pushes — a push
+        arriving in that instant was refused 409 `store_busy` (the flaky disk-full fault test)."""
         for kind in KINDS:
+            if not _leftovers(self.data_dir, kind):
+                continue
             try:
                 with store.locked(self.data_dir, kind):
                     store.clean_staging(self.data_dir, kind)
@@ -149,7 +214,7 @@ class Lifecycle:
         returns its size, raising if it does not arrive whole; the staging directory (named after
         `source`) is removed whatever happens."""
         kind = "profiles" if push_kind == DELTA_KIND else push_kind
-        with store.locked(self.data_dir, kind):
+        with locked_within(self.data_dir, kind):
             staging = store.new_staging(self.data_dir, kind, prefix=f"{source}-")
             try:
                 tar = staging / "upload.tar"

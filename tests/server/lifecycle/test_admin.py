@@ -20,6 +20,7 @@ from snapshots import write_blob_snapshot
 from snapshots.delta import diff_profiles
 from snapshots.ndjson import file_sha256
 from snapshots.store import active_path, list_staging
+from snapshots.store import locked as store_locked
 from snapshots.verify import verify_snapshot
 from tests.server.lifecycle.kit import (
     ADMIN,
@@ -306,6 +307,28 @@ def test_concurrent_pushes_of_one_kind_are_refused_other_kinds_proceed(
     assert other.status_code == 200, other.text
     assert results[0].status_code == 200, results[0].text
     assert active(client, "rules") == results[0].json()["version"]
+
+
+def test_a_push_waits_out_a_lock_held_for_a_moment(
+    client: httpx.Client, signed_data: Path, tmp_path: Path
+) -> None:
+    """What a worker's start-up sweep did while the other worker served (the flaky disk-full
+    fault test): it held the kind's lock for an instant, and a push arriving then got 409."""
+    raw = tar_of(rules_snapshot(tmp_path))
+    held = threading.Event()
+
+    def briefly() -> None:
+        with store_locked(signed_data, "rules"):
+            held.set()
+            time.sleep(0.1)  # well under the server's wait (LOCK_WAIT_S)
+
+    t = threading.Thread(target=briefly)
+    t.start()
+    held.wait()
+    answer = push(client, "rules", raw)
+    t.join()
+    assert answer.status_code == 200, answer.text
+    assert active(client, "rules") == answer.json()["version"]
 
 
 def test_rollback_activate_and_status(
