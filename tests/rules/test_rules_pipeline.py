@@ -89,3 +89,24 @@ def test_expressions_go_through_the_stages() -> None:
     ruleset = resolve(draft)
     assert list(ruleset.segments) == ["big"]  # what failed a stage goes no further
     assert [d.code for d in draft.diagnostics] == ["syntax"]
+
+
+def test_the_next_file_reuses_the_last_ones_trees_and_means_the_same() -> None:
+    """Each node of a fleet parses every new version of the rules once: the texts the last file
+    had are not parsed again (issue 18), and nothing else changes — a mistake is still found."""
+    sites = "sites:\n  default:\n    placements:\n      p: {default: d}\n"
+
+    def drafted(segments: str) -> tuple[list[object], list[str]]:
+        loaded = load_text(SCHEMA + segments + sites, "t.yaml")
+        assert loaded.root is not None
+        draft = read(loaded.root, loaded.source)
+        parse_stage(draft)
+        return [e.tree for e in draft.exprs], [d.code for d in draft.diagnostics]
+
+    first, _ = drafted("segments:\n  big: profile.ltv > 500\n  bad: profile.ltv +\n")
+    again, codes = drafted("segments:\n  big: profile.ltv > 500\n  bad: profile.ltv +\n")
+    assert again[0] is first[0]  # reused, not parsed again
+    assert codes == ["syntax"]  # a syntax error is never remembered as a tree
+    changed, codes = drafted("segments:\n  big: profile.ltv > 600\n")
+    assert changed[0] is not first[0] and codes == []
+    assert rules.load(SCHEMA + "segments:\n  big: profile.ltv > 600\n" + sites)[0]
