@@ -46,7 +46,7 @@ from snapshots.inputs import Format, InputFile, resolve_inputs, source_digests
 from snapshots.merge_pool import MergePool
 from snapshots.model import ProfileRecord
 from snapshots.ndjson import LineError, read_ndjson_lines
-from snapshots.parquet_schema import check_profiles_schema, payload_sql
+from snapshots.parquet_schema import check_profiles_schema, keys_sql, payload_expr
 from snapshots.progress import Progress, children_peak_rss_mb, dir_mb, peak_rss_mb
 from snapshots.stitching import MAX_EXAMPLES, canonical_id
 from snapshots.summary import MAX_INVALID_KEPT, BuildSummary
@@ -338,13 +338,40 @@ class _Build:
                 f"{f.name}: not a readable Parquet file (truncated or not Parquet): {exc}"
             ) from None
         check_profiles_schema(f.name, schema)
-        sql = payload_sql(schema)
-        cur = self.con.cursor()
+        keys, plain = keys_sql(schema, self.rules.tinfo)
+        payload = payload_expr(schema)
+        src = "read_parquet(?, file_row_number = true)"
+        rid = f"(({int(fi)}::BIGINT << {RID_FILE_SHIFT}) | (file_row_number + 1))"
+        con = self.con
         dec_ids = msgspec.json.Decoder(dict[str, str | list[str] | None]).decode
         keyed = self.rules.keyed
         problems = self.problems
         valid = 0
+        cur = con.cursor()
+        # Column names are quoted and config values are SQL literals (parquet_schema); the
+        # file path is a parameter.
         try:
+            # Plain rows (nearly all) are read, keyed and stored in DuckDB, no Python per row.
+            n_plain = con.execute(
+                f"INSERT INTO recs SELECT {rid}, encode({payload}) FROM {src} WHERE {plain}",  # noqa: S608
+                [f.local],
+            ).fetchone()[0]
+            con.execute(
+                f"""INSERT INTO ids SELECT rid, (i - 1)::INTEGER, e.k, e.r
+                    FROM (SELECT {rid} AS rid, unnest(ks) AS e, generate_subscripts(ks, 1) AS i
+                          FROM (SELECT file_row_number, {keys} AS ks FROM {src}
+                                WHERE {plain}))""",  # noqa: S608
+                [f.local],
+            )
+            self.read += n_plain
+            valid += n_plain
+            self._tick("read", self.read, None)
+            # The others take the original per-record path, in row order, so problems and
+            # blocked examples are reported as ever.
+            sql = (
+                "SELECT file_row_number, source IS NULL, updated_at IS NULL, to_json(ids), "  # noqa: S608
+                f"{payload} FROM {src} WHERE NOT ({plain}) ORDER BY file_row_number"
+            )
             reader = cur.sql(sql, params=[f.local]).to_arrow_reader(BATCH)
             for batch in reader:
                 rows = batch.column(0).to_pylist()
@@ -352,23 +379,23 @@ class _Build:
                 bad_ts = batch.column(2).to_pylist()
                 ids_json = batch.column(3).to_pylist()
                 payloads = batch.column(4).to_pylist()
-                for row, no_src, no_ts, ij, payload in zip(
+                for row, no_src, no_ts, ij, pl in zip(
                     rows, bad_src, bad_ts, ids_json, payloads, strict=True
                 ):
                     self.read += 1
-                    rid = make_rid(fi, row + 1)
+                    rid_n = make_rid(fi, row + 1)
                     where = f"{f.name}:row {row + 1}"
                     if no_src or no_ts:
                         col = "source" if no_src else "updated_at"
-                        problems.bad(rid, f"{where}: `{col}` is null")
+                        problems.bad(rid_n, f"{where}: `{col}` is null")
                         continue
                     k = keyed(dec_ids(ij) if ij is not None else {})
                     if k.blocked:
-                        problems.block(rid, where, k.blocked)
+                        problems.block(rid_n, where, k.blocked)
                     if k.problem is not None:
-                        problems.bad(rid, f"{where}: {k.problem}")
+                        problems.bad(rid_n, f"{where}: {k.problem}")
                         continue
-                    accept(rid, payload.encode(), k.keys)
+                    accept(rid_n, pl.encode(), k.keys)
                     valid += 1
                 flush()
                 self._tick("read", self.read, None)

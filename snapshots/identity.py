@@ -45,10 +45,10 @@ class IdRules:
         self.unique = frozenset(t for t, c in cfg.id_types.items() if c.unique)
         self.unique_ranks = sorted(self.rank[t] for t in self.unique)
         any_block = frozenset(cfg.blocklist.get("*", ()))
-        self._tinfo: list[tuple[str, int, frozenset[str] | None, bool]] = []
+        self.tinfo: list[tuple[str, int, frozenset[str] | None, bool]] = []
         for t in self.order:
             junk = frozenset(cfg.blocklist.get(t, ())) | any_block
-            self._tinfo.append((t, self.rank[t], junk or None, t in self.unique))
+            self.tinfo.append((t, self.rank[t], junk or None, t in self.unique))
 
     def keyed(self, ids: Mapping[str, str | Sequence[str] | None]) -> KeyedIds:
         """`ids` as a record carries them (a null value means absent, as in a Parquet struct)."""
@@ -60,7 +60,7 @@ class IdRules:
         for v in ids.values():
             if v is not None:
                 present += 1
-        for t, rank, junk, is_unique in self._tinfo:
+        for t, rank, junk, is_unique in self.tinfo:
             v = ids.get(t)
             if v is None:
                 continue

@@ -129,6 +129,16 @@ _ts = rfc3339_sql
 def payload_sql(schema: Any) -> str:
     """SELECT row number (from 0), source-is-null, updated_at-is-null, ids as JSON, and the
     record as the NDJSON line it would have been (ids left out: they travel separately)."""
+    # Column names are quoted by _q; the file path is a parameter.
+    return (
+        "SELECT file_row_number, source IS NULL, updated_at IS NULL, to_json(ids), "  # noqa: S608
+        f"{payload_expr(schema)} "
+        "FROM read_parquet(?, file_row_number = true) ORDER BY file_row_number"
+    )
+
+
+def payload_expr(schema: Any) -> str:
+    """SQL rendering a row as the NDJSON line it would have been (ids left out), VARCHAR."""
     cols = {f.name: f.type for f in schema}
     parts = [
         "'source', source",
@@ -157,9 +167,70 @@ def payload_sql(schema: Any) -> str:
             inner = ", ".join(f"{_q(n)} := {_ts('last_seen.' + _q(n))}" for n, _ in fields)
             seen = f"json_merge_patch('{{}}', to_json(struct_pack({inner})))" if inner else "'{}'"
         parts.append(f"'last_seen', coalesce({seen}, '{{}}')")
-    # Column names are quoted by _q; the file path is a parameter.
-    return (
-        "SELECT file_row_number, source IS NULL, updated_at IS NULL, to_json(ids), "  # noqa: S608
-        f"json_object({', '.join(parts)})::VARCHAR "
-        "FROM read_parquet(?, file_row_number = true) ORDER BY file_row_number"
-    )
+    return f"json_object({', '.join(parts)})::VARCHAR"
+
+
+def _lit(s: str) -> str:
+    return "'" + s.replace("'", "''") + "'"
+
+
+def keys_sql(
+    schema: Any, types: list[tuple[str, int, frozenset[str] | None, bool]]
+) -> tuple[str, str]:
+    """SQL over a row's `ids` column: (its keys as a list of {'k': 'type:value', 'r': rank} in
+    priority order, a condition true when the row is *plain*). A plain row is one for which
+    `IdRules.keyed` gives exactly those keys, no problem and nothing blocked: every id field is
+    a configured type, no value is blocklisted, no list holds a null or (for a unique type) two
+    values, and at least one key remains. Other rows — rare — go through `keyed` itself, so
+    reports and errors stay the original builder's. `types` is `IdRules.tinfo`."""
+    cols = {f.name: f.type for f in schema}
+    fields = _values(cols["ids"]) or []
+    is_map = bool(fields) and fields[0][0] == "*"
+    configured = {t for t, _, _, _ in types}
+    parts: list[str] = []
+    odd: list[str] = []
+    if is_map:
+        listed = ", ".join(_lit(t) for t, _, _, _ in types)
+        odd.append(
+            "len(list_filter(map_entries(ids), lambda e: e.value IS NOT NULL "
+            f"AND e.key NOT IN ({listed}))) > 0"
+        )
+        vtype = fields[0][1]
+    else:
+        named = dict(fields)
+        odd += [f"ids.{_q(n)} IS NOT NULL" for n, ft in fields if n not in configured
+                and not _is(ft, "null")]  # fmt: skip
+    for t, rank, junk, unique in types:
+        if is_map:
+            expr, ft = f"map_extract_value(ids, {_lit(t)})", vtype
+        else:
+            if t not in named or _is(named[t], "null"):
+                continue
+            expr, ft = f"ids.{_q(t)}", named[t]
+        prefix = _lit(t + ":")
+        junk_in = ", ".join(_lit(j) for j in sorted(junk)) if junk else ""
+        if _string(ft):
+            parts.append(
+                f"CASE WHEN {expr} IS NOT NULL AND {expr} <> '' "
+                f"THEN [{{'k': {prefix} || {expr}, 'r': {int(rank)}}}] ELSE [] END"
+            )
+            if junk_in:
+                odd.append(f"coalesce({expr} IN ({junk_in}), false)")
+        else:
+            parts.append(
+                f"coalesce(list_transform(list_filter({expr}, lambda v: v <> ''), "
+                f"lambda v: {{'k': {prefix} || v, 'r': {int(rank)}}}), [])"
+            )
+            odd.append(f"coalesce(list_count({expr}) <> len({expr}), false)")
+            if junk_in:
+                odd.append(
+                    f"coalesce(len(list_filter({expr}, lambda v: v IN ({junk_in}))) > 0, false)"
+                )
+            if unique:
+                odd.append(f"coalesce(len(list_distinct({expr})) > 1, false)")
+    keys = "[]::STRUCT(k VARCHAR, r INTEGER)[]"
+    for part in parts:
+        keys = f"list_concat({keys}, {part})"
+    odd.append(f"len({keys}) = 0")
+    plain = "NOT (ids IS NULL OR source IS NULL OR updated_at IS NULL OR " + " OR ".join(odd) + ")"
+    return keys, plain

@@ -101,8 +101,22 @@ def dump(snap: Path) -> tuple[dict[str, Profile], dict[bytes, bytes]]:
     return profiles, aliases
 
 
-def to_parquet(recs: list[dict[str, Any]], path: Path) -> None:
-    """The same records as a warehouse would unload them: ids as a map of lists, attributes as a
+def ids_column(recs: list[dict[str, Any]], layout: str) -> Any:
+    """`ids` as a map of lists, a struct of lists, or (when every value is one string) a struct
+    of strings: the engine keys plain rows of each layout in SQL, the others record by record."""
+    lists = [{k: [v] if isinstance(v, str) else v for k, v in r["ids"].items()} for r in recs]
+    if layout == "map":
+        return pa.array([list(d.items()) for d in lists],
+                        pa.map_(pa.string(), pa.list_(pa.string())))  # fmt: skip
+    if layout == "struct_str" and all(isinstance(v, str) for r in recs for v in r["ids"].values()):
+        typ = pa.struct([(t, pa.string()) for t in TYPES])
+        return pa.array([{t: r["ids"].get(t) for t in TYPES} for r in recs], typ)
+    typ = pa.struct([(t, pa.list_(pa.string())) for t in TYPES])
+    return pa.array([{t: d.get(t) for t in TYPES} for d in lists], typ)
+
+
+def to_parquet(recs: list[dict[str, Any]], path: Path, layout: str = "map") -> None:
+    """The same records as a warehouse would unload them: ids as `layout`, attributes as a
     map of JSON-typed scalars is not Arrow-typable when types mix, so this variant is only used
     for records whose attributes are all strings (see the test)."""
     ts = pa.timestamp("us", tz="UTC")
@@ -115,13 +129,7 @@ def to_parquet(recs: list[dict[str, Any]], path: Path) -> None:
     table = pa.table(
         {
             "source": [r["source"] for r in recs],
-            "ids": pa.array(
-                [
-                    [(k, [v] if isinstance(v, str) else v) for k, v in r["ids"].items()]
-                    for r in recs
-                ],
-                pa.map_(pa.string(), pa.list_(pa.string())),
-            ),
+            "ids": ids_column(recs, layout),
             "updated_at": pa.array([t(r["updated_at"]) for r in recs], ts),
             "interests": pa.array(
                 [[(k, float(v)) for k, v in r["interests"].items()] for r in recs],
@@ -176,13 +184,17 @@ def test_engine_equals_the_original_builder(
 
 
 @settings(
-    max_examples=10,
+    max_examples=20,
     deadline=None,
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )
-@given(cfg=configs(), recs=st.lists(records(), min_size=1, max_size=25))
+@given(
+    cfg=configs(),
+    recs=st.lists(records(), min_size=1, max_size=25),
+    layout=st.sampled_from(["map", "struct_list", "struct_str"]),
+)
 def test_parquet_builds_the_same_profiles_as_ndjson(
-    tmp_path_factory: Any, cfg: ProfilesConfig, recs: list[dict[str, Any]]
+    tmp_path_factory: Any, cfg: ProfilesConfig, recs: list[dict[str, Any]], layout: str
 ) -> None:
     tmp = tmp_path_factory.mktemp("pq")
     for r in recs:  # Arrow needs one type per map; the NDJSON run gets the same strings
@@ -190,7 +202,7 @@ def test_parquet_builds_the_same_profiles_as_ndjson(
     nd = tmp / "in.ndjson"
     nd.write_bytes(b"".join(orjson.dumps(r) + b"\n" for r in recs))
     pqf = tmp / "in.parquet"
-    to_parquet(recs, pqf)
+    to_parquet(recs, pqf, layout)
     import pyarrow.compute as pc
 
     t = pq.read_table(pqf)
