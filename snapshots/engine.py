@@ -404,7 +404,7 @@ class _Build:
         con.execute(f"CREATE TABLE ndk AS SELECT rid, payload, {plain} AS plain, "  # noqa: S608
                     f"CASE WHEN {plain} THEN {keys} END AS ks FROM nd")  # fmt: skip
         con.execute("DROP TABLE nd")
-        n_plain = con.execute(
+        n_plain: int = con.execute(
             "INSERT INTO recs SELECT rid, payload FROM ndk WHERE plain"
         ).fetchone()[0]
         con.execute(
@@ -465,7 +465,7 @@ class _Build:
         # file path is a parameter.
         try:
             # Plain rows (nearly all) are read, keyed and stored in DuckDB, no Python per row.
-            n_plain = con.execute(
+            n_plain: int = con.execute(
                 f"INSERT INTO recs SELECT {rid}, encode({payload}) FROM {src} WHERE {plain}",  # noqa: S608
                 [f.local],
             ).fetchone()[0]
