@@ -23,7 +23,6 @@ dir, removed whatever happens.
 from __future__ import annotations
 
 import contextlib
-import heapq
 import os
 import shutil
 import tempfile
@@ -46,13 +45,8 @@ from snapshots.identity import (
 from snapshots.inputs import Format, InputFile, resolve_inputs, source_digests
 from snapshots.merge_pool import MergePool
 from snapshots.model import ProfileRecord
-from snapshots.ndjson import LineError, decode_line
-from snapshots.parquet_schema import (
-    check_profiles_schema,
-    json_ids_keys_sql,
-    keys_sql,
-    payload_expr,
-)
+from snapshots.ndjson import LineError, read_ndjson_lines
+from snapshots.parquet_schema import check_profiles_schema, keys_sql, payload_expr
 from snapshots.progress import Progress, children_peak_rss_mb, dir_mb, peak_rss_mb
 from snapshots.stitching import MAX_EXAMPLES, canonical_id
 from snapshots.summary import MAX_INVALID_KEPT, BuildSummary
@@ -68,8 +62,6 @@ ROW_GROUP = 16_384
 PERSON_GROUP = 16_384
 # Below this many input records, starting worker processes costs more than merging in this one.
 PARALLEL_MERGE_MIN_RECORDS = 150_000
-# Lines read (and handed to DuckDB) at a time: ~20 k typical records.
-NDJSON_CHUNK_BYTES = 8 << 20
 NDJSON_RECORD_BYTES = 400  # a typical export line, to estimate records before reading
 DEFAULT_MEMORY_LIMIT = "2GB"
 
@@ -98,45 +90,22 @@ def _require() -> tuple[Any, Any]:
 
 
 class _Problems:
-    """Counts, and the first examples in input order (record id, then order within a record)
-    whatever order they are found in: the NDJSON reader finds undecodable lines before the
-    identifier problems of the lines around them. Bounded heaps of the smallest ids."""
-
     def __init__(self) -> None:
         self.count = 0
-        self._kept: list[tuple[int, int, int, str]] = []  # (-rid, -seq, seq, text): max-heap
+        self.kept: list[tuple[int, str]] = []
         self.blocked = 0
-        self._blocked: list[tuple[int, int, int, str]] = []
-        self._seq = 0
-
-    def _keep(self, heap: list[tuple[int, int, int, str]], cap: int, rid: int, text: str) -> None:
-        self._seq += 1
-        item = (-rid, -self._seq, self._seq, text)
-        if len(heap) < cap:
-            heapq.heappush(heap, item)
-        elif item > heap[0]:
-            heapq.heapreplace(heap, item)
+        self.blocked_examples: list[tuple[int, str]] = []
 
     def bad(self, rid: int, text: str) -> None:
         self.count += 1
-        self._keep(self._kept, MAX_INVALID_KEPT, rid, text)
+        if len(self.kept) < MAX_INVALID_KEPT:
+            self.kept.append((rid, text))
 
     def block(self, rid: int, where: str, what: list[str]) -> None:
         self.blocked += len(what)
         for w in what:
-            self._keep(self._blocked, MAX_EXAMPLES, rid, f"{where}: {w}")
-
-    @staticmethod
-    def _ordered(heap: list[tuple[int, int, int, str]]) -> list[str]:
-        return [t for _, _, _, t in sorted(heap, key=lambda x: (-x[0], x[2]))]
-
-    @property
-    def kept(self) -> list[str]:
-        return self._ordered(self._kept)
-
-    @property
-    def blocked_examples(self) -> list[str]:
-        return self._ordered(self._blocked)
+            if len(self.blocked_examples) < MAX_EXAMPLES:
+                self.blocked_examples.append((rid, f"{where}: {w}"))
 
 
 def build_profiles(
@@ -210,20 +179,6 @@ def estimate_records(files: list[InputFile]) -> int:
         else:
             n += f.size // NDJSON_RECORD_BYTES
     return n
-
-
-def _binary(items: list[bytes]) -> Any:
-    """An Arrow binary array of `items` from one join and one cumulative sum: `pa.array` over
-    a list of bytes costs microseconds per item, as much as validating the line."""
-    import numpy as np
-    import pyarrow as pa
-
-    offsets = np.zeros(len(items) + 1, dtype=np.int64)
-    np.cumsum(np.fromiter(map(len, items), dtype=np.int64, count=len(items)), out=offsets[1:])
-    data = b"".join(items)
-    return pa.Array.from_buffers(
-        pa.large_binary(), len(items), [None, pa.py_buffer(offsets), pa.py_buffer(data)]
-    )
 
 
 class _Build:
@@ -337,106 +292,38 @@ class _Build:
                 id_key.append(key)
                 id_rank.append(rank)
 
+        decoder = msgspec.json.Decoder(ProfileRecord)
+        keyed = self.rules.keyed
+        problems = self.problems
         for fi, f in enumerate(files):
             if f.format == "ndjson":
-                valid += self._ingest_ndjson(fi, f, accept, flush, done_bytes, total_bytes)
+                fbytes = 0
+                for lineno, line, rec in read_ndjson_lines(f.local, decoder, name=f.name):
+                    self.read += 1
+                    fbytes += len(line)
+                    rid = make_rid(fi, lineno)
+                    if isinstance(rec, LineError):
+                        problems.bad(rid, str(rec))
+                        continue
+                    k = keyed(rec.ids)
+                    if k.blocked:
+                        problems.block(rid, f"{f.name}:{lineno}", k.blocked)
+                    if k.problem is not None:
+                        problems.bad(rid, f"{f.name}:{lineno}: {k.problem}")
+                        continue
+                    accept(rid, line, k.keys)
+                    valid += 1
+                    if len(rid_l) >= BATCH:
+                        flush()
+                        est = int(self.read * total_bytes / max(1, done_bytes + fbytes))
+                        self._tick("read", self.read, est)
+                done_bytes += f.size
             else:
                 valid += self._ingest_parquet(fi, f, accept, flush)
-            done_bytes += f.size
+                done_bytes += f.size
             flush()
             self._tick("read", self.read, int(self.read * total_bytes / max(1, done_bytes)))
         flush()
-        return valid
-
-    def _ingest_ndjson(
-        self, fi: int, f: InputFile, accept: Any, flush: Any, done_bytes: int, total_bytes: int
-    ) -> int:
-        """msgspec validates every line (its `file:line` errors); the valid lines go to DuckDB
-        as they are, which keys the plain ones (parquet_schema.json_ids_keys_sql) in SQL. Only
-        bad lines and lines whose identifiers need `IdRules.keyed` cost Python beyond the
-        decode call."""
-        import pyarrow as pa
-
-        con = self.con
-        problems = self.problems
-        decoder = msgspec.json.Decoder(ProfileRecord)
-        decode = decoder.decode
-        con.execute("CREATE TABLE nd (rid BIGINT, payload BLOB)")
-        base = make_rid(fi, 0)
-        lineno = 0
-        fbytes = 0
-        with open(f.local, "rb") as fh:
-            while True:
-                lines = fh.readlines(NDJSON_CHUNK_BYTES)
-                if not lines:
-                    break
-                first = lineno + 1
-                lineno += len(lines)
-                fbytes += sum(map(len, lines))
-                try:
-                    # The common case, one C call per line: every line a valid record.
-                    for line in lines:
-                        decode(line)
-                    rids: Any = pa.array(range(base + first, base + lineno + 1), pa.int64())
-                    ok = lines
-                except (msgspec.ValidationError, msgspec.DecodeError, UnicodeDecodeError):
-                    ok, rid_l = [], []
-                    for n, line in enumerate(lines, first):
-                        if not line.strip():
-                            continue
-                        rec = decode_line(decoder, f.name, n, line)
-                        if isinstance(rec, LineError):
-                            self.read += 1
-                            problems.bad(make_rid(fi, n), str(rec))
-                            continue
-                        ok.append(line)
-                        rid_l.append(base + n)
-                    rids = pa.array(rid_l, pa.int64())
-                self.read += len(ok)
-                con.register("nd_batch", pa.table({"rid": rids, "payload": _binary(ok)}))
-                con.execute("INSERT INTO nd SELECT * FROM nd_batch")
-                con.unregister("nd_batch")
-                est = int(self.read * total_bytes / max(1, done_bytes + fbytes))
-                self._tick("read", self.read, est)
-        ids = "try_cast(json_extract(decode(payload), '$.ids') AS MAP(VARCHAR, JSON))"
-        keys, plain = json_ids_keys_sql(ids, self.rules.tinfo)
-        plain = f"coalesce({plain}, false)"
-        con.execute(f"CREATE TABLE ndk AS SELECT rid, payload, {plain} AS plain, "  # noqa: S608
-                    f"CASE WHEN {plain} THEN {keys} END AS ks FROM nd")  # fmt: skip
-        con.execute("DROP TABLE nd")
-        n_plain: int = con.execute(
-            "INSERT INTO recs SELECT rid, payload FROM ndk WHERE plain"
-        ).fetchone()[0]
-        con.execute(
-            """INSERT INTO ids SELECT rid, (i - 1)::INTEGER, e.k, e.r
-               FROM (SELECT rid, unnest(ks) AS e, generate_subscripts(ks, 1) AS i
-                     FROM ndk WHERE plain)"""
-        )
-        valid = n_plain
-        keyed = self.rules.keyed
-        cur = con.cursor()
-        try:
-            reader = cur.sql(
-                "SELECT rid, payload FROM ndk WHERE NOT plain ORDER BY rid"
-            ).to_arrow_reader(BATCH)
-            for batch in reader:
-                for rid, payload in zip(
-                    batch.column(0).to_pylist(), batch.column(1).to_pylist(), strict=True
-                ):
-                    rec = decode(payload)
-                    where = f"{f.name}:{rid - base}"
-                    k = keyed(rec.ids)
-                    if k.blocked:
-                        problems.block(rid, where, k.blocked)
-                    if k.problem is not None:
-                        problems.bad(rid, f"{where}: {k.problem}")
-                        continue
-                    accept(rid, payload, k.keys)
-                    valid += 1
-                flush()
-        finally:
-            cur.close()
-        con.execute("DROP TABLE ndk")
         return valid
 
     def _ingest_parquet(self, fi: int, f: InputFile, accept: Any, flush: Any) -> int:
@@ -738,7 +625,7 @@ class _Build:
         valid = self._ingest(files)
         self._measure()
         problems = self.problems
-        invalid = problems.kept
+        invalid = [t for _, t in problems.kept]  # already in input order
         if problems.count and not skip_invalid:
             raise InputInvalid(invalid, problems.count)
         links, conflicts, capped, conflict_ex, capped_ex = self._stitch()
@@ -780,7 +667,7 @@ class _Build:
             capped=capped,
             capped_examples=capped_ex,
             blocked=problems.blocked,
-            blocked_examples=problems.blocked_examples,
+            blocked_examples=[t for _, t in problems.blocked_examples],
             invalid=invalid,
             engine="duckdb",
             # The build's own peak plus its merge workers'.

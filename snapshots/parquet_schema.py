@@ -234,32 +234,3 @@ def keys_sql(
     odd.append(f"len({keys}) = 0")
     plain = "NOT (ids IS NULL OR source IS NULL OR updated_at IS NULL OR " + " OR ".join(odd) + ")"
     return keys, plain
-
-
-def json_ids_keys_sql(
-    ids: str, types: list[tuple[str, int, frozenset[str] | None, bool]]
-) -> tuple[str, str]:
-    """Like `keys_sql`, for `ids` an SQL expression of type MAP(VARCHAR, JSON) holding what
-    msgspec already accepted as `dict[str, str | list[str]]` (an NDJSON record's `ids`), or NULL
-    when DuckDB cannot make it a map (a key twice): such rows are not plain."""
-    listed = ", ".join(_lit(t) for t, _, _, _ in types)
-    odd = [
-        f"{ids} IS NULL",
-        f"len(list_filter(map_keys({ids}), lambda k: k NOT IN ({listed}))) > 0",
-    ]
-    keys = "[]::STRUCT(k VARCHAR, r INTEGER)[]"
-    for t, rank, junk, unique in types:
-        v = f"map_extract_value({ids}, {_lit(t)})"
-        expr = f"(CASE WHEN json_type({v}) = 'ARRAY' THEN {v}::VARCHAR[] ELSE [{v}->>'$'] END)"
-        prefix = _lit(t + ":")
-        keys = (
-            f"list_concat({keys}, coalesce(list_transform(list_filter({expr}, lambda v: v <> ''), "
-            f"lambda v: {{'k': {prefix} || v, 'r': {int(rank)}}}), []))"
-        )
-        if junk:
-            junk_in = ", ".join(_lit(j) for j in sorted(junk))
-            odd.append(f"coalesce(len(list_filter({expr}, lambda v: v IN ({junk_in}))) > 0, false)")
-        if unique:
-            odd.append(f"coalesce(len(list_distinct({expr})) > 1, false)")
-    odd.append(f"len({keys}) = 0")
-    return keys, "NOT (" + " OR ".join(odd) + ")"
