@@ -20,14 +20,13 @@ import json
 import os
 import random
 import shutil
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from bench.gen import COUNTRIES, INTERESTS, SOURCES, TIERS
+from bench.snapshots import run_probe
 
 ID_PRIORITY = ["customer_id", "email_sha256", "cookie", "device_id"]
 POOL = 4096  # distinct profile bodies; each profile gets its own id and ids
@@ -165,17 +164,6 @@ def ensure_snapshot(n: int, seed: int, workdir: Path) -> tuple[Path, dict[str, f
     return out, times
 
 
-def run_probe(n: int, seed: int, snap: Path, lookups: int) -> dict[str, Any]:
-    # A fresh process per size: its page tables and heap are the probe's alone.
-    child = subprocess.run(
-        [sys.executable, "-m", "bench.snapshots", "--probe", str(snap), "--people", str(n),
-         "--seed", str(seed), "--lookups", str(lookups)],
-        check=True, capture_output=True, text=True,
-    )  # fmt: skip
-    res: dict[str, Any] = json.loads(child.stdout.strip().splitlines()[-1])
-    return res
-
-
 def _load() -> float:
     with open("/proc/loadavg") as f:
         return float(f.read().split()[0])
@@ -198,10 +186,9 @@ def main(argv: list[str] | None = None) -> int:
         if args.write_only:
             continue
         res = run_probe(n, args.seed, snap, args.lookups)
-        mb = sum(p.stat().st_size for p in snap.iterdir()) / 2**20
         row = {
             "profiles": n,
-            "snapshot_mb": round(mb, 1),
+            "snapshot_mb": res["snapshot_mb"],
             "get_p50_us": res["lookup_p50_us"],
             "get_p99_us": res["lookup_p99_us"],
             "get_cold_p50_us": res["lookup_cold_p50_us"],
