@@ -86,8 +86,9 @@ def realistic_request(rnd: random.Random, n: int, population: int, seed: int) ->
 
 def answer(route: Remembering, query: bytes, headers: list[tuple[bytes, bytes]]) -> None:
     """What the HTTP protocol does with a well-formed GET /v1/edge, short of writing it."""
-    if route.recall("GET", "/v1/edge", query, headers) is None:
-        protocol._decide(route, "/v1/edge", query, headers)
+    known, key = route.lookup("GET", "/v1/edge", query, headers)
+    if known is None:
+        protocol._decide(route, "/v1/edge", query, headers, key)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -130,6 +131,21 @@ def main(argv: list[str] | None = None) -> int:
 
     for query, headers in batch():  # warm-up: caches, page matchers, LMDB pages
         answer(route, query, headers)
+    # Every cyclic collection during the timed batches, by generation: how long the longest took
+    # and how many there were (what stalls a worker's loop, issue 15 item 4).
+    gc_count = [0, 0, 0]
+    gc_max = [0.0, 0.0, 0.0]
+    gc_started = [0.0]
+
+    def on_gc(phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            gc_started[0] = time.perf_counter()
+            return
+        generation = info["generation"]
+        gc_count[generation] += 1
+        gc_max[generation] = max(gc_max[generation], time.perf_counter() - gc_started[0])
+
+    gc.callbacks.append(on_gc)
     times = []
     for _ in range(args.batches):
         requests = batch()
@@ -137,6 +153,8 @@ def main(argv: list[str] | None = None) -> int:
         for query, headers in requests:
             answer(route, query, headers)
         times.append((time.process_time() - started) / len(requests) * 1e6)
+    gc.callbacks.remove(on_gc)
+    young = len(gc.get_objects(0))
     if args.profile:
         profiler = cProfile.Profile()
         requests = batch()
@@ -161,6 +179,9 @@ def main(argv: list[str] | None = None) -> int:
                 "cpu_us_per_request_min": round(min(times), 1),
                 "batches": [round(t, 1) for t in times],
                 "memo_hit_ratio": hits,
+                "gc_collections_by_generation": gc_count,
+                "max_gc_ms_by_generation": [round(t * 1000, 1) for t in gc_max],
+                "young_objects_at_end": young,
                 "edge_memo": not args.no_edge_memo,
                 "decision_memo": not args.no_decision_memo,
                 "loadavg": Path("/proc/loadavg").read_text().split()[:3],

@@ -37,7 +37,7 @@ from .asgi import (
 from .config import MASTER_PID_ENV, Secrets, Settings, load_secrets, settings_from_env
 from .console import Console
 from .decide.route import Decide
-from .edge.answers import EdgeMemos
+from .edge.answers import Answers
 from .edge.remembering import PROTOCOL_ROUTES, Remembering
 from .edge.routes import FRAGMENT_PREFIX, Edge, Fragment, remembering
 from .fleet.node import FleetNode
@@ -255,14 +255,14 @@ async def _internal_error(request: Request, exc: Exception) -> Response:
 def build_app(settings: Settings, secrets: Secrets) -> EdgesideApp:
     state = AppState(settings, secrets)
     admin = Admin(state)
-    memos = EdgeMemos(state)
-    edge = Edge(memos)
-    fragment = Fragment(memos, settings.fragment_max_age_s)
+    answers = Answers(state)
+    edge = Edge(answers)
+    fragment = Fragment(answers, settings.fragment_max_age_s)
     hot = hot_routes(state, edge, fragment)
     # The GET routes behind their answer memo; server/edge/protocol.py answers them before ASGI.
     known: dict[str, Remembering] | None = None
     if not settings.cors_origins:
-        known = remembering(state, memos, edge, fragment, hot["/v1/edge"], hot[FRAGMENT_PREFIX])
+        known = remembering(state, answers, edge, fragment, hot["/v1/edge"], hot[FRAGMENT_PREFIX])
     fleet = FleetNode.create(state, admin.life)  # None without a broker: the node works alone
     if fleet is not None:
         state.notes.append(fleet.notes)

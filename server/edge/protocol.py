@@ -32,6 +32,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Hashable
 from typing import Any, cast
 
 from uvicorn.config import Config
@@ -120,10 +121,10 @@ class MemoProtocol(LingeringClose, HttpToolsProtocol):
         started = _perf()
         text_path = path.decode("ascii")
         headers = self.headers
-        answer = route.recall("GET", text_path, query, headers)
+        answer, key = route.lookup("GET", text_path, query, headers)
         decided = False
         if answer is None:
-            answer = _decide(route, text_path, query, headers)
+            answer = _decide(route, text_path, query, headers, key)
             if answer is None:
                 return False
             decided = True
@@ -143,32 +144,25 @@ class MemoProtocol(LingeringClose, HttpToolsProtocol):
         """The answer as uvicorn writes it: status line, the server's headers (`date`, which
         changes every second), the answer's headers, a blank line, the body. None if a header
         fails `header_safe`: uvicorn checks every header it writes, and so does this shortcut
-        (once per answer, when its bytes are made)."""
-        wire = answer.wire
+        (once per response, when its bytes are made)."""
+        response = answer.response
+        wire = response.wire
         if wire is None:
-            # Answers with the same headers share their messages (`Edge._messages`): their bytes
-            # are made once per distinct decision, not once per answer.
-            start = answer.start
-            known = _wires.get(id(start))
-            if known is not None and known[0] is start:
-                wire = known[1]
-            else:
-                status = cast(int, start["status"])
-                headers = cast(list[tuple[bytes, bytes]], start["headers"])
-                if not all(header_safe(name, value) for name, value in headers):
-                    return None
-                lines = b"".join(name + b": " + value + b"\r\n" for name, value in headers)
-                body = cast(bytes, answer.body["body"])
-                wire = (STATUS_LINE[status], lines + b"\r\n" + body)
-                if len(_wires) >= 4096:
-                    _wires.clear()
-                # The entry holds `start`, so its id is not reused while it is there.
-                _wires[id(start)] = (start, wire)
-            answer.wire = wire
+            # Made once per response: answers with the same headers share it (`Answers`).
+            if not response.safe:
+                return None
+            headers = response.headers
+            if not all(header_safe(name, value) for name, value in headers):
+                response.safe = False
+                return None
+            lines = b"".join(name + b": " + value + b"\r\n" for name, value in headers)
+            wire = response.wire = (STATUS_LINE[response.status], lines + b"\r\n" + response.body)
         return wire[0] + _server_headers(self.server_state.default_headers) + wire[1]
 
 
-def _decide(route: Remembering, path: str, query: bytes, headers: Headers) -> Answer | None:
+def _decide(
+    route: Remembering, path: str, query: bytes, headers: Headers, key: Hashable | None
+) -> Answer | None:
     """A first question, decided here as its route would (`Remembering.decide`: no `await` in a
     decision), or None to leave it to the ASGI route: a request with a body (uvicorn reads it),
     a header over the limit (the route's 431), bad placements (its 400), or a fault (the route
@@ -180,7 +174,7 @@ def _decide(route: Remembering, path: str, query: bytes, headers: Headers) -> An
         if name in _BODY_HEADERS:
             return None
     try:
-        return decide("GET", path, query, headers)
+        return decide("GET", path, query, headers, key)
     except PlacementError:
         return None
     except Exception:
@@ -188,7 +182,6 @@ def _decide(route: Remembering, path: str, query: bytes, headers: Headers) -> An
         return None
 
 
-_wires: dict[int, tuple[dict[str, object], tuple[bytes, bytes]]] = {}
 _BODY_HEADERS = frozenset((b"content-length", b"transfer-encoding"))
 _defaults: tuple[list[tuple[bytes, bytes]], bytes] = ([], b"")
 

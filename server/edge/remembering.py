@@ -16,7 +16,7 @@ from collections.abc import Callable, Hashable
 from ..asgi import ASGIApp, Headers, Receive, Scope, Send
 from ..memo import AnswerMemo
 from ..state import AppState
-from .answers import Answer
+from .answers import NOT_KEYED, Answer
 
 log = logging.getLogger("edgeside.edge")
 _perf = time.perf_counter
@@ -34,9 +34,10 @@ def key_of(key: RequestKey, scope: Scope) -> Hashable | None:
     return key(scope["method"], scope["path"], scope["query_string"], scope["headers"])
 
 
-# Decide a request no memo answered, with no `await` (method, path, query, headers): remembered
-# and counted as the route would; raises `PlacementError` for the route's 400.
-Decides = Callable[[str, str, bytes, Headers], Answer]
+# Decide a request no memo answered, with no `await` (method, path, query, headers, and its memo
+# key if the lookup made one, else `NOT_KEYED`): remembered and counted as the route would;
+# raises `PlacementError` for the route's 400.
+Decides = Callable[[str, str, bytes, Headers, Hashable | None], Answer]
 
 # A scope key the HTTP protocol sets on a request it looked up in the memo and did not find.
 MEMO_MISSED = "edgeside.memo_missed"
@@ -99,17 +100,26 @@ class Remembering:
         as sent; the caller sends it and observes its latency. Also called by the HTTP
         protocol, before any ASGI request exists (server/edge/protocol.py). A fault here means no
         known answer: the route decides afresh (and fails open itself)."""
+        return self.lookup(method, path, query, headers)[0]
+
+    def lookup(
+        self, method: str, path: str, query: bytes, headers: Headers
+    ) -> tuple[Answer | None, Hashable | None]:
+        """`recall`, and the request's memo key (`NOT_KEYED` if none was made: the memo is off,
+        or the lookup failed), which the route's `decide` takes rather than making it again."""
+        if not self.memo.enabled:
+            return None, NOT_KEYED  # (an empty memo: no key to make, nothing to find)
         try:
-            return self._recall(method, path, query, headers)
+            key = self.key(method, path, query, headers)
+            if key is None:
+                return None, None
+            return self._recall(key), key
         except Exception:
             log.exception("answer memo lookup failed; deciding afresh")
-            return None
+            return None, NOT_KEYED
 
-    def _recall(self, method: str, path: str, query: bytes, headers: Headers) -> Answer | None:
+    def _recall(self, key: Hashable) -> Answer | None:
         now = _now()
-        key = self.key(method, path, query, headers)
-        if key is None:
-            return None
         answer = self.memo.get(key, now)
         service = self.service
         if answer is None or not service.still_current(answer.served):

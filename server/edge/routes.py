@@ -13,9 +13,7 @@ import functools
 import logging
 import time
 from collections.abc import Hashable, Sequence
-from typing import NamedTuple, cast
-
-import rules
+from typing import NamedTuple
 
 from ..asgi import (
     ASGIApp,
@@ -23,40 +21,20 @@ from ..asgi import (
     Receive,
     Scope,
     Send,
-    header_value,
     query_params,
     send_error,
     send_response,
 )
-from ..decide.context import ANONYMOUS, MEMO_KEY_MAX_BYTES, PlacementError, split_placements
-from ..decide.service import Served, fallback_reason
-from ..memo import ENTRY_BYTES, AnswerMemo
+from ..decide.context import ANONYMOUS, PlacementError, split_placements
+from ..decide.service import Served
 from ..state import AppState
-from .answers import Answer, EdgeMemos, Message, response_messages
+from .answers import NOT_KEYED, Answer, Answers
 from .fragments import render_fragment
 from .remembering import Remembering
 
 log = logging.getLogger("edgeside.edge")
 _perf = time.perf_counter
 _now = time.time
-
-
-def decision_headers(decision: rules.Decision, snapshot_header: bytes) -> Headers:
-    """The X-Edge-* headers a proxy copies into its cache key and passes to the origin."""
-    headers: Headers = [
-        (b"x-edge-key", header_value(decision.key)),
-        (
-            b"x-edge-decision",
-            header_value(";".join(f"{p.placement}={p.variant}" for p in decision.placements)),
-        ),
-        (b"x-edge-segments", header_value(",".join(decision.segments))),
-        (b"x-edge-snapshot", snapshot_header),
-        (b"cache-control", b"private, max-age=%d" % max(decision.ttl, 0)),
-    ]
-    reason = fallback_reason(decision)
-    if reason is not None:
-        headers.append((b"x-edge-fallback", header_value(reason)))
-    return headers
 
 
 # What a proxy gets if the edge handler itself fails: the page renders with its defaults.
@@ -67,48 +45,18 @@ _EDGE_FAILED: Headers = [
 ]
 
 
-def _remember(
-    memo: AnswerMemo[Answer], key: Hashable | None, answer: Answer, now: float, size: int
-) -> None:
-    """Put a fresh answer, `_keep_size` for its request, in its memo."""
-    if key is not None and answer.served.remember:
-        memo.put(key, answer, now, answer.served.expires, size)
-
-
-def _keep_size(state: AppState, raw: Headers, answer: Answer) -> int | None:
-    """The bytes an answer's memo entry holds (its key: at most the request's headers; the
-    answer's own objects), or None if it is not kept: an answer decided on a world already
-    replaced, one to a request too large to be worth keeping, or one to a request with a body
-    (the protocol answers a repeat as soon as its headers are in: server/edge/protocol.py)."""
-    if answer.versions != state.holder.current.snapshot_header:
-        return None
-    size = 0
-    for name, value in raw:
-        if name in _BODY_HEADERS:
-            return None
-        size += len(name) + len(value)
-    return size + ENTRY_BYTES if size <= MEMO_KEY_MAX_BYTES else None
-
-
-_BODY_HEADERS = frozenset((b"content-length", b"transfer-encoding"))
-
-
 class Edge:
     """`GET /v1/edge` behind `Remembering`: a request not answered a moment ago.
 
-    What repeats across different requests is remembered too, in small bounded dicts: the parsed
-    query (site and placements) by its raw bytes, and the response messages by the decision (the
-    service shares decisions between visitors, see `DecisionService.serve`) and by what their
-    headers are made of.
+    The parsed query (site and placements) is remembered by its raw bytes in a small bounded
+    dict; the answer's response is `Answers`' (found by what its headers are made of).
     """
 
-    _MAX = 4096
+    _MAX_QUERIES = 256
 
-    def __init__(self, memos: EdgeMemos) -> None:
-        self.memos = memos
+    def __init__(self, answers: Answers) -> None:
+        self.answers = answers
         self._queries: dict[tuple[bytes, bytes | None], tuple[str | None, tuple[str, ...]]] = {}
-        self._by_decision: dict[int, tuple[rules.Decision, bytes, tuple[Message, Message]]] = {}
-        self._by_headers: dict[tuple[object, ...], tuple[Message, Message]] = {}
 
     async def __call__(self, state: AppState, scope: Scope, receive: Receive, send: Send) -> None:
         try:
@@ -132,21 +80,31 @@ class Edge:
         await send(answer.body)
         state.metrics.request_seconds.observe(("edge",), _perf() - started)
 
-    def decide(self, state: AppState, method: str, path: str, query: bytes, raw: Headers) -> Answer:
+    def decide(
+        self,
+        state: AppState,
+        method: str,
+        path: str,
+        query: bytes,
+        raw: Headers,
+        key: Hashable | None = NOT_KEYED,
+    ) -> Answer:
         """Decide a request no memo answered, remember the answer, count it; the caller sends it
         and observes its latency. No `await`: the HTTP protocol calls this too, before any ASGI
-        request exists (server/edge/protocol.py). Raises `PlacementError` (a 400, the route's)."""
+        request exists (server/edge/protocol.py), with the memo key its lookup made (`key`).
+        Raises `PlacementError` (a 400, the route's)."""
         headers = dict(raw)
         now = _now()
         site, placements = self._query(state, query, headers)
-        decided = _decide_from_headers(state, site, headers, now, placements)
-        served, versions = decided.served, decided.versions
-        answer = Answer(self._messages(served.decision, versions), versions, served)
-        memos = self.memos
-        # (A memo turned off keeps nothing: no key or size to make for it.)
-        size = _keep_size(state, raw, answer) if memos.edge.enabled else None
-        if size is not None:
-            _remember(memos.edge, memos.keys.edge(method, path, query, raw), answer, now, size)
+        versions, served, _ = _decide_from_headers(state, site, headers, now, placements)
+        answers = self.answers
+        answer = answers.edge_answer(served, versions)
+        memo = answers.edge
+        # (A memo turned off keeps nothing: no key to make for it.)
+        if memo.enabled and served.remember:
+            if key is NOT_KEYED:
+                key = answers.keys.edge(method, path, query, raw)
+            answers.keep(memo, key, raw, answer, now)
         state.service.emit(served, now)
         state.metrics.responses.inc(("edge", "204"))
         return answer
@@ -166,38 +124,10 @@ class Edge:
         else:
             placements = [p for value in query.get("p", []) for p in split_placements(value)]
         state.check_placements(placements)
-        if len(self._queries) >= self._MAX:
+        if len(self._queries) >= self._MAX_QUERIES:
             self._queries.clear()
         hit = self._queries[key] = (query.get("site", [None])[0], tuple(placements))
         return hit
-
-    def _messages(self, decision: rules.Decision, versions: bytes) -> tuple[Message, Message]:
-        """The response messages for a decision: one pair for all answers with the same headers,
-        so the memo's answers share them (and a hit touches memory that is already warm)."""
-        hit = self._by_decision.get(id(decision))
-        # Identity first: the entry holds the decision, so its id is not reused meanwhile.
-        if hit is not None and hit[0] is decision and hit[1] is versions:
-            return hit[2]
-        # Different decisions (each visitor's own) often make the same headers: found by what
-        # the headers are made of, exactly (`decision_headers` reads no more), before making them.
-        made_of = (
-            versions,
-            decision.key,
-            decision.ttl,
-            decision.unknown_site,
-            tuple([(p.placement, p.variant, p.fallback) for p in decision.placements]),
-            tuple(decision.segments),
-        )
-        messages = self._by_headers.get(made_of)
-        if messages is None:
-            messages = response_messages(204, decision_headers(decision, versions))
-            if len(self._by_headers) >= self._MAX:
-                self._by_headers.clear()
-            self._by_headers[made_of] = messages
-        if len(self._by_decision) >= self._MAX:
-            self._by_decision.clear()
-        self._by_decision[id(decision)] = (decision, versions, messages)
-        return messages
 
 
 class Decided(NamedTuple):
@@ -231,23 +161,30 @@ def _decide_from_headers(
 
 
 FRAGMENT_PREFIX = "/v1/fragments/"
-_HTML = b"text/html; charset=utf-8"
 
 
 class Fragment:
     """`GET /v1/fragments/{placement}` behind `Remembering`: the chosen content as HTML, for an
     ESI/SSI include."""
 
-    def __init__(self, memos: EdgeMemos, max_age_s: int) -> None:
-        self.memos = memos
+    def __init__(self, answers: Answers, max_age_s: int) -> None:
+        self.answers = answers
         # Includes are fetched per visitor: short-lived and never shared by a cache.
         self.cache_control = b"private, max-age=%d" % max_age_s
 
     async def __call__(self, state: AppState, scope: Scope, receive: Receive, send: Send) -> None:
         await _fragment(state, self, scope, send)
 
-    def decide(self, state: AppState, method: str, path: str, query: bytes, raw: Headers) -> Answer:
-        return _fragment_answer(state, self, method, path, query, raw)
+    def decide(
+        self,
+        state: AppState,
+        method: str,
+        path: str,
+        query: bytes,
+        raw: Headers,
+        key: Hashable | None = NOT_KEYED,
+    ) -> Answer:
+        return _fragment_answer(state, self, method, path, query, raw, key)
 
 
 async def _fragment(state: AppState, route: Fragment, scope: Scope, send: Send) -> None:
@@ -266,7 +203,13 @@ async def _fragment(state: AppState, route: Fragment, scope: Scope, send: Send) 
 
 
 def _fragment_answer(
-    state: AppState, route: Fragment, method: str, path: str, query: bytes, raw: Headers
+    state: AppState,
+    route: Fragment,
+    method: str,
+    path: str,
+    query: bytes,
+    raw: Headers,
+    key: Hashable | None,
 ) -> Answer:
     """`Fragment.decide`: like `Edge.decide`, with no `await`; raises `PlacementError`."""
     placement = path[len(FRAGMENT_PREFIX) :]
@@ -276,18 +219,15 @@ def _fragment_answer(
     versions, served, html = _decide_from_headers(
         state, site, dict(raw), now, [placement], render=True
     )
-    out = [
-        (b"content-type", _HTML),
-        (b"cache-control", route.cache_control),
-        *(h for h in decision_headers(served.decision, versions) if h[0] != b"cache-control"),
-    ]
-    answer = Answer(response_messages(200, out, html.encode("utf-8")), versions, served)
-    memos = route.memos
-    size = _keep_size(state, raw, answer) if memos.fragment.enabled else None
-    if size is not None:
-        key = memos.keys.fragment(method, path, query, raw)
+    answers = route.answers
+    body = html.encode("utf-8")
+    answer = answers.fragment_answer(served, versions, route.cache_control, body)
+    memo = answers.fragment
+    if memo.enabled and served.remember:
+        if key is NOT_KEYED:
+            key = answers.keys.fragment(method, path, query, raw)
         # A fragment's body is its own (the HTML), beside the key's bytes.
-        _remember(memos.fragment, key, answer, now, size + len(cast(bytes, answer.body["body"])))
+        answers.keep(memo, key, raw, answer, now, len(body))
     state.service.emit(served, now)
     state.metrics.responses.inc(("fragment", "200"))
     return answer
@@ -295,7 +235,7 @@ def _fragment_answer(
 
 def remembering(
     state: AppState,
-    memos: EdgeMemos,
+    answers: Answers,
     edge: Edge,
     fragment: Fragment,
     edge_route: ASGIApp,
@@ -306,8 +246,8 @@ def remembering(
     return {
         "/v1/edge": Remembering(
             state,
-            memos.edge,
-            memos.keys.edge,
+            answers.edge,
+            answers.keys.edge,
             "edge",
             204,
             edge_route,
@@ -315,8 +255,8 @@ def remembering(
         ),
         FRAGMENT_PREFIX: Remembering(
             state,
-            memos.fragment,
-            memos.keys.fragment,
+            answers.fragment,
+            answers.keys.fragment,
             "fragment",
             200,
             fragment_route,

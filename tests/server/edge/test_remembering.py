@@ -9,7 +9,7 @@ from typing import Any
 
 from server.asgi import Headers, Receive, Scope, Send
 from server.config import Secrets, Settings
-from server.edge.answers import EdgeMemos
+from server.edge.answers import Answers
 from server.edge.remembering import Remembering
 from server.state import AppState
 
@@ -26,7 +26,7 @@ def test_a_fault_in_the_memo_lookup_leaves_the_request_to_its_route(tmp_path: Pa
     async def route(scope: Scope, receive: Receive, send: Send) -> None:
         decided.append(scope["path"])
 
-    remembering = Remembering(state, EdgeMemos(state).edge, broken_key, "edge", 204, route)
+    remembering = Remembering(state, Answers(state).edge, broken_key, "edge", 204, route)
     assert remembering.recall("GET", "/v1/edge", b"p=a", []) is None
     scope = {
         "type": "http",
