@@ -6,6 +6,7 @@ import io
 import os
 import tarfile
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -140,24 +141,45 @@ def rss_kib(pid: int) -> int:
     raise RuntimeError(f"no VmRSS for {pid}")
 
 
-def wait_all_workers(
-    url: str, pids: list[int], kind: str, version: str, timeout: float = 5.0
-) -> float:
-    """Seconds until every worker reports `version` of `kind` (probed over fresh connections,
-    several at once so the kernel spreads them over the workers)."""
-    t0 = time.monotonic()
-    done: set[int] = set()
+class WorkerReport(msgspec.Struct):
+    """What one worker process says of itself in `GET /v1/admin/snapshots`: the versions of the
+    world it serves and how many times it has switched worlds."""
 
-    def probe(_: int) -> tuple[int, str | None]:
-        with httpx.Client(base_url=url, timeout=5) as c:
-            w = c.get(ADMIN, headers=AUTH).json()["worker"]
-            return int(w["pid"]), w["versions"].get(kind)
+    pid: int
+    versions: dict[str, str]
+    swaps: int
+
+
+# How long to wait for the workers before calling it a hang. A bound on a broken server, not a
+# measure of speed: how fast workers switch is measured by `python -m bench.swap` (staleness_s).
+HANG_S = 60.0
+
+
+def worker_reports(
+    url: str, pids: list[int], done: Callable[[WorkerReport], bool], timeout: float = HANG_S
+) -> dict[int, WorkerReport]:
+    """Each worker's own report, the first one for which `done` holds, probed over fresh
+    connections (several at once, so the kernel spreads them over the workers)."""
+    t0 = time.monotonic()
+    found: dict[int, WorkerReport] = {}
+
+    def probe(_: int) -> WorkerReport:
+        with httpx.Client(base_url=url, timeout=timeout) as c:
+            return msgspec.convert(c.get(ADMIN, headers=AUTH).json()["worker"], WorkerReport)
 
     with ThreadPoolExecutor(8) as pool:
         while time.monotonic() - t0 < timeout:
-            for pid, v in pool.map(probe, range(8)):
-                if v == version:
-                    done.add(pid)
-            if set(pids) <= done:
-                return time.monotonic() - t0
-    raise TimeoutError(f"workers {sorted(set(pids) - done)} did not switch to {version}")
+            for report in pool.map(probe, range(8)):
+                if report.pid not in found and done(report):
+                    found[report.pid] = report
+            if set(pids) <= set(found):
+                return found
+    missing = sorted(set(pids) - set(found))
+    raise TimeoutError(f"workers {missing} never answered as asked within {timeout:.0f}s")
+
+
+def wait_all_workers(
+    url: str, pids: list[int], kind: str, version: str, timeout: float = HANG_S
+) -> dict[int, WorkerReport]:
+    """Every worker's own report once it serves `version` of `kind`."""
+    return worker_reports(url, pids, lambda r: r.versions.get(kind) == version, timeout)
