@@ -92,6 +92,24 @@ class DecisionLog:
             return
         self.buffer.append(line)
 
+    def encode(self, record: Record) -> bytes:
+        """`record` as JSON (no newline), or b"" (counted as a drop) when it does not encode."""
+        try:
+            return orjson.dumps(record)
+        except TypeError:  # orjson.JSONEncodeError: a record our code built wrong; never a 5xx
+            log.exception("decision log record not encodable")
+            self.dropped["encode_error"] += 1
+            return b""
+
+    def add_line(self, line: bytes) -> None:
+        """Append one NDJSON line already encoded (a served decision's record, `t` spliced in)."""
+        if not self.enabled:
+            return
+        if len(self.buffer) >= self.settings.max_buffer:
+            self.dropped["buffer_full"] += 1
+            return
+        self.buffer.append(line)
+
     # -- background side ------------------------------------------------------------------------
 
     async def run(self) -> None:

@@ -13,6 +13,7 @@ import time
 from collections.abc import Callable, Sequence
 
 import msgspec
+import orjson
 
 import rules
 import snapshots
@@ -92,6 +93,9 @@ class Served(msgspec.Struct):
     remember: bool = True
     # Reuses from an answer memo not yet added to the metrics (see `DecisionService.reuse`).
     uses: int = 0
+    # That record as NDJSON without its closing brace, made at its first sampled log line and
+    # reused by every later one (an edge memo hit): `emit` only splices in the time.
+    line: bytes | None = None
 
 
 # Called with (world, the decision served, visitor id, profile, context, placements, activity).
@@ -123,7 +127,11 @@ class DecisionService:
         # Decisions by what they depend on (see `serve`); cleared when the world changes. An
         # entry's key is small (versions, placements, a profile id, the context fields read):
         # `ENTRY_BYTES` each; its decision is shared with every answer made from it.
-        self.memo: AnswerMemo[rules.Decision] = AnswerMemo(memo_age_s, memo_entries, memo_bytes)
+        # Each decision is kept with its placements as decision-log JSON (`_placements_json`),
+        # made once and spliced into the record of every request that shares it.
+        self.memo: AnswerMemo[tuple[rules.Decision, orjson.Fragment | None]] = AnswerMemo(
+            memo_age_s, memo_entries, memo_bytes
+        )
         # Set in the worker's lifespan, after the fork (SPEC §10); None means no live store.
         self.live: LiveStore | None = None
         self.arm_stats: StoreArmStats | None = None
@@ -170,9 +178,15 @@ class DecisionService:
         """Log a served decision (sampled): for fresh and memoised answers alike."""
         dlog = self.log
         if dlog is not None and served.record is not None and dlog.sampled():
-            record = dict(served.record)
-            record["t"] = round(now, 3)
-            dlog.add(record)
+            line = served.line
+            if line is None:
+                # Byte for byte what encoding the record with "t" added last gave: its keys in
+                # order, then `,"t":…}` (orjson writes a float alone as it does in a dict).
+                line = served.line = dlog.encode(served.record)[:-1]  # b"": counted a drop
+            elif not line:
+                dlog.dropped["encode_error"] += 1
+            if line:
+                dlog.add_line(line + b',"t":' + orjson.dumps(round(now, 3)) + b"}\n")
 
     def lookup(
         self, world: World, visitor: Visitor, fields: frozenset[str] | None = None
@@ -245,13 +259,14 @@ class DecisionService:
                 profile.id if profile is not None else None,
                 engine.named_context_key(ctx, placements),
             )
-            shared = self.memo.get(memo_key, ctx.now)
-            if shared is not None and (
-                profile is not None or _same_arms(engine, ctx, shared, visitor_id, self.arm_stats)
+            entry = self.memo.get(memo_key, ctx.now)
+            if entry is not None and (
+                profile is not None or _same_arms(engine, ctx, entry[0], visitor_id, self.arm_stats)
             ):
+                shared = entry[0]
                 if self.shadow is not None:
                     self.shadow(world, shared, visitor_id, profile, ctx, placements, None)
-                served = self._served(world, ctx, shared, key, stamp, None)
+                served = self._served(world, ctx, shared, key, stamp, None, entry[1])
                 served.remember = profile is not None
                 return served
         try:
@@ -280,9 +295,12 @@ class DecisionService:
             and not decision.rule_errors
             and all(p.fallback is None for p in decision.placements)
         )
+        fragment = None
+        if self.log is not None and self.log.enabled:
+            fragment = _placements_json(decision)
         if shareable:
-            self.memo.put(memo_key, decision, ctx.now, decision.expires)
-        return self._served(world, ctx, decision, key, stamp, recent)
+            self.memo.put(memo_key, (decision, fragment), ctx.now, decision.expires)
+        return self._served(world, ctx, decision, key, stamp, recent, fragment)
 
     def _served(
         self,
@@ -292,13 +310,19 @@ class DecisionService:
         key: str | None,
         stamp: int,
         recent: Activity | None,
+        placements_json: orjson.Fragment | None = None,
     ) -> Served:
-        """Count, trigger and log a decision for this visitor (fresh or shared)."""
+        """Count, trigger and log a decision for this visitor (fresh or shared);
+        `placements_json` is `_placements_json(decision)` when the caller has it."""
         if decision.actions and key is not None and ctx.consent and self.triggers is not None:
             self.triggers.offer(decision.actions, key, ctx.now)
         record = None
         if self.log is not None and self.log.enabled:
-            record = _record(world, ctx, decision, key if ctx.consent else None, self.log)
+            if placements_json is None:
+                placements_json = _placements_json(decision)
+            record = _record(
+                world, ctx, decision, key if ctx.consent else None, self.log, placements_json
+            )
         expires = decision.expires
         if recent is not None:
             expires = min(expires, recent.expires)
@@ -361,8 +385,32 @@ def _same_arms(
     return True
 
 
+def _placements_json(decision: rules.Decision) -> orjson.Fragment:
+    """A decision's placements as its log record has them, encoded: they depend on the decision
+    alone, which the decision memo shares between requests."""
+    return orjson.Fragment(
+        orjson.dumps(
+            [
+                {
+                    "placement": p.placement,
+                    "variant": p.variant,
+                    "rule": p.rule,
+                    "experiment": p.experiment,
+                    "arm": p.arm,
+                }
+                for p in decision.placements
+            ]
+        )
+    )
+
+
 def _record(
-    world: World, ctx: rules.Context, decision: rules.Decision, key: str | None, dlog: DecisionLog
+    world: World,
+    ctx: rules.Context,
+    decision: rules.Decision,
+    key: str | None,
+    dlog: DecisionLog,
+    placements_json: orjson.Fragment,
 ) -> Record:
     hour, _ = clock(ctx)
     return {
@@ -374,16 +422,7 @@ def _record(
         "snapshots": world.snapshot_header.decode("ascii", "replace"),
         "key": decision.key,
         "segments": decision.segments,
-        "placements": [
-            {
-                "placement": p.placement,
-                "variant": p.variant,
-                "rule": p.rule,
-                "experiment": p.experiment,
-                "arm": p.arm,
-            }
-            for p in decision.placements
-        ],
+        "placements": placements_json,
         "sample": dlog.sample_rate,
         # The rest of the request's context, so `rules impact` can replay the decision.
         "ctx": replay_context(ctx),

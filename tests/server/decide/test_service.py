@@ -2,9 +2,16 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
+import msgspec
+import orjson
+
 import rules
+from server.config import DecisionLogSettings
 from server.decide.service import DecisionService
 from server.decide.world import World
+from server.decision_log import DecisionLog
 from server.metrics import Metrics
 from server.visitor import Visitor
 
@@ -148,3 +155,37 @@ def test_a_decision_of_named_placements_is_shared_across_pages() -> None:
     sale = svc.serve(world, Visitor(), rules.Context(path="/sale", now=NOON), []).decision
     assert [p.placement for p in page.placements] == ["hero"]
     assert [p.placement for p in sale.placements] == ["clock"]
+
+
+def test_logged_lines_are_the_record_encoded_whole_for_fresh_shared_and_reused_answers(
+    tmp_path: Path,
+) -> None:
+    # The service encodes a record once (its placements once per shared decision) and splices
+    # in the time per line: each line must be exactly what encoding the whole record gives.
+    world = World(engine=engine())
+    svc = service()
+    svc.log = DecisionLog(DecisionLogSettings(dir=str(tmp_path)))
+    ctx = rules.Context(site="default", now=NOON, url="https://a.example/p?q=é\u2028")
+    fresh = svc.serve(world, cookie("anon-1"), ctx, ["hero", "clock"])
+    shared = svc.serve(world, Visitor(), msgspec.structs.replace(ctx, consent=False), ["hero"])
+    again = svc.serve(world, Visitor(), msgspec.structs.replace(ctx, consent=False), ["hero"])
+    assert svc.memo.hits == 1
+    times = (NOON + 0.1234, NOON, NOON + 7.5)
+    for served in (fresh, shared, again):
+        for now in times:
+            svc.emit(served, now)
+    lines = list(svc.log.buffer)
+    assert len(lines) == 9
+    expected = []
+    for served in (fresh, shared, again):
+        record = dict(served.record or {})
+        record["placements"] = [
+            {"placement": p.placement, "variant": p.variant, "rule": p.rule,
+             "experiment": p.experiment, "arm": p.arm}
+            for p in served.decision.placements
+        ]  # fmt: skip
+        expected += [orjson.dumps({**record, "t": round(now, 3)}) + b"\n" for now in times]
+    assert lines == expected
+    decoded = orjson.loads(lines[0])
+    assert decoded["placements"][0]["placement"] == "hero" and decoded["t"] == 1_780_056_000.123
+    assert list(decoded)[-2:] == ["ctx", "t"]
