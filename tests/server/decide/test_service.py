@@ -9,7 +9,7 @@ import orjson
 
 import rules
 from server.config import DecisionLogSettings
-from server.decide.service import DecisionService
+from server.decide.service import DecisionService, replay_context
 from server.decide.world import World
 from server.decision_log import DecisionLog
 from server.metrics import Metrics
@@ -189,3 +189,34 @@ def test_logged_lines_are_the_record_encoded_whole_for_fresh_shared_and_reused_a
     decoded = orjson.loads(lines[0])
     assert decoded["placements"][0]["placement"] == "hero" and decoded["t"] == 1_780_056_000.123
     assert list(decoded)[-2:] == ["ctx", "t"]
+
+
+def test_replay_context_keeps_the_set_fields_in_order() -> None:
+    full = rules.Context(
+        site="default",
+        now=NOON,
+        locale="fr",
+        url="/p/1?x=1",
+        path="/p/1",
+        referrer="https://r.example/",
+        device="mobile",
+        timezone="Europe/Paris",
+        weather="rain",
+        weekday=4,
+        geo=rules.Geo(country="FR", region="IDF", city="Paris"),
+        consent=False,
+    )
+    assert list(replay_context(full).items()) == [
+        ("consent", False),
+        ("locale", "fr"),
+        ("url", "/p/1?x=1"),
+        ("path", "/p/1"),
+        ("referrer", "https://r.example/"),
+        ("device", "mobile"),
+        ("timezone", "Europe/Paris"),
+        ("weather", "rain"),
+        ("weekday", 4),
+        ("region", "IDF"),
+        ("city", "Paris"),
+    ]
+    assert replay_context(rules.Context(site="default", now=NOON)) == {"consent": True}
