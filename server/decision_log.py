@@ -79,18 +79,11 @@ class DecisionLog:
         )
 
     def add(self, record: Record) -> None:
-        if not self.enabled:
-            return
-        if len(self.buffer) >= self.settings.max_buffer:
-            self.dropped["buffer_full"] += 1
-            return
-        try:
-            line = orjson.dumps(record, option=orjson.OPT_APPEND_NEWLINE)
-        except TypeError:  # orjson.JSONEncodeError: a record our code built wrong; never a 5xx
-            log.exception("decision log record not encodable")
-            self.dropped["encode_error"] += 1
-            return
-        self.buffer.append(line)
+        """Append one record, encoded here (a served decision's comes through `add_line`)."""
+        if self._room():
+            line = self.encode(record)
+            if line:
+                self.buffer.append(line + b"\n")
 
     def encode(self, record: Record) -> bytes:
         """`record` as JSON (no newline), or b"" (counted as a drop) when it does not encode."""
@@ -103,12 +96,17 @@ class DecisionLog:
 
     def add_line(self, line: bytes) -> None:
         """Append one NDJSON line already encoded (a served decision's record, `t` spliced in)."""
+        if self._room():
+            self.buffer.append(line)
+
+    def _room(self) -> bool:
+        """Whether a line may be appended now; a full buffer counts the line as dropped."""
         if not self.enabled:
-            return
+            return False
         if len(self.buffer) >= self.settings.max_buffer:
             self.dropped["buffer_full"] += 1
-            return
-        self.buffer.append(line)
+            return False
+        return True
 
     # -- background side ------------------------------------------------------------------------
 

@@ -419,7 +419,7 @@ def _record(
         "site": ctx.site,
         "country": ctx.geo.country,
         "hour": hour,
-        "snapshots": world.snapshot_header.decode("ascii", "replace"),
+        "snapshots": world.snapshot_label,
         "key": decision.key,
         "segments": decision.segments,
         "placements": placements_json,

@@ -45,6 +45,7 @@ class World:
     owned: list[snapshots.ProfileReader | snapshots.ContentReader] = field(default_factory=list)
     # Precomputed so the hot path only copies bytes.
     snapshot_header: bytes = b""
+    snapshot_label: str = ""  # the same, as text: what decision-log records carry
     users: int = 0
     retired: bool = False
 
@@ -54,6 +55,7 @@ class World:
         self.snapshot_header = header_value(
             ";".join(f"{kind}={self.versions[kind]}" for kind in KINDS if kind in self.versions)
         )
+        self.snapshot_label = self.snapshot_header.decode("ascii", "replace")
 
     def close(self) -> None:
         for reader in self.owned:
