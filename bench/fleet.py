@@ -172,19 +172,28 @@ def rules_version(client: httpx.Client, url: str) -> str | None:
     return str(rules["version"]) if rules["version"] else None
 
 
-def rules_loaded_at(client: httpx.Client, url: str) -> float:
+def rules_loaded_at(client: httpx.Client, url: str) -> tuple[float, float]:
     """When the node switched to the rules it serves: its own wall-clock stamp (one machine, one
-    clock), read from /metrics — exact, whatever the time a look at the node takes."""
+    clock), read from /metrics — exact, whatever the time a look at the node takes; and how many
+    archives it has downloaded from object storage so far."""
+    loaded: float | None = None
+    gets = 0.0
     for line in client.get(url + "/metrics").text.splitlines():
         if line.startswith('edgeside_snapshot_loaded_timestamp_seconds{kind="rules"}'):
-            return float(line.rsplit(" ", 1)[1])
-    raise RuntimeError(f"{url}: no rules load time in /metrics")
+            loaded = float(line.rsplit(" ", 1)[1])
+        elif line.startswith('edgeside_fleet_s3_requests_total{request="archive"}'):
+            gets = float(line.rsplit(" ", 1)[1])
+    if loaded is None:
+        raise RuntimeError(f"{url}: no rules load time in /metrics")
+    return loaded, gets
 
 
 def converge(
-    urls: list[str], tar_dir: Path, s3_url: str, broker: str, timeout: float
-) -> tuple[list[float], float]:
-    """Publish a new rules snapshot: (seconds until each node served it, of which publishing)."""
+    urls: list[str], tar_dir: Path, s3_url: str, broker: str, timeout: float, inline: bool
+) -> tuple[list[float], float, float]:
+    """Publish a new rules snapshot: (seconds until each node served it, of which publishing,
+    archives the nodes downloaded from object storage for it). `inline`: the archive travels in
+    the announcement as `snapshot publish` sends it (else only the pointer: each node GETs it)."""
     src = tar_dir / "rules.yaml"
     src.write_text((DEMO_DIR / "rules.yaml").read_text() + f"\n# bench {time.time()}\n")
     out = tar_dir / f"rules-{time.time_ns()}"
@@ -196,12 +205,13 @@ def converge(
     import nats  # noqa: F401
 
     t0 = time.time()  # wall clock: the nodes' switch times are on it (one machine, one clock)
-    pointer = objstore.publish(out, BUCKET, s3)
+    pointer, archive = objstore.publish_inline(out, BUCKET, s3)
     log(f"uploaded in {time.time() - t0:.3f}s")
-    asyncio.run(objstore.announce(broker, "edgeside", pointer))
+    asyncio.run(objstore.announce(broker, "edgeside", pointer, archive=archive if inline else None))
     published = time.time() - t0
     switched: set[str] = set()
     with httpx.Client(timeout=5.0) as client:
+        gets_before = sum(rules_loaded_at(client, u)[1] for u in urls)
         while len(switched) < len(urls):
             if time.time() - t0 > timeout:
                 missing = len(urls) - len(switched)
@@ -213,8 +223,9 @@ def converge(
             for u in urls:
                 if u not in switched and rules_version(client, u) == pointer.version:
                     switched.add(u)
-        took = sorted(rules_loaded_at(client, u) - t0 for u in urls)
-    return took, published
+        looks = [rules_loaded_at(client, u) for u in urls]
+    took = sorted(loaded - t0 for loaded, _ in looks)
+    return took, published, sum(gets for _, gets in looks) - gets_before
 
 
 def nodes_cpu(pids: list[int]) -> float:
@@ -330,6 +341,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--outage", type=float, default=10.0)
     parser.add_argument("--rate", type=float, default=100.0, help="load requests/s in total")
     parser.add_argument("--workdir", type=Path, default=None)
+    parser.add_argument(
+        "--no-inline",
+        action="store_true",
+        help="announce the pointer only, so every node downloads the archive from object storage "
+        "(as for a snapshot over 128 KiB; by default a rules snapshot rides in the announcement)",
+    )
     args = parser.parse_args(argv)
     binary = nats_binary()
     if binary is None:
@@ -360,11 +377,14 @@ def main(argv: list[str] | None = None) -> int:
             pids = [node.pid for node in nodes]
             idle = idle_cpu_rate(pids, 2.0)
             cpu0, w0 = nodes_cpu(pids), time.monotonic()
-            took, published = converge(urls, work, s3.url, broker.url, 60.0)
+            inline = not args.no_inline
+            took, published, gets = converge(urls, work, s3.url, broker.url, 60.0, inline)
             cpu = nodes_cpu(pids) - cpu0 - idle * (time.monotonic() - w0)
             result["converge_s_max"] = round(took[-1], 3)
             result["converge_s_p50"] = round(statistics.median(took), 3)
             result["publish_s"] = round(published, 3)
+            result["inline"] = inline
+            result["s3_archive_gets_per_node"] = round(gets / len(nodes), 2)
             # What one activation costs a node in CPU (beyond what serving the load costs it):
             # the lever at 50 nodes on 2 cores, and steadier than the time on a shared machine.
             result["activation_cpu_ms_per_node"] = round(cpu / len(nodes) * 1000, 1)

@@ -129,7 +129,8 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "publish",
         help="upload a snapshot (dir or .tar) to object storage and announce it to the fleet",
         description="Uploads <prefix>/<kind>/<version>.tar, then the pointer "
-        "<prefix>/<kind>/latest.json, then announces it on the broker (docs/fleet.md).",
+        "<prefix>/<kind>/latest.json, then announces it on the broker (docs/fleet.md); an "
+        "archive of at most 128 KiB travels in the announcement too.",
     )
     pub.add_argument("dir", type=Path, help="the built snapshot directory to publish")
     pub.add_argument(
@@ -330,14 +331,15 @@ def _publish(args: argparse.Namespace) -> int:
     from snapshots import objstore
 
     try:
-        pointer = objstore.publish(args.dir, args.to, objstore.client(args.endpoint, args.region))
+        s3 = objstore.client(args.endpoint, args.region)
+        pointer, inline = objstore.publish_inline(args.dir, args.to, s3)
     except (SnapshotError, objstore.ObjectStoreError, OSError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     print(f"published {pointer.kind} {pointer.version} ({pointer.size:,} bytes) to {args.to}")
     if args.broker:
         try:
-            asyncio.run(objstore.announce(args.broker, args.subject, pointer))
+            asyncio.run(objstore.announce(args.broker, args.subject, pointer, archive=inline))
         except Exception as exc:  # published all the same: nodes find it at their next poll
             print(f"warning: not announced on {args.broker}: {exc}", file=sys.stderr)
             return 0

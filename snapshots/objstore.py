@@ -10,6 +10,9 @@ its archive. Nodes read the pointer with `If-None-Match` (a 304 costs nothing), 
 archive with a size cap, check its sha256 against the pointer's, and then verify it exactly as a
 push (hashes, signature, smoke validation): nothing read here is trusted before that. After a
 publish, `announce` tells the nodes on the broker (NATS) so they need not wait for their next poll.
+An archive of at most `INLINE_MAX_BYTES` (a rules snapshot is ~40 KB) also travels in the
+announcement itself (`<subject>.snapshots.inline`, before the plain pointer): a node with a signing
+key takes it from there and makes no S3 request at all; the archive is verified exactly the same.
 
 Credentials come from the usual AWS chain (environment, config files); `endpoint` names an
 S3-compatible server other than AWS.
@@ -36,6 +39,10 @@ from snapshots.manifest import KINDS, Manifest, read_manifest
 POINTER = "latest.json"
 POINTER_MAX_BYTES = 64 * 1024
 CHUNK = 1 << 20
+# Archives up to this size ride in the announcement (msgpack, so the message is the archive plus
+# ~300 bytes): well under the nodes' `fleet.max_message_bytes` (256 KiB) and NATS' default 1 MiB
+# max_payload. Larger ones (profiles, content) are fetched from object storage as before.
+INLINE_MAX_BYTES = 128 * 1024
 
 
 class ObjectStoreError(Exception):
@@ -52,6 +59,14 @@ class Pointer(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
 
 
 _decode_pointer = msgspec.json.Decoder(Pointer).decode
+
+
+class Inline(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
+    """An announcement with the archive in it (`<subject>.snapshots.inline`, msgpack): the
+    pointer as in `latest.json`, and the archive's bytes it describes."""
+
+    pointer: Pointer
+    archive: bytes
 
 
 def parse_url(url: str) -> tuple[str, str]:
@@ -94,6 +109,14 @@ def _sha256(path: Path) -> str:
 
 def publish(snapshot: str | os.PathLike[str], to: str, s3: Any) -> Pointer:
     """Upload a snapshot (directory or .tar) and then its kind's pointer; returns the pointer."""
+    return publish_inline(snapshot, to, s3, inline_max=0)[0]
+
+
+def publish_inline(
+    snapshot: str | os.PathLike[str], to: str, s3: Any, *, inline_max: int = INLINE_MAX_BYTES
+) -> tuple[Pointer, bytes | None]:
+    """`publish`, and the archive's bytes when it is at most `inline_max` bytes (for `announce`
+    to carry), else None."""
     from botocore.exceptions import BotoCoreError, ClientError
 
     bucket, prefix = parse_url(to)
@@ -133,7 +156,8 @@ def publish(snapshot: str | os.PathLike[str], to: str, s3: Any) -> Pointer:
             )
         except (BotoCoreError, ClientError) as exc:
             raise ObjectStoreError(f"publishing to {to}: {exc}") from None
-    return pointer
+        inline = tar.read_bytes() if pointer.size <= inline_max else None
+    return pointer, inline
 
 
 class _ManifestHead(msgspec.Struct):
@@ -207,6 +231,21 @@ def download(
     return got
 
 
+def save(data: bytes, dest: Path, *, size: int, sha256: str, max_bytes: int) -> int:
+    """Write an archive that came inline (in an announcement) to `dest`, held to the same terms
+    as `download`: at most `max_bytes`, exactly `size` bytes with this `sha256`."""
+    if size > max_bytes:
+        raise ObjectStoreError(f"{size} bytes announced; at most {max_bytes}")
+    if len(data) != size or hashlib.sha256(data).hexdigest() != sha256:
+        raise ObjectStoreError(f"{len(data)} inline bytes, not the size or sha256 announced")
+    try:
+        with open(dest, "xb") as f:
+            f.write(data)
+    except OSError as exc:
+        raise ObjectStoreError(f"writing the inline archive: {exc}") from None
+    return size
+
+
 def decode_pointer(raw: bytes) -> Pointer:
     try:
         return _decode_pointer(raw)
@@ -214,9 +253,19 @@ def decode_pointer(raw: bytes) -> Pointer:
         raise ObjectStoreError(f"malformed pointer: {exc}") from None
 
 
-async def announce(broker: str, subject: str, pointer: Pointer, timeout_s: float = 5.0) -> None:
+async def announce(
+    broker: str,
+    subject: str,
+    pointer: Pointer,
+    timeout_s: float = 5.0,
+    *,
+    archive: bytes | None = None,
+) -> None:
     """Tell the fleet on its NATS broker (core publish on `<subject>.snapshots`): a hint only,
-    nodes verify what they fetch; a node that misses it finds the pointer at its next poll."""
+    nodes verify what they fetch; a node that misses it finds the pointer at its next poll. With
+    `archive` (from `publish_inline`), first the same pointer with the archive in it on
+    `<subject>.snapshots.inline`: nodes that take it there fetch nothing, nodes that do not (no
+    signing key, or an older version) take the plain announcement."""
     import nats
 
     async def quiet(exc: Exception) -> None:
@@ -233,6 +282,9 @@ async def announce(broker: str, subject: str, pointer: Pointer, timeout_s: float
     )
     nc = await asyncio.wait_for(connecting, timeout=timeout_s * 2)
     try:
+        if archive is not None:
+            inline = Inline(pointer=pointer, archive=archive)
+            await nc.publish(f"{subject}.snapshots.inline", msgspec.msgpack.encode(inline))
         await nc.publish(f"{subject}.snapshots", msgspec.json.encode(pointer))
         await nc.flush(timeout=max(1, round(timeout_s)))
     finally:

@@ -59,6 +59,16 @@ class Pointer(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     published_at: float
 
 
+class InlineSnapshot(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
+    """An announcement with the archive in it (`<subject>.snapshots.inline`, msgpack; published
+    by snapshots/objstore.py `announce` for archives of at most 128 KiB). The archive is as
+    untrusted as one downloaded: its size and sha256 are checked against the pointer, then it is
+    verified exactly as a push."""
+
+    pointer: Pointer
+    archive: bytes
+
+
 class Heartbeat(msgspec.Struct, forbid_unknown_fields=True):
     """What a node says about itself every `heartbeat_s` (key `node` in the fleet's KV bucket)."""
 
@@ -78,6 +88,7 @@ _encode = msgspec.msgpack.Encoder().encode
 _decode_batch = msgspec.msgpack.Decoder(LiveBatch).decode
 _decode_heartbeat = msgspec.json.Decoder(Heartbeat).decode
 _decode_pointer = msgspec.json.Decoder(Pointer).decode
+_decode_inline = msgspec.msgpack.Decoder(InlineSnapshot).decode
 
 
 def encode_batch(batch: LiveBatch) -> bytes:
@@ -152,3 +163,18 @@ def decode_pointer(raw: bytes, limit: int) -> Pointer:
         raise Malformed(str(exc)) from None
     _snapshot_fields(p.kind, p.version, p.sha256, p.key, p.size)
     return p
+
+
+def decode_inline(raw: bytes, limit: int) -> InlineSnapshot:
+    """An inline announcement: bounded before decoding, the pointer's fields checked as a plain
+    announcement's, and the archive exactly as long as the pointer says."""
+    _sized(raw, limit)
+    try:
+        inline = _decode_inline(raw)
+    except msgspec.DecodeError as exc:
+        raise Malformed(str(exc)) from None
+    p = inline.pointer
+    _snapshot_fields(p.kind, p.version, p.sha256, p.key, p.size)
+    if len(inline.archive) != p.size:
+        raise Malformed(f"{len(inline.archive)} archive bytes; the pointer says {p.size}")
+    return inline

@@ -68,6 +68,12 @@ class FleetMetrics:
             "Published snapshots by outcome (activated, unchanged, refused, failed, malformed).",
             ("result",),
         )
+        self.s3_requests = Counter(
+            "edgeside_fleet_s3_requests_total",
+            "Requests this node made to object storage: pointer (polls) and archive (downloads; "
+            "none for an archive that came inline in its announcement).",
+            ("request",),
+        )
         self.shared = Gauge(
             "edgeside_fleet_shared_total",
             "Fleet-wide trigger claims and bandit windows by outcome (claimed, "
@@ -75,7 +81,7 @@ class FleetMetrics:
             ("result",),
         )
         state.metrics.extra.extend(
-            [self.broker_up, self.live, self.lag, self.snapshots, self.shared]
+            [self.broker_up, self.live, self.lag, self.snapshots, self.s3_requests, self.shared]
         )
 
     def count_live(self, result: str, n: float) -> None:
@@ -83,6 +89,9 @@ class FleetMetrics:
 
     def count_snapshot(self, result: str, n: float) -> None:
         self.snapshots.inc((result,), n)
+
+    def count_s3(self, request: str) -> None:
+        self.s3_requests.inc((request,), 1)
 
 
 class FleetNode:
@@ -107,6 +116,7 @@ class FleetNode:
                 self.metrics.count_snapshot,
                 max_bytes=state.settings.max_upload_bytes,
                 timeout_s=state.settings.pull_timeout_s,
+                count_s3=self.metrics.count_s3,
             )
         self.leader = False
         self.started_at = time.time()

@@ -10,6 +10,13 @@ atomic activation. A forged announcement can make a node fetch, never activate: 
 signature fails is refused there (and its sha256 remembered, so it is not fetched again). Object
 storage down or an archive that does not arrive whole: nothing changes, the active version stays,
 the next announcement or poll tries again.
+
+A small archive also comes in the announcement itself (`<subject>.snapshots.inline`, published just
+before the plain one): a node with a signing key takes it from there at once — no jitter, no S3
+request — through the same checks and the same `Lifecycle` pipeline, and ignores the plain
+announcement of the same archive. A node without a signing key does not listen there: unsigned,
+only the bucket's write permissions vouch for an archive, so it keeps fetching from the bucket. An
+inline archive that cannot be taken for any reason but a refusal is fetched from the bucket.
 """
 
 from __future__ import annotations
@@ -18,7 +25,7 @@ import asyncio
 import logging
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -27,7 +34,7 @@ from snapshots import objstore, store
 
 from ..config import FleetSettings
 from .link import BrokerLink
-from .messages import KINDS, Malformed, Pointer, decode_pointer
+from .messages import KINDS, Malformed, Pointer, decode_inline, decode_pointer
 
 if TYPE_CHECKING:
     from nats.aio.msg import Msg
@@ -39,6 +46,7 @@ log = logging.getLogger("edgeside.fleet")
 
 MAX_BACKOFF_S = 300.0
 MAX_REFUSED = 1000
+MAX_INLINE_SEEN = 64
 
 Count = Callable[[str, float], None]
 
@@ -54,17 +62,22 @@ class SnapshotFollower:
         *,
         max_bytes: int,
         timeout_s: float,
+        count_s3: Callable[[str], None] = lambda request: None,
     ) -> None:
         self.settings = settings
         self.link = link
         self.life = life
         self.holder = holder
         self.count = count
+        self.count_s3 = count_s3  # each S3 request: "pointer" or "archive"
         self.max_bytes = max_bytes
         self.timeout_s = timeout_s
         self.bucket, self.prefix = objstore.parse_url(settings.snapshots_from)
         self.etags: dict[str, str | None] = {}
         self.refused: set[str] = set()  # sha256 of archives refused for good
+        # sha256 of archives heard inline: their plain announcements are not acted on (in order
+        # of arrival, bounded).
+        self.inline_seen: dict[str, None] = {}
         self.last_error: str | None = None
         self.last_error_at: float | None = None
         self._s3: Any = None
@@ -111,42 +124,81 @@ class SnapshotFollower:
                 self.count("malformed", 1)
                 log.warning("fleet: announcement dropped: %s", str(exc)[:200])
                 return
-            task = asyncio.create_task(self._announced(pointer))
-            self._pending.add(task)
-            task.add_done_callback(self._pending.discard)
+            if pointer.sha256 in self.inline_seen:
+                return  # taken (or being taken) from its inline announcement
+            self._spawn(self._announced(pointer, None))
 
-        # nats-py renews the subscription after every reconnect by itself.
-        await nc.subscribe(f"{self.settings.subject}.snapshots", cb=heard)
+        async def heard_inline(msg: Msg) -> None:
+            try:
+                inline = decode_inline(msg.data, self.settings.max_message_bytes)
+            except Malformed as exc:
+                self.count("malformed", 1)
+                log.warning("fleet: inline announcement dropped: %s", str(exc)[:200])
+                return
+            seen = self.inline_seen
+            seen[inline.pointer.sha256] = None
+            while len(seen) > MAX_INLINE_SEEN:
+                del seen[next(iter(seen))]
+            self._spawn(self._announced(inline.pointer, inline.archive))
+
+        # nats-py renews the subscriptions after every reconnect by itself.
+        subject = f"{self.settings.subject}.snapshots"
+        await nc.subscribe(subject, cb=heard)
+        if self.life.signing_key is not None:  # unsigned: only the bucket vouches for an archive
+            await nc.subscribe(f"{subject}.inline", cb=heard_inline)
         await asyncio.Event().wait()
 
-    async def _announced(self, pointer: Pointer) -> None:
+    def _spawn(self, job: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.create_task(job)
+        self._pending.add(task)
+        task.add_done_callback(self._pending.discard)
+
+    async def _announced(self, pointer: Pointer, archive: bytes | None) -> None:
         if self.holder.current.versions.get(pointer.kind) == pointer.version:
             self.count("unchanged", 1)
             return
         heard = time.monotonic()
-        jitter = random.uniform(0.0, self.settings.announce_jitter_s)
-        await asyncio.sleep(jitter)
-        try:
-            outcome = await self.sync(pointer.kind, pointer)
-        except Exception as exc:  # counted and noted in sync; the poll is the safety net
-            log.warning("fleet: announced %s %s not taken: %s", pointer.kind, pointer.version, exc)
-            return
+        jitter = 0.0
+        outcome: str | None = None
+        if archive is not None:
+            try:
+                outcome = await self.sync(pointer.kind, pointer, archive)
+            except snapshots.SnapshotError as exc:
+                if not isinstance(exc, store.StoreBusy):  # refused: never from the bucket either
+                    log.warning(
+                        "fleet: inline %s %s refused: %s", pointer.kind, pointer.version, exc
+                    )
+                    return
+            except Exception as exc:  # counted and noted in sync; the bucket may do better
+                log.warning("fleet: inline %s %s not taken: %s", pointer.kind, pointer.version, exc)
+        if outcome is None:
+            jitter = random.uniform(0.0, self.settings.announce_jitter_s)
+            await asyncio.sleep(jitter)
+            try:
+                outcome = await self.sync(pointer.kind, pointer)
+            except Exception as exc:  # counted and noted in sync; the poll is the safety net
+                log.warning(
+                    "fleet: announced %s %s not taken: %s", pointer.kind, pointer.version, exc
+                )
+                return
         if outcome == "activated":  # where a fleet's convergence time goes, node by node
             log.warning(
-                "fleet: %s %s activated %.0f ms after its announcement (jitter %.0f ms)",
+                "fleet: %s %s activated %.0f ms after its announcement (%s)",
                 pointer.kind,
                 pointer.version,
                 (time.monotonic() - heard) * 1000,
-                jitter * 1000,
+                f"jitter {jitter * 1000:.0f} ms" if archive is None else "inline",
             )
 
     # -- one look at one kind ---------------------------------------------------------------------
 
-    async def sync(self, kind: str, hint: Pointer | None) -> str:
+    async def sync(self, kind: str, hint: Pointer | None, archive: bytes | None = None) -> str:
+        """Look at one kind: the pointer polled (`hint` None), or the announced `hint` (with its
+        `archive` when it came inline); fetch, verify and activate what is new."""
         async with self._lock:
             world = self.holder.acquire()
             try:
-                outcome = await asyncio.to_thread(self._sync, kind, hint, world)
+                outcome = await asyncio.to_thread(self._sync, kind, hint, world, archive)
             except snapshots.SnapshotError as exc:
                 self._failed(f"refused: {exc}")
                 self.count("refused", 1)
@@ -173,10 +225,13 @@ class SnapshotFollower:
             self._s3 = objstore.client(s.s3_endpoint, s.s3_region, self.timeout_s)
         return self._s3
 
-    def _sync(self, kind: str, hint: Pointer | None, world: World) -> str:
-        s3 = self._client()
+    def _sync(
+        self, kind: str, hint: Pointer | None, world: World, archive: bytes | None = None
+    ) -> str:
         etag: str | None = None
         if hint is None:
+            s3 = self._client()
+            self.count_s3("pointer")
             raw, etag = objstore.read_pointer(
                 s3, self.bucket, self.prefix, kind, self.etags.get(kind)
             )
@@ -199,13 +254,18 @@ class SnapshotFollower:
         elif store.active_version(data, kind) == pointer.version:
             outcome = "unchanged"
         else:
-            outcome = self._fetch(kind, pointer, world)
+            outcome = self._fetch(kind, pointer, world, archive)
         if hint is None:
             self.etags[kind] = etag  # this pointer is dealt with: a 304 until it changes
         return outcome
 
-    def _fetch(self, kind: str, pointer: Pointer, world: World) -> str:
+    def _fetch(self, kind: str, pointer: Pointer, world: World, archive: bytes | None) -> str:
         def fetch(tar: Path) -> int:
+            if archive is not None:
+                return objstore.save(
+                    archive, tar, size=pointer.size, sha256=pointer.sha256, max_bytes=self.max_bytes
+                )
+            self.count_s3("archive")
             return objstore.download(
                 self._client(),
                 self.bucket,

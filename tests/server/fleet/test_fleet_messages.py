@@ -19,6 +19,7 @@ from server.fleet.messages import (
     Pointer,
     decode_batch,
     decode_heartbeat,
+    decode_inline,
     decode_pointer,
     encode_batch,
     encode_json,
@@ -84,7 +85,7 @@ def test_any_bytes_are_a_batch_or_malformed(raw: bytes) -> None:
 @settings(max_examples=200, deadline=None)
 @given(st.binary(max_size=2048))
 def test_any_bytes_are_a_pointer_heartbeat_counts_or_refused(raw: bytes) -> None:
-    for decode in (decode_pointer, decode_heartbeat):
+    for decode in (decode_pointer, decode_heartbeat, decode_inline):
         with contextlib.suppress(Malformed):
             decode(raw, LIMIT)
     decode_counts(raw)  # None or counts, never an exception
@@ -108,6 +109,30 @@ def test_a_pointer_is_checked_field_by_field(changes: dict[str, object]) -> None
     assert decode_pointer(msgspec.json.encode(good), LIMIT) == Pointer(**good)  # type: ignore[arg-type]
     with pytest.raises(Malformed):
         decode_pointer(msgspec.json.encode({**good, **changes}), LIMIT)
+
+
+def test_an_inline_archive_is_bounded_checked_and_as_long_as_its_pointer_says() -> None:
+    """What `snapshots.objstore.announce` sends on `<subject>.snapshots.inline` decodes here; the
+    pointer is checked as a plain one, the archive's length against it, the whole message's
+    size before anything is decoded."""
+    from snapshots import objstore
+
+    archive = b"tar bytes" * 100
+    pointer = objstore.Pointer("rules", "v1", SHA, "p/rules/v1.tar", len(archive), 1.0)
+    raw = msgspec.msgpack.encode(objstore.Inline(pointer=pointer, archive=archive))
+    inline = decode_inline(raw, LIMIT)
+    assert inline.archive == archive
+    assert inline.pointer == Pointer("rules", "v1", SHA, "p/rules/v1.tar", len(archive), 1.0)
+    with pytest.raises(Malformed, match="at most"):
+        decode_inline(raw, len(raw) - 1)
+    short = objstore.Inline(pointer=pointer, archive=archive[:-1])
+    with pytest.raises(Malformed, match="the pointer says"):
+        decode_inline(msgspec.msgpack.encode(short), LIMIT)
+    bad = msgspec.structs.replace(pointer, key="p/../../x.tar")
+    with pytest.raises(Malformed):
+        decode_inline(msgspec.msgpack.encode(objstore.Inline(pointer=bad, archive=archive)), LIMIT)
+    with pytest.raises(Malformed):  # a plain announcement is not an inline one
+        decode_inline(msgspec.json.encode(pointer), LIMIT)
 
 
 def test_a_heartbeat_is_bounded() -> None:

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import os
 import shutil
 import signal
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from contextlib import ExitStack
 from pathlib import Path
@@ -18,6 +20,8 @@ import pytest
 from bench.brokers import S3, Nats
 from bench.procs import Edgeside, free_port
 from snapshots import objstore, store
+from snapshots.archive import pack
+from snapshots.manifest import read_manifest
 from tests.server.lifecycle.kit import KEY, rules_snapshot
 
 from .fleetkit import ADMIN_TOKEN, HTTP, metric, metric_line, start_all, wait_for
@@ -71,6 +75,9 @@ def nodes(
         # Announcements only: the pointer poll is too slow to explain what the test sees.
         "a": {"broker": module_broker.url, **fleet, "poll_interval_s": 600.0},
         "b": {"broker": module_broker.url, **fleet, "poll_interval_s": 600.0},
+        # Without a signing key (it serves the signed demo all the same): only the bucket vouches
+        # for what it takes, so it ignores archives that come inline.
+        "nokey": {"broker": module_broker.url, **fleet, "poll_interval_s": 600.0},
         # No broker: it hears no announcement and finds what is published by polling.
         "late": {"snapshots_from": f"{bucket}/late", "s3_endpoint": s3.url, "poll_interval_s": 0.5},
         "alone": {
@@ -91,7 +98,9 @@ def nodes(
         lines = "".join(f"  {k}: {v!r}\n" for k, v in {"node": name, **settings}.items())
         config = copy / "fleet.yaml"
         config.write_text("fleet:\n" + lines)
-        env = {"EDGESIDE_SIGNING_KEY": KEY, "EDGESIDE_ADMIN_TOKEN": ADMIN_TOKEN, **AWS}
+        env = {"EDGESIDE_ADMIN_TOKEN": ADMIN_TOKEN, **AWS}
+        if name != "nokey":
+            env["EDGESIDE_SIGNING_KEY"] = KEY
         specs.append((copy, ["--config", str(config)], env))
     with ExitStack() as stack:
         started = start_all(stack, specs)
@@ -113,6 +122,7 @@ def test_a_published_snapshot_reaches_every_node_and_a_forged_one_none(
     before = {rules_version(n) for n in fleet}
     new = rules_snapshot(tmp_path, key=KEY)
     wait_for(lambda: _subscribed(fleet), timeout=10.0)
+    gets = {n.url: _archive_gets(n.url) for n in fleet}
     done = publish(new, to, s3, module_broker.url)
     assert done.returncode == 0, done.stderr
     assert "announced" in done.stdout
@@ -120,14 +130,18 @@ def test_a_published_snapshot_reaches_every_node_and_a_forged_one_none(
     took = wait_for(lambda: all(rules_version(n) == version for n in fleet), timeout=10.0)
     assert took < 5.0, took  # the goal (2 s) is bench.fleet's to measure
     assert version not in before
+    # A rules snapshot rides in the announcement: no node downloaded it.
+    assert {n.url: _archive_gets(n.url) for n in fleet} == gets
 
-    # Signed with another key: every node fetches it, and refuses it as a push is refused.
+    # Signed with another key, announced without the archive: every node fetches it, once, and
+    # refuses it as a push is refused.
     forged = rules_snapshot(tmp_path, key="not-the-fleet-key")
     pointer = objstore.publish(forged, to, objstore.client(s3.url))
     asyncio.run(objstore.announce(module_broker.url, "edgeside", pointer))
     for n in fleet:
         wait_for(lambda n=n: _refused(n.url) >= 1, timeout=10.0)  # type: ignore[misc]
         assert rules_version(n) == version
+        assert _archive_gets(n.url) == gets[n.url] + 1
         warnings = HTTP.get(n.url + "/readyz", timeout=5.0).json()["warnings"]
         assert any("refused" in w and "signed with key" in w for w in warnings), warnings
 
@@ -144,6 +158,73 @@ def test_a_published_snapshot_reaches_every_node_and_a_forged_one_none(
 
 def _refused(url: str) -> float:
     return metric_line(url, "edgeside_fleet_snapshots_total", 'result="refused"')
+
+
+def _failed(url: str) -> float:
+    return metric_line(url, "edgeside_fleet_snapshots_total", 'result="failed"')
+
+
+def _archive_gets(url: str) -> float:
+    return metric_line(url, "edgeside_fleet_s3_requests_total", 'request="archive"')
+
+
+def _inline(snapshot: Path, prefix: str, tmp_path: Path) -> tuple[objstore.Pointer, bytes]:
+    """A pointer and archive as `publish_inline` makes them, without uploading anything."""
+    tar = pack(snapshot, tmp_path / f"{snapshot.name}.tar")
+    data = tar.read_bytes()
+    version = read_manifest(snapshot).version
+    pointer = objstore.Pointer(
+        kind="rules",
+        version=version,
+        sha256=hashlib.sha256(data).hexdigest(),
+        key=f"{prefix}/rules/{version}.tar",
+        size=len(data),
+        published_at=time.time(),
+    )
+    return pointer, data
+
+
+def test_an_inline_archive_is_taken_without_a_download_and_verified_as_a_push(
+    module_broker: Nats, s3: S3, bucket: str, nodes: dict[str, Node], tmp_path: Path
+) -> None:
+    keyed, nokey = nodes["a"], nodes["nokey"]
+    both = [keyed, nokey]
+    wait_for(lambda: _subscribed([n.edgeside for n in both]), timeout=10.0)
+    gets = {n.url: _archive_gets(n.url) for n in both}
+    failed = _failed(nokey.url)
+    unsigned_before = rules_version(nokey.edgeside)
+
+    # Signed with the fleet's key and never uploaded: the node with the key takes it from the
+    # announcement alone. The node without a key does not (unsigned, only the bucket vouches for
+    # an archive): it follows the plain announcement to the bucket, finds nothing, keeps its own.
+    good = rules_snapshot(tmp_path, key=KEY)
+    pointer, data = _inline(good, "fleet", tmp_path)
+    asyncio.run(objstore.announce(module_broker.url, "edgeside", pointer, archive=data))
+    wait_for(lambda: rules_version(keyed.edgeside) == pointer.version, timeout=10.0)
+    wait_for(lambda: _failed(nokey.url) >= failed + 1, timeout=10.0)
+    assert _archive_gets(keyed.url) == gets[keyed.url]
+    assert _archive_gets(nokey.url) == gets[nokey.url] + 1
+    assert rules_version(nokey.edgeside) == unsigned_before
+
+    # Forged (signed with another key), inline: refused as a push is refused, and not fetched
+    # from the bucket either.
+    refused = _refused(keyed.url)
+    forged, forged_data = _inline(rules_snapshot(tmp_path, key="other-key"), "fleet", tmp_path)
+    asyncio.run(objstore.announce(module_broker.url, "edgeside", forged, archive=forged_data))
+    wait_for(lambda: _refused(keyed.url) >= refused + 1, timeout=10.0)
+    assert rules_version(keyed.edgeside) == pointer.version
+    assert _archive_gets(keyed.url) == gets[keyed.url]
+
+    # Inline bytes that are not what the pointer says (one bit flipped in transit): not taken;
+    # the archive the pointer names is fetched from the bucket, verified and activated.
+    published, archive = objstore.publish_inline(
+        rules_snapshot(tmp_path, key=KEY), f"{bucket}/fleet", objstore.client(s3.url)
+    )
+    assert archive is not None
+    flipped = archive[:-1] + bytes([archive[-1] ^ 1])
+    asyncio.run(objstore.announce(module_broker.url, "edgeside", published, archive=flipped))
+    wait_for(lambda: rules_version(keyed.edgeside) == published.version, timeout=10.0)
+    assert _archive_gets(keyed.url) == gets[keyed.url] + 1
 
 
 def test_object_storage_down_keeps_the_last_good_snapshot(nodes: dict[str, Node]) -> None:
