@@ -612,29 +612,22 @@ _GEO_FIELDS = frozenset(f for f in KEY_FIELDS if f.startswith("geo."))
 _X_FIELDS = frozenset(f for f in KEY_FIELDS if "." not in f)
 
 
-def _nodes(root: py.AST) -> list[py.AST]:
-    """Every node under `root` (itself included), in no particular order: `ast.walk`'s result at
-    less than half its cost (its generators were a fifth of compiling the rules), because
-    compiling happens once per activation on every node of a fleet."""
-    out = [root]
-    i = 0
-    while i < len(out):
-        node = out[i]
-        i += 1
-        for name in node._fields:
-            value = getattr(node, name, None)
-            if type(value) is list:
-                out.extend([x for x in value if isinstance(x, py.AST)])
-            elif isinstance(value, py.AST):
-                out.append(value)
-    return out
+# Per node class: its fields, and whether it has a position (`lineno` …) that `compile` needs.
+_SHAPES: dict[type, tuple[tuple[str, ...], bool]] = {}
+
+
+def _shape(cls: type) -> tuple[tuple[str, ...], bool]:
+    shape = _SHAPES[cls] = (cls._fields, "lineno" in cls._attributes)  # type: ignore[attr-defined]
+    return shape
 
 
 def _locate(
     module: py.Module, names: set[str], attrs: set[str], stored: set[str]
 ) -> frozenset[str]:
     """Every node on line 1 (the code has no source); one flat pass, cheaper than
-    `ast.fix_missing_locations`' recursion when thousands of placements compile. The same pass
+    `ast.fix_missing_locations`' recursion when thousands of placements compile (and than
+    `ast.walk`'s generators: compiling happens once per activation on every node of a fleet, so
+    the pass keeps each node class's shape in `_SHAPES` and visits each node once). The same pass
     collects, for `Shared.uses`, every name the code loads (in nested scopes too), every attribute
     it reads and every name it assigns or takes as an argument; and returns, for
     `Shared.ctx_fields`, the context fields the code can read, found by shape rather than by
@@ -645,12 +638,19 @@ def _locate(
     x_loads = x_reached = 0  # loads of X; of them, those that are an X.f
     geo_nodes: set[int] = set()  # the X.geo nodes
     geo_reached: set[int] = set()  # of them, those that are the value of an X.geo.f
-    for node in _nodes(module):
-        if "lineno" in node._attributes:
-            node.lineno = node.end_lineno = 1  # type: ignore[attr-defined]
-            node.col_offset = node.end_col_offset = 0  # type: ignore[attr-defined]
-        if isinstance(node, py.Name):
-            if isinstance(node.ctx, py.Load):
+    shapes = _SHAPES
+    ast_node, name_node, attribute_node, arg_node = py.AST, py.Name, py.Attribute, py.arg
+    stack: list[py.AST] = [module]
+    pop, push = stack.pop, stack.append
+    while stack:
+        node: Any = pop()  # exact classes compared below: generated nodes are never subclassed
+        cls = type(node)
+        fields, located = shapes.get(cls) or _shape(cls)
+        if located:
+            node.lineno = node.end_lineno = 1
+            node.col_offset = node.end_col_offset = 0
+        if cls is name_node:
+            if type(node.ctx) is py.Load:
                 names.add(node.id)
                 if node.id == "X":
                     x_loads += 1
@@ -660,10 +660,11 @@ def _locate(
                     reads.update(CLOCK_FIELDS["weekday"])
             else:
                 stored.add(node.id)
-        elif isinstance(node, py.Attribute):
+            continue  # its id and ctx: nothing below to place
+        if cls is attribute_node:
             attrs.add(node.attr)
             value = node.value
-            if isinstance(value, py.Name) and value.id == "X":
+            if type(value) is name_node and value.id == "X":
                 x_reached += 1
                 if node.attr == "geo":
                     geo_nodes.add(id(node))
@@ -674,16 +675,24 @@ def _locate(
                 elif node.attr != "now":  # `now` is the clock's: `uses` bounds it
                     reads.update(_ALL_FIELDS)
             elif (
-                isinstance(value, py.Attribute)
+                type(value) is attribute_node
                 and value.attr == "geo"
-                and isinstance(value.value, py.Name)
+                and type(value.value) is name_node
                 and value.value.id == "X"
             ):
                 geo_reached.add(id(value))
                 field = f"geo.{node.attr}"
                 reads.update((field,) if field in _GEO_FIELDS else _GEO_FIELDS)
-        elif isinstance(node, py.arg):
+        elif cls is arg_node:
             stored.add(node.arg)
+        for name in fields:
+            child = getattr(node, name, None)
+            if type(child) is list:
+                for x in child:
+                    if isinstance(x, ast_node):
+                        push(x)
+            elif isinstance(child, ast_node):
+                push(child)
     if x_loads > x_reached:
         reads.update(_ALL_FIELDS)
     if geo_nodes - geo_reached:
