@@ -25,6 +25,7 @@ Kind = Literal["map", "list", "scalar"]
 # Aliases let a few lines of YAML expand into billions of values; no rules file needs this many.
 MAX_NODES = 2_000_000
 Scalar = str | int | float | bool | None
+_STR = "tag:yaml.org,2002:str"
 
 
 @dataclass(slots=True, eq=False)
@@ -190,27 +191,48 @@ def _convert(
     depth: int,
     budget: list[int],
 ) -> Node:
-    line, col = node.start_mark.line + 1, node.start_mark.column + 1
-    start, end = node.start_mark.index, node.end_mark.index
+    # Every node of a fleet converts each rules version it activates (issue 18): the marks are
+    # read once, and scalars (three quarters of a rules file's values) are tested for first.
+    mark = node.start_mark
+    line, col = mark.line + 1, mark.column + 1
+    start, end = mark.index, node.end_mark.index
     budget[0] -= 1
     if budget[0] < 0:
         return Node("scalar", start, end, line, col)
     if depth > 64:
         diags.append(_diag(source, line, col, "too-deep", "the document is nested too deeply"))
         return Node("scalar", start, end, line, col)
+    if isinstance(node, yaml.ScalarNode):
+        style = node.style
+        text = str(node.value)
+        # A plain string (by far the most common scalar) is its own text.
+        value = (
+            text if not style and not is_json and node.tag == _STR else _scalar_value(node, is_json)
+        )
+        return Node(
+            "scalar",
+            start,
+            end,
+            line,
+            col,
+            value=value,
+            text=text,
+            quoted=style == "'" or style == '"',
+        )
     if isinstance(node, yaml.MappingNode):
         out = Node("map", start, end, line, col)
+        entries = out.entries
         for key_node, value_node in node.value:
             key = _convert(key_node, source, is_json, diags, depth + 1, budget)
-            value = _convert(value_node, source, is_json, diags, depth + 1, budget)
+            value_ = _convert(value_node, source, is_json, diags, depth + 1, budget)
             if key.kind != "scalar":
                 diags.append(
                     _diag(source, key.line, key.col, "bad-key", "a key must be a plain name")
                 )
                 continue
             name = key.text
-            if name in out.entries:
-                first = out.entries[name][0]
+            if name in entries:
+                first = entries[name][0]
                 diags.append(
                     Diagnostic(
                         file=source.filename,
@@ -226,24 +248,12 @@ def _convert(
                     )
                 )
                 continue
-            out.entries[name] = (key, value)
+            entries[name] = (key, value_)
         return out
     if isinstance(node, yaml.SequenceNode):
         out = Node("list", start, end, line, col)
         out.items = [_convert(v, source, is_json, diags, depth + 1, budget) for v in node.value]
         return out
-    if isinstance(node, yaml.ScalarNode):
-        quoted = node.style in ("'", '"')
-        return Node(
-            "scalar",
-            start,
-            end,
-            line,
-            col,
-            value=_scalar_value(node, is_json),
-            text=str(node.value),
-            quoted=quoted,
-        )
     return Node("scalar", start, end, line, col)  # pragma: no cover - PyYAML has no other kinds
 
 
