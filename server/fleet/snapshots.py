@@ -75,9 +75,10 @@ class SnapshotFollower:
         self.bucket, self.prefix = objstore.parse_url(settings.snapshots_from)
         self.etags: dict[str, str | None] = {}
         self.refused: set[str] = set()  # sha256 of archives refused for good
-        # sha256 of archives heard inline: their plain announcements are not acted on (in order
-        # of arrival, bounded).
-        self.inline_seen: dict[str, None] = {}
+        # Pointers heard inline: the plain announcement of the very same pointer is not acted on
+        # (in order of arrival, bounded). The whole pointer, not its sha256: an inline message
+        # naming a real sha256 with another key cannot make the node skip the real announcement.
+        self.inline_seen: dict[Pointer, None] = {}
         self.last_error: str | None = None
         self.last_error_at: float | None = None
         self._s3: Any = None
@@ -124,7 +125,7 @@ class SnapshotFollower:
                 self.count("malformed", 1)
                 log.warning("fleet: announcement dropped: %s", str(exc)[:200])
                 return
-            if pointer.sha256 in self.inline_seen:
+            if pointer in self.inline_seen:
                 return  # taken (or being taken) from its inline announcement
             self._spawn(self._announced(pointer, None))
 
@@ -136,7 +137,7 @@ class SnapshotFollower:
                 log.warning("fleet: inline announcement dropped: %s", str(exc)[:200])
                 return
             seen = self.inline_seen
-            seen[inline.pointer.sha256] = None
+            seen[inline.pointer] = None
             while len(seen) > MAX_INLINE_SEEN:
                 del seen[next(iter(seen))]
             self._spawn(self._announced(inline.pointer, inline.archive))

@@ -123,6 +123,12 @@ def test_an_inline_archive_is_bounded_checked_and_as_long_as_its_pointer_says() 
     inline = decode_inline(raw, LIMIT)
     assert inline.archive == archive
     assert inline.pointer == Pointer("rules", "v1", SHA, "p/rules/v1.tar", len(archive), 1.0)
+    # The plain announcement of the same publish decodes to an equal (and equally hashed)
+    # pointer: that is how a node that took the archive inline knows to ignore it.
+    published = msgspec.structs.replace(pointer, published_at=1_733_390_000.123456789)
+    raw_inline = msgspec.msgpack.encode(objstore.Inline(pointer=published, archive=archive))
+    plain = decode_pointer(msgspec.json.encode(published), LIMIT)
+    assert plain in {decode_inline(raw_inline, LIMIT).pointer: None}
     with pytest.raises(Malformed, match="at most"):
         decode_inline(raw, len(raw) - 1)
     short = objstore.Inline(pointer=pointer, archive=archive[:-1])
