@@ -133,6 +133,41 @@ class PickCache:
 
     def __init__(self) -> None:
         self._entries: dict[tuple[object, ...], Prepared] = {}
+        # A plain pick's answer (no affinity re-ranking, nothing excluded) by (pick, placement,
+        # locale): (catalogue, from, until, ids) — the same ids and `until` for every `now` in
+        # [from, until), the interval between two validity edges within one recency bucket.
+        # Most picks are plain (a default's, a rule's tagged list): answered by one look-up,
+        # without finding the prepared pick or its interval again.
+        self._plain: dict[tuple[object, ...], tuple[ContentCatalog, float, float, tuple[str, ...]]]
+        self._plain = {}
+
+    def known(
+        self,
+        spec: PickSpec,
+        catalog: ContentCatalog,
+        placement: str,
+        locale: str | None,
+        now: float,
+    ) -> tuple[list[str], float] | None:
+        """A plain pick's (ids, until) at `now`, if answered before in the same interval."""
+        hit = self._plain.get((id(spec), placement, locale))
+        if hit is not None and hit[0] is catalog and hit[1] <= now < hit[2]:
+            return list(hit[3]), hit[2]
+        return None
+
+    def remember(
+        self,
+        spec: PickSpec,
+        catalog: ContentCatalog,
+        placement: str,
+        locale: str | None,
+        start: float,
+        until: float,
+        ids: tuple[str, ...],
+    ) -> None:
+        if len(self._plain) >= self.MAX:
+            self._plain.clear()
+        self._plain[(id(spec), placement, locale)] = (catalog, start, until, ids)
 
     def prepared(
         self,
@@ -253,6 +288,14 @@ def pick_until(
                 continue
             out.append(cid)
         return out[: spec.limit], until
+    limit = spec.limit
+    _, w_affinity, w_recency = _weights(spec)
+    reranked = w_affinity and interests
+    plain = not reranked and (recent is None or not spec.exclude)
+    if plain and cache is not None:
+        known = cache.known(spec, catalog, placement, locale, now)
+        if known is not None:
+            return known
     prepared = (cache or PickCache()).prepared(spec, catalog, placement, locale, now)
     until = prepared.until
     edges = prepared.edges
@@ -267,15 +310,18 @@ def pick_until(
         for name in spec.exclude:
             seq: Sequence[str] = getattr(recent, name)
             excluded.update(seq)
-    limit = spec.limit
-    _, w_affinity, _ = _weights(spec)
-    reranked = w_affinity and interests
     if not (reranked or excluded):
         ids = prepared.plain.get(i)
         if ids is None:
             first: dict[str, Entry] = {}
             _take(prepared.ordered, limit, now, excluded, first)
             ids = prepared.plain[i] = tuple(first)
+        if plain and cache is not None:
+            # From the edge before `now` (or the recency bucket's start) to `until`: the same.
+            start = edges[i - 1] if i else -math.inf
+            if w_recency:
+                start = max(start, prepared.until - RECENCY_BUCKET_S)
+            cache.remember(spec, catalog, placement, locale, start, until, ids)
         return list(ids), until
     pool: dict[str, Entry] = {}
     _take(prepared.ordered, limit, now, excluded, pool)

@@ -128,3 +128,49 @@ def test_affinity_ranking_matches_the_plain_formula() -> None:
         spec = PickSpec(type="banner", rank=(("affinity", 10.0), ("priority", 1.0)), limit=limit)
         got = run(spec, cat, PickCache(), interests=interests)
         assert got == reference_rank(spec, cat, interests, limit), trial
+
+
+def test_a_remembered_plain_pick_is_what_a_fresh_one_gives_at_every_instant() -> None:
+    # `PickCache` answers a plain pick (no affinity, nothing excluded) from its last answer while
+    # `now` stays between two validity edges in one recency bucket: checked against a pick made
+    # with no cache at all, across edges, bucket ends and a catalogue replaced.
+    import random
+
+    from rules.picks import RECENCY_BUCKET_S, pick_until
+
+    rnd = random.Random(11)
+    for trial in range(200):
+        items = [
+            Item(
+                f"i{n}",
+                "banner",
+                ["t"],
+                valid_from=rnd.choice([None, NOW + 100, NOW + 450.5]),
+                valid_to=rnd.choice([None, NOW + 299.5, NOW + 900]),
+                published_at=rnd.choice([None, NOW - DAY, NOW - 9 * DAY]),
+                priority=rnd.choice([0.0, 1.0, 2.0]),
+            )
+            for n in range(rnd.randint(1, 8))
+        ]
+        catalogues = [Catalog(items), Catalog(items[:1])]
+        rank = rnd.choice([(("priority", 1.0),), (("recency", 1.0), ("priority", 1.0))])
+        spec = PickSpec(tags=("t",), rank=rank, limit=rnd.choice([1, 2]))
+        cache = PickCache()
+        now = NOW - RECENCY_BUCKET_S
+        for _ in range(30):
+            now += rnd.choice([0.0, 0.5, 99.5, RECENCY_BUCKET_S])
+            cat = rnd.choice(catalogues)
+            fresh = pick_until(
+                spec, cat, placement="p", locale=None, now=now, interests={}, recent=None
+            )
+            cached = pick_until(
+                spec,
+                cat,
+                placement="p",
+                locale=None,
+                now=now,
+                interests={},
+                recent=None,
+                cache=cache,
+            )
+            assert cached == fresh, (trial, now - NOW)
