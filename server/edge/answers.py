@@ -19,7 +19,7 @@ from collections.abc import Hashable
 
 import rules
 
-from ..asgi import Headers, header_value
+from ..asgi import Headers, header_safe, header_value
 from ..decide.context import MEMO_KEY_MAX_BYTES
 from ..decide.service import Served, fallback_reason
 from ..decide.world import World
@@ -37,12 +37,21 @@ class Response:
     server/edge/protocol.py the first time it writes this response; `safe` False when a header
     fails uvicorn's check, so the protocol leaves the request to uvicorn)."""
 
-    __slots__ = ("body", "headers", "safe", "status", "wire")
+    __slots__ = ("body", "headers", "lines", "safe", "status", "wire")
 
-    def __init__(self, status: int, headers: tuple[tuple[bytes, bytes], ...], body: bytes) -> None:
+    def __init__(
+        self,
+        status: int,
+        headers: tuple[tuple[bytes, bytes], ...],
+        body: bytes,
+        lines: bytes | None = None,
+    ) -> None:
         self.status = status
         self.headers = headers
         self.body = body
+        # `headers` as HTTP/1.1 header lines, when whoever made them knows every one passes
+        # `header_safe` (`Answers.edge_answer`); else the protocol checks and joins them.
+        self.lines = lines
         self.wire: tuple[bytes, bytes] | None = None
         self.safe = True
 
@@ -121,6 +130,9 @@ class Answers:
         self.edge: AnswerMemo[Answer] = AnswerMemo(*bounds)
         self.fragment: AnswerMemo[Answer] = AnswerMemo(*bounds)
         self._responses: dict[tuple[object, ...], Response] = {}
+        # The headers after `x-edge-key`, and their lines, by what they are made of (`_rest`).
+        self._rests: dict[tuple[object, ...], tuple[tuple[tuple[bytes, bytes], ...], bytes | None]]
+        self._rests = {}
         state.add_memos({"edge": self.edge, "fragment": self.fragment})
         state.holder.on_swap.append(self._swapped)
 
@@ -128,29 +140,54 @@ class Answers:
         # (The state clears the memos; the responses carry their versions in their key, so
         # clearing them only lets the old world's go.)
         self._responses = {}
+        self._rests = {}
         self.keys.use(None if world.engine is None else world.engine.context_fields)
 
     def edge_answer(self, served: Served, versions: bytes) -> Answer:
         """`/v1/edge`'s answer to a served decision: its response found by what its headers are
         made of, exactly (`decision_headers` reads no more), before making them — different
-        decisions (each visitor's own) often make the same headers."""
+        decisions (each visitor's own) often make the same headers. A new one is made from the
+        headers but `x-edge-key` of an earlier decision with the same others (`_rest`): the key
+        hashes the content ids, so visitors with their own picks have their own key, while
+        what the rest is made of takes a few hundred values."""
         decision = served.decision
-        made_of = (
+        rest = (
             versions,
-            decision.key,
             decision.ttl,
             decision.unknown_site,
             tuple([(p.placement, p.variant, p.fallback) for p in decision.placements]),
             tuple(decision.segments),
         )
+        made_of = (decision.key, rest)
         responses = self._responses
         response = responses.get(made_of)
         if response is None:
-            response = make_response(204, decision_headers(decision, versions))
+            tail, tail_lines = self._rest(rest, decision, versions)
+            key = header_value(decision.key)
+            # `header_value` writes only header-safe bytes, so the key's line needs no check.
+            lines = None if tail_lines is None else b"x-edge-key: " + key + b"\r\n" + tail_lines
+            response = Response(204, ((b"x-edge-key", key), *tail), b"", lines)
             if len(responses) >= self.MAX_RESPONSES:
                 self._responses = responses = {}
             responses[made_of] = response
         return Answer(response, versions, served)
+
+    def _rest(
+        self, rest: tuple[object, ...], decision: rules.Decision, versions: bytes
+    ) -> tuple[tuple[tuple[bytes, bytes], ...], bytes | None]:
+        """The headers after `x-edge-key` of a decision whose headers are made of `rest` (and
+        its key), and their lines if every one passes `header_safe` (else None: the protocol
+        leaves such an answer to uvicorn), made once per distinct `rest`."""
+        hit = self._rests.get(rest)
+        if hit is None:
+            tail = tuple(decision_headers(decision, versions)[1:])
+            lines = None
+            if all(header_safe(name, value) for name, value in tail):
+                lines = b"".join(name + b": " + value + b"\r\n" for name, value in tail)
+            if len(self._rests) >= self.MAX_RESPONSES:
+                self._rests = {}
+            hit = self._rests[rest] = (tail, lines)
+        return hit
 
     def fragment_answer(
         self, served: Served, versions: bytes, cache_control: bytes, html: bytes

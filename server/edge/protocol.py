@@ -151,11 +151,13 @@ class MemoProtocol(LingeringClose, HttpToolsProtocol):
             # Made once per response: answers with the same headers share it (`Answers`).
             if not response.safe:
                 return None
-            headers = response.headers
-            if not all(header_safe(name, value) for name, value in headers):
-                response.safe = False
-                return None
-            lines = b"".join(name + b": " + value + b"\r\n" for name, value in headers)
+            lines = response.lines  # made and checked with its headers (`Answers.edge_answer`)
+            if lines is None:
+                headers = response.headers
+                if not all(header_safe(name, value) for name, value in headers):
+                    response.safe = False
+                    return None
+                lines = b"".join(name + b": " + value + b"\r\n" for name, value in headers)
             wire = response.wire = (STATUS_LINE[response.status], lines + b"\r\n" + response.body)
         return wire[0] + _server_headers(self.server_state.default_headers) + wire[1]
 

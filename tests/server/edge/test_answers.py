@@ -59,3 +59,27 @@ def test_the_responses_stay_bounded(tmp_path: Path) -> None:
     for i in range(3 * Answers.MAX_RESPONSES):
         owner.edge_answer(Served(decision(f"v{i}", [])), b"v1")
         assert len(owner._responses) <= Answers.MAX_RESPONSES
+
+
+def test_header_lines_made_with_a_response_are_its_headers_checked_and_joined(
+    tmp_path: Path,
+) -> None:
+    # A response is made from the other headers of an earlier decision with a different key;
+    # the lines the protocol writes for it must be exactly its own headers, and none at all
+    # (so the protocol checks and leaves it to uvicorn) when one of them is not header-safe.
+    from server.asgi import header_safe
+
+    owner = answers(tmp_path)
+    for versions in (b"v1", b"v1\r\nx-injected: 1"):
+        for key in ("k1", "k2", "k1"):
+            d = decision("big", ["vip"])
+            d.key = key
+            response = owner.edge_answer(Served(d), versions).response
+            assert list(response.headers) == decision_headers(d, versions)
+            if all(header_safe(n, v) for n, v in response.headers):
+                assert response.lines == b"".join(
+                    n + b": " + v + b"\r\n" for n, v in response.headers
+                )
+            else:
+                assert response.lines is None
+    assert len(owner._rests) == 2  # one per versions: the keys share the rest
