@@ -6,7 +6,8 @@
 Builds the app on `bench.http`'s realistic store (built once, cached) and sends it requests made
 as `bench/wrk_edge.lua`'s `real` mode makes them (returning visitors with a long tail over the
 population, 30 % never seen, 20 k pages, a full browser `Cookie`, CDN headers) through the path
-the HTTP protocol takes: `Remembering.recall`, then the route's `decide` — no sockets, no wrk, so
+the HTTP protocol takes: `Remembering.recall`, then the route's `decide`, then the bytes it would
+write (`MemoProtocol._wire`) — no sockets, no wrk, so
 its CPU time per request is steady where throughput on a shared machine is not (issue 15: each
 memo layer measured on and off, each lever before and after). `--profile` prints a cProfile of
 one batch. Last line: JSON, CPU µs per request (median and min over the batches) and each memo's
@@ -26,6 +27,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 from server.app import build_app
 from server.config import Settings, load_secrets
@@ -84,11 +86,22 @@ def realistic_request(rnd: random.Random, n: int, population: int, seed: int) ->
     return f"site={site}&p={rnd.choice(SETS)}".encode(), headers
 
 
+class _Writer:
+    """What `MemoProtocol._wire` reads of its protocol: uvicorn's default headers."""
+
+    server_state = SimpleNamespace(
+        default_headers=[(b"date", b"Sat, 05 Dec 2026 08:00:00 GMT"), (b"server", b"uvicorn")]
+    )
+
+
 def answer(route: Remembering, query: bytes, headers: list[tuple[bytes, bytes]]) -> None:
-    """What the HTTP protocol does with a well-formed GET /v1/edge, short of writing it."""
+    """What the HTTP protocol does with a well-formed GET /v1/edge, short of writing it: the
+    answer, then its bytes as they would be written (`MemoProtocol._wire`)."""
     known, key = route.lookup("GET", "/v1/edge", query, headers)
     if known is None:
-        protocol._decide(route, "/v1/edge", query, headers, key)
+        known = protocol._decide(route, "/v1/edge", query, headers, key)
+    if known is not None:
+        protocol.MemoProtocol._wire(_Writer, known)  # type: ignore[arg-type]
 
 
 def main(argv: list[str] | None = None) -> int:
