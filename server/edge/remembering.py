@@ -71,7 +71,8 @@ class Remembering:
         self.route = route
         # For the HTTP protocol, which answers a first question too (server/edge/protocol.py).
         self.decide = decide
-        self.oversized_header = state.builder.oversized_header
+        # A header longer than this is the route's 431 (`ContextBuilder.oversized_header`).
+        self.header_limit = state.settings.limits.max_header_bytes
         self.service = state.service
         self.responses = state.metrics.responses
         self.response = (label, str(status))  # the memos keep only answers with this status
