@@ -543,8 +543,9 @@ def test_an_event_makes_the_protocol_decide_a_repeat_again(fast: Edgeside) -> No
         }
         posted = httpx.post(fast.url + "/v1/events", json={"events": [cart]}, timeout=5.0)
         assert posted.status_code == 202, posted.text
-        # The event reaches the live store within a second; until then the old answer is right.
-        deadline = time.monotonic() + 2.0
+        # The event reaches the live store a moment later; until then the old answer is right.
+        # How soon is bench.fleet's and bench.swap's figure: the deadline only stops a hang.
+        deadline = time.monotonic() + 10.0
         while True:
             before = protocol_answers(fast)
             changed = conn.ask(again)
