@@ -3,8 +3,9 @@
 Phases, each reported to `progress`:
 
 1. **read** — NDJSON lines are decoded and validated by msgspec (the same `file:line` errors as
-   ever); Parquet is read by DuckDB, which also renders each row as the record's JSON. Either
-   way two tables fill: `recs(rid, payload)` and `ids(rid, pos, key, rank)`.
+   ever); Parquet is read by DuckDB, which renders each plain row as a typed payload (its
+   columns as JSON, times as epoch seconds: `flat`) and emits its keys one id type at a
+   time. Either way two tables fill: `recs(rid, payload)` and `ids(rid, pos, key, rank)`.
 2. **stitch** — DuckDB factorises identifier keys into dense node numbers (a hash aggregate),
    builds the record edges (anchor → every other id of the record), and scipy's connected
    components labels them in C. A component with at most one value of each unique type and no
@@ -46,7 +47,13 @@ from snapshots.inputs import Format, InputFile, resolve_inputs, source_digests
 from snapshots.merge_pool import MergePool
 from snapshots.model import ProfileRecord
 from snapshots.ndjson import LineError, read_ndjson_lines
-from snapshots.parquet_schema import check_profiles_schema, keys_sql, payload_expr
+from snapshots.parquet_schema import (
+    check_profiles_schema,
+    key_rows_sql,
+    keys_sql,
+    payload_expr,
+    typed_payload_expr,
+)
 from snapshots.progress import Progress, children_peak_rss_mb, dir_mb, peak_rss_mb
 from snapshots.stitching import MAX_EXAMPLES, canonical_id
 from snapshots.summary import MAX_INVALID_KEPT, BuildSummary
@@ -254,7 +261,7 @@ class _Build:
 
         con = self.con
         con.execute("CREATE TABLE recs (rid BIGINT, payload BLOB)")
-        con.execute("CREATE TABLE ids (rid BIGINT, pos INTEGER, key VARCHAR, rank INTEGER)")
+        con.execute("CREATE TABLE ids (rid BIGINT, pos BIGINT, key VARCHAR, rank INTEGER)")
         total_bytes = sum(f.size for f in files) or 1
         done_bytes = 0
         valid = 0
@@ -274,7 +281,7 @@ class _Build:
                 con.unregister("batch_recs")
             if id_rid:
                 ib = pa.table({"rid": pa.array(id_rid, pa.int64()),
-                               "pos": pa.array(id_pos, pa.int32()),
+                               "pos": pa.array(id_pos, pa.int64()),
                                "key": pa.array(id_key, pa.string()),
                                "rank": pa.array(id_rank, pa.int32())})  # fmt: skip
                 con.register("batch_ids", ib)
@@ -292,6 +299,9 @@ class _Build:
                 id_key.append(key)
                 id_rank.append(rank)
 
+        # The phase starts now, not at the first batch (a large first Parquet file is read in
+        # one statement, which was counted as setup).
+        self._tick("read", 0, None)
         decoder = msgspec.json.Decoder(ProfileRecord)
         keyed = self.rules.keyed
         problems = self.problems
@@ -338,7 +348,7 @@ class _Build:
                 f"{f.name}: not a readable Parquet file (truncated or not Parquet): {exc}"
             ) from None
         check_profiles_schema(f.name, schema)
-        keys, plain = keys_sql(schema, self.rules.tinfo)
+        _, plain = keys_sql(schema, self.rules.tinfo)
         payload = payload_expr(schema)
         src = "read_parquet(?, file_row_number = true)"
         rid = f"(({int(fi)}::BIGINT << {RID_FILE_SHIFT}) | (file_row_number + 1))"
@@ -353,14 +363,14 @@ class _Build:
         try:
             # Plain rows (nearly all) are read, keyed and stored in DuckDB, no Python per row.
             n_plain: int = con.execute(
-                f"INSERT INTO recs SELECT {rid}, encode({payload}) FROM {src} WHERE {plain}",  # noqa: S608
+                f"INSERT INTO recs SELECT {rid}, {typed_payload_expr(schema)} FROM {src} "  # noqa: S608
+                f"WHERE {plain}",
                 [f.local],
             ).fetchone()[0]
+            rows = key_rows_sql(schema, self.rules.tinfo, "p")
             con.execute(
-                f"""INSERT INTO ids SELECT rid, (i - 1)::INTEGER, e.k, e.r
-                    FROM (SELECT {rid} AS rid, unnest(ks) AS e, generate_subscripts(ks, 1) AS i
-                          FROM (SELECT file_row_number, {keys} AS ks FROM {src}
-                                WHERE {plain}))""",  # noqa: S608
+                f"""INSERT INTO ids WITH p AS MATERIALIZED
+                    (SELECT {rid} AS rid, ids FROM {src} WHERE {plain}) {rows}""",  # noqa: S608
                 [f.local],
             )
             self.read += n_plain
@@ -436,9 +446,14 @@ class _Build:
             "CREATE TABLE rid_node AS "
             "SELECT i.rid, i.pos, n.node FROM ids i JOIN nodes n USING (key)"
         )
+        # A record's anchor is its first key (smallest position); it links to the others.
+        con.execute(
+            "CREATE TABLE anchors AS SELECT rid, arg_min(node, pos) AS node "
+            "FROM rid_node GROUP BY rid"
+        )
         edges = con.execute(
-            """SELECT a.node AS a, b.node AS b FROM rid_node a JOIN rid_node b
-               ON a.rid = b.rid AND a.pos = 0 AND b.pos > 0"""
+            """SELECT a.node AS a, b.node AS b FROM anchors a JOIN rid_node b
+               ON a.rid = b.rid AND a.node <> b.node"""
         ).fetchnumpy()
         self._measure()
         a, b = edges["a"].astype(np.int32), edges["b"].astype(np.int32)
@@ -521,13 +536,12 @@ class _Build:
         con.execute(
             """CREATE TABLE rec_best AS
                SELECT r.rid, coalesce(o.best, ci.best) AS best
-               FROM rid_node r JOIN node_comp c USING (node) JOIN comp_info ci USING (comp)
-               LEFT JOIN over_recs o ON o.rid = r.rid
-               WHERE r.pos = 0"""
+               FROM anchors r JOIN node_comp c USING (node) JOIN comp_info ci USING (comp)
+               LEFT JOIN over_recs o ON o.rid = r.rid"""
         )
         con.unregister("over_nodes")
         con.unregister("over_recs")
-        for t in ("rid_node", "node_comp", "ids"):
+        for t in ("rid_node", "anchors", "node_comp", "ids"):
             con.execute(f"DROP TABLE {t}")
         self._measure()
         return (
@@ -594,17 +608,17 @@ class _Build:
         import pyarrow.parquet as pq
 
         path = self.work / "sorted_aliases.parquet"
+        # As BLOBs, so Arrow hands back bytes: no Python encode per alias.
         self.con.execute(
-            "COPY (SELECT n.key, c.cid FROM node_best n JOIN best_cid c USING (best) "  # noqa: S608
-            f"ORDER BY n.key) TO {sql_literal(path)} (FORMAT parquet, ROW_GROUP_SIZE {ROW_GROUP})"
+            "COPY (SELECT encode(n.key) AS k, encode(c.cid) AS c FROM node_best n "  # noqa: S608
+            f"JOIN best_cid c USING (best) ORDER BY n.key) TO {sql_literal(path)} "
+            f"(FORMAT parquet, ROW_GROUP_SIZE {ROW_GROUP})"
         )
         self._measure()
         done = 0
         for batch in pq.ParquetFile(path).iter_batches(batch_size=BATCH):
             keys = batch.column(0).to_pylist()
-            cids = batch.column(1).to_pylist()
-            for k, c in zip(keys, cids, strict=True):
-                yield k.encode(), c.encode()
+            yield from zip(keys, batch.column(1).to_pylist(), strict=True)
             done += len(keys)
             self._tick("aliases", done, n_aliases)
         path.unlink()

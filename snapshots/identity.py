@@ -14,6 +14,7 @@ from collections.abc import Iterable, Mapping, Sequence
 import msgspec
 
 from snapshots.config import ProfilesConfig
+from snapshots.flat import FlatDecoder, FlatRecord, from_record
 from snapshots.merge import Merger
 from snapshots.model import ProfileRecord
 from snapshots.stitching import MAX_EXAMPLES, Stitcher, canonical_id
@@ -149,12 +150,12 @@ def first_examples(found: Iterable[tuple[int, int, str]]) -> list[str]:
 
 
 class Assembler:
-    """One person's records (JSON, in input order) and identifiers (in first-seen order) →
-    the msgpack value of their profile."""
+    """One person's records (in input order: NDJSON-shaped JSON, or `flat.TYPED` payloads from
+    Parquet) and identifiers (in first-seen order) → the msgpack value of their profile."""
 
     def __init__(self, cfg: ProfilesConfig) -> None:
         self._merger = Merger(cfg)
-        self._decode = msgspec.json.Decoder(ProfileRecord).decode
+        self._decode = FlatDecoder().decode
         self._encode = msgspec.msgpack.Encoder().encode
 
     def profile(self, best: str, keys: Sequence[str], payloads: Sequence[bytes | str]) -> bytes:
@@ -171,5 +172,13 @@ class Assembler:
             else:
                 lst.append(v)
         decode = self._decode
-        profile = self._merger.merge(cid, ids_by_type, [decode(p) for p in payloads])
+        recs = [decode(p) for p in payloads]
+        # NDJSON records merge as they are; with any Parquet row beside them, all flat.
+        if all(type(r) is FlatRecord for r in recs):
+            profile = self._merger.merge_flat(cid, ids_by_type, recs)  # type: ignore[arg-type]
+        elif all(type(r) is ProfileRecord for r in recs):
+            profile = self._merger.merge(cid, ids_by_type, recs)  # type: ignore[arg-type]
+        else:
+            flat = [r if isinstance(r, FlatRecord) else from_record(r) for r in recs]
+            profile = self._merger.merge_flat(cid, ids_by_type, flat)
         return self._encode(profile)

@@ -7,11 +7,15 @@ attribute fall back to `newest` for that key. Segments are always the union.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from typing import Any
+from collections.abc import Callable, Mapping, Sequence
+from operator import attrgetter
+from typing import Any, TypeVar
 
 from snapshots.config import MERGE_GROUPS, Policy, ProfilesConfig
+from snapshots.flat import FlatRecord
 from snapshots.model import Profile, ProfileRecord
+
+R = TypeVar("R", ProfileRecord, FlatRecord)
 
 # Groups whose values the decoder already guarantees to be numbers (no per-value type check).
 NUMERIC_GROUPS = frozenset({"interests", "counters", "last_seen"})
@@ -59,6 +63,14 @@ def _last_seen(r: ProfileRecord) -> dict[str, float]:
     return {k: v.timestamp() for k, v in r.last_seen.items()}
 
 
+def _stamp(r: ProfileRecord) -> float:
+    return r.updated_at.timestamp()
+
+
+_flat_seen: Callable[[FlatRecord], dict[str, float]] = attrgetter("last_seen")
+_flat_stamp: Callable[[FlatRecord], float] = attrgetter("updated_at")
+
+
 class Merger:
     def __init__(self, cfg: ProfilesConfig) -> None:
         fields = cfg.merge.fields
@@ -89,10 +101,38 @@ class Merger:
                 updated_at=r.updated_at.timestamp(),
                 sources=[r.source],
             )
+        return self._many(cid, ids, recs, _last_seen, _stamp)
+
+    def merge_flat(self, cid: str, ids: dict[str, list[str]], recs: list[FlatRecord]) -> Profile:
+        """`merge` for records whose times are already epoch seconds (the same instants sort
+        the same way, so every policy picks what `merge` picks)."""
+        if len(recs) == 1:
+            r = recs[0]
+            return Profile(
+                id=cid,
+                ids=ids,
+                attributes=r.attributes,
+                interests=r.interests,
+                segments=sorted(set(r.segments)) if len(r.segments) > 1 else r.segments,
+                counters=r.counters,
+                last_seen=r.last_seen,
+                updated_at=r.updated_at,
+                sources=[r.source],
+            )
+        return self._many(cid, ids, recs, _flat_seen, _flat_stamp)
+
+    def _many(
+        self,
+        cid: str,
+        ids: dict[str, list[str]],
+        recs: list[R],
+        seen: Callable[[R], dict[str, float]],
+        stamp: Callable[[R], float],
+    ) -> Profile:
         by_time = sorted(recs, key=lambda r: r.updated_at)
         by_trust = sorted(recs, key=self._trust_key) if self._needs_trust else by_time
-        seen_time = [_last_seen(r) for r in by_time]
-        seen_trust = [_last_seen(r) for r in by_trust] if by_trust is not by_time else seen_time
+        seen_time = [seen(r) for r in by_time]
+        seen_trust = [seen(r) for r in by_trust] if by_trust is not by_time else seen_time
         merged: dict[str, dict[str, Any]] = {}
         for g in MERGE_GROUPS:
             numeric = g in NUMERIC_GROUPS
@@ -126,6 +166,6 @@ class Merger:
             segments=sorted(segments),
             counters=merged["counters"],
             last_seen=merged["last_seen"],
-            updated_at=by_time[-1].updated_at.timestamp(),
+            updated_at=stamp(by_time[-1]),
             sources=sorted({r.source for r in recs}),
         )

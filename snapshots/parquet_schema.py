@@ -170,6 +170,54 @@ def payload_expr(schema: Any) -> str:
     return f"json_object({', '.join(parts)})::VARCHAR"
 
 
+def typed_payload_expr(schema: Any) -> str:
+    """SQL rendering a row as a typed payload (BLOB, see `flat`): the record's fields as they
+    are, times as epoch seconds (µs / 1e6: the very double `datetime.timestamp()` gives; the
+    JSON writer prints doubles round-trip). A row holding no null value anywhere is
+    `flat.CLEAN` (decoded straight into a `FlatRecord`), one with nulls is `flat.LOOSE` (its
+    nulls are dropped in Python). Several times cheaper for DuckDB than `payload_expr`: no
+    merge patch, no time formatting."""
+    cols = {f.name: f.type for f in schema}
+    parts = ["source := source", "updated_at := epoch_us(updated_at)::DOUBLE / 1e6"]
+    nulls: list[str] = []
+
+    def nullable_values(c: str) -> None:
+        fields = _values(cols[c]) or []
+        if fields and fields[0][0] == "*":
+            nulls.append(f"list_count(map_values({_q(c)})) < cardinality({_q(c)})")
+        elif fields:
+            nulls.extend(f"{_q(c)}.{_q(n)} IS NULL" for n, _ in fields)
+        else:
+            nulls.append("true")  # a struct of no fields: rare, let Python read it
+
+    for c in ("attributes", "interests", "segments", "counters", "last_seen"):
+        if c not in cols:
+            continue
+        nulls.append(f"{_q(c)} IS NULL")
+        if c == "segments":
+            nulls.append("list_count(segments) < len(segments)")
+            parts.append("segments := segments")
+            continue
+        nullable_values(c)
+        if c != "last_seen":
+            parts.append(f"{c} := {_q(c)}")
+            continue
+        fields = _values(cols[c]) or []
+        if fields and fields[0][0] == "*":
+            parts.append(
+                "last_seen := map(map_keys(last_seen), list_transform(map_values(last_seen), "
+                "lambda x: epoch_us(x)::DOUBLE / 1e6))"
+            )
+        elif fields:
+            inner = ", ".join(
+                f"{_q(n)} := epoch_us(last_seen.{_q(n)})::DOUBLE / 1e6" for n, _ in fields
+            )
+            parts.append(f"last_seen := struct_pack({inner})")
+    body = f"encode(to_json(struct_pack({', '.join(parts)}))::VARCHAR)"
+    loose = " OR ".join(nulls) or "false"
+    return f"CASE WHEN {loose} THEN '\\x02'::BLOB ELSE '\\x01'::BLOB END || {body}"
+
+
 def _lit(s: str) -> str:
     return "'" + s.replace("'", "''") + "'"
 
@@ -189,6 +237,9 @@ def keys_sql(
     configured = {t for t, _, _, _ in types}
     parts: list[str] = []
     odd: list[str] = []
+    # "At least one key": said per field, not by building the key list a second time (that
+    # made this condition most of the read's cost).
+    some: list[str] = []
     if is_map:
         listed = ", ".join(_lit(t) for t, _, _, _ in types)
         odd.append(
@@ -214,6 +265,7 @@ def keys_sql(
                 f"CASE WHEN {expr} IS NOT NULL AND {expr} <> '' "
                 f"THEN [{{'k': {prefix} || {expr}, 'r': {int(rank)}}}] ELSE [] END"
             )
+            some.append(f"coalesce({expr} <> '', false)")
             if junk_in:
                 odd.append(f"coalesce({expr} IN ({junk_in}), false)")
         else:
@@ -221,6 +273,7 @@ def keys_sql(
                 f"coalesce(list_transform(list_filter({expr}, lambda v: v <> ''), "
                 f"lambda v: {{'k': {prefix} || v, 'r': {int(rank)}}}), [])"
             )
+            some.append(f"coalesce(list_bool_or(list_transform({expr}, lambda v: v <> '')), false)")
             odd.append(f"coalesce(list_count({expr}) <> len({expr}), false)")
             if junk_in:
                 odd.append(
@@ -231,6 +284,49 @@ def keys_sql(
     keys = "[]::STRUCT(k VARCHAR, r INTEGER)[]"
     for part in parts:
         keys = f"list_concat({keys}, {part})"
-    odd.append(f"len({keys}) = 0")
+    odd.append("NOT (" + (" OR ".join(some) or "false") + ")")
     plain = "NOT (ids IS NULL OR source IS NULL OR updated_at IS NULL OR " + " OR ".join(odd) + ")"
     return keys, plain
+
+
+# A key's position is (rank << POS_SHIFT) + its index in the type's list: ordered as
+# `IdRules.keyed` lists a record's keys, which is all positions are used for (the anchor is
+# the smallest; first-seen order sorts by them).
+POS_SHIFT = 32
+
+
+def key_rows_sql(
+    schema: Any, types: list[tuple[str, int, frozenset[str] | None, bool]], rows: str
+) -> str:
+    """SQL selecting `(rid, pos, key, rank)` for every key of the rows `rows` (a relation with
+    columns `rid` and `ids`, plain rows only: see `keys_sql`), one branch per id type: no list
+    of structs is built per row, which made this a large part of reading."""
+    cols = {f.name: f.type for f in schema}
+    fields = _values(cols["ids"]) or []
+    is_map = bool(fields) and fields[0][0] == "*"
+    named = dict(fields)
+    branches: list[str] = []
+    for t, rank, _, _ in types:
+        if is_map:
+            expr, ft = f"map_extract_value(ids, {_lit(t)})", fields[0][1]
+        else:
+            if t not in named or _is(named[t], "null"):
+                continue
+            expr, ft = f"ids.{_q(t)}", named[t]
+        prefix = _lit(t + ":")
+        base = int(rank) << POS_SHIFT
+        # Names are quoted by _q, values are SQL literals, ranks are ints.
+        if _string(ft):
+            inner, pos = f"SELECT rid, {expr} AS v FROM {rows}", f"{base}::BIGINT"  # noqa: S608
+        else:
+            inner = (
+                f"SELECT rid, unnest({expr}) AS v, generate_subscripts({expr}, 1) AS i FROM {rows}"  # noqa: S608, E501
+            )
+            pos = f"{base}::BIGINT + i - 1"
+        branches.append(
+            f"SELECT rid, {pos} AS pos, {prefix} || v AS key, {int(rank)} AS rank "  # noqa: S608
+            f"FROM ({inner}) WHERE v <> ''"
+        )
+    if not branches:
+        return "SELECT NULL::BIGINT AS rid, NULL::BIGINT AS pos, NULL AS key, NULL AS rank LIMIT 0"
+    return " UNION ALL ".join(branches)

@@ -12,6 +12,7 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import msgspec
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
@@ -350,3 +351,68 @@ def test_content_builds_from_parquet_through_the_same_inputs(tmp_path: Path) -> 
         assert a.valid_from == datetime(2026, 1, 1, tzinfo=UTC).timestamp()
         assert a.attributes == {"price": 10.0}
     assert leftovers(tmp_path) == []
+
+
+def test_parquet_nulls_mean_not_set_beside_ndjson_records_of_the_same_people(
+    tmp_path: Path, profiles_config: Cfg
+) -> None:
+    """Rows with a null inside a struct, a map, a list or a whole column take the engine's
+    `LOOSE` path, rows without the `CLEAN` one; either merges with NDJSON records of the same
+    person exactly as the same records written without those nulls would."""
+    ts = pa.timestamp("us", tz="UTC")
+    t0 = 1_700_000_000_000_000
+    attrs = pa.struct([("tier", pa.string()), ("ltv", pa.float64())])
+    table = pa.table(
+        {
+            "source": ["crm", "crm", "crm"],
+            "ids": pa.array([{"cookie": "k1"}, {"cookie": "k2"}, {"cookie": "k3"}]),
+            "updated_at": pa.array([t0 + 1, t0 + 2, t0 + 3], ts),
+            "attributes": pa.array(
+                [{"tier": "gold", "ltv": 2.5}, {"tier": None, "ltv": 1.0}, None], attrs
+            ),
+            "interests": pa.array(
+                [[("run", 0.5)], [("run", None), ("hike", 0.25)], None],
+                pa.map_(pa.string(), pa.float64()),
+            ),
+            "segments": pa.array([["vip"], ["nl", None], None], pa.list_(pa.string())),
+            "last_seen": pa.array(
+                [[("a", t0)], [("a", None), ("b", t0 + 123_457)], None],
+                pa.map_(pa.string(), ts),
+            ),
+        }
+    )
+    pqf = tmp_path / "crm.parquet"
+    pq.write_table(table, pqf)
+    web = [  # later records of the same three people, from NDJSON
+        rec(
+            "web",
+            {"cookie": f"k{i}"},
+            "2023-11-14T22:13:21Z",
+            attributes={"city": "Lyon"},
+            interests={"run": 0.75},
+            last_seen={"a": "2023-11-14T22:13:20.5Z"},
+        )
+        for i in (1, 2, 3)
+    ]
+    crm = [  # what the Parquet rows say, nulls left out
+        rec("crm", {"cookie": "k1"}, "2023-11-14T22:13:20.000001Z",
+            attributes={"tier": "gold", "ltv": 2.5}, interests={"run": 0.5}, segments=["vip"],
+            last_seen={"a": "2023-11-14T22:13:20Z"}),
+        rec("crm", {"cookie": "k2"}, "2023-11-14T22:13:20.000002Z", attributes={"ltv": 1.0},
+            interests={"hike": 0.25}, segments=["nl"],
+            last_seen={"b": "2023-11-14T22:13:20.123457Z"}),
+        rec("crm", {"cookie": "k3"}, "2023-11-14T22:13:20.000003Z"),
+    ]  # fmt: skip
+    (tmp_path / "web.ndjson").write_bytes(b"".join(msgspec.json.encode(r) + b"\n" for r in web))
+    (tmp_path / "crm.ndjson").write_bytes(b"".join(msgspec.json.encode(r) + b"\n" for r in crm))
+    cfg = profiles_config(merge={"default": "newest", "fields": {"interests": "max",
+                                                                 "last_seen": "max"}})  # fmt: skip
+    build_profiles([pqf, tmp_path / "web.ndjson"], cfg, tmp_path / "mixed")
+    build_profiles([tmp_path / "crm.ndjson", tmp_path / "web.ndjson"], cfg, tmp_path / "nd")
+    mixed, nd = dump(tmp_path / "mixed"), dump(tmp_path / "nd")
+    assert mixed == nd
+    assert len(mixed[0]) == 3
+    p2 = next(p for p in mixed[0].values() if p.ids["cookie"] == ["k2"])
+    assert p2.attributes == {"ltv": 1.0, "city": "Lyon"} and p2.segments == ["nl"]
+    assert p2.interests == {"run": 0.75, "hike": 0.25}
+    assert p2.last_seen == {"a": 1700000000.5, "b": 1700000000.123457}
