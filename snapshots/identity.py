@@ -174,7 +174,13 @@ class Assembler:
         decode = self._decode
         recs = [decode(p) for p in payloads]
         # NDJSON records merge as they are; with any Parquet row beside them, all flat.
-        if all(type(r) is FlatRecord for r in recs):
+        if len(recs) == 1:
+            r = recs[0]
+            if isinstance(r, FlatRecord):
+                profile = self._merger.merge_flat(cid, ids_by_type, [r])
+            else:
+                profile = self._merger.merge(cid, ids_by_type, [r])
+        elif all(type(r) is FlatRecord for r in recs):
             profile = self._merger.merge_flat(cid, ids_by_type, recs)  # type: ignore[arg-type]
         elif all(type(r) is ProfileRecord for r in recs):
             profile = self._merger.merge(cid, ids_by_type, recs)  # type: ignore[arg-type]

@@ -67,6 +67,7 @@ def _stamp(r: ProfileRecord) -> float:
     return r.updated_at.timestamp()
 
 
+_by_time = attrgetter("updated_at")
 _flat_seen: Callable[[FlatRecord], dict[str, float]] = attrgetter("last_seen")
 _flat_stamp: Callable[[FlatRecord], float] = attrgetter("updated_at")
 
@@ -129,7 +130,7 @@ class Merger:
         seen: Callable[[R], dict[str, float]],
         stamp: Callable[[R], float],
     ) -> Profile:
-        by_time = sorted(recs, key=lambda r: r.updated_at)
+        by_time = sorted(recs, key=_by_time)
         by_trust = sorted(recs, key=self._trust_key) if self._needs_trust else by_time
         seen_time = [seen(r) for r in by_time]
         seen_trust = [seen(r) for r in by_trust] if by_trust is not by_time else seen_time
@@ -152,6 +153,13 @@ class Merger:
                         maps = seen_trust if korder is by_trust else seen_time
                     else:
                         maps = [getattr(r, g) for r in korder]
+                if kp == "newest" or kp == "source_priority":
+                    # Last write wins: the last map holding the key (combine's own rule).
+                    for m in reversed(maps):
+                        if key in m:
+                            out[key] = m[key]
+                            break
+                    continue
                 one = combine(kp, [{key: m[key]} for m in maps if key in m], numeric=numeric)
                 if key in one:
                     out[key] = one[key]

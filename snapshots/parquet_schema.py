@@ -320,7 +320,7 @@ def key_rows_sql(
             inner, pos = f"SELECT rid, {expr} AS v FROM {rows}", f"{base}::BIGINT"  # noqa: S608
         else:
             inner = (
-                f"SELECT rid, unnest({expr}) AS v, generate_subscripts({expr}, 1) AS i FROM {rows}"  # noqa: S608, E501
+                f"SELECT rid, unnest({expr}) AS v, generate_subscripts({expr}, 1) AS i FROM {rows}"  # noqa: S608
             )
             pos = f"{base}::BIGINT + i - 1"
         branches.append(
