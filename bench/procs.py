@@ -55,7 +55,25 @@ def cpu_seconds(pid: int) -> float:
 # the server failed with "address already in use" (seen once in bench.fleet). Below the range,
 # only another listener can race us, and a port is never handed out twice by this process.
 _PORTS_LOW, _PORTS_HIGH = 20000, 32000
+# Two test runs side by side (`make unit` runs two pytest streams) each get their own slice of
+# that range, "LOW-HIGH" in EDGESIDE_TEST_PORTS: `_given` only keeps one process from handing a
+# port out twice, so without slices both streams could pick the same free port at once.
+PORTS_ENV = "EDGESIDE_TEST_PORTS"
 _given: set[int] = set()
+
+
+def _port_range() -> tuple[int, int]:
+    raw = os.environ.get(PORTS_ENV, "")
+    if not raw:
+        return _PORTS_LOW, _PORTS_HIGH
+    low, _, high = raw.partition("-")
+    try:
+        lo, hi = int(low), int(high)
+    except ValueError:
+        raise ValueError(f"{PORTS_ENV}={raw!r}: expected LOW-HIGH, e.g. 20000-25999") from None
+    if not 1024 <= lo < hi <= 65535:
+        raise ValueError(f"{PORTS_ENV}={raw!r}: expected 1024 <= LOW < HIGH <= 65535")
+    return lo, hi + 1
 
 
 def _ephemeral_low() -> int:
@@ -76,10 +94,11 @@ def _bindable(port: int) -> bool:
 
 def free_port() -> int:
     """A loopback port nothing listens on, outside the ephemeral range when it can be."""
-    high = min(_PORTS_HIGH, _ephemeral_low())
+    low, high = _port_range()
+    high = min(high, max(_ephemeral_low(), low + 1))
     rng = random.Random()
     for _ in range(200):
-        port = rng.randrange(_PORTS_LOW, high)
+        port = rng.randrange(low, high)
         if port not in _given and _bindable(port):
             _given.add(port)
             return port

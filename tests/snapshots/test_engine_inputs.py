@@ -18,6 +18,7 @@ import pyarrow.parquet as pq
 import pytest
 
 import bench.gen
+from bench.procs import free_port
 from snapshots import InputInvalid, SnapshotError
 from snapshots.config import ProfilesConfig, load_config
 from snapshots.engine import build_profiles
@@ -138,14 +139,8 @@ def test_a_glob_that_matches_nothing_is_refused(tmp_path: Path, profiles_config:
 # ---- object storage: a real S3-compatible server ------------------------------------------------
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def _moto(env: dict[str, str]) -> Iterator[str]:
-    port = _free_port()
+    port = free_port()
     proc = subprocess.Popen(
         [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
         env={**os.environ, **env},
@@ -229,7 +224,7 @@ def test_a_missing_s3_object_names_the_url(
 def test_unreachable_object_storage_fails_fast_with_the_url(
     s3_env: Callable[..., None], profiles_config: Cfg, tmp_path: Path
 ) -> None:
-    s3_env(f"http://127.0.0.1:{_free_port()}")  # nothing listens there
+    s3_env(f"http://127.0.0.1:{free_port()}")  # nothing listens there
     t = time.monotonic()
     with pytest.raises(InputUnreadable) as err:
         build_profiles(["s3://exports/pq/crm.parquet"], profiles_config(), tmp_path / "snap")
