@@ -76,21 +76,27 @@ class StageReport(msgspec.Struct):
     rounds: int
 
 
-def spark_session(master: str | None = None, app: str = "edgeside-profiles") -> Any:
+def spark_session(
+    master: str | None = None, app: str = "edgeside-profiles", conf: dict[str, str] | None = None
+) -> Any:
+    """A session for the job; `conf` adds or overrides settings (JVM options among them, so only
+    before the first session of the process starts its JVM)."""
     from pyspark.sql import SparkSession
 
     # Local workers run this interpreter (the one with msgspec and edgeside); a cluster's
     # executors need the same packages installed (docs/snapshots.md).
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
-    return (
-        SparkSession.builder.master(master or "local[2]")
-        .appName(app)
-        .config("spark.sql.session.timeZone", "UTC")
-        .config("spark.ui.enabled", "false")
-        .config("spark.sql.shuffle.partitions", "8")
-        .config("spark.sql.execution.arrow.pyspark.enabled", "true")
-        .getOrCreate()
-    )
+    settings = {
+        "spark.sql.session.timeZone": "UTC",
+        "spark.ui.enabled": "false",
+        "spark.sql.shuffle.partitions": "8",
+        "spark.sql.execution.arrow.pyspark.enabled": "true",
+        **(conf or {}),
+    }
+    builder = SparkSession.builder.master(master or "local[2]").appName(app)
+    for key, value in settings.items():
+        builder = builder.config(key, value)
+    return builder.getOrCreate()
 
 
 def _parse_partition(cfg_json: bytes, names: list[str]) -> Any:

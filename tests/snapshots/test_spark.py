@@ -2,7 +2,7 @@
 the embedded engine, give identical profiles, aliases and reports. Real Spark (a JVM), bounded:
 sixty people plus records that make the guards fire, one local session with two shuffle
 partitions (the default 8 is for real data: on a few hundred rows every partition is a task
-whose start-up is the cost)."""
+whose start-up is the cost) and the settings in TEST_CONF."""
 
 from __future__ import annotations
 
@@ -23,10 +23,24 @@ from tests.snapshots.test_engine_equivalence import dump
 pytestmark = pytest.mark.slow
 
 
+# Settings for a few hundred rows on a cold JVM, none of which changes what the job computes: the
+# job is ~130 tiny stages, each paying planning, code generation and JIT compilation far more than
+# its rows. Interpreted expressions instead of Janino-compiled code, no adaptive re-planning
+# between stages (each re-plan was a job of its own: 163 jobs -> 34), and the JVM's quick
+# compiler only (C2's compile threads are CPU this short run never pays back) with one GC thread.
+TEST_CONF = {
+    "spark.sql.shuffle.partitions": "2",
+    "spark.default.parallelism": "2",
+    "spark.sql.codegen.wholeStage": "false",
+    "spark.sql.codegen.factoryMode": "NO_CODEGEN",
+    "spark.sql.adaptive.enabled": "false",
+    "spark.driver.extraJavaOptions": "-XX:TieredStopAtLevel=1 -XX:+UseSerialGC",
+}
+
+
 @pytest.fixture(scope="module")
 def spark() -> Iterator[Any]:
-    session = spark_session("local[2]")
-    session.conf.set("spark.sql.shuffle.partitions", "2")
+    session = spark_session("local[2]", conf=TEST_CONF)
     yield session
     session.stop()
 
