@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 
 import httpx
+import pytest
 
 from bench.procs import edgeside
 from tests.provekit import ADMIN_TOKEN, bounded, memory_kb, prove_data, worker_pids
@@ -71,6 +72,7 @@ def schemathesis(url: str, examples: int, report: Path) -> tuple[int, str]:
     return out.returncode, out.stdout + out.stderr
 
 
+@pytest.mark.slow
 def test_schemathesis_finds_nothing_and_the_server_stays_small(
     prove_data: Path, tmp_path: Path
 ) -> None:

@@ -28,6 +28,8 @@ from snapshots.store import STAGING, active_version, list_staging, versions_dir
 from snapshots.verify import verify_snapshot
 from tests.server.lifecycle.kit import ADMIN, AUTH, EDGE, TOKEN, rules_snapshot, tar_of
 
+pytestmark = pytest.mark.slow
+
 KINDS = ("profiles", "content", "rules")
 # The phases of the profiles push each round kills in; two rounds of each.
 PHASES = ("mid-upload", "mid-check", "activated") * 2
