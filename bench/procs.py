@@ -119,18 +119,22 @@ def wait_http(
     """Poll until `url` answers one of `ok`; fail early, with the log, if the process died."""
     deadline = time.monotonic() + timeout
     last: object = None
-    while time.monotonic() < deadline:
-        if proc is not None and proc.poll() is not None:
-            tail = log.read_text(errors="replace")[-3000:] if log else ""
-            raise RuntimeError(f"process exited with {proc.returncode} before {url}:\n{tail}")
-        try:
-            status = httpx.get(url, timeout=1.0).status_code
-            if status in ok:
-                return
-            last = status
-        except httpx.HTTPError as exc:
-            last = exc
-        time.sleep(0.05)
+    # One client for the whole wait: `httpx.get` builds a client, and its TLS context, per call
+    # (~15 ms of CPU quiet, 66 ms at load 12, against 0.8 ms for a request on a kept client), so
+    # polling every 50 ms took most of a core from the very server it waited for.
+    with httpx.Client(timeout=1.0) as client:
+        while time.monotonic() < deadline:
+            if proc is not None and proc.poll() is not None:
+                tail = log.read_text(errors="replace")[-3000:] if log else ""
+                raise RuntimeError(f"process exited with {proc.returncode} before {url}:\n{tail}")
+            try:
+                status = client.get(url).status_code
+                if status in ok:
+                    return
+                last = status
+            except httpx.HTTPError as exc:
+                last = exc
+            time.sleep(0.05)
     raise TimeoutError(f"{url} not ready after {timeout}s (last: {last})")
 
 
