@@ -5,7 +5,10 @@ from __future__ import annotations
 
 import os
 import shutil
+from http.cookiejar import CookieJar, DefaultCookiePolicy
+from typing import Any
 
+import httpx
 import pytest
 
 
@@ -19,3 +22,19 @@ def require_binary(name: str) -> str:
             pytest.fail(f"{name} is required (EDGESIDE_REQUIRE_INTEGRATION is set), not installed")
         pytest.skip(f"{name} is not installed; EDGESIDE_REQUIRE_INTEGRATION=1 makes this fail")
     return path
+
+
+class _KeepNoCookies(DefaultCookiePolicy):
+    def set_ok(self, cookie: object, request: object) -> bool:
+        return False
+
+
+def fresh_client(**options: Any) -> httpx.Client:
+    """A client that sends what `httpx.get` sends, without building a client (and its TLS
+    context: ~15 ms of CPU quiet, 66 ms at load 12, against 0.8 ms a request) per request: no
+    keep-alive, so every request is its own connection, and no cookie kept from an answer."""
+    return httpx.Client(
+        limits=httpx.Limits(max_keepalive_connections=0),
+        cookies=CookieJar(policy=_KeepNoCookies()),
+        **options,
+    )

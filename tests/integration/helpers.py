@@ -6,13 +6,13 @@ from __future__ import annotations
 import json
 import re
 import socket
-from http.cookiejar import CookieJar, DefaultCookiePolicy
 from pathlib import Path
 from typing import Any
 
 import httpx
 
 from server.offline.demo import DEMO_DIR
+from tests.conftest import fresh_client
 
 REPO = Path(__file__).resolve().parents[2]
 HOME_PLACEMENTS = "home_hero"  # what the proxies ask for on /shared/…, /p/…: see deploy/
@@ -20,18 +20,8 @@ HOME_PLACEMENTS = "home_hero"  # what the proxies ask for on /shared/…, /p/…
 SAFE_HEADER = re.compile(r"[A-Za-z0-9_.:;=,/+-]*")
 
 
-class _KeepNoCookies(DefaultCookiePolicy):
-    def set_ok(self, cookie: object, request: object) -> bool:
-        return False
-
-
-# What `httpx.get` sends, without building a client (and its TLS context: ~15 ms of CPU quiet,
-# 66 ms loaded) for every request: no keep-alive, so each request is its own connection as
-# before, and no cookie kept from one answer to the next request.
-HTTP = httpx.Client(
-    limits=httpx.Limits(max_keepalive_connections=0),
-    cookies=CookieJar(policy=_KeepNoCookies()),
-)
+# One client for every request (tests/conftest.py: fresh_client says what it keeps the same).
+HTTP = fresh_client()
 
 
 def demo_cookies() -> list[str]:
