@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from bench import load
 from bench.procs import edgeside
 from tests.conftest import require_binary
@@ -19,6 +21,10 @@ __all__ = ["prove_data"]
 # Private memory a worker may gain in a soak after warm-up: bounded caches (memos, decoded
 # content) fill in the first seconds; a leak of a few hundred bytes a request crosses this.
 ANON_GROWTH_KB = 8_000
+
+
+# It asserts the rates the load reached: not beside another test stream.
+pytestmark = pytest.mark.alone
 
 
 def test_rates_locust_and_soak(prove_data: Path, tmp_path: Path) -> None:
