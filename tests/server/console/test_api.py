@@ -237,6 +237,10 @@ def test_a_streamed_impact_refuses_bad_input_before_it_begins(console_server: Ed
         assert huge.headers["content-type"].startswith("application/json")
 
 
+# Alone: beside the second test stream (load 5-12) the agreeing candidate measured agreement
+# 0.984, not 1.0 (63 of 64 sampled decisions): the shadow is sampled within a budget of
+# milliseconds and evaluated after the served answer, so how it fares depends on the CPU it gets.
+@pytest.mark.alone
 def test_a_raising_shadow_is_counted_and_never_changes_what_is_served(
     console_server: Edgeside, console_data: Path
 ) -> None:
