@@ -22,6 +22,9 @@ from bench.procs import edgeside
 from tests.conftest import require_binary
 from tests.provekit import prove_data
 
+# In the second test stream (tests/run-streams), which balances the two.
+pytestmark = pytest.mark.slow
+
 __all__ = ["prove_data"]
 
 FAKETIME_LIB = "/usr/lib/x86_64-linux-gnu/faketime/libfaketimeMT.so.1"

@@ -19,6 +19,9 @@ from bench.procs import edgeside
 from snapshots import store
 from tests.provekit import prove_copy, prove_data
 
+# In the second test stream (tests/run-streams), which balances the two.
+pytestmark = pytest.mark.slow
+
 __all__ = ["prove_copy", "prove_data"]
 
 EDGE = "/v1/edge?p=home_hero,home_recs&site=shop-fr"

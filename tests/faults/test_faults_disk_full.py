@@ -21,6 +21,9 @@ from snapshots import store
 from tests.provekit import ADMIN_TOKEN, prove_data
 from tests.server.lifecycle.kit import profiles_snapshot, tar_of
 
+# In the second test stream (tests/run-streams), which balances the two.
+pytestmark = pytest.mark.slow
+
 __all__ = ["prove_data"]
 
 AUTH = {"Authorization": f"Bearer {ADMIN_TOKEN}"}

@@ -21,6 +21,9 @@ from snapshots import store
 from tests.provekit import prove_copy, prove_data
 from tests.server.lifecycle.kit import AUTH, EDGE, TOKEN, active, status
 
+# In the second test stream (tests/run-streams), which balances the two.
+pytestmark = pytest.mark.slow
+
 __all__ = ["prove_copy", "prove_data"]
 
 

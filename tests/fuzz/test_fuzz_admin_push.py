@@ -10,11 +10,15 @@ import random
 from pathlib import Path
 
 import httpx
+import pytest
 
 from bench.procs import edgeside
 from snapshots import store
 from tests.provekit import ADMIN_TOKEN, bounded, prove_copy, prove_data
 from tests.server.lifecycle.kit import content_snapshot, rules_snapshot, tar_of
+
+# In the second test stream (tests/run-streams), which balances the two.
+pytestmark = pytest.mark.slow
 
 __all__ = ["prove_copy", "prove_data"]
 

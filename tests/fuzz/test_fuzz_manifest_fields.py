@@ -26,6 +26,7 @@ from typing import Any
 
 import httpx
 import msgspec
+import pytest
 
 from bench.procs import edgeside
 from server.offline.demo import ensure_demo
@@ -39,6 +40,9 @@ from tests.server.lifecycle.kit import (
     rules_snapshot,
     tar_members,
 )
+
+# In the second test stream (tests/run-streams), which balances the two.
+pytestmark = pytest.mark.slow
 
 KEY = "fuzz-manifest-signing-key"
 AUTH = {"Authorization": f"Bearer {ADMIN_TOKEN}"}

@@ -23,6 +23,9 @@ from server.offline.demo import DEMO_DIR
 from snapshots import store
 from tests.provekit import bounded, prove_data
 
+# In the second test stream (tests/run-streams), which balances the two.
+pytestmark = pytest.mark.slow
+
 __all__ = ["prove_data"]
 
 SOURCE = (DEMO_DIR / "rules.yaml").read_text()

@@ -34,6 +34,9 @@ from snapshots.ndjson import file_sha256
 from snapshots.verify import check_snapshot
 from tests.provekit import bounded, prove_data
 
+# In the second test stream (tests/run-streams), which balances the two.
+pytestmark = pytest.mark.slow
+
 __all__ = ["prove_data"]
 
 EXAMPLES = bounded("EDGESIDE_FUZZ_EXAMPLES", 250) // 4
