@@ -72,6 +72,27 @@ _flat_seen: Callable[[FlatRecord], dict[str, float]] = attrgetter("last_seen")
 _flat_stamp: Callable[[FlatRecord], float] = attrgetter("updated_at")
 
 
+def _one(
+    cid: str,
+    ids: dict[str, list[str]],
+    r: ProfileRecord | FlatRecord,
+    last_seen: dict[str, float],
+    updated_at: float,
+) -> Profile:
+    # With one record every policy yields the record's own values.
+    return Profile(
+        id=cid,
+        ids=ids,
+        attributes=r.attributes,
+        interests=r.interests,
+        segments=sorted(set(r.segments)) if len(r.segments) > 1 else r.segments,
+        counters=r.counters,
+        last_seen=last_seen,
+        updated_at=updated_at,
+        sources=[r.source],
+    )
+
+
 class Merger:
     def __init__(self, cfg: ProfilesConfig) -> None:
         fields = cfg.merge.fields
@@ -90,18 +111,7 @@ class Merger:
     def merge(self, cid: str, ids: dict[str, list[str]], recs: list[ProfileRecord]) -> Profile:
         if len(recs) == 1:
             r = recs[0]
-            # With one record every policy yields the record's own values.
-            return Profile(
-                id=cid,
-                ids=ids,
-                attributes=r.attributes,
-                interests=r.interests,
-                segments=sorted(set(r.segments)) if len(r.segments) > 1 else r.segments,
-                counters=r.counters,
-                last_seen=_last_seen(r) if r.last_seen else {},
-                updated_at=r.updated_at.timestamp(),
-                sources=[r.source],
-            )
+            return _one(cid, ids, r, _last_seen(r) if r.last_seen else {}, r.updated_at.timestamp())
         return self._many(cid, ids, recs, _last_seen, _stamp)
 
     def merge_flat(self, cid: str, ids: dict[str, list[str]], recs: list[FlatRecord]) -> Profile:
@@ -109,17 +119,7 @@ class Merger:
         the same way, so every policy picks what `merge` picks)."""
         if len(recs) == 1:
             r = recs[0]
-            return Profile(
-                id=cid,
-                ids=ids,
-                attributes=r.attributes,
-                interests=r.interests,
-                segments=sorted(set(r.segments)) if len(r.segments) > 1 else r.segments,
-                counters=r.counters,
-                last_seen=r.last_seen,
-                updated_at=r.updated_at,
-                sources=[r.source],
-            )
+            return _one(cid, ids, r, r.last_seen, r.updated_at)
         return self._many(cid, ids, recs, _flat_seen, _flat_stamp)
 
     def _many(
