@@ -10,7 +10,9 @@ Crash safety rests on three renames, each followed by an fsync of the directory 
 a version directory appears in `versions/` only once every file in it is on disk; `active` is
 replaced by renaming a temp symlink over it (POSIX: a reader sees the old or the new target, never
 neither); `.history` is replaced the same way. A crash between two of them leaves `active` on the
-old or the new complete version; leftovers (staging, temp dirs) are swept by `clean_staging`.
+old or the new complete version; leftovers (staging, temp dirs) are swept by `clean_staging`. A
+crash between the swap and the history write leaves the active version unrecorded: the next
+`activate` records it before GC reads the history, and `rollback` counts it as the current one.
 Dot-names inside `versions/` are never versions, so `list_versions` and readers ignore them.
 """
 
@@ -196,6 +198,14 @@ def _swap_active(kdir: Path, version: str) -> None:
     fsync_dir(kdir)
 
 
+def _swapped_at(kdir: Path) -> float | None:
+    """When `active` last moved: the link is created by each swap, so its own mtime says."""
+    try:
+        return os.lstat(kdir / "active").st_mtime
+    except FileNotFoundError:
+        return None
+
+
 def activate(
     data_dir: str | os.PathLike[str], kind: str, version: str, *, keep: int | None = None
 ) -> Path:
@@ -206,8 +216,21 @@ def activate(
     target = kdir / "versions" / version
     if not (target / "manifest.json").is_file():
         raise UnknownVersion(f"{target}: version {version} of {kind} is not installed")
+    previous = active_version(data_dir, kind)
+    previous_at = _swapped_at(kdir) if previous is not None else None
     _swap_active(kdir, version)
     history = read_history(data_dir, kind)
+    if (
+        previous is not None
+        and previous_at is not None
+        and previous != version
+        and (not history or history[-1].version != previous)
+    ):
+        # A crash between an earlier swap and its history write left `previous` active but
+        # unrecorded. Record it before GC reads the history: otherwise GC counts the versions
+        # recorded before it as the most recent and deletes `previous` — the version active just
+        # before this one, which rollback must return to (a SIGKILL mid-push under load, issue 18).
+        history.append(Activation(version=previous, at=previous_at))
     history.append(Activation(version=version, at=time.time()))
     _write_history(data_dir, kind, history[-100:])
     if keep is not None:

@@ -68,6 +68,54 @@ def test_rollback_after_a_crash_between_swap_and_history(tmp_path: Path) -> None
     assert rollback(data, "rules") == (v1, v2)
 
 
+# Activates argv[2] in store argv[1], SIGKILLed by itself at the exact step between the `active`
+# swap and the history write: a real kill, at a moment a kill from outside only sometimes hits.
+KILL_BEFORE_HISTORY = """
+import os, signal, sys
+from snapshots import store
+def die(*args, **kwargs):
+    os.kill(os.getpid(), signal.SIGKILL)
+store._write_history = die
+store.activate(sys.argv[1], "rules", sys.argv[2], keep=2)
+"""
+
+
+def kill_between_swap_and_history(data: Path, version: str) -> None:
+    proc = subprocess.run(
+        [sys.executable, "-c", KILL_BEFORE_HISTORY, str(data), version],
+        cwd=Path(__file__).resolve().parents[2],
+        check=False,
+    )
+    assert proc.returncode == -signal.SIGKILL
+
+
+def test_a_crash_between_swap_and_history_never_costs_the_previous_version(
+    tmp_path: Path,
+) -> None:
+    """The flaky crash test (tests/server/lifecycle/test_crash.py): a push SIGKILLed after its
+    `active` swap but before its history write left that version active and unrecorded; the next
+    push's GC kept the two versions recorded before it as the "most recent" and deleted it — the
+    version active just before that push, which rollback must return to."""
+    data = tmp_path / "data"
+    srcs = blobs(tmp_path, 5)
+    versions = []
+    for s in srcs[:3]:
+        versions.append(install(data, s))
+        activate(data, "rules", versions[-1], keep=2)
+    versions.append(install(data, srcs[3]))
+    kill_between_swap_and_history(data, versions[3])
+    assert active_version(data, "rules") == versions[3]
+    assert [a.version for a in read_history(data, "rules")] == versions[:3]
+
+    versions.append(install(data, srcs[4]))
+    activate(data, "rules", versions[4], keep=2)
+    assert verify_snapshot(data / "rules" / "versions" / versions[3]) == []
+    assert set(list_versions(data, "rules")) == set(versions[2:])
+    assert [a.version for a in read_history(data, "rules")] == versions
+    assert rollback(data, "rules") == (versions[3], versions[4])
+    assert rollback(data, "rules") == (versions[2], versions[3])
+
+
 def test_gc_keeps_the_active_and_n_previous(tmp_path: Path) -> None:
     data = tmp_path / "data"
     versions = []
