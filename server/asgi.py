@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 import time
-from collections.abc import Awaitable, Callable, MutableMapping
+from collections.abc import Awaitable, Callable, Iterable, MutableMapping
 from typing import Any, TypeVar
 from urllib.parse import parse_qs
 
@@ -50,6 +50,17 @@ def header_safe(name: bytes, value: bytes) -> bool:
         _HEADER_NAME_BYTES.fullmatch(name) is not None
         and _HEADER_WIRE_BYTES.fullmatch(value) is not None
     )
+
+
+def header_lines(headers: Iterable[tuple[bytes, bytes]]) -> bytes | None:
+    """`name: value\r\n` lines of `headers` as written on the wire, or None if one fails
+    `header_safe` (such an answer is left to uvicorn, which refuses it the same way)."""
+    out = []
+    for name, value in headers:
+        if not header_safe(name, value):
+            return None
+        out.append(name + b": " + value + b"\r\n")
+    return b"".join(out)
 
 
 def error_body(code: str, message: str, field: str | None = None) -> bytes:

@@ -19,7 +19,7 @@ from collections.abc import Hashable
 
 import rules
 
-from ..asgi import Headers, header_safe, header_value
+from ..asgi import Headers, header_lines, header_value
 from ..decide.context import MEMO_KEY_MAX_BYTES
 from ..decide.service import Served, fallback_reason
 from ..decide.world import World
@@ -181,9 +181,7 @@ class Answers:
         hit = self._rests.get(rest)
         if hit is None:
             tail = tuple(decision_headers(decision, versions)[1:])
-            lines = None
-            if all(header_safe(name, value) for name, value in tail):
-                lines = b"".join(name + b": " + value + b"\r\n" for name, value in tail)
+            lines = header_lines(tail)
             if len(self._rests) >= self.MAX_RESPONSES:
                 self._rests = {}
             hit = self._rests[rest] = (tail, lines)

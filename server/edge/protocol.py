@@ -39,7 +39,7 @@ from uvicorn.config import Config
 from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
 from uvicorn.server import ServerState
 
-from ..asgi import Headers, header_safe
+from ..asgi import Headers, header_lines
 from ..decide.context import PlacementError
 from .answers import Answer
 from .linger import LingeringClose
@@ -153,11 +153,10 @@ class MemoProtocol(LingeringClose, HttpToolsProtocol):
                 return None
             lines = response.lines  # made and checked with its headers (`Answers.edge_answer`)
             if lines is None:
-                headers = response.headers
-                if not all(header_safe(name, value) for name, value in headers):
+                lines = header_lines(response.headers)
+                if lines is None:
                     response.safe = False
                     return None
-                lines = b"".join(name + b": " + value + b"\r\n" for name, value in headers)
             wire = response.wire = (STATUS_LINE[response.status], lines + b"\r\n" + response.body)
         return wire[0] + _server_headers(self.server_state.default_headers) + wire[1]
 
