@@ -8,6 +8,9 @@ Parquet row arrives as *typed JSON* rendered by DuckDB straight from its columns
 line, and decoded straight into a `FlatRecord` when it holds no null (`CLEAN`, nearly every
 row); a row with nulls (`LOOSE`: a null inside a map or struct means "not set") has them
 dropped here. The first byte says which; no JSON text starts with either.
+
+A merge task decodes a whole row group's payloads at once (`GroupDecoder`): one msgspec call
+for the lot instead of one per record, and NDJSON lines decoded only as far as merging needs.
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ from typing import Any
 
 import msgspec
 
-from snapshots.model import ProfileRecord, Scalar
+from snapshots.model import ProfileRecord, Scalar, TzDatetime
 
 CLEAN = 1
 LOOSE = 2
@@ -44,7 +47,25 @@ class LooseRecord(msgspec.Struct, gc=False):
     last_seen: dict[str, float | None] | None = None
 
 
-def from_record(r: ProfileRecord) -> FlatRecord:
+class LineRecord(msgspec.Struct, gc=False):
+    """An NDJSON line as merging needs it: `ids` skipped (the engine keyed them already) and no
+    unknown-field check (the line was validated as a `ProfileRecord` when it was read)."""
+
+    source: str
+    updated_at: TzDatetime
+    attributes: dict[str, Scalar] = {}
+    interests: dict[str, float] = {}
+    segments: list[str] = []
+    counters: dict[str, float] = {}
+    last_seen: dict[str, TzDatetime] = {}
+
+
+# |epoch seconds| below which distinct microseconds stay distinct doubles (the spacing of
+# doubles there is under 1 µs), so ordering lines by float time is ordering them by datetime.
+EXACT_SECONDS = float(2**33)
+
+
+def from_record(r: ProfileRecord | LineRecord) -> FlatRecord:
     return FlatRecord(
         r.source,
         r.updated_at.timestamp(),
@@ -89,3 +110,53 @@ class FlatDecoder:
         if first == LOOSE:
             return from_loose(self._loose(memoryview(payload)[1:]))
         return self._record(payload)
+
+
+class GroupDecoder:
+    """A row group's payloads (every person's, concatenated) → one `FlatRecord` each.
+
+    The `CLEAN` payloads are decoded in one msgspec call (as one JSON array), and so are the
+    NDJSON lines; only `LOOSE` ones go one by one. `far` lists the NDJSON lines whose time lies
+    beyond `EXACT_SECONDS`: a person made only of lines is merged in datetime order by
+    `merge.Merger.merge`, which float order could get wrong there (ties), so `merge_pool`
+    leaves those persons to the reference path."""
+
+    def __init__(self) -> None:
+        self._clean = msgspec.json.Decoder(list[FlatRecord]).decode
+        self._lines = msgspec.json.Decoder(list[LineRecord]).decode
+        self._loose = msgspec.json.Decoder(LooseRecord).decode
+
+    def decode(self, payloads: list[bytes]) -> tuple[list[FlatRecord], list[int]]:
+        n = len(payloads)
+        joined = b"".join(payloads)
+        # No JSON text holds a raw control byte, so n marks of CLEAN means every payload is
+        # CLEAN (each starts with its mark): nearly every Parquet build's every group.
+        if joined.count(CLEAN) == n:
+            return self._clean_all(joined, n), []
+        out: list[FlatRecord] = []
+        far: list[int] = []
+        clean = [p for p in payloads if p[0] == CLEAN]
+        lines = [p for p in payloads if p[0] != CLEAN and p[0] != LOOSE]
+        it_clean = iter(self._clean_all(b"".join(clean), len(clean)))
+        it_lines = iter(self._lines(b"[" + b",".join(lines) + b"]"))
+        for i, p in enumerate(payloads):
+            first = p[0]
+            if first == CLEAN:
+                out.append(next(it_clean))
+            elif first == LOOSE:
+                out.append(from_loose(self._loose(memoryview(p)[1:])))
+            else:
+                f = from_record(next(it_lines))
+                if not -EXACT_SECONDS < f.updated_at < EXACT_SECONDS:
+                    far.append(i)
+                out.append(f)
+        return out, far
+
+    def _clean_all(self, joined: bytes, n: int) -> list[FlatRecord]:
+        if n == 0:
+            return []
+        # "\x01{…}\x01{…}" → "[{…},{…}]"
+        recs = self._clean(b"[" + joined.replace(b"\x01", b",")[1:] + b"]")
+        if len(recs) != n:
+            raise ValueError(f"{n} typed payloads decoded as {len(recs)} records")
+        return recs
