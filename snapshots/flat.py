@@ -112,8 +112,21 @@ class FlatDecoder:
         return self._record(payload)
 
 
+def joined(values: Any) -> bytes:
+    """An Arrow binary array's values, end to end, as one bytes (one copy, no per-value object)."""
+    n = len(values)
+    if n == 0:
+        return b""
+    import pyarrow as pa
+
+    _, offsets, data = values.buffers()
+    off = memoryview(offsets).cast("q" if pa.types.is_large_binary(values.type) else "i")
+    return memoryview(data)[off[values.offset] : off[values.offset + n]].tobytes()
+
+
 class GroupDecoder:
-    """A row group's payloads (every person's, concatenated) → one `FlatRecord` each.
+    """A row group's payloads (an Arrow binary array: every person's, concatenated) → one
+    `FlatRecord` each.
 
     The `CLEAN` payloads are decoded in one msgspec call (as one JSON array), and so are the
     NDJSON lines; only `LOOSE` ones go one by one. `far` lists the NDJSON lines whose time lies
@@ -126,37 +139,53 @@ class GroupDecoder:
         self._lines = msgspec.json.Decoder(list[LineRecord]).decode
         self._loose = msgspec.json.Decoder(LooseRecord).decode
 
-    def decode(self, payloads: list[bytes]) -> tuple[list[FlatRecord], list[int]]:
-        n = len(payloads)
-        joined = b"".join(payloads)
+    def decode(self, values: Any) -> tuple[list[FlatRecord], list[int]]:
+        import pyarrow as pa
+        import pyarrow.compute as pc
+
+        n = len(values)
+        data = joined(values)
         # No JSON text holds a raw control byte, so n marks of CLEAN means every payload is
         # CLEAN (each starts with its mark): nearly every Parquet build's every group.
-        if joined.count(CLEAN) == n:
-            return self._clean_all(joined, n), []
+        if data.count(CLEAN) == n:
+            return self._clean_all(data, n), []
+        is_clean = pc.equal(pc.binary_slice(values, 0, 1), pa.scalar(bytes([CLEAN])))
+        clean = values.filter(is_clean)
+        recs = self._clean_all(joined(clean), len(clean))
+        where = pc.indices_nonzero(pc.invert(is_clean)).to_pylist()
+        others, far = self._others(values.filter(pc.invert(is_clean)).to_pylist())
+        far = [where[i] for i in far]
+        if not recs:
+            return others, far
+        if len(others) * 16 < n:
+            for i, r in zip(where, others, strict=True):  # ascending: each lands at its index
+                recs.insert(i, r)
+            return recs, far
+        mask: list[bool] = is_clean.to_pylist()
+        it_clean, it_other = iter(recs), iter(others)
+        return [next(it_clean) if c else next(it_other) for c in mask], far
+
+    def _others(self, payloads: list[bytes]) -> tuple[list[FlatRecord], list[int]]:
+        """Payloads that are not CLEAN: NDJSON lines (decoded together) and LOOSE ones."""
+        lines = [p for p in payloads if p[0] != LOOSE]
+        it_lines = iter(self._lines(b"[" + b",".join(lines) + b"]"))
         out: list[FlatRecord] = []
         far: list[int] = []
-        clean = [p for p in payloads if p[0] == CLEAN]
-        lines = [p for p in payloads if p[0] != CLEAN and p[0] != LOOSE]
-        it_clean = iter(self._clean_all(b"".join(clean), len(clean)))
-        it_lines = iter(self._lines(b"[" + b",".join(lines) + b"]"))
         for i, p in enumerate(payloads):
-            first = p[0]
-            if first == CLEAN:
-                out.append(next(it_clean))
-            elif first == LOOSE:
+            if p[0] == LOOSE:
                 out.append(from_loose(self._loose(memoryview(p)[1:])))
-            else:
-                f = from_record(next(it_lines))
-                if not -EXACT_SECONDS < f.updated_at < EXACT_SECONDS:
-                    far.append(i)
-                out.append(f)
+                continue
+            f = from_record(next(it_lines))
+            if not -EXACT_SECONDS < f.updated_at < EXACT_SECONDS:
+                far.append(i)
+            out.append(f)
         return out, far
 
-    def _clean_all(self, joined: bytes, n: int) -> list[FlatRecord]:
+    def _clean_all(self, data: bytes, n: int) -> list[FlatRecord]:
         if n == 0:
             return []
         # "\x01{…}\x01{…}" → "[{…},{…}]"
-        recs = self._clean(b"[" + joined.replace(b"\x01", b",")[1:] + b"]")
+        recs = self._clean(b"[" + data.replace(b"\x01", b",")[1:] + b"]")
         if len(recs) != n:
             raise ValueError(f"{n} typed payloads decoded as {len(recs)} records")
         return recs

@@ -26,6 +26,9 @@ from snapshots.merge import FlatMerger
 from snapshots.model import Profile
 
 Pairs = list[tuple[bytes, bytes]]
+# Persons decoded at a time: one msgspec call each, and only their records alive at once (a
+# whole 16 k-person group's records would double a worker's memory).
+SLICE = 2048
 
 
 class GroupMerger:
@@ -44,18 +47,28 @@ class GroupMerger:
         cids: list[str] = table.column(0).to_pylist()
         col = table.column(1).combine_chunks()
         offsets: list[int] = col.offsets.to_pylist()
-        payloads: list[bytes] = col.flatten().to_pylist()
+        values = col.flatten()  # from offsets[0]: a sliced list array's offsets start past 0
         keys: list[list[str]] = table.column(2).to_pylist()
-        recs, far = self._decode(payloads)
-        base = offsets[0]  # a sliced list array's offsets start past 0; its values do not
-        encode, many = self._encode, self._many
         out: Pairs = []
+        for s in range(0, len(cids), SLICE):
+            e = min(s + SLICE, len(cids))
+            first = offsets[s] - offsets[0]
+            part = values.slice(first, offsets[e] - offsets[s])
+            self._slice(
+                out, cids[s:e], keys[s:e], [o - offsets[s] for o in offsets[s : e + 1]], part
+            )
+        return out
+
+    def _slice(
+        self, out: Pairs, cids: list[str], keys: list[list[str]], offsets: list[int], values: Any
+    ) -> None:
+        recs, far = self._decode(values)
+        encode, many = self._encode, self._many
         append = out.append
         for cid, ks, a, b in zip(cids, keys, offsets, offsets[1:], strict=False):
-            a -= base
-            b -= base
             if far and any(a <= i < b for i in far):
-                append((cid.encode(), self._reference.value(cid, ks, payloads[a:b])))
+                payloads = values[a:b].to_pylist()
+                append((cid.encode(), self._reference.value(cid, ks, payloads)))
                 continue
             ids: dict[str, list[str]] = {}
             for key in ks:
@@ -82,7 +95,6 @@ class GroupMerger:
             else:
                 profile = many(cid, ids, recs[a:b])
             append((cid.encode(), encode(profile)))
-        return out
 
 
 _merger: GroupMerger | None = None
