@@ -112,16 +112,18 @@ class FlatDecoder:
         return self._record(payload)
 
 
-def joined(values: Any) -> bytes:
-    """An Arrow binary array's values, end to end, as one bytes (one copy, no per-value object)."""
-    n = len(values)
-    if n == 0:
-        return b""
+def layout(values: Any) -> tuple[Any, bytes]:
+    """An Arrow binary array's value offsets (numpy, from 0) and its values end to end as one
+    bytes: one copy, no object per value."""
+    import numpy as np
     import pyarrow as pa
 
+    n = len(values)
     _, offsets, data = values.buffers()
-    off = memoryview(offsets).cast("q" if pa.types.is_large_binary(values.type) else "i")
-    return memoryview(data)[off[values.offset] : off[values.offset + n]].tobytes()
+    wide = pa.types.is_large_binary(values.type)
+    offs = np.frombuffer(offsets, np.int64 if wide else np.int32)[values.offset :][: n + 1]
+    start, end = int(offs[0]), int(offs[-1])
+    return offs - start, memoryview(data)[start:end].tobytes() if end > start else b""
 
 
 class GroupDecoder:
@@ -140,20 +142,31 @@ class GroupDecoder:
         self._loose = msgspec.json.Decoder(LooseRecord).decode
 
     def decode(self, values: Any) -> tuple[list[FlatRecord], list[int]]:
-        import pyarrow as pa
-        import pyarrow.compute as pc
+        import numpy as np
 
         n = len(values)
-        data = joined(values)
+        if n == 0:
+            return [], []
+        offs, data = layout(values)
         # No JSON text holds a raw control byte, so n marks of CLEAN means every payload is
         # CLEAN (each starts with its mark): nearly every Parquet build's every group.
-        if data.count(CLEAN) == n:
+        clean = data.count(CLEAN)
+        if clean == n:
             return self._clean_all(data, n), []
-        is_clean = pc.equal(pc.binary_slice(values, 0, 1), pa.scalar(bytes([CLEAN])))
-        clean = values.filter(is_clean)
-        recs = self._clean_all(joined(clean), len(clean))
-        where = pc.indices_nonzero(pc.invert(is_clean)).to_pylist()
-        others, far = self._others(values.filter(pc.invert(is_clean)).to_pylist())
+        if clean == 0:  # an NDJSON build's every group
+            return self._others(values.to_pylist())
+        where: list[int] = np.flatnonzero(
+            np.frombuffer(data, np.uint8)[offs[:-1]] != CLEAN
+        ).tolist()
+        o: list[int] = offs.tolist()
+        pieces: list[bytes] = []
+        prev = 0
+        for i in where:  # the CLEAN ones end to end: cut the others out
+            pieces.append(data[prev : o[i]])
+            prev = o[i + 1]
+        pieces.append(data[prev:])
+        recs = self._clean_all(b"".join(pieces), n - len(where))
+        others, far = self._others([data[o[i] : o[i + 1]] for i in where])
         far = [where[i] for i in far]
         if not recs:
             return others, far
@@ -161,9 +174,9 @@ class GroupDecoder:
             for i, r in zip(where, others, strict=True):  # ascending: each lands at its index
                 recs.insert(i, r)
             return recs, far
-        mask: list[bool] = is_clean.to_pylist()
-        it_clean, it_other = iter(recs), iter(others)
-        return [next(it_clean) if c else next(it_other) for c in mask], far
+        at = dict(zip(where, others, strict=True))
+        it_clean = iter(recs)
+        return [at[i] if i in at else next(it_clean) for i in range(n)], far
 
     def _others(self, payloads: list[bytes]) -> tuple[list[FlatRecord], list[int]]:
         """Payloads that are not CLEAN: NDJSON lines (decoded together) and LOOSE ones."""
