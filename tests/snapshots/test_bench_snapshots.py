@@ -68,3 +68,22 @@ def test_snapshots_bench_prints_json_last(
         assert b["build_records_per_s"] > 0 and b["build_peak_rss_mb"] > 0
         assert b["build_temp_disk_mb"] >= 0 and b["records"] > 200
     assert set(result["build_records_per_s_by_format"]) == {"parquet", "ndjson"}
+
+
+def test_merge_phase_bench_keeps_the_persons_file_and_prints_json_last(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import bench.merge_phase
+
+    data = tmp_path / "data"
+    bench.gen.generate(400, 1, 5, data)
+    persons = tmp_path / "persons.parquet"
+    argv = [str(data), "--format", "ndjson", "--persons", str(persons), "--workers", "2"]
+    assert bench.merge_phase.main(argv) == 0
+    assert persons.exists()  # kept: a second run (or another checkout) merges the same file
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
+    first = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert first["profiles"] == 400 and first["workers_cpu_s"] > 0
+    assert bench.merge_phase.main([*argv[:-1], "1"]) == 0
+    again = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert again["profiles"] == 400 and again["parent_cpu_s"] > 0
