@@ -6,8 +6,9 @@ file, keeps that file at FILE (a hard link: no copy) and stops; later runs with 
 FILE skip the build. Then it runs the merge phase alone on FILE as the engine does —
 `MergePool(workers)` → LMDB appends in key order — and reports wall seconds, the parent's CPU
 seconds (receiving the pairs, writing LMDB), the workers' CPU seconds and both peaks. To
-compare two checkouts on one persons file, run this file with the other's `PYTHONPATH`. Human
-lines first; the last line is one JSON object.
+compare two checkouts on one persons file, run it again with `--code OTHER_CHECKOUT` (whose
+`snapshots` package is then the one measured). Human lines first; the last line is one JSON
+object.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import json
 import os
 import resource
 import shutil
+import sys
 import tempfile
 import time
 from collections.abc import Iterator
@@ -108,14 +110,26 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--format", default="parquet", choices=["parquet", "ndjson"])
     p.add_argument("--persons", type=Path, required=True, help="the persons file (kept)")
     p.add_argument("--workers", type=int, default=os.cpu_count() or 1)
+    p.add_argument("--code", type=Path, help="a checkout whose snapshots package to measure")
     args = p.parse_args(argv)
+    if args.code is not None:
+        if "snapshots" in sys.modules:
+            p.error("--code: snapshots is already imported")
+        sys.path.insert(0, str(args.code.resolve()))
     if not args.persons.exists():
         t = time.perf_counter()
         keep_persons(args.data, args.format, args.persons)
         print(f"persons file {args.persons} in {time.perf_counter() - t:.1f}s")
     with open("/proc/loadavg") as f:
         load = float(f.read().split()[0])
-    res = {"bench": "merge_phase", "format": args.format, "load_avg_before": load}
+    import snapshots
+
+    res = {
+        "bench": "merge_phase",
+        "format": args.format,
+        "code": str(Path(snapshots.__file__).parent.parent),
+        "load_avg_before": load,
+    }
     res |= merge_phase(args.data, args.persons, args.workers)
     print(
         f"merged {res['profiles']:,} profiles with {res['workers']} workers in "
