@@ -147,15 +147,19 @@ class Merger:
             else:
                 maps = [getattr(r, g) for r in (by_trust if trust else by_time)]
             out = merged[g] = combine(policy, maps, numeric=numeric)
+            group_maps = maps
             for key, kp in self._keys[g].items():
                 if kp == policy:
                     continue
-                if (kp == "source_priority") != trust:
-                    korder = by_trust if kp == "source_priority" else by_time
-                    if g == "last_seen":
-                        maps = seen_trust if korder is by_trust else seen_time
-                    else:
-                        maps = [getattr(r, g) for r in korder]
+                # Each key in its own policy's order: trust order for `source_priority`, time
+                # order for every other policy, whatever the key before it was read in.
+                key_trust = kp == "source_priority"
+                if key_trust == trust:
+                    maps = group_maps
+                elif g == "last_seen":
+                    maps = seen_trust if key_trust else seen_time
+                else:
+                    maps = [getattr(r, g) for r in (by_trust if key_trust else by_time)]
                 if kp == "newest" or kp == "source_priority":
                     # Last write wins: the last map holding the key (combine's own rule).
                     for m in reversed(maps):
@@ -243,15 +247,10 @@ class FlatMerger:
                 ]
             else:
                 after.append(f"{g} = _combine({const(policy)}, [r.{g} for r in {order}])")
-            # `Merger._many` reads a key's maps in the order the previous key left them, not
-            # the group's: a quirk of the reference (a `newest` key after a
-            # `source_priority` one is read in trust order), kept because the bytes are.
-            korder = order
             for key, kp in ref._keys[g].items():
                 if kp == policy:
                     continue
-                if (kp == "source_priority") != (order == "bs"):
-                    korder = "bs" if kp == "source_priority" else "bt"
+                korder = "bs" if kp == "source_priority" else "bt"
                 k = const(key)
                 if kp == "newest" or kp == "source_priority":
                     # The last record holding the key in time (trust) order: the latest in

@@ -244,11 +244,11 @@ def test_lines_a_microsecond_apart_where_doubles_tie_merge_in_datetime_order(
     assert msgspec.msgpack.decode(fast)["attributes"] == {"city": "Paris"}
 
 
-def test_a_key_after_a_source_priority_key_is_read_in_trust_order_as_the_reference_does(
+def test_a_newest_key_after_a_source_priority_key_takes_the_newest_record(
     profiles_config: Any,
 ) -> None:
-    # `Merger._many` carries the previous key's map order over: `b` (newest) is read in trust
-    # order after `a` (source_priority). A quirk, but the snapshot's bytes are what they are.
+    # Each key overriding its group's policy is read in its own policy's order: `b` (newest)
+    # takes the newer record's value even though `a` before it was read in trust order.
     cfg = profiles_config(
         source_priority=["crm"],
         merge={
@@ -257,9 +257,9 @@ def test_a_key_after_a_source_priority_key_is_read_in_trust_order_as_the_referen
         },
     )
     recs = [
-        FlatRecord("crm", 0.0, {"a": None, "b": None}),
-        FlatRecord("web", 0.0, {"a": None, "b": False}),
+        FlatRecord("crm", 0.0, {"a": "crm", "b": "crm"}),
+        FlatRecord("web", 1.0, {"a": "web", "b": "web"}),
     ]
-    fast = enc(FlatMerger(cfg).merge("p", {}, recs))
-    assert fast == enc(Merger(cfg).merge_flat("p", {}, recs))
-    assert msgspec.msgpack.decode(fast)["attributes"] == {"a": None, "b": None}
+    reference = enc(Merger(cfg).merge_flat("p", {}, recs))
+    assert msgspec.msgpack.decode(reference)["attributes"] == {"a": "crm", "b": "web"}
+    assert enc(FlatMerger(cfg).merge("p", {}, recs)) == reference
