@@ -24,6 +24,7 @@ dir, removed whatever happens.
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import shutil
 import tempfile
@@ -54,8 +55,9 @@ from snapshots.parquet_schema import (
     payload_expr,
     typed_payload_expr,
 )
+from snapshots.persons_file import write_persons
 from snapshots.progress import Progress, children_peak_rss_mb, dir_mb, peak_rss_mb
-from snapshots.stitching import MAX_EXAMPLES, canonical_id
+from snapshots.stitching import MAX_EXAMPLES, canonical_ids
 from snapshots.summary import MAX_INVALID_KEPT, BuildSummary
 from snapshots.writer import EnvWriter, finalize, staging_dir
 
@@ -71,6 +73,7 @@ PERSON_GROUP = 16_384
 PARALLEL_MERGE_MIN_RECORDS = 150_000
 NDJSON_RECORD_BYTES = 400  # a typical export line, to estimate records before reading
 DEFAULT_MEMORY_LIMIT = "2GB"
+RID_LINE_MASK = (1 << RID_FILE_SHIFT) - 1
 
 
 class EngineOptions(msgspec.Struct, frozen=True):
@@ -145,6 +148,9 @@ def build_profiles(
     except duckdb.Error as exc:
         raise engine_failure(exc, work) from None
     except OSError as exc:
+        if exc.errno == errno.ENOSPC or "No space left" in str(exc):
+            # The persons file is written by Arrow beside the engine's spill files.
+            raise engine_failure(exc, work) from None
         where = exc.filename or work
         raise BuildFailed(f"{where}: {exc.strerror or exc}; nothing was written") from None
     finally:
@@ -214,6 +220,16 @@ class _Build:
         self.format = opts.input_format
         self.problems = _Problems()
         self.read = 0
+        # Stitching's results, numpy arrays: person numbers by node and by record slot, then
+        # (`_cids`) each person's place in canonical-id order and the sorted canonical ids.
+        self.base: Any = None
+        self.has_rec: Any = None
+        self.node_person: Any = None
+        self.slot_person: Any = None
+        self.person_best: Any = None
+        self.has_person: Any = None
+        self.order: Any = None
+        self.cids: Any = None
 
     def _connect(self, est_records: int) -> None:
         """Start the merge workers (if the build is large enough to need them), then DuckDB:
@@ -422,127 +438,187 @@ class _Build:
 
     # ---- stitch --------------------------------------------------------------------------
 
-    def _components(self) -> None:
-        """Tables `nodes` (dense node numbers, first-seen order), `rid_node` and `node_comp`
-        (each node's connected component, computed by scipy on the integer edge list)."""
+    def _slot_bases(self) -> Any:
+        """Where each file's records start among the graph's record vertices: record `rid`
+        is slot `base[file] + line`. Lines that are not records (invalid, blank) are slots
+        too, isolated vertices nothing refers to; dense enough, and no lookup table."""
         import numpy as np
-        import pyarrow as pa
+
+        rows = self.con.execute(
+            f"SELECT rid >> {RID_FILE_SHIFT}, max(rid & {RID_LINE_MASK}) FROM recs GROUP BY 1"  # noqa: S608
+        ).fetchall()
+        n_files = max((int(f) for f, _ in rows), default=-1) + 1
+        lines = np.zeros(n_files, np.int64)
+        for f, last in rows:
+            lines[int(f)] = int(last) + 1
+        base = np.zeros(n_files + 1, np.int64)
+        np.cumsum(lines, out=base[1:])
+        return base
+
+    def _slot(self, rids: Any) -> Any:
+        return self.base[rids >> RID_FILE_SHIFT] + (rids & RID_LINE_MASK)
+
+    def _rid(self, slots: Any) -> Any:
+        import numpy as np
+
+        f = np.searchsorted(self.base, slots, side="right") - 1
+        return (f << RID_FILE_SHIFT) | (slots - self.base[f])
+
+    def _components(self) -> tuple[int, int, Any]:
+        """Table `nodes` (identifier keys numbered in key order, with their first-seen
+        (record, position)), then the connected components of the graph of nodes and records
+        (an edge for each identifier a record carries), labelled by scipy on int arrays.
+        Return (nodes, components, labels: nodes' first, then record slots')."""
+        import numpy as np
         from scipy.sparse import coo_matrix
         from scipy.sparse.csgraph import connected_components
 
         con = self.con
         self._tick("stitch", 0, None)
-        # Node number = any dense integer; `first` (record id, position) is the first-seen
-        # order the profile lists its identifiers in, as the sequential builder did.
+        # Keys are hashed and compared here, and joined once below; everything after this
+        # works on node numbers. Numbered in key (byte) order: a person's best key is its
+        # smallest (rank, node), and the alias index is written in node order.
         con.execute(
             """CREATE TABLE nodes AS
-               SELECT (row_number() OVER () - 1)::INTEGER AS node, key, rank,
+               SELECT (row_number() OVER (ORDER BY key) - 1)::INTEGER AS node, key, rank,
                       f.r AS first_rid, f.p AS first_pos
                FROM (SELECT key, min(rank) AS rank, min({'r': rid, 'p': pos}) AS f
                      FROM ids GROUP BY key)"""
         )
-        n_nodes = con.execute("SELECT count(*) FROM nodes").fetchone()[0]
-        con.execute(
-            "CREATE TABLE rid_node AS "
-            "SELECT i.rid, i.pos, n.node FROM ids i JOIN nodes n USING (key)"
-        )
-        # A record's anchor is its first key (smallest position); it links to the others.
-        con.execute(
-            "CREATE TABLE anchors AS SELECT rid, arg_min(node, pos) AS node "
-            "FROM rid_node GROUP BY rid"
-        )
-        edges = con.execute(
-            """SELECT a.node AS a, b.node AS b FROM anchors a JOIN rid_node b
-               ON a.rid = b.rid AND a.node <> b.node"""
-        ).fetchnumpy()
+        n_nodes: int = con.execute("SELECT count(*) FROM nodes").fetchone()[0]
+        n_ids: int = con.execute("SELECT count(*) FROM ids").fetchone()[0]
+        self.base = self._slot_bases()
+        n_slots = int(self.base[-1])
+        if n_slots >= 1 << 32 or n_nodes + n_slots >= 1 << 31:
+            raise BuildFailed(f"{n_slots} input lines: more than this engine numbers (2^31)")
+        # Edges node -> record slot, straight into int32 arrays: no edge table, no anchor.
+        node_col = np.empty(n_ids, np.int32)
+        slot_col = np.empty(n_ids, np.int32)
+        cur = con.cursor()
+        try:
+            reader = cur.sql(
+                "SELECT n.node, i.rid FROM ids i JOIN nodes n USING (key)"
+            ).to_arrow_reader(BATCH)
+            at = 0
+            for batch in reader:
+                k = batch.num_rows
+                node_col[at : at + k] = batch.column(0).to_numpy()
+                slot_col[at : at + k] = self._slot(batch.column(1).to_numpy())
+                at += k
+        finally:
+            cur.close()
+        if at != n_ids:
+            raise BuildFailed(f"build engine lost identifiers: {at} of {n_ids} joined")
+        self.has_rec = np.zeros(n_slots, bool)
+        self.has_rec[slot_col] = True
+        slot_col += n_nodes
         self._measure()
-        a, b = edges["a"].astype(np.int32), edges["b"].astype(np.int32)
+        n_v = n_nodes + n_slots
         graph = coo_matrix(
-            (np.ones(len(a), dtype=np.int8), (a, b)), shape=(n_nodes, n_nodes)
+            (np.ones(n_ids, np.int8), (node_col, slot_col)), shape=(n_v, n_v)
         ).tocsr()
-        del a, b, edges
-        _, labels = connected_components(graph, directed=False)
+        del node_col, slot_col
+        n_comp, labels = connected_components(graph, directed=False)
         del graph
-        con.register("labels", pa.table({"node": np.arange(n_nodes, dtype=np.int32),
-                                         "comp": labels.astype(np.int32)}))  # fmt: skip
-        con.execute("CREATE TABLE node_comp AS SELECT * FROM labels")
-        con.unregister("labels")
-        del labels
         self._tick("stitch", n_nodes, n_nodes)
+        return n_nodes, int(n_comp), labels
 
     def _stitch(self) -> tuple[int, int, int, list[str], list[str]]:
-        """Label every node and record with its person's best key; return link counts."""
+        """Give every node and record its person number: the component's label, or fresh
+        numbers past the labels for the persons `split_component` makes of a component whose
+        guards fire; each person's best node. Return link counts and examples."""
+        import numpy as np
         import pyarrow as pa
 
-        self._components()
+        n_nodes, n_comp, labels = self._components()
         con = self.con
         cap = self.cfg.max_cluster_size
-        guards = [f"count(*) > {int(cap)}"] + [
-            f"count(*) FILTER (WHERE n.rank = {int(r)}) > 1" for r in self.rules.unique_ranks
-        ]
-        # Only ints from the config are formatted into this statement.
-        con.execute(
-            f"""CREATE TABLE comp_info AS
-                SELECT c.comp, ({" OR ".join(guards)}) AS dirty,
-                       min({{'r': n.rank, 'k': n.key}}).k AS best, count(*) AS size
-                FROM node_comp c JOIN nodes n USING (node) GROUP BY c.comp"""  # noqa: S608
-        )
-        clean_nodes, clean_comps = con.execute(
-            "SELECT coalesce(sum(size), 0), count(*) FROM comp_info WHERE NOT dirty"
-        ).fetchone()
-        links = int(clean_nodes) - int(clean_comps)
+        got = con.execute("SELECT node, rank FROM nodes").fetchnumpy()
+        rank = np.zeros(n_nodes, np.int64)
+        rank[got["node"]] = got["rank"]
+        del got
+        comp = labels[:n_nodes]
+        size = np.bincount(comp, minlength=n_comp)
+        dirty = size > cap
+        for r in self.rules.unique_ranks:
+            dirty |= np.bincount(comp[rank == r], minlength=n_comp) > 1
+        clean = (size > 0) & ~dirty
+        links = int(size[clean].sum()) - int(np.count_nonzero(clean))
+        # Best key = smallest (rank, key) = smallest (rank, node).
+        best = np.full(n_comp, np.iinfo(np.int64).max, np.int64)
+        np.minimum.at(best, comp, (rank << 32) | np.arange(n_nodes, dtype=np.int64))
+        del rank
+        person_best = np.where(clean, best & 0xFFFFFFFF, -1).astype(np.int32)
+        del best, size
+        node_person = comp.copy()
+        slot_person = labels[n_nodes:].copy()
+        del labels, comp
         conflicts = capped = 0
         conflict_ex: list[tuple[int, int, str]] = []
         capped_ex: list[tuple[int, int, str]] = []
-        over_nodes: list[tuple[str, str]] = []
-        over_recs: list[tuple[int, str]] = []
-        rows = con.execute(
-            """SELECT c.comp, r.rid, list(n.key ORDER BY r.pos) AS keys
-               FROM rid_node r JOIN node_comp c USING (node) JOIN nodes n USING (node)
-               WHERE c.comp IN (SELECT comp FROM comp_info WHERE dirty)
-               GROUP BY c.comp, r.rid ORDER BY c.comp, r.rid"""
-        ).fetchall()
-        unique = self.rules.unique
-        rank = self.rules.rank
-        i = 0
-        while i < len(rows):
-            j = i
-            while j < len(rows) and rows[j][0] == rows[i][0]:
-                j += 1
-            split = split_component(((rid, keys) for _, rid, keys in rows[i:j]), rank, unique, cap)
-            links += split.links
-            conflicts += split.conflicts
-            capped += split.capped
-            conflict_ex.extend(split.conflict_examples)
-            capped_ex.extend(split.capped_examples)
-            over_nodes.extend(split.node_best.items())
-            over_recs.extend(split.record_best.items())
-            i = j
-        con.register("over_nodes", pa.table({"key": [k for k, _ in over_nodes],
-                                             "best": [v for _, v in over_nodes]},
-                                            schema=pa.schema([("key", pa.string()),
-                                                              ("best", pa.string())])))  # fmt: skip
-        con.register("over_recs", pa.table({"rid": [k for k, _ in over_recs],
-                                            "best": [v for _, v in over_recs]},
-                                           schema=pa.schema([("rid", pa.int64()),
-                                                             ("best", pa.string())])))  # fmt: skip
-        # Every node and record labelled with its person's best key.
-        con.execute(
-            """CREATE TABLE node_best AS
-               SELECT n.node, n.key, n.first_rid, n.first_pos, coalesce(o.best, ci.best) AS best
-               FROM nodes n JOIN node_comp c USING (node) JOIN comp_info ci USING (comp)
-               LEFT JOIN over_nodes o ON o.key = n.key"""
-        )
-        con.execute(
-            """CREATE TABLE rec_best AS
-               SELECT r.rid, coalesce(o.best, ci.best) AS best
-               FROM anchors r JOIN node_comp c USING (node) JOIN comp_info ci USING (comp)
-               LEFT JOIN over_recs o ON o.rid = r.rid"""
-        )
-        con.unregister("over_nodes")
-        con.unregister("over_recs")
-        for t in ("rid_node", "anchors", "node_comp", "ids"):
-            con.execute(f"DROP TABLE {t}")
+        fresh_best: list[int] = []
+        if dirty.any():
+            dirty_nodes = np.flatnonzero(dirty[node_person]).astype(np.int32)
+            cur = con.cursor()
+            cur.register("dirty_nodes", pa.table({"node": dirty_nodes}))
+            rows = cur.execute(
+                """SELECT i.rid, list(n.key ORDER BY i.pos), list(n.node ORDER BY i.pos)
+                   FROM ids i JOIN nodes n USING (key)
+                   WHERE n.node IN (SELECT node FROM dirty_nodes) GROUP BY i.rid"""
+            ).fetchall()
+            cur.close()
+            # A record's identifiers are all in its component; components in label order,
+            # each one's records in input order (split_component's contract).
+            rows.sort(key=lambda r: (int(node_person[r[2][0]]), r[0]))
+            unique, by_type = self.rules.unique, self.rules.rank
+            node_fix: list[int] = []
+            node_to: list[int] = []
+            rec_fix: list[int] = []
+            rec_to: list[int] = []
+            nxt = n_comp
+            i = 0
+            while i < len(rows):
+                c = node_person[rows[i][2][0]]
+                j = i
+                while j < len(rows) and node_person[rows[j][2][0]] == c:
+                    j += 1
+                group = rows[i:j]
+                node_of = {
+                    k: n for _, keys, nodes in group for k, n in zip(keys, nodes, strict=True)
+                }
+                split = split_component(
+                    ((rid, keys) for rid, keys, _ in group), by_type, unique, cap
+                )
+                links += split.links
+                conflicts += split.conflicts
+                capped += split.capped
+                conflict_ex.extend(split.conflict_examples)
+                capped_ex.extend(split.capped_examples)
+                person_of: dict[str, int] = {}
+                for key, bkey in split.node_best.items():
+                    q = person_of.get(bkey)
+                    if q is None:
+                        q = person_of[bkey] = nxt
+                        nxt += 1
+                        fresh_best.append(node_of[bkey])
+                    node_fix.append(node_of[key])
+                    node_to.append(q)
+                for rid, bkey in split.record_best.items():
+                    rec_fix.append(rid)
+                    rec_to.append(person_of[bkey])
+                i = j
+            # Fixed after the loop: the loop groups rows by the labels it reads.
+            node_person[np.array(node_fix, np.int64)] = node_to
+            slot_person[self._slot(np.array(rec_fix, np.int64))] = rec_to
+        person_best = np.concatenate([person_best, np.array(fresh_best, np.int32)])
+        # A person is one with records. A split can leave identifiers whose every link was
+        # refused and on which no record is anchored: like the original builder, they get
+        # neither a profile nor an alias.
+        has_person = np.zeros(len(person_best), bool)
+        has_person[slot_person[self.has_rec]] = True
+        self.node_person, self.slot_person = node_person, slot_person
+        self.person_best, self.has_person = person_best, has_person
+        con.execute("DROP TABLE ids")
         self._measure()
         return (
             links,
@@ -553,49 +629,78 @@ class _Build:
         )
 
     def _cids(self) -> int:
-        """Canonical ids: blake2b of each person's best key (Python's hashlib, in batches)."""
+        """Canonical ids, once per person from its best key (blake2b in Python, in batches);
+        then persons are renumbered in canonical-id order (`self.order`), the order of the
+        profiles in the snapshot. Return the number of persons."""
+        import numpy as np
         import pyarrow as pa
+        import pyarrow.compute as pc
 
-        con = self.con
-        con.execute("CREATE TABLE best_cid (best VARCHAR, cid VARCHAR)")
-        cur = con.cursor()
-        reader = cur.sql("SELECT DISTINCT best FROM rec_best").to_arrow_reader(BATCH)
-        n = 0
+        persons = np.flatnonzero(self.has_person)
+        cur = self.con.cursor()
+        cur.register("person_best", pa.table({
+            "i": np.arange(len(persons), dtype=np.int32),
+            "node": self.person_best[persons]}))  # fmt: skip
+        idx: list[Any] = []
+        cids: list[Any] = []
+        reader = cur.sql(
+            "SELECT b.i, encode(n.key) FROM person_best b JOIN nodes n USING (node)"
+        ).to_arrow_reader(BATCH)
         for batch in reader:
-            bests = batch.column(0).to_pylist()
-            cids = [canonical_id(b) for b in bests]
-            t = pa.table({"best": pa.array(bests, pa.string()), "cid": pa.array(cids, pa.string())})
-            con.register("cid_batch", t)
-            con.execute("INSERT INTO best_cid SELECT * FROM cid_batch")
-            con.unregister("cid_batch")
-            n += len(bests)
+            idx.append(batch.column(0).to_numpy())
+            cids.append(pa.array(canonical_ids(batch.column(1).to_pylist()), pa.string()))
         cur.close()
+        n = len(persons)
+        at = np.concatenate(idx) if idx else np.zeros(0, np.int32)
+        if len(at) != n:
+            raise BuildFailed(f"build engine lost persons: {len(at)} of {n} best keys found")
+        every = pa.chunked_array(cids, pa.string()).combine_chunks()
+        sort = pc.sort_indices(every).to_numpy()
+        self.cids = every.take(sort)
+        order = np.full(len(self.person_best), -1, np.int32)
+        order[persons[at[sort]]] = np.arange(n, dtype=np.int32)
+        self.order = order
+        del self.person_best, self.has_person
         return n
 
     # ---- merge + write -------------------------------------------------------------------
 
     def _profiles(self, n_profiles: int) -> Iterator[tuple[bytes, bytes]]:
+        import numpy as np
+        import pyarrow as pa
         import pyarrow.parquet as pq
 
         path = self.work / "persons.parquet"
-        # One row per person, sorted by canonical id: records in input order, identifiers in
-        # first-seen order. One statement, so DuckDB's aggregate and sort may spill.
-        self.con.execute(
-            f"""COPY (
-                 WITH r AS (SELECT rb.best, list_transform(list_sort(list({{'r': r.rid,
-                                   'p': r.payload}})), lambda x: x.p) AS payloads
-                            FROM recs r JOIN rec_best rb USING (rid) GROUP BY rb.best),
-                      k AS (SELECT best, list_transform(list_sort(list({{'r': first_rid,
-                                   'p': first_pos, 'k': key}})), lambda x: x.k) AS keys
-                            FROM node_best GROUP BY best)
-                 SELECT c.cid, r.payloads, k.keys FROM best_cid c JOIN r USING (best)
-                 JOIN k USING (best) ORDER BY c.cid
-               ) TO {sql_literal(path)} (FORMAT parquet, ROW_GROUP_SIZE {PERSON_GROUP})"""  # noqa: S608
-        )
+        con = self.con
+        # Records sorted by (person, input order) as one int: person << 32 | slot.
+        slots = np.flatnonzero(self.has_rec)
+        key = (self.order[self.slot_person[slots]].astype(np.int64) << 32) | slots
+        rc = con.cursor()
+        rc.register("rec_order", pa.table({"rid": self._rid(slots), "k": key}))
+        del slots, key, self.slot_person, self.has_rec
+        records = rc.sql(
+            "SELECT (o.k >> 32)::INTEGER AS p, r.payload FROM recs r "
+            "JOIN rec_order o USING (rid) ORDER BY o.k"
+        ).to_arrow_reader(BATCH)
+        node_p = self.order[self.node_person]
+        kept = np.flatnonzero(node_p >= 0)
+        kc = con.cursor()
+        kc.register("node_order", pa.table({"node": kept.astype(np.int32), "p": node_p[kept]}))
+        del node_p, kept
+        keys = kc.sql(
+            "SELECT o.p, n.key FROM nodes n JOIN node_order o USING (node) "
+            "ORDER BY o.p, n.first_rid, n.first_pos"
+        ).to_arrow_reader(BATCH)
+        try:
+            groups = write_persons(path, self.cids, records, keys, PERSON_GROUP)
+        finally:
+            rc.close()
+            kc.close()
+        self.con.execute("DROP TABLE recs")
         self._measure()
         self._tick("merge", 0, n_profiles)
-        groups = pq.ParquetFile(path).metadata.num_row_groups
         assert self.pool is not None
+        assert pq.ParquetFile(path).metadata.num_row_groups == groups
         done = 0
         for pairs in self.pool.merged_groups(str(path), groups):
             yield from pairs
@@ -605,23 +710,30 @@ class _Build:
         path.unlink()
 
     def _aliases(self, n_aliases: int) -> Iterator[tuple[bytes, bytes]]:
-        import pyarrow.parquet as pq
+        import pyarrow as pa
 
-        path = self.work / "sorted_aliases.parquet"
-        # As BLOBs, so Arrow hands back bytes: no Python encode per alias.
-        self.con.execute(
-            "COPY (SELECT encode(n.key) AS k, encode(c.cid) AS c FROM node_best n "  # noqa: S608
-            f"JOIN best_cid c USING (best) ORDER BY n.key) TO {sql_literal(path)} "
-            f"(FORMAT parquet, ROW_GROUP_SIZE {ROW_GROUP})"
-        )
-        self._measure()
-        done = 0
-        for batch in pq.ParquetFile(path).iter_batches(batch_size=BATCH):
-            keys = batch.column(0).to_pylist()
-            yield from zip(keys, batch.column(1).to_pylist(), strict=True)
-            done += len(keys)
-            self._tick("aliases", done, n_aliases)
-        path.unlink()
+        # Node order is key order; each node's canonical id is its person's.
+        node_p = self.order[self.node_person]
+        cids = self.cids.cast(pa.binary())
+        cur = self.con.cursor()
+        try:
+            # As BLOBs, so Arrow hands back bytes: no Python encode per alias.
+            reader = cur.sql("SELECT node, encode(key) FROM nodes ORDER BY node").to_arrow_reader(
+                BATCH
+            )
+            done = 0
+            for batch in reader:
+                p = node_p[batch.column(0).to_numpy()]
+                keys = batch.column(1)
+                kept = p >= 0
+                if not kept.all():
+                    keys = keys.filter(pa.array(kept))
+                    p = p[kept]
+                yield from zip(keys.to_pylist(), cids.take(p).to_pylist(), strict=True)
+                done += len(p)
+                self._tick("aliases", done, n_aliases)
+        finally:
+            cur.close()
 
     def run(
         self,
@@ -644,9 +756,7 @@ class _Build:
             raise InputInvalid(invalid, problems.count)
         links, conflicts, capped, conflict_ex, capped_ex = self._stitch()
         n_profiles = self._cids()
-        n_aliases = self.con.execute(
-            "SELECT count(*) FROM node_best n JOIN best_cid c USING (best)"
-        ).fetchone()[0]
+        n_aliases = int((self.order[self.node_person] >= 0).sum())
         size_hint = sum(f.size for f in files) * 2 + n_aliases * 64
         with staging_dir(out, force=force) as tmp:
             w = EnvWriter(tmp, size_hint)

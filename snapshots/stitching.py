@@ -9,6 +9,7 @@ would join two different values is reported and not followed; a cluster never gr
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Iterable
 
 import msgspec
 
@@ -136,3 +137,9 @@ def canonical_id(best_key: str) -> str:
     """Opaque and stable while a person's best identifier is stable; leaks no PII into logs."""
     # 80 bits: a collision among 10 M profiles has odds of about 1 in 10^10.
     return "p_" + hashlib.blake2b(best_key.encode(), digest_size=10).hexdigest()
+
+
+def canonical_ids(best_keys_utf8: Iterable[bytes]) -> list[str]:
+    """`canonical_id` of many best keys, given UTF-8 encoded (as an engine hands them over)."""
+    blake2b = hashlib.blake2b
+    return ["p_" + blake2b(k, digest_size=10).hexdigest() for k in best_keys_utf8]

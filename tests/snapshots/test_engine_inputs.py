@@ -298,9 +298,10 @@ def _spill_run(spill_data: Path, tmp_path: Path, tmpfs_mb: int | None) -> dict[s
 
 def test_a_disk_that_fills_while_spilling_fails_cleanly(spill_data: Path, tmp_path: Path) -> None:
     roomy = _spill_run(spill_data, tmp_path / "a", None) if (tmp_path / "a").mkdir() is None else {}
-    assert roomy["ok"] is True and float(roomy["temp_disk_mb"]) > 16  # type: ignore[arg-type]
+    assert roomy["ok"] is True and float(roomy["temp_disk_mb"]) > 8  # type: ignore[arg-type]
     (tmp_path / "b").mkdir()
-    full = _spill_run(spill_data, tmp_path / "b", 16)
+    # Half of what the build needs: the disk fills whichever temp file is being written.
+    full = _spill_run(spill_data, tmp_path / "b", int(float(roomy["temp_disk_mb"]) / 2))  # type: ignore[arg-type]
     assert full["ok"] is False and full["type"] == BuildFailed.__name__
     assert "out of disk space while spilling" in str(full["error"])
     assert str(tmp_path / "b" / "spill") in str(full["error"])

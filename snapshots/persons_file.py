@@ -1,0 +1,111 @@
+"""The persons file the merge workers read: one row per person, in canonical-id order.
+
+Schema (`merge_pool` reads it by position): `cid` VARCHAR, `payloads` LIST<BLOB> (the
+person's records in input order), `keys` LIST<VARCHAR> (identifiers in first-seen order), one
+row group per `group` persons.
+
+It is assembled from two streams the engine sorts by (person number, order within person):
+records and identifiers. Person numbers are 0..n-1 in canonical-id order, so each row group's
+lists are cut from the streams by the person column alone (offsets from counts), with no
+list aggregate, join or sort of the lists themselves: grouping payload lists in the engine
+(a hash aggregate of blobs, then a sort of the lists by canonical id) was most of the stitch
+phase.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+SCHEMA = pa.schema(
+    [
+        pa.field("cid", pa.string(), nullable=False),
+        pa.field("payloads", pa.list_(pa.binary())),
+        pa.field("keys", pa.list_(pa.string())),
+    ]
+)
+
+
+class _Stream:
+    """Record batches of (person, value), sorted by person, taken a range of persons at a time."""
+
+    def __init__(self, batches: Iterator[pa.RecordBatch], value_type: pa.DataType) -> None:
+        self._batches = batches
+        self._rest: pa.RecordBatch | None = None
+        self._type = value_type
+
+    def take(self, lo: int, hi: int) -> pa.ListArray:
+        """The values of persons lo..hi-1 as one list per person (the stream is at `lo`)."""
+        persons: list[np.ndarray] = []
+        values: list[pa.Array] = []
+        while True:
+            b = self._rest
+            self._rest = None
+            if b is None:
+                b = next(self._batches, None)
+                if b is None:
+                    break
+            p = b.column(0).to_numpy()
+            cut = int(np.searchsorted(p, hi))
+            if cut < len(p):
+                self._rest = b.slice(cut)
+                b, p = b.slice(0, cut), p[:cut]
+            persons.append(p)
+            values.append(b.column(1))
+            if self._rest is not None:
+                break
+        n = hi - lo
+        p_all = np.concatenate(persons) if persons else np.zeros(0, np.int64)
+        if len(p_all) and (p_all[0] < lo or p_all[-1] >= hi):
+            raise AssertionError("persons stream out of order")
+        counts = np.bincount(p_all - lo, minlength=n) if len(p_all) else np.zeros(n, np.int64)
+        offsets = np.zeros(n + 1, np.int32)
+        np.cumsum(counts, out=offsets[1:])
+        vals = pa.concat_arrays(values) if values else pa.array([], self._type)
+        if vals.type != self._type:
+            vals = vals.cast(self._type)
+        return pa.ListArray.from_arrays(pa.array(offsets, pa.int32()), vals)
+
+    def done(self) -> bool:
+        if self._rest is not None and len(self._rest):
+            return False
+        nxt = next(self._batches, None)
+        while nxt is not None and not len(nxt):
+            nxt = next(self._batches, None)
+        return nxt is None
+
+
+def _batches(reader: Any) -> Iterator[pa.RecordBatch]:
+    while True:
+        try:
+            yield reader.read_next_batch()
+        except StopIteration:
+            return
+
+
+def write_persons(path: Path, cids: pa.Array, records: Any, keys: Any, group: int) -> int:
+    """Write the persons file; `cids` is the sorted canonical ids (person i is `cids[i]`),
+    `records`/`keys` are Arrow record-batch readers of (person, payload) and (person, key)
+    rows sorted by person, then input order / first-seen order. Return the row groups."""
+    recs = _Stream(_batches(records), pa.binary())
+    ids = _Stream(_batches(keys), pa.string())
+    n = len(cids)
+    groups = 0
+    with pq.ParquetWriter(
+        path, SCHEMA, compression="snappy", use_dictionary=False, write_statistics=False
+    ) as w:
+        for lo in range(0, n, group):
+            hi = min(n, lo + group)
+            t = pa.Table.from_arrays(
+                [cids.slice(lo, hi - lo), recs.take(lo, hi), ids.take(lo, hi)], schema=SCHEMA
+            )
+            w.write_table(t, row_group_size=group)
+            groups += 1
+    if not (recs.done() and ids.done()):
+        raise AssertionError("persons streams hold rows past the last person")
+    return groups
