@@ -57,7 +57,7 @@ from snapshots.parquet_schema import (
 )
 from snapshots.persons_file import write_persons
 from snapshots.progress import Progress, children_peak_rss_mb, dir_mb, peak_rss_mb
-from snapshots.stitching import MAX_EXAMPLES, canonical_ids
+from snapshots.stitching import CID_DIGEST_BYTES, MAX_EXAMPLES, canonical_digests
 from snapshots.summary import MAX_INVALID_KEPT, BuildSummary
 from snapshots.writer import EnvWriter, finalize, staging_dir
 
@@ -74,6 +74,7 @@ PARALLEL_MERGE_MIN_RECORDS = 150_000
 NDJSON_RECORD_BYTES = 400  # a typical export line, to estimate records before reading
 DEFAULT_MEMORY_LIMIT = "2GB"
 RID_LINE_MASK = (1 << RID_FILE_SHIFT) - 1
+CID_WIDTH = 2 + 2 * CID_DIGEST_BYTES  # "p_" + hex
 
 
 class EngineOptions(msgspec.Struct, frozen=True):
@@ -481,8 +482,9 @@ class _Build:
         con.execute(
             """CREATE TABLE nodes AS
                SELECT (row_number() OVER (ORDER BY key) - 1)::INTEGER AS node, key, rank,
-                      f.r AS first_rid, f.p AS first_pos
-               FROM (SELECT key, min(rank) AS rank, min({'r': rid, 'p': pos}) AS f
+first
+               FROM (SELECT key, any_value(rank) AS rank,
+                            min((rid::HUGEINT << 64) | pos) AS first
                      FROM ids GROUP BY key)"""
         )
         n_nodes: int = con.execute("SELECT count(*) FROM nodes").fetchone()[0]
@@ -634,7 +636,6 @@ class _Build:
         profiles in the snapshot. Return the number of persons."""
         import numpy as np
         import pyarrow as pa
-        import pyarrow.compute as pc
 
         persons = np.flatnonzero(self.has_person)
         cur = self.con.cursor()
@@ -642,21 +643,31 @@ class _Build:
             "i": np.arange(len(persons), dtype=np.int32),
             "node": self.person_best[persons]}))  # fmt: skip
         idx: list[Any] = []
-        cids: list[Any] = []
+        digests: list[bytes] = []
         reader = cur.sql(
             "SELECT b.i, encode(n.key) FROM person_best b JOIN nodes n USING (node)"
         ).to_arrow_reader(BATCH)
         for batch in reader:
             idx.append(batch.column(0).to_numpy())
-            cids.append(pa.array(canonical_ids(batch.column(1).to_pylist()), pa.string()))
+            digests.append(canonical_digests(batch.column(1).to_pylist()))
         cur.close()
         n = len(persons)
         at = np.concatenate(idx) if idx else np.zeros(0, np.int32)
         if len(at) != n:
             raise BuildFailed(f"build engine lost persons: {len(at)} of {n} best keys found")
-        every = pa.chunked_array(cids, pa.string()).combine_chunks()
-        sort = pc.sort_indices(every).to_numpy()
-        self.cids = every.take(sort)
+        # The ids' text, "p_" + hex, made in bulk: one fixed-width row of bytes per person.
+        d = np.frombuffer(b"".join(digests), np.uint8).reshape(-1, CID_DIGEST_BYTES)
+        del digests
+        text = np.empty((n, CID_WIDTH), np.uint8)
+        text[:, 0], text[:, 1] = ord("p"), ord("_")
+        hexd = np.frombuffer(b"0123456789abcdef", np.uint8)
+        text[:, 2::2] = hexd[d >> 4]
+        text[:, 3::2] = hexd[d & 15]
+        del d
+        # Fixed-width, NUL-free: numpy orders them bytewise, as the snapshot's keys are.
+        sort = np.argsort(text.view(f"S{CID_WIDTH}").ravel(), kind="stable")
+        self.cids = text[sort]
+        del text
         order = np.full(len(self.person_best), -1, np.int32)
         order[persons[at[sort]]] = np.arange(n, dtype=np.int32)
         self.order = order
@@ -688,8 +699,7 @@ class _Build:
         kc.register("node_order", pa.table({"node": kept.astype(np.int32), "p": node_p[kept]}))
         del node_p, kept
         keys = kc.sql(
-            "SELECT o.p, n.key FROM nodes n JOIN node_order o USING (node) "
-            "ORDER BY o.p, n.first_rid, n.first_pos"
+            "SELECT o.p, n.key FROM nodes n JOIN node_order o USING (node) ORDER BY o.p, n.first"
         ).to_arrow_reader(BATCH)
         try:
             groups = write_persons(path, self.cids, records, keys, PERSON_GROUP)
@@ -714,7 +724,7 @@ class _Build:
 
         # Node order is key order; each node's canonical id is its person's.
         node_p = self.order[self.node_person]
-        cids = self.cids.cast(pa.binary())
+        cids = self.cids.view(f"S{CID_WIDTH}").ravel()
         cur = self.con.cursor()
         try:
             # As BLOBs, so Arrow hands back bytes: no Python encode per alias.
@@ -729,7 +739,7 @@ class _Build:
                 if not kept.all():
                     keys = keys.filter(pa.array(kept))
                     p = p[kept]
-                yield from zip(keys.to_pylist(), cids.take(p).to_pylist(), strict=True)
+                yield from zip(keys.to_pylist(), cids[p].tolist(), strict=True)
                 done += len(p)
                 self._tick("aliases", done, n_aliases)
         finally:

@@ -88,21 +88,31 @@ def _batches(reader: Any) -> Iterator[pa.RecordBatch]:
             return
 
 
-def write_persons(path: Path, cids: pa.Array, records: Any, keys: Any, group: int) -> int:
-    """Write the persons file; `cids` is the sorted canonical ids (person i is `cids[i]`),
-    `records`/`keys` are Arrow record-batch readers of (person, payload) and (person, key)
-    rows sorted by person, then input order / first-seen order. Return the row groups."""
+def fixed_strings(rows: np.ndarray) -> pa.Array:
+    """A 2-D uint8 array (one fixed-width ASCII string per row) as an Arrow string array."""
+    n, width = rows.shape
+    offsets = np.arange(0, width * (n + 1), width, dtype=np.int32)
+    data = np.ascontiguousarray(rows)
+    return pa.StringArray.from_buffers(n, pa.py_buffer(offsets), pa.py_buffer(data))
+
+
+def write_persons(path: Path, cids: np.ndarray, records: Any, keys: Any, group: int) -> int:
+    """Write the persons file; `cids` holds the sorted canonical ids, one fixed-width row of
+    bytes each (person i is row i); `records`/`keys` are Arrow record-batch readers of
+    (person, payload) and (person, key) rows sorted by person, then input order / first-seen
+    order. Return the number of row groups."""
     recs = _Stream(_batches(records), pa.binary())
     ids = _Stream(_batches(keys), pa.string())
     n = len(cids)
     groups = 0
+    # LZ4: as small as snappy here, and the merge workers decompress it faster.
     with pq.ParquetWriter(
-        path, SCHEMA, compression="snappy", use_dictionary=False, write_statistics=False
+        path, SCHEMA, compression="lz4", use_dictionary=False, write_statistics=False
     ) as w:
         for lo in range(0, n, group):
             hi = min(n, lo + group)
             t = pa.Table.from_arrays(
-                [cids.slice(lo, hi - lo), recs.take(lo, hi), ids.take(lo, hi)], schema=SCHEMA
+                [fixed_strings(cids[lo:hi]), recs.take(lo, hi), ids.take(lo, hi)], schema=SCHEMA
             )
             w.write_table(t, row_group_size=group)
             groups += 1

@@ -133,13 +133,18 @@ class Stitcher:
         return out
 
 
+# canonical_id = "p_" + the hex of a blake2b digest of this many bytes of the best key (UTF-8).
+# 80 bits: a collision among 10 M profiles has odds of about 1 in 10^10.
+CID_DIGEST_BYTES = 10
+
+
 def canonical_id(best_key: str) -> str:
     """Opaque and stable while a person's best identifier is stable; leaks no PII into logs."""
-    # 80 bits: a collision among 10 M profiles has odds of about 1 in 10^10.
-    return "p_" + hashlib.blake2b(best_key.encode(), digest_size=10).hexdigest()
+    return "p_" + hashlib.blake2b(best_key.encode(), digest_size=CID_DIGEST_BYTES).hexdigest()
 
 
-def canonical_ids(best_keys_utf8: Iterable[bytes]) -> list[str]:
-    """`canonical_id` of many best keys, given UTF-8 encoded (as an engine hands them over)."""
+def canonical_digests(best_keys_utf8: Iterable[bytes]) -> bytes:
+    """The digests behind `canonical_id` of many best keys (given UTF-8 encoded, as an engine
+    hands them over), concatenated: an engine makes the hex text in bulk."""
     blake2b = hashlib.blake2b
-    return ["p_" + blake2b(k, digest_size=10).hexdigest() for k in best_keys_utf8]
+    return b"".join([blake2b(k, digest_size=CID_DIGEST_BYTES).digest() for k in best_keys_utf8])
