@@ -55,7 +55,6 @@ from snapshots.parquet_schema import (
     payload_expr,
     typed_payload_expr,
 )
-from snapshots.persons_file import write_persons
 from snapshots.progress import Progress, children_peak_rss_mb, dir_mb, peak_rss_mb
 from snapshots.stitching import CID_DIGEST_BYTES, MAX_EXAMPLES, canonical_digests
 from snapshots.summary import MAX_INVALID_KEPT, BuildSummary
@@ -680,6 +679,8 @@ first
         import numpy as np
         import pyarrow as pa
         import pyarrow.parquet as pq
+
+        from snapshots.persons_file import write_persons
 
         path = self.work / "persons.parquet"
         con = self.con

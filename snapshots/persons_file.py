@@ -15,6 +15,7 @@ phase.
 from __future__ import annotations
 
 from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -106,16 +107,23 @@ def write_persons(path: Path, cids: np.ndarray, records: Any, keys: Any, group: 
     n = len(cids)
     groups = 0
     # LZ4: as small as snappy here, and the merge workers decompress it faster.
-    with pq.ParquetWriter(
+    writer = pq.ParquetWriter(
         path, SCHEMA, compression="lz4", use_dictionary=False, write_statistics=False
-    ) as w:
+    )
+    # One group is compressed and written (Arrow, without the GIL) while the next is cut.
+    with writer, ThreadPoolExecutor(1) as io:
+        pending: Future[None] | None = None
         for lo in range(0, n, group):
             hi = min(n, lo + group)
             t = pa.Table.from_arrays(
                 [fixed_strings(cids[lo:hi]), recs.take(lo, hi), ids.take(lo, hi)], schema=SCHEMA
             )
-            w.write_table(t, row_group_size=group)
+            if pending is not None:
+                pending.result()
+            pending = io.submit(writer.write_table, t, row_group_size=group)
             groups += 1
+        if pending is not None:
+            pending.result()
     if not (recs.done() and ids.done()):
         raise AssertionError("persons streams hold rows past the last person")
     return groups
