@@ -464,52 +464,79 @@ class _Build:
         f = np.searchsorted(self.base, slots, side="right") - 1
         return (f << RID_FILE_SHIFT) | (slots - self.base[f])
 
-    def _components(self) -> tuple[int, int, Any]:
-        """Table `nodes` (identifier keys numbered in key order, with their first-seen
-        (record, position)), then the connected components of the graph of nodes and records
-        (an edge for each identifier a record carries), labelled by scipy on int arrays.
-        Return (nodes, components, labels: nodes' first, then record slots')."""
+    def _components(self) -> tuple[int, int, Any, Any]:
+        """Number identifier keys (table `nodes`, in key order, with each one's rank and
+        first-seen (record, position)), then label the connected components of the graph of
+        nodes and records (an edge for each identifier a record carries) with scipy, on int
+        arrays. Return (nodes, components, labels: nodes' first, then record slots', rank of
+        each node)."""
         import numpy as np
+        import pyarrow as pa
+        import pyarrow.compute as pc
         from scipy.sparse import coo_matrix
         from scipy.sparse.csgraph import connected_components
 
         con = self.con
         self._tick("stitch", 0, None)
-        # Keys are hashed and compared here, and joined once below; everything after this
-        # works on node numbers. Numbered in key (byte) order: a person's best key is its
-        # smallest (rank, node), and the alias index is written in node order.
-        con.execute(
-            """CREATE TABLE nodes AS
-               SELECT (row_number() OVER (ORDER BY key) - 1)::INTEGER AS node, key, rank,
-first
-               FROM (SELECT key, any_value(rank) AS rank,
-                            min((rid::HUGEINT << 64) | pos) AS first
-                     FROM ids GROUP BY key)"""
-        )
-        n_nodes: int = con.execute("SELECT count(*) FROM nodes").fetchone()[0]
         n_ids: int = con.execute("SELECT count(*) FROM ids").fetchone()[0]
         self.base = self._slot_bases()
         n_slots = int(self.base[-1])
-        if n_slots >= 1 << 32 or n_nodes + n_slots >= 1 << 31:
+        if n_slots >= 1 << 32 or n_ids + n_slots >= 1 << 31:
             raise BuildFailed(f"{n_slots} input lines: more than this engine numbers (2^31)")
-        # Edges node -> record slot, straight into int32 arrays: no edge table, no anchor.
+        con.execute(
+            "CREATE TABLE nodes (node INTEGER, key VARCHAR, rank INTEGER, "
+            "first_rid BIGINT, first_pos BIGINT)"
+        )
+        # The one pass over identifier text: sorted by key (then record, position), a key's
+        # rows are adjacent and its first row is where it was first seen. Node numbers are
+        # counted off the sorted stream — key (byte) order, so a person's best key is its
+        # smallest (rank, node) and the alias index is written in node order — and each
+        # row's edge node -> record slot goes straight into int arrays: no aggregate, join,
+        # window or edge table on text.
         node_col = np.empty(n_ids, np.int32)
         slot_col = np.empty(n_ids, np.int32)
+        ranks: list[Any] = []
+        n_nodes = 0
+        at = 0
+        last: Any = None
         cur = con.cursor()
         try:
             reader = cur.sql(
-                "SELECT n.node, i.rid FROM ids i JOIN nodes n USING (key)"
+                "SELECT key, rid, pos, rank FROM ids ORDER BY key, rid, pos"
             ).to_arrow_reader(BATCH)
-            at = 0
             for batch in reader:
                 k = batch.num_rows
-                node_col[at : at + k] = batch.column(0).to_numpy()
-                slot_col[at : at + k] = self._slot(batch.column(1).to_numpy())
+                if not k:
+                    continue
+                keys = batch.column(0)
+                new = np.empty(k, bool)
+                new[0] = last is None or keys[0].as_py() != last
+                if k > 1:
+                    new[1:] = pc.not_equal(keys.slice(1), keys.slice(0, k - 1)).to_numpy(
+                        zero_copy_only=False
+                    )
+                nodes = np.cumsum(new, dtype=np.int64) + (n_nodes - 1)
+                node_col[at : at + k] = nodes
+                rids = batch.column(1)
+                slot_col[at : at + k] = self._slot(rids.to_numpy())
+                starts = pa.array(np.flatnonzero(new))
+                rank = batch.column(3).take(starts)
+                con.register("node_batch", pa.table({
+                    "node": pa.array(nodes[new].astype(np.int32)),
+                    "key": keys.take(starts), "rank": rank,
+                    "first_rid": rids.take(starts),
+                    "first_pos": batch.column(2).take(starts)}))  # fmt: skip
+                con.execute("INSERT INTO nodes SELECT * FROM node_batch")
+                con.unregister("node_batch")
+                ranks.append(rank.to_numpy())
+                n_nodes += len(starts)
                 at += k
+                last = keys[k - 1].as_py()
         finally:
             cur.close()
         if at != n_ids:
-            raise BuildFailed(f"build engine lost identifiers: {at} of {n_ids} joined")
+            raise BuildFailed(f"build engine lost identifiers: {at} of {n_ids} read")
+        node_rank = np.concatenate(ranks) if ranks else np.zeros(0, np.int32)
         self.has_rec = np.zeros(n_slots, bool)
         self.has_rec[slot_col] = True
         slot_col += n_nodes
@@ -522,7 +549,7 @@ first
         n_comp, labels = connected_components(graph, directed=False)
         del graph
         self._tick("stitch", n_nodes, n_nodes)
-        return n_nodes, int(n_comp), labels
+        return n_nodes, int(n_comp), labels, node_rank
 
     def _stitch(self) -> tuple[int, int, int, list[str], list[str]]:
         """Give every node and record its person number: the component's label, or fresh
@@ -531,13 +558,11 @@ first
         import numpy as np
         import pyarrow as pa
 
-        n_nodes, n_comp, labels = self._components()
+        n_nodes, n_comp, labels, node_rank = self._components()
         con = self.con
         cap = self.cfg.max_cluster_size
-        got = con.execute("SELECT node, rank FROM nodes").fetchnumpy()
-        rank = np.zeros(n_nodes, np.int64)
-        rank[got["node"]] = got["rank"]
-        del got
+        rank = node_rank.astype(np.int64)
+        del node_rank
         comp = labels[:n_nodes]
         size = np.bincount(comp, minlength=n_comp)
         dirty = size > cap
@@ -700,7 +725,8 @@ first
         kc.register("node_order", pa.table({"node": kept.astype(np.int32), "p": node_p[kept]}))
         del node_p, kept
         keys = kc.sql(
-            "SELECT o.p, n.key FROM nodes n JOIN node_order o USING (node) ORDER BY o.p, n.first"
+            "SELECT o.p, n.key FROM nodes n JOIN node_order o USING (node) "
+            "ORDER BY o.p, n.first_rid, n.first_pos"
         ).to_arrow_reader(BATCH)
         try:
             groups = write_persons(path, self.cids, records, keys, PERSON_GROUP)
