@@ -6,15 +6,19 @@ Phases, each reported to `progress`:
    ever); Parquet is read by DuckDB, which renders each plain row as a typed payload (its
    columns as JSON, times as epoch seconds: `flat`) and emits its keys one id type at a
    time. Either way two tables fill: `recs(rid, payload)` and `ids(rid, pos, key, rank)`.
-2. **stitch** — DuckDB factorises identifier keys into dense node numbers (a hash aggregate),
-   builds the record edges (anchor → every other id of the record), and scipy's connected
-   components labels them in C. A component with at most one value of each unique type and no
-   more identifiers than the cap is a person as it stands; the rare others (the guards fire)
-   are split by the original sequential union-find (`identity.split_component`), so links
-   refused, conflict reports and the cluster cap are exactly what the old builder did.
-3. **merge** — DuckDB writes one row per person, sorted by canonical id: records (input order)
-   and identifiers (first-seen order) as lists; `identity.Assembler` merges them by policy and
-   encodes the profile, in worker processes for large builds (`merge_pool`).
+2. **stitch** — one sorted pass over the identifiers numbers their keys (`nodes`, in key order,
+   so a person's best key is its smallest (rank, node) and the alias index is in node order)
+   and yields the edges node → record as int arrays; scipy's connected components labels the
+   graph of nodes and records in C. A component with at most one value of each unique type
+   and no more identifiers than the cap is a person as it stands; the rare others (the guards
+   fire) are split by the original sequential union-find (`identity.split_component`), so
+   links refused, conflict reports and the cluster cap are exactly what the old builder did.
+   Persons are numbers from here on (no key text is a join, group or sort key again): canonical
+   ids are hashed once per person, and persons renumbered in canonical-id order.
+3. **merge** — the persons file, one row per person in canonical-id order, is cut from two
+   streams DuckDB sorts by (person, input order) and (person, first seen): records and
+   identifiers (`persons_file`); `identity.Assembler` merges each person by policy and encodes
+   the profile, in worker processes for large builds (`merge_pool`).
 4. **write** — profiles and then aliases stream into LMDB in key order with `append=True`.
 
 Everything larger than a batch lives in DuckDB's database file and spill files inside one temp

@@ -8,7 +8,7 @@ from pathlib import Path
 from snapshots.config import ProfilesConfig
 from snapshots.profiles_build import build_profiles
 from snapshots.reader import open_profiles
-from snapshots.stitching import Stitcher
+from snapshots.stitching import CID_DIGEST_BYTES, Stitcher, canonical_digests, canonical_id
 from tests.snapshots.kit import WriteNdjson, rec
 
 
@@ -98,3 +98,12 @@ def test_blocklisted_values_link_nothing(
     assert summary.blocked_examples[0] == f"{src}:1: email_sha256:junk"
     with open_profiles(tmp_path / "snap") as r:
         assert r.resolve("email_sha256", "junk") is None
+
+
+def test_canonical_digests_are_the_canonical_ids() -> None:
+    """The engine hexes the digests in bulk: the same ids as `canonical_id`, non-ASCII too."""
+    keys = ["email:e1", "cookie:k\u00e9", "device:" + "x" * 300, ""]
+    d = canonical_digests(k.encode() for k in keys)
+    assert len(d) == CID_DIGEST_BYTES * len(keys)
+    hexed = ["p_" + d[i : i + CID_DIGEST_BYTES].hex() for i in range(0, len(d), CID_DIGEST_BYTES)]
+    assert hexed == [canonical_id(k) for k in keys]
