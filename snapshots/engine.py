@@ -722,7 +722,7 @@ class _Build:
         records = rc.sql(
             "SELECT (o.k >> 32)::INTEGER AS p, r.payload FROM recs r "
             "JOIN rec_order o USING (rid) ORDER BY o.k"
-        ).to_arrow_reader(BATCH)
+        ).to_arrow_reader(min(BATCH, PERSON_GROUP))
         node_p = self.order[self.node_person]
         kept = np.flatnonzero(node_p >= 0)
         kc = con.cursor()
