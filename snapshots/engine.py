@@ -234,6 +234,7 @@ class _Build:
         self.has_person: Any = None
         self.order: Any = None
         self.cids: Any = None
+        self.nodes = work / "nodes.parquet"  # node, key, rank, first_rid, first_pos; node order
 
     def _connect(self, est_records: int) -> None:
         """Start the merge workers (if the build is large enough to need them), then DuckDB:
@@ -459,6 +460,15 @@ class _Build:
         np.cumsum(lines, out=base[1:])
         return base
 
+    def _nodes_sql(self) -> str:
+        return f"read_parquet({sql_literal(self.nodes)})"
+
+    def _node_batches(self, columns: list[str]) -> Iterator[Any]:
+        import pyarrow.parquet as pq
+
+        with pq.ParquetFile(self.nodes) as f:
+            yield from f.iter_batches(batch_size=BATCH, columns=columns)
+
     def _slot(self, rids: Any) -> Any:
         return self.base[rids >> RID_FILE_SHIFT] + (rids & RID_LINE_MASK)
 
@@ -469,14 +479,15 @@ class _Build:
         return (f << RID_FILE_SHIFT) | (slots - self.base[f])
 
     def _components(self) -> tuple[int, int, Any, Any]:
-        """Number identifier keys (table `nodes`, in key order, with each one's rank and
-        first-seen (record, position)), then label the connected components of the graph of
+        """Number identifier keys (the file `self.nodes`, in node = key order, with each one's
+        rank and first-seen (record, position)), then label the connected components of the graph of
         nodes and records (an edge for each identifier a record carries) with scipy, on int
         arrays. Return (nodes, components, labels: nodes' first, then record slots', rank of
         each node)."""
         import numpy as np
         import pyarrow as pa
         import pyarrow.compute as pc
+        import pyarrow.parquet as pq
         from scipy.sparse import coo_matrix
         from scipy.sparse.csgraph import connected_components
 
@@ -487,16 +498,14 @@ class _Build:
         n_slots = int(self.base[-1])
         if n_slots >= 1 << 32 or n_ids + n_slots >= 1 << 31:
             raise BuildFailed(f"{n_slots} input lines: more than this engine numbers (2^31)")
-        con.execute(
-            "CREATE TABLE nodes (node INTEGER, key VARCHAR, rank INTEGER, "
-            "first_rid BIGINT, first_pos BIGINT)"
-        )
         # The one pass over identifier text: sorted by key (then record, position), a key's
         # rows are adjacent and its first row is where it was first seen. Node numbers are
         # counted off the sorted stream — key (byte) order, so a person's best key is its
         # smallest (rank, node) and the alias index is written in node order — and each
         # row's edge node -> record slot goes straight into int arrays: no aggregate, join,
-        # window or edge table on text.
+        # window or edge table on text. The nodes go to a Parquet file in node order: the
+        # alias index reads it as it stands, and inserting into a table while the stream
+        # read `ids` made dropping `ids` cost seconds.
         node_col = np.empty(n_ids, np.int32)
         slot_col = np.empty(n_ids, np.int32)
         ranks: list[Any] = []
@@ -504,6 +513,9 @@ class _Build:
         at = 0
         last: Any = None
         cur = con.cursor()
+        schema = pa.schema([("node", pa.int32()), ("key", pa.string()), ("rank", pa.int32()),
+                            ("first_rid", pa.int64()), ("first_pos", pa.int64())])  # fmt: skip
+        out = pq.ParquetWriter(self.nodes, schema, compression="none")
         try:
             reader = cur.sql(
                 "SELECT key, rid, pos, rank FROM ids ORDER BY key, rid, pos"
@@ -525,19 +537,16 @@ class _Build:
                 slot_col[at : at + k] = self._slot(rids.to_numpy())
                 starts = pa.array(np.flatnonzero(new))
                 rank = batch.column(3).take(starts)
-                con.register("node_batch", pa.table({
-                    "node": pa.array(nodes[new].astype(np.int32)),
-                    "key": keys.take(starts), "rank": rank,
-                    "first_rid": rids.take(starts),
-                    "first_pos": batch.column(2).take(starts)}))  # fmt: skip
-                con.execute("INSERT INTO nodes SELECT * FROM node_batch")
-                con.unregister("node_batch")
+                out.write_table(pa.Table.from_arrays([
+                    pa.array(nodes[new].astype(np.int32)), keys.take(starts), rank,
+                    rids.take(starts), batch.column(2).take(starts)], schema=schema))  # fmt: skip
                 ranks.append(rank.to_numpy())
                 n_nodes += len(starts)
                 at += k
                 last = keys[k - 1].as_py()
         finally:
             cur.close()
+            out.close()
         if at != n_ids:
             raise BuildFailed(f"build engine lost identifiers: {at} of {n_ids} read")
         node_rank = np.concatenate(ranks) if ranks else np.zeros(0, np.int32)
@@ -592,9 +601,9 @@ class _Build:
             cur = con.cursor()
             cur.register("dirty_nodes", pa.table({"node": dirty_nodes}))
             rows = cur.execute(
-                """SELECT i.rid, list(n.key ORDER BY i.pos), list(n.node ORDER BY i.pos)
-                   FROM ids i JOIN nodes n USING (key)
-                   WHERE n.node IN (SELECT node FROM dirty_nodes) GROUP BY i.rid"""
+                f"""SELECT i.rid, list(n.key ORDER BY i.pos), list(n.node ORDER BY i.pos)
+                   FROM ids i JOIN {self._nodes_sql()} n USING (key)
+                   WHERE n.node IN (SELECT node FROM dirty_nodes) GROUP BY i.rid"""  # noqa: S608
             ).fetchall()
             cur.close()
             # A record's identifiers are all in its component; components in label order,
@@ -666,19 +675,18 @@ class _Build:
         import pyarrow as pa
 
         persons = np.flatnonzero(self.has_person)
-        cur = self.con.cursor()
-        cur.register("person_best", pa.table({
-            "i": np.arange(len(persons), dtype=np.int32),
-            "node": self.person_best[persons]}))  # fmt: skip
+        # Each person's best node, and the person (index into `persons`) it is best of.
+        best_of = np.full(len(self.node_person), -1, np.int32)
+        best_of[self.person_best[persons]] = np.arange(len(persons), dtype=np.int32)
         idx: list[Any] = []
         digests: list[bytes] = []
-        reader = cur.sql(
-            "SELECT b.i, encode(n.key) FROM person_best b JOIN nodes n USING (node)"
-        ).to_arrow_reader(BATCH)
-        for batch in reader:
-            idx.append(batch.column(0).to_numpy())
-            digests.append(canonical_digests(batch.column(1).to_pylist()))
-        cur.close()
+        for batch in self._node_batches(["node", "key"]):
+            i = best_of[batch.column(0).to_numpy()]
+            best = i >= 0
+            idx.append(i[best])
+            keys = batch.column(1).filter(pa.array(best)).cast(pa.binary())
+            digests.append(canonical_digests(keys.to_pylist()))
+        del best_of
         n = len(persons)
         at = np.concatenate(idx) if idx else np.zeros(0, np.int32)
         if len(at) != n:
@@ -729,7 +737,7 @@ class _Build:
         kc.register("node_order", pa.table({"node": kept.astype(np.int32), "p": node_p[kept]}))
         del node_p, kept
         keys = kc.sql(
-            "SELECT o.p, n.key FROM nodes n JOIN node_order o USING (node) "
+            f"SELECT o.p, n.key FROM {self._nodes_sql()} n JOIN node_order o USING (node) "  # noqa: S608
             "ORDER BY o.p, n.first_rid, n.first_pos"
         ).to_arrow_reader(BATCH)
         try:
@@ -756,25 +764,17 @@ class _Build:
         # Node order is key order; each node's canonical id is its person's.
         node_p = self.order[self.node_person]
         cids = self.cids.view(f"S{CID_WIDTH}").ravel()
-        cur = self.con.cursor()
-        try:
-            # As BLOBs, so Arrow hands back bytes: no Python encode per alias.
-            reader = cur.sql("SELECT node, encode(key) FROM nodes ORDER BY node").to_arrow_reader(
-                BATCH
-            )
-            done = 0
-            for batch in reader:
-                p = node_p[batch.column(0).to_numpy()]
-                keys = batch.column(1)
-                kept = p >= 0
-                if not kept.all():
-                    keys = keys.filter(pa.array(kept))
-                    p = p[kept]
-                yield from zip(keys.to_pylist(), cids[p].tolist(), strict=True)
-                done += len(p)
-                self._tick("aliases", done, n_aliases)
-        finally:
-            cur.close()
+        done = 0
+        for batch in self._node_batches(["node", "key"]):
+            p = node_p[batch.column(0).to_numpy()]
+            keys = batch.column(1).cast(pa.binary())  # bytes for LMDB, no encode per alias
+            kept = p >= 0
+            if not kept.all():
+                keys = keys.filter(pa.array(kept))
+                p = p[kept]
+            yield from zip(keys.to_pylist(), cids[p].tolist(), strict=True)
+            done += len(p)
+            self._tick("aliases", done, n_aliases)
 
     def run(
         self,
