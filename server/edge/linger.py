@@ -24,6 +24,8 @@ from typing import Any
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
+from .accept import BurstAccept
+
 # nginx drains for up to 30 s, 5 s between reads; a refused body here is at most a few MB from a
 # client writing it at loopback or LAN speed.
 LINGER_BYTES = 16 * 1024 * 1024
@@ -117,5 +119,6 @@ class LingeringClose(HttpToolsProtocol):
         super().connection_lost(exc)
 
 
-class LingeringProtocol(LingeringClose):
-    """uvicorn's httptools protocol with lingering close (`protocol_memo: false`)."""
+class LingeringProtocol(BurstAccept, LingeringClose):
+    """uvicorn's httptools protocol with lingering close (`protocol_memo: false`), accepting
+    connection bursts at once (server/edge/accept.py)."""

@@ -41,6 +41,7 @@ from uvicorn.server import ServerState
 
 from ..asgi import Headers, header_lines
 from ..decide.context import PlacementError
+from .accept import BurstAccept
 from .answers import Answer
 from .linger import LingeringClose
 from .remembering import MEMO_MISSED, PROTOCOL_ROUTES, Remembering
@@ -52,7 +53,7 @@ _perf = time.perf_counter
 log = logging.getLogger("edgeside.edge")
 
 
-class MemoProtocol(LingeringClose, HttpToolsProtocol):
+class MemoProtocol(BurstAccept, LingeringClose, HttpToolsProtocol):
     """uvicorn's HTTP/1.1 protocol, answering well-formed GET /v1/edge and fragment requests
     itself: from the memos, or decided here."""
 
