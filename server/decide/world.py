@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import threading
 import time
 from collections.abc import Callable
@@ -28,6 +29,45 @@ from ..asgi import header_value
 log = logging.getLogger("edgeside.world")
 
 KINDS = ("profiles", "content", "rules")
+
+
+def prefetch(version: Path) -> bool:
+    """Ask the kernel to read a newly opened snapshot's LMDB file into the page cache, in the
+    background (`POSIX_FADV_WILLNEED`; the call itself only queues the reads).
+
+    The readers map the file with readahead off (random access), so on a cold page cache every
+    first touch of a page is a major fault that the event loop waits out, one page read at a
+    time. Measured (issue 15 item 4): a realistic bench run on a store idle for half an hour (this
+    machine's reclaim pages out file pages unused for a minute) took 700-880 major faults in 10 s
+    and ran 1.4-2.5 s of it, the rest waiting for reads: 400-900 rps, stalls of 600 ms, timeouts.
+    Only when the file fits easily in the memory available (half of it): a snapshot larger than
+    memory is left to the faults rather than pushing everything else out. True if asked."""
+    data = version / "data.mdb"
+    try:
+        size = data.stat().st_size
+        if size > _available_bytes() // 2:
+            return False
+        fd = os.open(data, os.O_RDONLY)
+    except OSError:
+        return False
+    try:
+        os.posix_fadvise(fd, 0, size, os.POSIX_FADV_WILLNEED)
+    except OSError:
+        return False
+    finally:
+        os.close(fd)
+    return True
+
+
+def _available_bytes() -> int:
+    """MemAvailable from /proc/meminfo (0 where there is none: then nothing is prefetched)."""
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return 0
 
 
 @dataclass(eq=False)
@@ -169,10 +209,12 @@ class WorldHolder:
                     profiles = snapshots.open_profiles(Path(path), signing_key=key, verify=False)
                     owned.append(profiles)
                     manifest = profiles.manifest
+                    prefetch(Path(path))
                 elif kind == "content":
                     content = snapshots.open_content(Path(path), signing_key=key, verify=False)
                     owned.append(content)
                     manifest = content.manifest
+                    prefetch(Path(path))
                 else:
                     # Compiled by this process's validation of this very version, or compiled now.
                     engine, manifest = self._take_compiled(path) or open_rules(Path(path), key)
