@@ -190,14 +190,48 @@ def scrape(url: str) -> dict[str, float]:
     return samples
 
 
+def scheduling(pid: int) -> dict[str, float]:
+    """What the kernel says about the server process so far (its threads together): CPU time on
+    a core, time runnable but waiting for one (run-queue delay), context switches it made
+    (voluntary: it waited — I/O, a page read, the GIL) or suffered (involuntary: preempted), and
+    page faults that had to read a page in (major: the loop waits for the disk)."""
+    root = Path(f"/proc/{pid}")
+    try:
+        fields = (root / "stat").read_text().rsplit(")", 1)[1].split()
+        run_ns, wait_ns = (int(x) for x in (root / "schedstat").read_text().split()[:2])
+        status = (root / "status").read_text()
+    except (OSError, ValueError):
+        return {}
+
+    def count(name: str) -> float:
+        return float(status.split(name + ":", 1)[1].split()[0])
+
+    return {
+        "run_ms": run_ns / 1e6,
+        "runq_ms": wait_ns / 1e6,
+        "voluntary_switches": count("voluntary_ctxt_switches"),
+        "involuntary_switches": count("nonvoluntary_ctxt_switches"),
+        "major_faults": float(fields[9]),
+    }
+
+
 def run_observed(
     url: str, pid: int, seconds: int, connections: int, cookies: Path, mode: str, *extra: str
 ) -> dict[str, Any]:
     """One measured wrk run, plus what the server saw during it: each memo's hit ratio, the share
-    of answers the protocol wrote, and (with the loop probe on) the longest loop stall and GC."""
+    of answers the protocol wrote, (with the loop probe on) the longest loop stall and GC, and
+    what the kernel saw of the server process (`scheduling`): a stall where the loop ran is its
+    own work; one where it waited for a core, a page read or the GIL shows in these counts."""
     before = scrape(url)  # also starts a fresh stall window
+    kernel_before = scheduling(pid)
     result = wrk(url, seconds, connections, cookies, mode, pid, *extra)
+    kernel_after = scheduling(pid)
     after = scrape(url)
+    result["server_kernel"] = {
+        name: round(kernel_after[name] - kernel_before[name], 1)
+        for name in kernel_after
+        if name in kernel_before
+    }
 
     def delta(name: str) -> float:
         return after.get(name, 0.0) - before.get(name, 0.0)
@@ -356,6 +390,10 @@ def main(argv: list[str] | None = None) -> int:
         "edge_max_gc_ms_by_generation": [
             max(r["max_gc_ms_by_generation"][g] for r in runs["edge"]) for g in range(3)
         ],
+        # What the kernel saw of the server during each measured realistic run (`scheduling`):
+        # run-queue delay (runnable, no core: contention), major faults (the loop waiting for a
+        # page of a snapshot to be read in), voluntary switches (waits: I/O, the GIL).
+        "edge_server_kernel": [r["server_kernel"] for r in runs["edge"]],
         # Of the last round's measured realistic run.
         "memo_hit_ratio": runs["edge"][-1]["memo_hit_ratio"],
         "edge_protocol_answer_share": runs["edge"][-1]["protocol_share"],
