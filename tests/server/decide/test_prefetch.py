@@ -1,8 +1,9 @@
-"""A newly opened snapshot's file is handed to the kernel to read ahead (server/decide/world.py
+"""A newly opened snapshot's file is read through in the background (server/decide/world.py
 `prefetch`), profiles and content alike, unless it would not fit easily in memory."""
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 
 import pytest
@@ -20,7 +21,7 @@ def test_opening_a_store_prefetches_its_profiles_and_content(
     asked: list[Path] = []
     real = world.prefetch
 
-    def recorded(version: Path) -> bool:
+    def recorded(version: Path) -> threading.Thread | None:
         asked.append(version)
         return real(version)
 
@@ -32,14 +33,16 @@ def test_opening_a_store_prefetches_its_profiles_and_content(
     assert all((version / "data.mdb").is_file() for version in asked)
 
 
-def test_prefetch_asks_for_a_file_that_fits_and_not_for_one_that_does_not(
+def test_prefetch_reads_a_file_that_fits_and_not_one_that_does_not(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     version = tmp_path / "v1"
     version.mkdir()
     (version / "data.mdb").write_bytes(b"\0" * 65536)
     monkeypatch.setattr(world, "_available_bytes", lambda: 1 << 30)
-    assert world.prefetch(version)
+    reading = world.prefetch(version)
+    assert reading is not None
+    reading.join()  # reads to the end and stops
     monkeypatch.setattr(world, "_available_bytes", lambda: 65536)  # over half of it
-    assert not world.prefetch(version)
-    assert not world.prefetch(tmp_path / "missing")
+    assert world.prefetch(version) is None
+    assert world.prefetch(tmp_path / "missing") is None
