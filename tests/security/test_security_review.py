@@ -266,6 +266,10 @@ REVIEWED = {
     ("server/console/routes.py", "importlib"): "importlib.resources: the console's own static "
     "files, by a fixed allow-list of names",
     ("rules/compiler.py", "re.compile("): "compiles a checked rules-file pattern once per load",
+    ("snapshots/merge.py", "exec(compile("): "FlatMerger compiles one merge function per "
+    "profiles config from fixed templates: groups come from MERGE_GROUPS, policies are the "
+    "config's checked Literal, and every config string (field keys, policies) is bound as a "
+    "constant, never source (tests/snapshots/test_merge_fast.py: a hostile key stays data)",
     ("snapshots/scan.py", "subprocess"): "runs `python -m snapshots.scan PATH` (this interpreter, "
     "a fixed module, the staged snapshot's path as one argument, no shell) so LMDB damage that "
     "crashes a reader crashes that child",

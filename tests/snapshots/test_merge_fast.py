@@ -263,3 +263,18 @@ def test_a_newest_key_after_a_source_priority_key_takes_the_newest_record(
     reference = enc(Merger(cfg).merge_flat("p", {}, recs))
     assert msgspec.msgpack.decode(reference)["attributes"] == {"a": "crm", "b": "web"}
     assert enc(FlatMerger(cfg).merge("p", {}, recs)) == reference
+
+
+def test_a_hostile_field_key_is_data_in_the_compiled_merge(profiles_config: Any) -> None:
+    # Field keys come from the profiles config: they are bound as constants, never source text.
+    key = "x\"]; import os; os._exit(3) #\n'"
+    cfg = profiles_config(merge={"default": "newest", "fields": {f"counters.{key}": "max"}})
+    recs = [
+        FlatRecord("web", 0.0, counters={key: 2.0}),
+        FlatRecord("crm", 1.0, counters={key: 1.0}),
+    ]
+    merger = FlatMerger(cfg)
+    assert key not in merger.source
+    fast = enc(merger.merge("p", {}, recs))
+    assert fast == enc(Merger(cfg).merge_flat("p", {}, recs))
+    assert msgspec.msgpack.decode(fast)["counters"] == {key: 2.0}
