@@ -51,7 +51,15 @@ from snapshots.identity import (
 from snapshots.inputs import Format, InputFile, resolve_inputs, source_digests
 from snapshots.merge_pool import MergePool
 from snapshots.model import ProfileRecord
-from snapshots.ndjson import LineError, read_ndjson_lines
+from snapshots.ndjson import LineError, decode_line
+from snapshots.ndjson_blocks import (
+    blocks,
+    decode_ids,
+    key_block,
+    line_offsets,
+    payloads,
+    split_lines,
+)
 from snapshots.parquet_schema import (
     check_profiles_schema,
     key_rows_sql,
@@ -323,31 +331,9 @@ class _Build:
         # The phase starts now, not at the first batch (a large first Parquet file is read in
         # one statement, which was counted as setup).
         self._tick("read", 0, None)
-        decoder = msgspec.json.Decoder(ProfileRecord)
-        keyed = self.rules.keyed
-        problems = self.problems
         for fi, f in enumerate(files):
             if f.format == "ndjson":
-                fbytes = 0
-                for lineno, line, rec in read_ndjson_lines(f.local, decoder, name=f.name):
-                    self.read += 1
-                    fbytes += len(line)
-                    rid = make_rid(fi, lineno)
-                    if isinstance(rec, LineError):
-                        problems.bad(rid, str(rec))
-                        continue
-                    k = keyed(rec.ids)
-                    if k.blocked:
-                        problems.block(rid, f"{f.name}:{lineno}", k.blocked)
-                    if k.problem is not None:
-                        problems.bad(rid, f"{f.name}:{lineno}: {k.problem}")
-                        continue
-                    accept(rid, line, k.keys)
-                    valid += 1
-                    if len(rid_l) >= BATCH:
-                        flush()
-                        est = int(self.read * total_bytes / max(1, done_bytes + fbytes))
-                        self._tick("read", self.read, est)
+                valid += self._ingest_ndjson(fi, f, accept, flush, done_bytes, total_bytes)
                 done_bytes += f.size
             else:
                 valid += self._ingest_parquet(fi, f, accept, flush)
@@ -355,6 +341,105 @@ class _Build:
             flush()
             self._tick("read", self.read, int(self.read * total_bytes / max(1, done_bytes)))
         flush()
+        return valid
+
+    def _ingest_ndjson(
+        self, fi: int, f: InputFile, accept: Any, flush: Any, done_bytes: int, total_bytes: int
+    ) -> int:
+        """One NDJSON file, a block of lines at a time (`ndjson_blocks`): a plain block's
+        payloads and keys go to DuckDB as Arrow columns; any other block is read line by line
+        as ever, so errors, `--skip-invalid` and blocked examples are reported as they were."""
+        import numpy as np
+        import pyarrow as pa
+
+        decoder = msgspec.json.Decoder(ProfileRecord)
+        rules, problems, con = self.rules, self.problems, self.con
+        valid = 0
+        fbytes = 0
+        pending_recs: list[Any] = []
+        pending_ids: list[Any] = []
+        pending = 0
+
+        def insert() -> None:
+            nonlocal pending
+            if pending_recs:
+                con.register("block_recs", pa.concat_tables(pending_recs))
+                con.execute("INSERT INTO recs SELECT * FROM block_recs")
+                con.unregister("block_recs")
+            if pending_ids:
+                con.register("block_ids", pa.concat_tables(pending_ids))
+                con.execute("INSERT INTO ids SELECT * FROM block_ids")
+                con.unregister("block_ids")
+            pending_recs.clear()
+            pending_ids.clear()
+            pending = 0
+
+        for first, block in blocks(f.local):
+            fbytes += len(block)
+            lines = split_lines(block)
+            offs = line_offsets(lines, len(block))
+            ids = decode_ids(decoder, lines)
+            kb = key_block(rules, ids) if ids is not None else None
+            if kb is None:
+                valid += self._ndjson_lines(fi, f.name, first, block, offs, ids, accept)
+                flush()
+            else:
+                n = len(lines)
+                self.read += n
+                valid += n
+                rids = np.arange(first, first + n, dtype=np.int64) | (fi << RID_FILE_SHIFT)
+                for i, text in kb.blocked:
+                    problems.block(int(rids[i]), f"{f.name}:{first + i}", [text])
+                pending_recs.append(pa.table({"rid": rids, "payload": payloads(block, offs)}))
+                pending_ids.append(pa.table({"rid": rids[kb.record], "pos": kb.pos,
+                                             "key": kb.key, "rank": kb.rank}))  # fmt: skip
+                pending += n
+                if pending >= BATCH:
+                    insert()
+            est = int(self.read * total_bytes / max(1, done_bytes + fbytes))
+            self._tick("read", self.read, est)
+        insert()
+        return valid
+
+    def _ndjson_lines(
+        self,
+        fi: int,
+        name: str,
+        first: int,
+        block: bytes,
+        offs: Any,
+        ids: list[Any] | None,
+        accept: Any,
+    ) -> int:
+        """A block read line by line, the original reader's way: blank lines skipped, each
+        other line decoded (unless `ids` has every line's already) and keyed by `IdRules`."""
+        decoder = msgspec.json.Decoder(ProfileRecord)
+        keyed, problems = self.rules.keyed, self.problems
+        valid = 0
+        ends: list[int] = offs.tolist()
+        for i in range(len(ends) - 1):
+            line = block[ends[i] : ends[i + 1]]
+            lineno = first + i
+            if ids is None:
+                if not line.strip():
+                    continue
+                rec = decode_line(decoder, name, lineno, line)
+            self.read += 1
+            rid = make_rid(fi, lineno)
+            if ids is None:
+                if isinstance(rec, LineError):
+                    problems.bad(rid, str(rec))
+                    continue
+                k = keyed(rec.ids)
+            else:
+                k = keyed(ids[i])
+            if k.blocked:
+                problems.block(rid, f"{name}:{lineno}", k.blocked)
+            if k.problem is not None:
+                problems.bad(rid, f"{name}:{lineno}: {k.problem}")
+                continue
+            accept(rid, line, k.keys)
+            valid += 1
         return valid
 
     def _ingest_parquet(self, fi: int, f: InputFile, accept: Any, flush: Any) -> int:
