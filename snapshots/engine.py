@@ -374,7 +374,8 @@ class _Build:
             pending_ids.clear()
             pending = 0
 
-        for first, block in blocks(f.local):
+        first = 1  # the block's first line number
+        for block in blocks(f.local):
             fbytes += len(block)
             lines = split_lines(block)
             offs = line_offsets(lines, len(block))
@@ -396,6 +397,7 @@ class _Build:
                 pending += n
                 if pending >= BATCH:
                     insert()
+            first += len(lines)
             est = int(self.read * total_bytes / max(1, done_bytes + fbytes))
             self._tick("read", self.read, est)
         insert()
