@@ -33,6 +33,7 @@ import os
 import shutil
 import tempfile
 import time
+from collections import deque
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -53,12 +54,12 @@ from snapshots.merge_pool import MergePool
 from snapshots.model import ProfileRecord
 from snapshots.ndjson import LineError, decode_line
 from snapshots.ndjson_blocks import (
-    blocks,
-    decode_ids,
-    key_block,
-    line_offsets,
+    ScannedBlock,
     payloads,
-    split_lines,
+    read_span,
+    scan_block,
+    scan_span,
+    spans,
 )
 from snapshots.parquet_schema import (
     check_profiles_schema,
@@ -352,8 +353,7 @@ class _Build:
         import numpy as np
         import pyarrow as pa
 
-        decoder = msgspec.json.Decoder(ProfileRecord)
-        rules, problems, con = self.rules, self.problems, self.con
+        problems, con = self.problems, self.con
         valid = 0
         fbytes = 0
         pending_recs: list[Any] = []
@@ -375,33 +375,54 @@ class _Build:
             pending = 0
 
         first = 1  # the block's first line number
-        for block in blocks(f.local):
+        for block, sb in self._scanned(f.local):
             fbytes += len(block)
-            lines = split_lines(block)
-            offs = line_offsets(lines, len(block))
-            ids = decode_ids(decoder, lines)
-            kb = key_block(rules, ids) if ids is not None else None
+            kb = sb.keyed
             if kb is None:
-                valid += self._ndjson_lines(fi, f.name, first, block, offs, ids, accept)
+                valid += self._ndjson_lines(fi, f.name, first, block, sb.offsets, sb.ids, accept)
                 flush()
             else:
-                n = len(lines)
+                n = sb.lines
                 self.read += n
                 valid += n
                 rids = np.arange(first, first + n, dtype=np.int64) | (fi << RID_FILE_SHIFT)
                 for i, text in kb.blocked:
                     problems.block(int(rids[i]), f"{f.name}:{first + i}", [text])
-                pending_recs.append(pa.table({"rid": rids, "payload": payloads(block, offs)}))
+                pending_recs.append(pa.table({"rid": rids, "payload": payloads(block, sb.offsets)}))
                 pending_ids.append(pa.table({"rid": rids[kb.record], "pos": kb.pos,
                                              "key": kb.key, "rank": kb.rank}))  # fmt: skip
                 pending += n
                 if pending >= BATCH:
                     insert()
-            first += len(lines)
+            first += sb.lines
             est = int(self.read * total_bytes / max(1, done_bytes + fbytes))
             self._tick("read", self.read, est)
         insert()
         return valid
+
+    def _scanned(self, path: str) -> Iterator[tuple[bytes, ScannedBlock]]:
+        """The file's blocks in order, each with its decoded and keyed lines: scanned by the
+        merge workers (idle until the merge) when there are some, a few blocks ahead, while
+        this process stores the blocks before; else here."""
+        pool = self.pool
+        # The merge pool's processes (merge_pool.py has no public way to hand them other
+        # work; they run any module-level function, here `scan_span`).
+        procs = pool._pool if pool is not None else None
+        if pool is None or procs is None:
+            decoder = msgspec.json.Decoder(ProfileRecord)
+            for off, n in spans(path):
+                block = read_span(path, off, n)
+                yield block, scan_block(block, decoder, self.rules)
+            return
+        ahead: deque[tuple[int, int, Any]] = deque()
+        for off, n in spans(path):
+            ahead.append((off, n, procs.apply_async(scan_span, (pool.cfg_json, path, off, n))))
+            if len(ahead) >= 2 * pool.workers:
+                o, k, r = ahead.popleft()
+                yield read_span(path, o, k), r.get()
+        while ahead:
+            o, k, r = ahead.popleft()
+            yield read_span(path, o, k), r.get()
 
     def _ndjson_lines(
         self,

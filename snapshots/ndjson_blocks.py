@@ -31,19 +31,28 @@ from snapshots.identity import IdRules
 BLOCK_BYTES = 8 << 20
 
 
-def blocks(path: str | os.PathLike[str], size: int | None = None) -> Iterator[bytes]:
-    """The file in blocks of whole lines, each ending with a newline but for a last line
-    without one; about `size` bytes each (`BLOCK_BYTES`). Lines are cut at b"\\n" only, as
-    reading the file line by line does."""
+def spans(path: str | os.PathLike[str], size: int | None = None) -> Iterator[tuple[int, int]]:
+    """`(offset, length)` of the file's blocks of whole lines, each ending with a newline but
+    for a last line without one; about `size` bytes each (`BLOCK_BYTES`). Lines are cut at
+    b"\\n" only, as reading the file line by line does. Only the line each cut falls in is read."""
     size = size or BLOCK_BYTES
     with open(path, "rb") as f:
-        while True:
-            block = f.read(size)
-            if not block:
+        end = os.fstat(f.fileno()).st_size
+        at = 0
+        while at < end:
+            if at + size >= end:
+                yield at, end - at
                 return
-            if not block.endswith(b"\n"):
-                block += f.readline()  # the rest of the line (to EOF for a last line)
-            yield block
+            f.seek(at + size - 1)
+            f.readline()  # to the end of the line the block's last byte is in
+            cut = f.tell()
+            yield at, cut - at
+            at = cut
+
+
+def read_span(path: str | os.PathLike[str], offset: int, length: int) -> bytes:
+    with open(path, "rb") as f:
+        return os.pread(f.fileno(), length, offset)
 
 
 def split_lines(block: bytes) -> list[bytes]:
@@ -162,3 +171,37 @@ def key_block(rules: IdRules, ids: Sequence[Mapping[str, Any]]) -> KeyedBlock | 
         rank=np.concatenate(ranks) if ranks else np.zeros(0, np.int32),
         blocked=[(i, text) for i, _, text in blocked],
     )
+
+
+class ScannedBlock(msgspec.Struct):
+    """A block's lines (count and offsets) and keys; or `keyed` None: the block is read line
+    by line, given every record's `ids` when they all decoded (keyed one by one then)."""
+
+    lines: int
+    offsets: Any
+    keyed: KeyedBlock | None
+    ids: list[Mapping[str, Any]] | None
+
+
+def scan_block(block: bytes, decoder: msgspec.json.Decoder[Any], rules: IdRules) -> ScannedBlock:
+    lines = split_lines(block)
+    offsets = line_offsets(lines, len(block))
+    ids = decode_ids(decoder, lines)
+    keyed = key_block(rules, ids) if ids is not None else None
+    return ScannedBlock(len(lines), offsets, keyed, ids if keyed is None else None)
+
+
+_worker: tuple[bytes, msgspec.json.Decoder[Any], IdRules] | None = None
+
+
+def scan_span(cfg_json: bytes, path: str, offset: int, length: int) -> ScannedBlock:
+    """Worker side (the build's merge workers, idle while it reads): one block of a file,
+    decoded and keyed; the parent reads the same bytes for the payloads and does the rest."""
+    from snapshots.config import ProfilesConfig
+    from snapshots.model import ProfileRecord
+
+    global _worker
+    if _worker is None or _worker[0] != cfg_json:
+        cfg = msgspec.json.decode(cfg_json, type=ProfilesConfig)
+        _worker = (cfg_json, msgspec.json.Decoder(ProfileRecord), IdRules(cfg))
+    return scan_block(read_span(path, offset, length), _worker[1], _worker[2])

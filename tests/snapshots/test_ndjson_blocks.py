@@ -19,9 +19,16 @@ from hypothesis import strategies as st
 import snapshots.engine
 import snapshots.ndjson_blocks
 from snapshots.config import ProfilesConfig
-from snapshots.engine import build_profiles
+from snapshots.engine import EngineOptions, build_profiles
 from snapshots.identity import IdRules
-from snapshots.ndjson_blocks import blocks, key_block, line_offsets, payloads, split_lines
+from snapshots.ndjson_blocks import (
+    key_block,
+    line_offsets,
+    payloads,
+    read_span,
+    spans,
+    split_lines,
+)
 from tests.snapshots.oracle_build import build_profiles as oracle_build
 from tests.snapshots.test_engine_equivalence import (
     SUMMARY_FIELDS,
@@ -93,17 +100,25 @@ def export_lines(draw: Any) -> bytes:
     a=export_lines(),
     b=export_lines(),
     block=st.integers(1, 600),
+    workers=st.sampled_from([1, 2]),
 )
 def test_blocks_build_what_the_line_reader_builds(
-    tmp_path_factory: Any, cfg: ProfilesConfig, a: bytes, b: bytes, block: int
+    tmp_path_factory: Any, cfg: ProfilesConfig, a: bytes, b: bytes, block: int, workers: int
 ) -> None:
+    """Blocks cut anywhere, scanned here or by worker processes."""
     tmp = tmp_path_factory.mktemp("blk")
     fa, fb = tmp / "a.ndjson", tmp / "b.ndjson"
     fa.write_bytes(a)
     fb.write_bytes(b)
     old = oracle_build([fa, fb], cfg, tmp / "old", skip_invalid=True)
     with mock.patch.object(snapshots.ndjson_blocks, "BLOCK_BYTES", block):
-        new = build_profiles([fa, fb], cfg, tmp / "new", skip_invalid=True)
+        new = build_profiles(
+            [fa, fb],
+            cfg,
+            tmp / "new",
+            skip_invalid=True,
+            options=EngineOptions(merge_workers=workers),
+        )
     for f in SUMMARY_FIELDS:
         assert getattr(new, f) == getattr(old, f), f
     assert new.blocked_examples == old.blocked_examples
@@ -117,7 +132,7 @@ def test_blocks_are_the_files_lines_numbered(tmp_path_factory: Any, data: bytes,
     path = tmp_path_factory.mktemp("b") / "x.ndjson"
     path.write_bytes(data)
     expected = path.read_bytes().split(b"\n")
-    got = list(blocks(path, size))
+    got = [read_span(path, off, n) for off, n in spans(path, size)]
     assert b"".join(got) == data
     first = 1
     for blk in got:
@@ -169,8 +184,9 @@ def test_keying_a_block_is_keying_each_record(ids: list[dict[str, Any]]) -> None
     assert kb.blocked == [(i, b) for i, k in enumerate(each) for b in k.blocked]
 
 
+@pytest.mark.parametrize("workers", [1, 2])
 def test_plain_exports_never_take_the_line_by_line_path(
-    tmp_path: Path, profiles_config: Any
+    tmp_path: Path, profiles_config: Any, workers: int
 ) -> None:
     """The fast path is the one taken (else the tests above would pass on the old reader)."""
     cfg = profiles_config()
@@ -190,10 +206,12 @@ def test_plain_exports_never_take_the_line_by_line_path(
         mock.patch.object(snapshots.ndjson_blocks, "BLOCK_BYTES", 300),
         mock.patch.object(snapshots.engine._Build, "_ndjson_lines", side_effect=AssertionError),
     ):
-        s = build_profiles([path], cfg, tmp_path / "out")
+        s = build_profiles(
+            [path], cfg, tmp_path / "out", options=EngineOptions(merge_workers=workers)
+        )
     assert (s.records_read, s.written, s.blocked) == (50, 50, 50)
     assert s.blocked_examples[0] == f"{path}:1: device_id:0000"
     # A bad line sends its block (only) down the line-by-line path, which names the line.
     path.write_bytes(b"\n".join([*lines[:10], b"{oops", *lines[10:]]))
     with pytest.raises(snapshots.InputInvalid, match=rf"{path.name}:11: malformed JSON"):
-        build_profiles([path], cfg, tmp_path / "out2")
+        build_profiles([path], cfg, tmp_path / "out2", options=EngineOptions(merge_workers=workers))
