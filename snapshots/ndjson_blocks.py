@@ -195,8 +195,8 @@ _worker: tuple[bytes, msgspec.json.Decoder[Any], IdRules] | None = None
 
 
 def scan_span(cfg_json: bytes, path: str, offset: int, length: int) -> ScannedBlock:
-    """Worker side (the build's merge workers, idle while it reads): one block of a file,
-    decoded and keyed; the parent reads the same bytes for the payloads and does the rest."""
+    """Worker side (the build's scanner processes): one block of a file, decoded and keyed;
+    the parent reads the same bytes for the payloads and does the rest."""
     from snapshots.config import ProfilesConfig
     from snapshots.model import ProfileRecord
 
