@@ -3,9 +3,10 @@
 Phases, each reported to `progress`:
 
 1. **read** — NDJSON lines are decoded and validated by msgspec (the same `file:line` errors as
-   ever); Parquet is read by DuckDB, which renders each plain row as a typed payload (its
-   columns as JSON, times as epoch seconds: `flat`) and emits its keys one id type at a
-   time. Either way two tables fill: `recs(rid, payload)` and `ids(rid, pos, key, rank)`.
+   ever), a block of lines at a time, keys made on Arrow columns (`ndjson_blocks`); Parquet
+   is read by DuckDB, which renders each plain row as a typed payload (its columns as JSON,
+   times as epoch seconds: `flat`) and emits its keys one id type at a time. Either way two
+   tables fill: `recs(rid, payload)` and `ids(rid, pos, key, rank)`.
 2. **stitch** — one sorted pass over the identifiers numbers their keys (`nodes`, in key order,
    so a person's best key is its smallest (rank, node) and the alias index is in node order)
    and yields the edges node → record as int arrays; scipy's connected components labels the
@@ -455,13 +456,12 @@ class _Build:
         for i in range(len(ends) - 1):
             line = block[ends[i] : ends[i + 1]]
             lineno = first + i
-            if ids is None:
-                if not line.strip():
-                    continue
-                rec = decode_line(decoder, name, lineno, line)
+            if ids is None and not line.strip():
+                continue
             self.read += 1
             rid = make_rid(fi, lineno)
             if ids is None:
+                rec = decode_line(decoder, name, lineno, line)
                 if isinstance(rec, LineError):
                     problems.bad(rid, str(rec))
                     continue
