@@ -54,16 +54,28 @@ from .version import installed_version
 log = logging.getLogger("edgeside.app")
 
 
-async def _follow_snapshots(state: AppState) -> None:
-    """Switch to newly activated snapshots: open them off the loop, swap on it."""
+# However still the pointers look, the full look (`WorldHolder.prepare`, in a thread) is made at
+# least this often: a safety net for whatever a pointer's stat would not show.
+FULL_LOOK_S = 10.0
+
+
+async def _follow_snapshots(state: AppState, full_look_s: float = FULL_LOOK_S) -> None:
+    """Switch to newly activated snapshots: look at the active pointers on the loop (a few stat
+    calls), open what moved off the loop, swap on it."""
     holder = state.holder
     interval = state.settings.reload_interval_s
+    loop = asyncio.get_running_loop()
+    last_full = loop.time()
     while True:
-        await holder.wait(interval)  # sooner when this worker activated a version itself
+        nudged = await holder.wait(interval)  # sooner when this worker activated a version
+        if not (nudged or holder.moved() or loop.time() - last_full >= full_look_s):
+            continue  # nothing moved: no thread, no GIL hand-over
+        last_full = loop.time()
         try:
             new = await asyncio.to_thread(holder.prepare)
         except Exception:  # keep following: the next activation may be sound
             log.exception("snapshot reload failed")
+            holder.forget_pointers()  # look again at the next interval
             continue
         if new is not None:
             holder.commit(new)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import threading
 import time
 from collections.abc import Callable
@@ -28,6 +29,10 @@ from ..asgi import header_value
 log = logging.getLogger("edgeside.world")
 
 KINDS = ("profiles", "content", "rules")
+
+# What `WorldHolder.pointers` sees of one kind's active pointer: its link's identity and change
+# time, and the identity of what it leads to (None where there is none).
+Pointer = tuple[tuple[int, int, int] | None, tuple[int, int] | None]
 
 
 def prefetch(version: Path) -> threading.Thread | None:
@@ -144,6 +149,9 @@ class WorldHolder:
         self._compiled: dict[str, tuple[rules.Engine, snapshots.Manifest]] = {}
         self._compiled_lock = threading.Lock()
         self._nudged = asyncio.Event()
+        # For `moved`: each kind's `active` link and where it leads, as last looked at.
+        self._links = [str(self.data_dir / kind / "active") for kind in KINDS]
+        self._pointers: list[Pointer] | None = None
 
     def adopt(self, path: Path, engine: rules.Engine, manifest: snapshots.Manifest) -> None:
         """Offer the engine compiled (and validated) from the rules version installed at `path`;
@@ -159,14 +167,56 @@ class WorldHolder:
         """Look for a new activation now instead of at the next interval (call on the loop)."""
         self._nudged.set()
 
-    async def wait(self, interval_s: float) -> None:
-        """Sleep until the next look: `interval_s`, or sooner when `nudge()` is called."""
+    async def wait(self, interval_s: float) -> bool:
+        """Sleep until the next look: `interval_s`, or sooner when `nudge()` is called; whether
+        it was nudged."""
+        nudged = True
         try:
             async with asyncio.timeout(interval_s):
                 await self._nudged.wait()
         except TimeoutError:
-            pass
+            nudged = False
         self._nudged.clear()
+        return nudged
+
+    def pointers(self) -> list[Pointer]:
+        """Each kind's active pointer as the file system shows it now: the link's (device, inode,
+        change time) — an activation replaces the link (snapshots/store.py `_swap_active`), a new
+        inode — and the (device, inode) of the directory it leads to, through every symlink of
+        the path (a version removed, or the data directory pointed elsewhere). Two stat calls
+        per kind, a few µs: cheap enough to look on the event loop."""
+        found: list[Pointer] = []
+        for link in self._links:
+            try:
+                st = os.lstat(link)
+                own: tuple[int, int, int] | None = (st.st_dev, st.st_ino, st.st_ctime_ns)
+            except OSError:
+                own = None
+            try:
+                st = os.stat(link)
+                target: tuple[int, int] | None = (st.st_dev, st.st_ino)
+            except OSError:
+                target = None
+            found.append((own, target))
+        return found
+
+    def moved(self) -> bool:
+        """Whether any active pointer changed since the last call (True at the first call).
+
+        Looking for a new activation (`prepare`) resolves paths and reads links: pathlib code
+        between a dozen system calls, each of which gives the GIL away and takes it back. Run in
+        a thread every `reload_interval_s`, that was a dozen GIL hand-overs with the event loop
+        four times a second, each one a wait of the loop for a thread that may not be on a core
+        (issue 15 item 4). This look takes no thread: `prepare` runs only when it says so."""
+        now = self.pointers()
+        if now == self._pointers:
+            return False
+        self._pointers = now
+        return True
+
+    def forget_pointers(self) -> None:
+        """Make the next `moved` say True (after a look that failed: look again next time)."""
+        self._pointers = None
 
     def acquire(self) -> World:
         world = self.current
