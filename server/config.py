@@ -134,6 +134,7 @@ class DecisionLogSettings(msgspec.Struct, forbid_unknown_fields=True):
     # The files of the log directory together are kept under this size: the oldest go first.
     max_total_bytes: int = 1 << 30
     max_buffer: int = 100_000
+    # Lines per POST to a sink (`url`); a file is written all that is buffered at once.
     batch: int = 1000
     flush_interval_s: float = 0.5
     rotate_bytes: int = 64 * 1024 * 1024

@@ -8,6 +8,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from bench.procs import edgeside, free_port
 
 TOKEN = "log-test-token-0123456789"
@@ -185,3 +187,31 @@ def test_an_unwritable_log_directory_is_counted_drops(tmp_path: Path) -> None:
     asyncio.run(dlog.flush())
     assert dlog.dropped == {"buffer_full": 5, "disk_error": 10}
     assert dlog.written == 0 and not dlog.buffer
+
+
+def test_a_flush_to_files_is_one_write_in_one_thread_hand_over(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import asyncio
+
+    from server.config import DecisionLogSettings
+    from server.decision_log import DecisionLog
+
+    dlog = DecisionLog(DecisionLogSettings(dir=str(tmp_path / "logs"), batch=1000))
+    writes: list[int] = []
+    write = dlog._write
+
+    def counted(payload: bytes) -> bool:
+        writes.append(payload.count(b"\n"))
+        return write(payload)
+
+    monkeypatch.setattr(dlog, "_write", counted)
+    for i in range(2500):
+        dlog.add({"t": float(i), "kind": "decision"})
+    asyncio.run(dlog.flush())
+    dlog.close()
+
+    # Not one per `batch` (three): each costs the event loop GIL hand-overs with the thread.
+    assert writes == [2500]
+    assert dlog.written == 2500 and not dlog.buffer
+    assert [r["t"] for r in _records(tmp_path / "logs")] == [float(i) for i in range(2500)]
