@@ -40,6 +40,7 @@ from .decide.route import Decide
 from .edge.answers import Answers
 from .edge.remembering import PROTOCOL_ROUTES, Remembering
 from .edge.routes import FRAGMENT_PREFIX, Edge, Fragment, remembering
+from .edge.tick import TICK_BUDGET
 from .fleet.node import FleetNode
 from .lifecycle.admin import Admin
 from .live import api as live_api
@@ -293,7 +294,7 @@ def build_app(settings: Settings, secrets: Secrets) -> EdgesideApp:
         protocol = {path.encode(): route for path, route in (known or {}).items()}
         await console.start()
         try:
-            yield {PROTOCOL_ROUTES: protocol}
+            yield {PROTOCOL_ROUTES: protocol, TICK_BUDGET: settings.tick_budget_ms / 1000.0}
         finally:
             if fleet is not None:
                 await fleet.stop()

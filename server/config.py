@@ -209,6 +209,10 @@ class Settings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     # Answer a repeat of a remembered GET request in the HTTP protocol, before any ASGI request
     # is made (server/edge/protocol.py); false serves with uvicorn's own httptools protocol.
     protocol_memo: bool = True
+    # With the protocol above: reads arriving after one event-loop iteration has spent this many
+    # ms answering wait for the next iteration (server/edge/tick.py), so the loop's timers,
+    # accepts and other connections wait at most about this long; 0 for no bound.
+    tick_budget_ms: float = 8.0
     # Measure event-loop stalls every this many ms (server/loop_probe.py), 0 for off: the
     # longest since the previous scrape is `edgeside_loop_stall_max_seconds`.
     loop_probe_ms: float = 0.0

@@ -46,6 +46,7 @@ from .answers import Answer
 from .linger import LingeringClose
 from .remembering import MEMO_MISSED, PROTOCOL_ROUTES, Remembering
 from .routes import FRAGMENT_PREFIX
+from .tick import BoundedTick
 
 EDGE_PATH = b"/v1/edge"
 _FRAGMENTS = FRAGMENT_PREFIX.encode()
@@ -53,9 +54,10 @@ _perf = time.perf_counter
 log = logging.getLogger("edgeside.edge")
 
 
-class MemoProtocol(BurstAccept, LingeringClose, HttpToolsProtocol):
+class MemoProtocol(BoundedTick, BurstAccept, LingeringClose, HttpToolsProtocol):
     """uvicorn's HTTP/1.1 protocol, answering well-formed GET /v1/edge and fragment requests
-    itself: from the memos, or decided here."""
+    itself: from the memos, or decided here — a budget's worth per loop iteration
+    (server/edge/tick.py)."""
 
     def __init__(
         self,

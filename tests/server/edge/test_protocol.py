@@ -667,3 +667,37 @@ def test_what_the_protocol_parses_is_answered_as_the_asgi_route_answers_it(
         assert fast_odd.status == 400  # left to the route, which refuses it
     if name == "unknown-placement":  # fail-open, with the reason
         assert fast_odd.headers["x-edge-fallback"] == "unknown_placement"
+
+
+@pytest.fixture(scope="module")
+def tight(snapshots: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Edgeside]:
+    """The shortcut with a budget so small that nearly every read after an iteration's first
+    waits for the next iteration (server/edge/tick.py)."""
+    with serving(snapshots, tmp_path_factory.mktemp("tight"), {"tick_budget_ms": 0.001}) as server:
+        yield server
+
+
+def test_reads_held_over_to_the_next_iteration_are_answered_exactly_and_in_order(
+    tight: Edgeside, plain: Edgeside
+) -> None:
+    page = seen_on("/tight")
+    visitors = ["c-alice", "c-bruno", "never-seen-tight"]
+    asked = [request(PAGE, cookie(v), page) for v in visitors] + [
+        request(FRAGMENT, cookie("c-bruno"), page)
+    ]
+    with Connection(plain) as conn:
+        reference = [without_date(conn.ask(r).raw) for r in asked]
+    # Many connections at once, each pipelining every question twice in one write: their reads
+    # arrive in the same iterations, and most wait for a later one.
+    conns = [Connection(tight) for _ in range(24)]
+    try:
+        for conn in conns:
+            conn.send(*asked, *asked)
+        answers = [[without_date(conn.read().raw) for _ in range(2 * len(asked))] for conn in conns]
+        in_step = all(conn.nothing_more() for conn in conns)
+    finally:
+        for conn in conns:
+            conn.sock.close()
+
+    assert all(got == reference + reference for got in answers)
+    assert in_step
