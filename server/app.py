@@ -148,8 +148,9 @@ def _background(state: AppState, fleet: FleetNode | None = None) -> list[asyncio
         stall = state.metrics.loop_stall
 
         def report() -> None:
-            loop, collection, by_generation = probe.take()
+            loop, collection, by_generation, loop_cpu = probe.take()
             stall.set(("loop",), loop)
+            stall.set(("loop_cpu",), loop_cpu)
             stall.set(("gc",), collection)
             for generation, took in enumerate(by_generation):
                 stall.set((f"gc{generation}",), took)

@@ -9,6 +9,10 @@ few requests; a long full one, many long-lived tracked objects: issue 15 item 4)
 longest since the previous scrape (`edgeside_loop_stall_max_seconds{source}`: `loop`, `gc`, and
 `gc0`-`gc2`), so a benchmark reads the longest stall of the run it just made. Off unless
 `loop_probe_ms` is set: it costs a wake-up per interval.
+
+A stall is the loop's own work or a wait: for a core (the machine is busy), for the GIL (a thread
+holds it), for a page read. So the probe also keeps the most CPU time the loop's thread spent
+between two wake-ups (`loop_cpu`): a stall well above it was mostly waiting (issue 15 item 4).
 """
 
 from __future__ import annotations
@@ -19,12 +23,14 @@ import time
 from typing import Any
 
 _perf = time.perf_counter
+_thread_cpu = time.thread_time  # CPU time of the calling thread: the loop's, in `tick`
 
 
 class LoopProbe:
     def __init__(self, interval_s: float) -> None:
         self.interval = interval_s
         self.loop_max = 0.0  # the longest lateness of a wake-up since the last `take`
+        self.cpu_max = 0.0  # the most CPU time the loop's thread spent between two wake-ups
         self.gc_max = 0.0  # the longest cyclic collection since the last `take`
         self.gc_started = 0.0
         self.gc_by_generation = [0.0, 0.0, 0.0]  # the longest of each generation, likewise
@@ -47,14 +53,19 @@ class LoopProbe:
         loop = asyncio.get_running_loop()
         interval = self.interval
         due = _perf() + interval
+        cpu = _thread_cpu()
         handle: asyncio.TimerHandle | None = None
 
         def tick() -> None:
-            nonlocal due, handle
+            nonlocal due, handle, cpu
             now = _perf()
             late = now - due
             if late > self.loop_max:
                 self.loop_max = late
+            used = _thread_cpu()
+            if used - cpu > self.cpu_max:
+                self.cpu_max = used - cpu
+            cpu = used
             due = now + interval
             handle = loop.call_later(interval, tick)
 
@@ -67,10 +78,10 @@ class LoopProbe:
                 handle.cancel()
             gc.callbacks.remove(self.on_gc)
 
-    def take(self) -> tuple[float, float, tuple[float, ...]]:
-        """(longest loop stall, longest collection, longest collection of each generation)
-        since the previous call; resets them all."""
-        taken = (self.loop_max, self.gc_max, tuple(self.gc_by_generation))
-        self.loop_max = self.gc_max = 0.0
+    def take(self) -> tuple[float, float, tuple[float, ...], float]:
+        """(longest loop stall, longest collection, longest collection of each generation, most
+        CPU time of the loop between two wake-ups) since the previous call; resets them all."""
+        taken = (self.loop_max, self.gc_max, tuple(self.gc_by_generation), self.cpu_max)
+        self.loop_max = self.gc_max = self.cpu_max = 0.0
         self.gc_by_generation = [0.0, 0.0, 0.0]
         return taken

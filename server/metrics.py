@@ -214,7 +214,9 @@ class Metrics:
         self.loop_stall = Gauge(
             "edgeside_loop_stall_max_seconds",
             "The longest event-loop stall since the previous scrape, by source (loop: how late a "
-            "wake-up was; gc: one cyclic collection; gc0-gc2: one collection of that generation). "
+            "wake-up was; loop_cpu: the most CPU time the loop's thread spent between two "
+            "wake-ups, the rest of a stall was waiting; gc: one cyclic collection; gc0-gc2: one "
+            "collection of that generation). "
             "Only with `loop_probe_ms` set.",
             ("source",),
         )
