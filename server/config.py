@@ -211,8 +211,9 @@ class Settings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     protocol_memo: bool = True
     # With the protocol above: reads arriving after one event-loop iteration has spent this many
     # ms answering wait for the next iteration (server/edge/tick.py), so the loop's timers,
-    # accepts and other connections wait at most about this long; 0 for no bound.
-    tick_budget_ms: float = 8.0
+    # accepts and scrapes wait at most about this long; 0 (the default) for no bound. It trades
+    # p99 at saturation for those: see docs/server.md, "the batch itself".
+    tick_budget_ms: float = 0.0
     # Measure event-loop stalls every this many ms (server/loop_probe.py), 0 for off: the
     # longest since the previous scrape is `edgeside_loop_stall_max_seconds`.
     loop_probe_ms: float = 0.0
