@@ -171,17 +171,28 @@ def test_engine_equals_the_original_builder(
     tmp_path_factory: Any, cfg: ProfilesConfig, recs: list[dict[str, Any]], split: int
 ) -> None:
     tmp = tmp_path_factory.mktemp("eq")
-    # Two files: order across files matters as much as order inside one.
+    files, old = two_files_and_the_oracle(tmp, cfg, recs, split)
+    new = build_profiles(
+        files, cfg, tmp / "new", skip_invalid=True, options=EngineOptions(threads=2)
+    )
+    assert_same_build(tmp, new, old)
+    assert new.blocked_examples == old.blocked_examples
+
+
+def two_files_and_the_oracle(
+    tmp: Path, cfg: ProfilesConfig, recs: list[dict[str, Any]], split: int
+) -> tuple[list[Path], Any]:
+    """`recs` as two NDJSON exports (order across files matters as much as order inside one),
+    and what the original builder made of them in `tmp / "old"`."""
     a, b = tmp / "a.ndjson", tmp / "b.ndjson"
     a.write_bytes(b"".join(orjson.dumps(r) + b"\n" for r in recs[:split]))
     b.write_bytes(b"".join(orjson.dumps(r) + b"\n" for r in recs[split:]))
-    old = oracle_build([a, b], cfg, tmp / "old", skip_invalid=True)
-    new = build_profiles(
-        [a, b], cfg, tmp / "new", skip_invalid=True, options=EngineOptions(threads=2)
-    )
+    return [a, b], oracle_build([a, b], cfg, tmp / "old", skip_invalid=True)
+
+
+def assert_same_build(tmp: Path, new: Any, old: Any) -> None:
     for f in SUMMARY_FIELDS:
         assert getattr(new, f) == getattr(old, f), f
-    assert new.blocked_examples == old.blocked_examples
     assert dump(tmp / "new") == dump(tmp / "old")
 
 
@@ -209,18 +220,13 @@ def test_engine_equals_the_original_builder_in_small_batches(
     persons' lists cut from two, aliases) and persons into row groups: cut anywhere, a key's
     rows or a person's records across batches, the build is the same."""
     tmp = tmp_path_factory.mktemp("eqb")
-    a, b = tmp / "a.ndjson", tmp / "b.ndjson"
-    a.write_bytes(b"".join(orjson.dumps(r) + b"\n" for r in recs[:split]))
-    b.write_bytes(b"".join(orjson.dumps(r) + b"\n" for r in recs[split:]))
-    old = oracle_build([a, b], cfg, tmp / "old", skip_invalid=True)
+    files, old = two_files_and_the_oracle(tmp, cfg, recs, split)
     with (
         mock.patch.object(snapshots.engine, "BATCH", batch),
         mock.patch.object(snapshots.engine, "PERSON_GROUP", group),
     ):
-        new = build_profiles([a, b], cfg, tmp / "new", skip_invalid=True)
-    for f in SUMMARY_FIELDS:
-        assert getattr(new, f) == getattr(old, f), f
-    assert dump(tmp / "new") == dump(tmp / "old")
+        new = build_profiles(files, cfg, tmp / "new", skip_invalid=True)
+    assert_same_build(tmp, new, old)
 
 
 @settings(
