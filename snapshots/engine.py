@@ -34,7 +34,6 @@ import os
 import shutil
 import tempfile
 import time
-from collections import deque
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -418,24 +417,16 @@ class _Build:
         scanner processes when there are some (large builds), a few blocks ahead of this
         process, which stores the blocks before; else here."""
         pool = self.scanners
-        # A `MergePool`'s processes (merge_pool.py has no public way to hand them other
-        # work; they run any module-level function, here `scan_span`).
-        procs = pool._pool if pool is not None else None
-        if pool is None or procs is None:
+        if pool is None or not pool.parallel:
             decoder = msgspec.json.Decoder(ProfileRecord)
             for off, n in spans(path):
                 block = read_span(path, off, n)
                 yield block, scan_block(block, decoder, self.rules)
             return
-        ahead: deque[tuple[int, int, Any]] = deque()
-        for off, n in spans(path):
-            ahead.append((off, n, procs.apply_async(scan_span, (pool.cfg_json, path, off, n))))
-            if len(ahead) >= 2 * pool.workers:
-                o, k, r = ahead.popleft()
-                yield read_span(path, o, k), r.get()
-        while ahead:
-            o, k, r = ahead.popleft()
-            yield read_span(path, o, k), r.get()
+        parts = list(spans(path))
+        scanned = pool.ordered(scan_span, ((pool.cfg_json, path, off, n) for off, n in parts))
+        for (off, n), blocks in zip(parts, scanned, strict=True):
+            yield read_span(path, off, n), blocks
 
     def _ndjson_lines(
         self,

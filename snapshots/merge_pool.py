@@ -21,8 +21,8 @@ from __future__ import annotations
 import gc
 import multiprocessing
 from collections import deque
-from collections.abc import Iterator
-from typing import Any
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any, TypeVar
 
 import msgspec
 
@@ -31,6 +31,8 @@ from snapshots.flat import GroupDecoder
 from snapshots.identity import Assembler
 from snapshots.merge import FlatMerger
 from snapshots.model import Profile
+
+T = TypeVar("T")
 
 Pairs = list[tuple[bytes, bytes]]
 # Persons decoded at a time: one msgspec call each, and only their records alive at once (a
@@ -161,12 +163,25 @@ class MergePool:
             finally:
                 _file = None  # closes the file, which the engine removes next
             return
+        yield from self.ordered(merge_group, ((path, g) for g in range(groups)))
+
+    @property
+    def parallel(self) -> bool:
+        """Whether there are worker processes (else work is done in the caller's process)."""
+        return self._pool is not None
+
+    def ordered(self, fn: Callable[..., T], calls: Iterable[tuple[Any, ...]]) -> Iterator[T]:
+        """`fn(*args)` for each of `calls`, run by the workers and yielded in order, at most two
+        per worker in flight so that results waiting to be taken stay bounded. `fn` must be a
+        module-level function (the workers import it by name); needs `parallel`."""
+        if self._pool is None:
+            raise RuntimeError("MergePool.ordered needs worker processes")
         pending: deque[Any] = deque()
-        nxt = 0
-        while pending or nxt < groups:
-            while nxt < groups and len(pending) < 2 * self.workers:
-                pending.append(self._pool.apply_async(merge_group, (path, nxt)))
-                nxt += 1
+        for args in calls:
+            pending.append(self._pool.apply_async(fn, args))
+            if len(pending) >= 2 * self.workers:
+                yield pending.popleft().get()
+        while pending:
             yield pending.popleft().get()
 
     def close(self) -> None:
