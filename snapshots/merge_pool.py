@@ -27,6 +27,7 @@ from typing import Any, TypeVar
 import msgspec
 
 from snapshots.config import ProfilesConfig
+from snapshots.errors import BuildFailed
 from snapshots.flat import GroupDecoder
 from snapshots.identity import Assembler
 from snapshots.merge import FlatMerger
@@ -77,7 +78,10 @@ class GroupMerger:
         for cid, ks, a, b in zip(cids, keys, offsets, offsets[1:], strict=False):
             if far and any(a <= i < b for i in far):
                 payloads = values[a:b].to_pylist()
-                append((cid.encode(), self._reference.value(cid, ks, payloads)))
+                try:
+                    append((cid.encode(), self._reference.value(cid, ks, payloads)))
+                except OverflowError:
+                    raise beyond_64_bits(cid) from None
                 continue
             ids: dict[str, list[str]] = {}
             for key in ks:
@@ -103,7 +107,19 @@ class GroupMerger:
                 )
             else:
                 profile = many(cid, ids, recs[a:b])
-            append((cid.encode(), encode(profile)))
+            try:
+                append((cid.encode(), encode(profile)))
+            except OverflowError:
+                raise beyond_64_bits(cid) from None
+
+
+def beyond_64_bits(cid: str) -> BuildFailed:
+    """A merged integer msgpack cannot hold: inputs are 64-bit (model.StoredInt), so only a
+    `sum` can get there."""
+    return BuildFailed(
+        f"profile {cid}: a merged integer is beyond the 64 bits a snapshot value holds "
+        "(a `sum` merge policy adding up large integers); nothing was written"
+    )
 
 
 _merger: GroupMerger | None = None

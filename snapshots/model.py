@@ -13,6 +13,11 @@ import msgspec
 
 TzDatetime = Annotated[datetime, msgspec.Meta(tz=True)]
 Scalar = str | int | float | bool | None
+# An export's integers: 64-bit signed, as Parquet's and most warehouses' (a snapshot value holds
+# up to 2**64 - 1). One past that is refused where it is read, with its file and line, not
+# when its profile is written.
+StoredInt = Annotated[int, msgspec.Meta(ge=-(2**63), le=2**63 - 1)]
+InputScalar = str | StoredInt | float | bool | None
 
 
 class Profile(msgspec.Struct, frozen=True):
@@ -96,7 +101,7 @@ class ProfileRecord(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     source: str
     ids: dict[str, str | list[str]]
     updated_at: TzDatetime
-    attributes: dict[str, Scalar] = {}
+    attributes: dict[str, InputScalar] = {}
     interests: dict[str, float] = {}
     segments: list[str] = []
     counters: dict[str, float] = {}

@@ -412,3 +412,35 @@ def test_parquet_nulls_mean_not_set_beside_ndjson_records_of_the_same_people(
     assert p2.attributes == {"ltv": 1.0, "city": "Lyon"} and p2.segments == ["nl"]
     assert p2.interests == {"run": 0.75, "hike": 0.25}
     assert p2.last_seen == {"a": 1700000000.5, "b": 1700000000.123457}
+
+
+def test_an_integer_past_64_bits_names_file_and_line_and_leaves_nothing(
+    tmp_path: Path, write_ndjson: WriteNdjson, profiles_config: Cfg
+) -> None:
+    huge = (
+        b'{"source": "crm", "ids": {"cookie": "b"}, "updated_at": "2026-11-20T10:00:00Z", '
+        b'"attributes": {"n": 18446744073709551616}}'
+    )
+    src = write_ndjson("in.ndjson", [rec("crm", {"cookie": "a"}), huge])
+    with pytest.raises(InputInvalid) as err:
+        build_profiles([src], profiles_config(), tmp_path / "snap")
+    assert err.value.problems[0].startswith(f"{src}:2: invalid record"), err.value.problems
+    assert not (tmp_path / "snap").exists() and leftovers(tmp_path) == []
+    built = build_profiles([src], profiles_config(), tmp_path / "snap", skip_invalid=True)
+    assert (built.written, built.records_invalid) == (1, 1)
+
+
+def test_a_sum_past_64_bits_names_the_profile_and_leaves_nothing(
+    tmp_path: Path, write_ndjson: WriteNdjson, profiles_config: Cfg
+) -> None:
+    top = 2**63 - 1  # the largest integer an export may hold: three of them sum past 2**64
+    records = [
+        rec(source, {"cookie": "a"}, f"2026-11-2{day}T10:00:00Z", attributes={"n": top})
+        for day, source in enumerate(("crm", "web", "crm"))
+    ]
+    src = write_ndjson("in.ndjson", records)
+    cfg = profiles_config(merge={"default": "newest", "fields": {"attributes.n": "sum"}})
+    with pytest.raises(BuildFailed, match="beyond the 64 bits") as err:
+        build_profiles([src], cfg, tmp_path / "snap")
+    assert "profile p_" in str(err.value)
+    assert not (tmp_path / "snap").exists() and leftovers(tmp_path) == []
