@@ -62,7 +62,6 @@ class BurstListener:
         self.originals = originals  # the descriptors uvicorn/libuv listen with
         self.factory = factory
         self.pending: set[asyncio.Task[Any]] = set()
-        self.accepted = 0
         self.closed = False
         sock.setblocking(False)
         loop.add_reader(sock.fileno(), self.ready)
@@ -93,7 +92,6 @@ class BurstListener:
             conn.setblocking(False)
             if tcp:  # as uvloop sets on the connections it accepts
                 conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            self.accepted += 1
             connect = self.loop.connect_accepted_socket(self.factory, conn)
             task = self.loop.create_task(connect)
             self.pending.add(task)

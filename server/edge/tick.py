@@ -43,7 +43,6 @@ class Tick:
         self.loop = loop
         self.budget = budget_s
         self.opened = 0.0  # when the current share began; 0.0 when none is open
-        self.deferred = 0  # reads set aside for the next iteration, in all
 
     def spent(self) -> bool:
         """Whether this iteration has used its budget (a read now should wait for the next)."""
@@ -88,7 +87,6 @@ class BoundedTick(HttpToolsProtocol):
         tick = self.tick
         if tick is not None and tick.spent():
             self.waiting = [data]
-            tick.deferred += 1
             # As uvicorn does when data arrives: the keep-alive timer must not close a
             # connection whose request waits.
             self._unset_keepalive_if_required()
