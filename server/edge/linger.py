@@ -25,6 +25,7 @@ from typing import Any
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from .accept import BurstAccept
+from .keepalive import IdleTimer
 
 # nginx drains for up to 30 s, 5 s between reads; a refused body here is at most a few MB from a
 # client writing it at loopback or LAN speed.
@@ -119,6 +120,7 @@ class LingeringClose(HttpToolsProtocol):
         super().connection_lost(exc)
 
 
-class LingeringProtocol(BurstAccept, LingeringClose):
+class LingeringProtocol(BurstAccept, IdleTimer, LingeringClose):
     """uvicorn's httptools protocol with lingering close (`protocol_memo: false`), accepting
-    connection bursts at once (server/edge/accept.py)."""
+    connection bursts at once (server/edge/accept.py), one keep-alive timer per idle spell
+    (server/edge/keepalive.py)."""

@@ -43,6 +43,7 @@ from ..asgi import Headers, header_lines
 from ..decide.context import PlacementError
 from .accept import BurstAccept
 from .answers import Answer
+from .keepalive import IdleTimer
 from .linger import LingeringClose
 from .remembering import MEMO_MISSED, PROTOCOL_ROUTES, Remembering
 from .routes import FRAGMENT_PREFIX
@@ -54,7 +55,7 @@ _perf = time.perf_counter
 log = logging.getLogger("edgeside.edge")
 
 
-class MemoProtocol(BoundedTick, BurstAccept, LingeringClose, HttpToolsProtocol):
+class MemoProtocol(BoundedTick, BurstAccept, IdleTimer, LingeringClose, HttpToolsProtocol):
     """uvicorn's HTTP/1.1 protocol, answering well-formed GET /v1/edge and fragment requests
     itself: from the memos, or decided here — a budget's worth per loop iteration
     (server/edge/tick.py)."""
@@ -75,17 +76,34 @@ class MemoProtocol(BoundedTick, BurstAccept, LingeringClose, HttpToolsProtocol):
         # The message being parsed was answered here: its end is not the ASGI cycle's business.
         self.answered = False
 
+    def on_message_begin(self) -> None:
+        # uvicorn's makes the request's ASGI scope here (a dict, a copy of the lifespan state):
+        # only a request left to the app needs one, so it is made then (`_make_scope`).
+        self.url = b""
+        self.expect_100_continue = False
+        self.headers = []
+
+    def _make_scope(self) -> None:
+        """The scope uvicorn's `on_message_begin` makes, for the request parsed so far."""
+        url, headers, expect = self.url, self.headers, self.expect_100_continue
+        super().on_message_begin()
+        self.url, self.headers, self.expect_100_continue = url, headers, expect
+        self.scope["headers"] = headers
+
     def on_headers_complete(self) -> None:
         if self.edge is not None:
             answered = self._answer_repeat()
             if answered:
                 self.answered = True
                 return
+            self._make_scope()
             if answered is not None:  # looked up and missed: the route need not look again
                 cast(dict[str, object], self.scope)[MEMO_MISSED] = True
             # An answer earlier in this read armed the keep-alive timer; this request must not
             # be cut off by it (uvicorn disarms it only when data arrives).
             self._unset_keepalive_if_required()
+        else:
+            self._make_scope()
         super().on_headers_complete()
 
     def on_body(self, body: bytes) -> None:
