@@ -101,7 +101,7 @@ def answer(route: Remembering, query: bytes, headers: list[tuple[bytes, bytes]])
     if known is None:
         known = protocol._decide(route, "/v1/edge", query, headers, key)
     if known is not None:
-        protocol.MemoProtocol._wire(_Writer, known)  # type: ignore[arg-type]
+        protocol.MemoProtocol._wire(_Writer, known.response)  # type: ignore[arg-type]
 
 
 def main(argv: list[str] | None = None) -> int:

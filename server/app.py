@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ctypes
+import functools
 import gc
 import logging
 import os
@@ -38,6 +39,7 @@ from .config import MASTER_PID_ENV, Secrets, Settings, load_secrets, settings_fr
 from .console import Console
 from .decide.route import Decide
 from .edge.answers import Answers
+from .edge.posts import PROTOCOL_POSTS, BodyRoute
 from .edge.remembering import PROTOCOL_ROUTES, Remembering
 from .edge.routes import FRAGMENT_PREFIX, Edge, Fragment, remembering
 from .edge.tick import TICK_BUDGET
@@ -204,11 +206,13 @@ class HotRoute:
         await self.handler(state, scope, receive, send)
 
 
-def hot_routes(state: AppState, edge: Edge, fragment: Fragment) -> dict[str, HotRoute]:
+def hot_routes(
+    state: AppState, edge: Edge, fragment: Fragment, decide: Decide
+) -> dict[str, HotRoute]:
     """The plain-ASGI routes by path; `FRAGMENT_PREFIX` stands for `/v1/fragments/{placement}`."""
     return {
         "/v1/edge": HotRoute(state, edge, ("GET", "HEAD")),
-        "/v1/decide": HotRoute(state, Decide(state), ("POST",)),
+        "/v1/decide": HotRoute(state, decide, ("POST",)),
         "/v1/events": HotRoute(state, live_api.events, ("POST",)),
         FRAGMENT_PREFIX: HotRoute(state, fragment, ("GET", "HEAD")),
     }
@@ -272,11 +276,15 @@ def build_app(settings: Settings, secrets: Secrets) -> EdgesideApp:
     answers = Answers(state)
     edge = Edge(answers)
     fragment = Fragment(answers, settings.fragment_max_age_s)
-    hot = hot_routes(state, edge, fragment)
-    # The GET routes behind their answer memo; server/edge/protocol.py answers them before ASGI.
+    decide = Decide(state)
+    hot = hot_routes(state, edge, fragment, decide)
+    # The GET routes behind their answer memo, and `POST /v1/decide`: server/edge/protocol.py
+    # answers them before ASGI.
     known: dict[str, Remembering] | None = None
+    posts: dict[bytes, BodyRoute] = {}
     if not settings.cors_origins:
         known = remembering(state, answers, edge, fragment, hot["/v1/edge"], hot[FRAGMENT_PREFIX])
+        posts[b"/v1/decide"] = BodyRoute(state, "decide", functools.partial(decide.respond, state))
     fleet = FleetNode.create(state, admin.life)  # None without a broker: the node works alone
     if fleet is not None:
         state.notes.append(fleet.notes)
@@ -295,7 +303,11 @@ def build_app(settings: Settings, secrets: Secrets) -> EdgesideApp:
         protocol = {path.encode(): route for path, route in (known or {}).items()}
         await console.start()
         try:
-            yield {PROTOCOL_ROUTES: protocol, TICK_BUDGET: settings.tick_budget_ms / 1000.0}
+            yield {
+                PROTOCOL_ROUTES: protocol,
+                PROTOCOL_POSTS: posts,
+                TICK_BUDGET: settings.tick_budget_ms / 1000.0,
+            }
         finally:
             if fleet is not None:
                 await fleet.stop()

@@ -109,6 +109,16 @@ async def read_json_body(
     scope: Scope, receive: Receive, headers: dict[bytes, bytes], limit: int
 ) -> bytes:
     """The raw body of a `POST` with `Content-Type: application/json`, at most `limit` bytes."""
+    check_json_request(scope, headers, limit)
+    try:
+        return await read_body(receive, limit)
+    except BodyTooLarge:
+        raise _too_large(limit) from None
+
+
+def check_json_request(scope: Scope, headers: dict[bytes, bytes], limit: int) -> None:
+    """What `read_json_body` refuses before reading: not a `POST` (405), not JSON (415), a
+    declared length over `limit` (413)."""
     if scope["method"] != "POST":
         raise Refused(405, error_body("method_not_allowed", "use POST with a JSON body"))
     content_type = headers.get(b"content-type", b"").split(b";", 1)[0].strip().lower()
@@ -117,14 +127,13 @@ async def read_json_body(
             415,
             error_body("unsupported_media_type", "send the body as Content-Type: application/json"),
         )
-    too_large = Refused(413, error_body("body_too_large", f"the body is over {limit} bytes"))
     declared = headers.get(b"content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit:
-        raise too_large
-    try:
-        return await read_body(receive, limit)
-    except BodyTooLarge:
-        raise too_large from None
+        raise _too_large(limit)
+
+
+def _too_large(limit: int) -> Refused:
+    return Refused(413, error_body("body_too_large", f"the body is over {limit} bytes"))
 
 
 def decode_json(decode: Callable[[bytes], T], raw: bytes) -> T:
@@ -195,5 +204,10 @@ async def answer_json(
     except Refused as refused:
         status, body = refused.status, refused.body
     await send_response(send, status, JSON_HEADERS, body)
+    count_answer(metrics, route, status, started)
+
+
+def count_answer(metrics: Metrics, route: str, status: int, started: float) -> None:
+    """A JSON route's answer in the response and latency metrics (`started`: perf_counter)."""
     metrics.responses.inc((route, str(status)))
     metrics.request_seconds.observe((route,), time.perf_counter() - started)

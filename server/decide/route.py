@@ -16,9 +16,12 @@ import rules
 from .. import auth
 from ..asgi import (
     Receive,
+    Refused,
     Scope,
     Send,
     answer_json,
+    check_json_request,
+    count_answer,
     decode_json,
     error_body,
     query_params,
@@ -67,14 +70,34 @@ class Decide:
         await answer_json("decide", self._decide, state, state.metrics, scope, receive, send)
 
     async def _decide(self, state: Worker, scope: Scope, receive: Receive) -> tuple[int, bytes]:
-        return await _decide(state, self.memo, scope, receive)
+        headers = dict(scope["headers"])
+        raw = await read_json_body(scope, receive, headers, state.settings.limits.max_body_bytes)
+        return _answer(state, self.memo, scope, headers, raw)
+
+    def respond(self, state: Worker, scope: Scope, raw: bytes) -> tuple[int, bytes]:
+        """The answer to a request whose whole body (`raw`, within the body limit) is in, as
+        `__call__` sends it, counted as it counts it — with no `await`: the HTTP protocol
+        calls this once the body has arrived, before any ASGI request exists
+        (server/edge/protocol.py)."""
+        started = time.perf_counter()
+        headers = dict(scope["headers"])
+        try:
+            check_json_request(scope, headers, state.settings.limits.max_body_bytes)
+            status, body = _answer(state, self.memo, scope, headers, raw)
+        except Refused as refused:
+            status, body = refused.status, refused.body
+        count_answer(state.metrics, "decide", status, started)
+        return status, body
 
 
-async def _decide(
-    state: Worker, memo: AnswerMemo[tuple[bytes, Served]], scope: Scope, receive: Receive
+def _answer(
+    state: Worker,
+    memo: AnswerMemo[tuple[bytes, Served]],
+    scope: Scope,
+    headers: dict[bytes, bytes],
+    raw: bytes,
 ) -> tuple[int, bytes]:
-    headers = dict(scope["headers"])
-    raw = await read_json_body(scope, receive, headers, state.settings.limits.max_body_bytes)
+    """The status and body answering the body `raw`; raises `Refused` for a 4xx."""
     explain = b"explain" in scope.get("query_string", b"")
     key = None
     if memo.enabled and not explain and len(raw) <= MEMO_KEY_MAX_BYTES:

@@ -39,12 +39,13 @@ from uvicorn.config import Config
 from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
 from uvicorn.server import ServerState
 
-from ..asgi import Headers, header_lines
+from ..asgi import JSON_HEADERS, Headers, Scope, header_lines
 from ..decide.context import PlacementError
 from .accept import BurstAccept
-from .answers import Answer
+from .answers import Answer, Response, make_response
 from .keepalive import IdleTimer
 from .linger import LingeringClose
+from .posts import PROTOCOL_POSTS, BodyRoute
 from .remembering import MEMO_MISSED, PROTOCOL_ROUTES, Remembering
 from .routes import FRAGMENT_PREFIX
 from .tick import BoundedTick
@@ -69,12 +70,17 @@ class MemoProtocol(BoundedTick, BurstAccept, IdleTimer, LingeringClose, HttpTool
     ) -> None:
         super().__init__(config, server_state, app_state, _loop)
         routes: dict[bytes, Remembering] = app_state.get(PROTOCOL_ROUTES, {})
+        posts: dict[bytes, BodyRoute] = app_state.get(PROTOCOL_POSTS, {})
         if self.access_log or self.root_path:
-            routes = {}  # the shortcut writes no access log and knows no root path
+            routes, posts = {}, {}  # the shortcut writes no access log and knows no root path
         self.edge = routes.get(EDGE_PATH)
         self.fragments = routes.get(_FRAGMENTS)
+        self.posts = posts
         # The message being parsed was answered here: its end is not the ASGI cycle's business.
         self.answered = False
+        # A POST answered here once its body is in: its route and the body so far (`_hold`).
+        self.held: tuple[BodyRoute, list[bytes]] | None = None
+        self.close_after = False  # shutting down: close once the held request is answered
 
     def on_message_begin(self) -> None:
         # uvicorn's makes the request's ASGI scope here (a dict, a copy of the lifespan state):
@@ -91,48 +97,65 @@ class MemoProtocol(BoundedTick, BurstAccept, IdleTimer, LingeringClose, HttpTool
         self.scope["headers"] = headers
 
     def on_headers_complete(self) -> None:
-        if self.edge is not None:
-            answered = self._answer_repeat()
-            if answered:
-                self.answered = True
-                return
-            self._make_scope()
-            if answered is not None:  # looked up and missed: the route need not look again
-                cast(dict[str, object], self.scope)[MEMO_MISSED] = True
-            # An answer earlier in this read armed the keep-alive timer; this request must not
-            # be cut off by it (uvicorn disarms it only when data arrives).
-            self._unset_keepalive_if_required()
-        else:
-            self._make_scope()
+        answered = self._answer_repeat() if self.edge is not None else None
+        if answered:
+            self.answered = True
+            return
+        if answered is None and self.posts and self._hold():
+            return
+        self._make_scope()
+        if answered is not None:  # looked up and missed: the route need not look again
+            cast(dict[str, object], self.scope)[MEMO_MISSED] = True
+        # An answer earlier in this read armed the keep-alive timer; this request must not be
+        # cut off by it (uvicorn disarms it only when data arrives).
+        self._unset_keepalive_if_required()
         super().on_headers_complete()
 
     def on_body(self, body: bytes) -> None:
-        if not self.answered:
+        held = self.held
+        if held is not None:
+            held[1].append(body)  # (at most the route's body limit: `_hold`)
+        elif not self.answered:
             super().on_body(body)
 
     def on_message_complete(self) -> None:
+        if self.held is not None:
+            self._answer_post()
+            return
         if self.answered:
             self.answered = False
             return
         super().on_message_complete()
 
-    def _answer_repeat(self) -> bool | None:
-        """Answer the request whose headers were just parsed, from its route's memo or decided
-        afresh, if this shortcut can answer it exactly as the ASGI route would: True if it did,
-        False if it looked the request up and left it to the route, None if it did not look."""
+    def shutdown(self) -> None:
+        if self.held is not None:
+            self.close_after = True  # as uvicorn does for a request in flight: answer, then close
+            return
+        super().shutdown()
+
+    def _plain(self, method: bytes) -> bool:
+        """Whether the request whose headers were just parsed is a `method` request this
+        shortcut may answer in turn: HTTP/1.1 kept alive, nothing to negotiate, no answer
+        before it still running (a pipelined request: answers keep order)."""
         parser = self.parser
         if (
-            parser.get_method() != b"GET"
+            parser.get_method() != method
             or self.expect_100_continue
             or parser.get_http_version() != "1.1"
             or not parser.should_keep_alive()
             or parser.should_upgrade()
             or self.flow.write_paused
         ):
-            return None
+            return False
         cycle = self.cycle
-        if cycle is not None and not cycle.response_complete:
-            return None  # a pipelined request behind one still running: answers keep order
+        return cycle is None or cycle.response_complete
+
+    def _answer_repeat(self) -> bool | None:
+        """Answer the request whose headers were just parsed, from its route's memo or decided
+        afresh, if this shortcut can answer it exactly as the ASGI route would: True if it did,
+        False if it looked the request up and left it to the route, None if it did not look."""
+        if not self._plain(b"GET"):
+            return None
         path, _, query = self.url.partition(b"?")
         route = self.edge if path == EDGE_PATH else None
         if route is None and path.startswith(_FRAGMENTS):
@@ -149,7 +172,7 @@ class MemoProtocol(BoundedTick, BurstAccept, IdleTimer, LingeringClose, HttpTool
             if answer is None:
                 return False
             decided = True
-        wire = self._wire(answer)
+        wire = self._wire(answer.response)
         if wire is None:
             return False  # a header that fails the check: uvicorn answers (and refuses it)
         if decided:
@@ -161,12 +184,74 @@ class MemoProtocol(BoundedTick, BurstAccept, IdleTimer, LingeringClose, HttpTool
         route.latency.observe(_perf() - started)
         return True
 
-    def _wire(self, answer: Answer) -> bytes | None:
-        """The answer as uvicorn writes it: status line, the server's headers (`date`, which
-        changes every second), the answer's headers, a blank line, the body. None if a header
+    def _hold(self) -> bool:
+        """Whether the POST whose headers were just parsed is one to answer here once its body
+        is in (`_answer_post`): to a route handed to this protocol, its body's length declared
+        and within the route's limit, no header over the limit. Anything else — a chunked body,
+        an over-long one (the route's 413), a path to decode — goes on to uvicorn."""
+        if not self._plain(b"POST"):
+            return False
+        path, _, query = self.url.partition(b"?")
+        route = self.posts.get(path)
+        if route is None or b"#" in query:
+            return False
+        length = None
+        limit = route.header_limit
+        for name, value in self.headers:
+            if len(value) > limit or name == b"transfer-encoding":
+                return False
+            if name == b"content-length":
+                if length is not None:
+                    return False  # (two lengths: uvicorn's parser decides what that means)
+                length = value
+        if length is None or not length.isdigit() or int(length) > route.max_body:
+            return False
+        self.held = (route, [])
+        return True
+
+    def _answer_post(self) -> None:
+        """Answer the held POST, its body now whole, as its ASGI route would (`BodyRoute`); on a
+        fault, hand the request to uvicorn as if it had never been held."""
+        assert self.held is not None
+        (route, parts), self.held = self.held, None
+        body = b"".join(parts)
+        path, _, query = self.url.partition(b"?")
+        scope = {
+            "type": "http",
+            "method": "POST",
+            "path": path.decode("ascii"),
+            "query_string": query,
+            "headers": self.headers,
+        }
+        try:
+            status, out = route.respond(cast(Scope, scope), body)
+            wire = self._wire(make_response(status, JSON_HEADERS, out))
+        except Exception:
+            log.exception("answering a POST in the protocol failed; the ASGI route answers")
+            wire = None
+        if wire is None:
+            self._replay(body)
+            return
+        route.answered += 1
+        self.transport.write(wire)
+        self.on_response_complete()
+        if self.close_after:
+            self.transport.close()
+
+    def _replay(self, body: bytes) -> None:
+        """Hand a held request to uvicorn: its headers, body and end, as the parser gave them."""
+        self._make_scope()
+        self._unset_keepalive_if_required()
+        super().on_headers_complete()
+        if body:
+            super().on_body(body)
+        super().on_message_complete()
+
+    def _wire(self, response: Response) -> bytes | None:
+        """A response as uvicorn writes it: status line, the server's headers (`date`, which
+        changes every second), the response's headers, a blank line, the body. None if a header
         fails `header_safe`: uvicorn checks every header it writes, and so does this shortcut
         (once per response, when its bytes are made)."""
-        response = answer.response
         wire = response.wire
         if wire is None:
             # Made once per response: answers with the same headers share it (`Answers`).
