@@ -19,12 +19,21 @@ still running, a paused transport, an access log to write, an encoded path; afte
 over the limit, placements the route refuses, a fault) goes on to uvicorn's protocol and the ASGI
 app unchanged.
 
+`POST /v1/decide` too (server/edge/posts.py): its request is held while its body arrives, within
+its declared `Content-Length` and the body limit, and answered at the message's end by the route's
+own `respond` (no `await` once the body is in); a chunked or over-long body goes to uvicorn as it
+comes, and a held request that faults is handed over as the parser gave it (`_replay`).
+
+Besides, one keep-alive timer per idle spell instead of one per request (server/edge/keepalive.py),
+and the ASGI scope made only for a request that goes on to the app (`_make_scope`).
+
 It relies on `HttpToolsProtocol` internals, so uvicorn is pinned to the versions the tests cover
 (tests/server/edge/test_protocol.py compares the shortcut's bytes with the ASGI route's); the
 setting `protocol_memo: false` serves with uvicorn's own protocol instead.
 
 The app hands this protocol its routes in the ASGI lifespan state (`PROTOCOL_ROUTES`, see
-server/edge/remembering.py); without them (no lifespan, CORS on) every request goes to the app.
+server/edge/remembering.py, and `PROTOCOL_POSTS`); without them (no lifespan, CORS on) every
+request goes to the app.
 """
 
 from __future__ import annotations
@@ -119,8 +128,10 @@ class MemoProtocol(BoundedTick, BurstAccept, IdleTimer, LingeringClose, HttpTool
             super().on_body(body)
 
     def on_message_complete(self) -> None:
-        if self.held is not None:
-            self._answer_post()
+        held = self.held
+        if held is not None:
+            self.held = None
+            self._answer_post(*held)
             return
         if self.answered:
             self.answered = False
@@ -209,11 +220,9 @@ class MemoProtocol(BoundedTick, BurstAccept, IdleTimer, LingeringClose, HttpTool
         self.held = (route, [])
         return True
 
-    def _answer_post(self) -> None:
+    def _answer_post(self, route: BodyRoute, parts: list[bytes]) -> None:
         """Answer the held POST, its body now whole, as its ASGI route would (`BodyRoute`); on a
         fault, hand the request to uvicorn as if it had never been held."""
-        assert self.held is not None
-        (route, parts), self.held = self.held, None
         body = b"".join(parts)
         path, _, query = self.url.partition(b"?")
         scope = {
