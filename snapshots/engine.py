@@ -52,9 +52,10 @@ from snapshots.identity import (
 from snapshots.inputs import Format, InputFile, resolve_inputs, source_digests
 from snapshots.merge_pool import MergePool
 from snapshots.model import ProfileRecord
-from snapshots.ndjson import LineError, decode_line
+from snapshots.ndjson import MAX_LINE_BYTES, LineError, decode_line, line_too_long
 from snapshots.ndjson_blocks import (
     ScannedBlock,
+    long_line,
     payloads,
     read_span,
     scan_block,
@@ -388,9 +389,12 @@ class _Build:
 
         first = 1  # the block's first line number
         for block, sb in self._scanned(f.local):
-            fbytes += len(block)
+            fbytes += len(block) or sb.too_long
             kb = sb.keyed
-            if kb is None:
+            if sb.too_long:
+                self.read += 1
+                problems.bad(make_rid(fi, first), str(line_too_long(f.name, first, sb.too_long)))
+            elif kb is None:
                 valid += self._ndjson_lines(fi, f.name, first, block, sb.offsets, sb.ids, accept)
                 flush()
             else:
@@ -415,18 +419,22 @@ class _Build:
     def _scanned(self, path: str) -> Iterator[tuple[bytes, ScannedBlock]]:
         """The file's blocks in order, each with its decoded and keyed lines: scanned by the
         scanner processes when there are some (large builds), a few blocks ahead of this
-        process, which stores the blocks before; else here."""
+        process, which stores the blocks before; else here. An over-long line comes as an
+        empty block (`ScannedBlock.too_long`): it is never read."""
         pool = self.scanners
         if pool is None or not pool.parallel:
             decoder = msgspec.json.Decoder(ProfileRecord)
-            for off, n in spans(path):
-                block = read_span(path, off, n)
+            for span in spans(path):
+                if span.too_long:
+                    yield b"", long_line(span)
+                    continue
+                block = read_span(path, span.offset, span.length)
                 yield block, scan_block(block, decoder, self.rules)
             return
         parts = list(spans(path))
-        scanned = pool.ordered(scan_span, ((pool.cfg_json, path, off, n) for off, n in parts))
-        for (off, n), blocks in zip(parts, scanned, strict=True):
-            yield read_span(path, off, n), blocks
+        scanned = pool.ordered(scan_span, ((pool.cfg_json, path, span) for span in parts))
+        for span, blocks in zip(parts, scanned, strict=True):
+            yield b"" if span.too_long else read_span(path, span.offset, span.length), blocks
 
     def _ndjson_lines(
         self,
@@ -447,6 +455,11 @@ class _Build:
         for i in range(len(ends) - 1):
             line = block[ends[i] : ends[i + 1]]
             lineno = first + i
+            too_long = len(line) - line.endswith(b"\n")
+            if too_long > MAX_LINE_BYTES:  # `decode_ids` gave up on the block: ids is None
+                self.read += 1
+                problems.bad(make_rid(fi, lineno), str(line_too_long(name, lineno, too_long)))
+                continue
             if ids is None and not line.strip():
                 continue
             self.read += 1

@@ -6,12 +6,20 @@ import hashlib
 import os
 from collections.abc import Iterator
 from pathlib import Path
-from typing import TypeVar
+from typing import BinaryIO, TypeVar
 
 import msgspec
 
 T = TypeVar("T")
 U = TypeVar("U")
+
+# The most a record's line may hold, its newline not counted. A longer line is an invalid
+# record at its `file:line` (`--skip-invalid` skips it), read in chunks and dropped, never
+# held whole: a corrupt export (newlines lost, a binary blob pasted in) must not make a build
+# hold gigabytes for one line. Export records are ~0.4 KB; 1 MiB leaves room for any real one.
+MAX_LINE_BYTES = 1 << 20
+# How much of an over-long line is read at a time while it is skipped.
+SKIP_CHUNK = 64 << 10
 
 
 class LineError(msgspec.Struct, frozen=True):
@@ -43,11 +51,45 @@ def read_ndjson_lines(
     `name` is what errors call the file (an s3:// URL for a downloaded copy)."""
     name = str(path) if name is None else name
     with open(path, "rb") as f:
-        for lineno, line in enumerate(f, 1):
+        for lineno, line in enumerate(bounded_lines(f), 1):
+            if isinstance(line, int):
+                yield lineno, b"", line_too_long(name, lineno, line)
+                continue
             if not line.strip():
                 continue
             rec = decode_line(decoder, name, lineno, line)
             yield lineno, line, rec
+
+
+def bounded_lines(f: BinaryIO) -> Iterator[bytes | int]:
+    """The file's lines as `for line in f` yields them (newline kept), but a line longer than
+    `MAX_LINE_BYTES` comes as its length (newline not counted), read in chunks and dropped."""
+    limit = MAX_LINE_BYTES
+    readline = f.readline
+    while True:
+        line = readline(limit + 1)
+        if not line:
+            return
+        if len(line) <= limit or line.endswith(b"\n"):
+            yield line
+            continue
+        n = len(line)
+        while True:
+            part = readline(SKIP_CHUNK)
+            n += len(part)
+            if not part or part.endswith(b"\n"):
+                break
+        yield n - (1 if part.endswith(b"\n") else 0)
+
+
+def line_too_long(name: str, lineno: int, length: int) -> LineError:
+    """The error of a line longer than `MAX_LINE_BYTES` (`length`: its bytes, newline not
+    counted), the same from every reader."""
+    return LineError(
+        name,
+        lineno,
+        f"line of {length} bytes, longer than a record may be ({MAX_LINE_BYTES} bytes)",
+    )
 
 
 def decode_line(

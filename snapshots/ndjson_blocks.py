@@ -22,32 +22,76 @@ from __future__ import annotations
 import gc
 import os
 from collections.abc import Iterator, Mapping, Sequence
-from typing import Any
+from typing import Any, BinaryIO, NamedTuple
 
 import msgspec
 
 from snapshots.identity import IdRules
+from snapshots.ndjson import MAX_LINE_BYTES, SKIP_CHUNK
 
 BLOCK_BYTES = 8 << 20
 
 
-def spans(path: str | os.PathLike[str], size: int | None = None) -> Iterator[tuple[int, int]]:
-    """`(offset, length)` of the file's blocks of whole lines, each ending with a newline but
-    for a last line without one; about `size` bytes each (`BLOCK_BYTES`). Lines are cut at
-    b"\\n" only, as reading the file line by line does. Only the line each cut falls in is read."""
+class Span(NamedTuple):
+    """A block of whole lines of a file (`offset`, `length` in bytes); or, `too_long` > 0, one
+    line longer than `MAX_LINE_BYTES` (`too_long` its bytes, newline not counted) that is not
+    to be read."""
+
+    offset: int
+    length: int
+    too_long: int = 0
+
+
+def spans(path: str | os.PathLike[str], size: int | None = None) -> Iterator[Span]:
+    """The file's blocks of whole lines, each ending with a newline but for a last line without
+    one; about `size` bytes each (`BLOCK_BYTES`). Lines are cut at b"\\n" only, as reading the
+    file line by line does. Only the line each cut falls in is read (in chunks): when it is
+    longer than `MAX_LINE_BYTES`, it is a span of its own, `too_long`, so a block holds no line
+    longer than itself (about `size`) and no over-long line is ever read whole."""
     size = size or BLOCK_BYTES
     with open(path, "rb") as f:
         end = os.fstat(f.fileno()).st_size
         at = 0
         while at < end:
             if at + size >= end:
-                yield at, end - at
+                yield Span(at, end - at)
                 return
-            f.seek(at + size - 1)
-            f.readline()  # to the end of the line the block's last byte is in
-            cut = f.tell()
-            yield at, cut - at
-            at = cut
+            last = at + size - 1  # the line this byte is in ends the block
+            start = _line_start(f, at, last)
+            f.seek(last)
+            stop, newline = _line_end(f)
+            n = stop - start
+            length = n - 1 if newline else n
+            if length <= MAX_LINE_BYTES:
+                yield Span(at, stop - at)
+            else:
+                if start > at:
+                    yield Span(at, start - at)
+                yield Span(start, n, length)
+            at = stop
+
+
+def _line_start(f: BinaryIO, lo: int, pos: int) -> int:
+    """Where the line holding byte `pos` starts: after the last newline before `pos`, or `lo`
+    (a line start) if there is none from `lo` on; read backwards in chunks."""
+    hi = pos
+    while hi > lo:
+        a = max(lo, hi - SKIP_CHUNK)
+        chunk = os.pread(f.fileno(), hi - a, a)
+        i = chunk.rfind(b"\n")
+        if i >= 0:
+            return a + i + 1
+        hi = a
+    return lo
+
+
+def _line_end(f: BinaryIO) -> tuple[int, bool]:
+    """Past the end of the line `f` is in, read in chunks: (offset, whether a newline ends
+    it; not at the file's end)."""
+    while True:
+        part = f.readline(SKIP_CHUNK)
+        if not part or part.endswith(b"\n"):
+            return f.tell(), part.endswith(b"\n")
 
 
 def read_span(path: str | os.PathLike[str], offset: int, length: int) -> bytes:
@@ -88,7 +132,10 @@ def decode_ids(
     decoder: msgspec.json.Decoder[Any], lines: Sequence[bytes]
 ) -> list[Mapping[str, Any]] | None:
     """Every line validated as the decoder's record type, its `ids` kept; None when any line
-    is blank or does not decode (the caller reads that block line by line)."""
+    is blank, longer than `MAX_LINE_BYTES` or does not decode (the caller reads that block
+    line by line)."""
+    if lines and max(map(len, lines)) > MAX_LINE_BYTES:
+        return None
     decode = decoder.decode
     # The records form no cycles and die at once: the collector would only walk them, again
     # and again, while they are made (a quarter of the decoding time; as in `merge_pool`).
@@ -175,12 +222,19 @@ def key_block(rules: IdRules, ids: Sequence[Mapping[str, Any]]) -> KeyedBlock | 
 
 class ScannedBlock(msgspec.Struct):
     """A block's lines (count and offsets) and keys; or `keyed` None: the block is read line
-    by line, given every record's `ids` when they all decoded (keyed one by one then)."""
+    by line, given every record's `ids` when they all decoded (keyed one by one then); or
+    `too_long` > 0: the span was one over-long line of that many bytes, not read (`long_line`)."""
 
     lines: int
     offsets: Any
     keyed: KeyedBlock | None
     ids: list[Mapping[str, Any]] | None
+    too_long: int = 0
+
+
+def long_line(span: Span) -> ScannedBlock:
+    """What a `too_long` span scans to, without reading it: one line, an invalid record."""
+    return ScannedBlock(1, None, None, None, span.too_long)
 
 
 def scan_block(block: bytes, decoder: msgspec.json.Decoder[Any], rules: IdRules) -> ScannedBlock:
@@ -194,14 +248,16 @@ def scan_block(block: bytes, decoder: msgspec.json.Decoder[Any], rules: IdRules)
 _worker: tuple[bytes, msgspec.json.Decoder[Any], IdRules] | None = None
 
 
-def scan_span(cfg_json: bytes, path: str, offset: int, length: int) -> ScannedBlock:
+def scan_span(cfg_json: bytes, path: str, span: Span) -> ScannedBlock:
     """Worker side (the build's scanner processes): one block of a file, decoded and keyed;
     the parent reads the same bytes for the payloads and does the rest."""
     from snapshots.config import ProfilesConfig
     from snapshots.model import ProfileRecord
 
+    if span.too_long:
+        return long_line(span)
     global _worker
     if _worker is None or _worker[0] != cfg_json:
         cfg = msgspec.json.decode(cfg_json, type=ProfilesConfig)
         _worker = (cfg_json, msgspec.json.Decoder(ProfileRecord), IdRules(cfg))
-    return scan_block(read_span(path, offset, length), _worker[1], _worker[2])
+    return scan_block(read_span(path, span.offset, span.length), _worker[1], _worker[2])

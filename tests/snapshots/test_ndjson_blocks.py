@@ -6,6 +6,7 @@ line without a newline)."""
 from __future__ import annotations
 
 import json
+import tracemalloc
 from pathlib import Path
 from typing import Any
 from unittest import mock
@@ -21,7 +22,9 @@ import snapshots.ndjson_blocks
 from snapshots.config import ProfilesConfig
 from snapshots.engine import EngineOptions, build_profiles
 from snapshots.identity import IdRules
+from snapshots.ndjson import MAX_LINE_BYTES, read_ndjson_lines
 from snapshots.ndjson_blocks import (
+    BLOCK_BYTES,
     key_block,
     line_offsets,
     payloads,
@@ -126,25 +129,118 @@ def test_blocks_build_what_the_line_reader_builds(
 
 
 @given(
-    data=st.binary(max_size=300).map(lambda b: b.replace(b"\x00", b"\n")), size=st.integers(1, 64)
+    data=st.binary(max_size=300).map(lambda b: b.replace(b"\x00", b"\n")),
+    size=st.integers(1, 64),
+    limit=st.sampled_from([MAX_LINE_BYTES, 8]),
 )
-def test_blocks_are_the_files_lines_numbered(tmp_path_factory: Any, data: bytes, size: int) -> None:
+def test_blocks_are_the_files_lines_numbered(
+    tmp_path_factory: Any, data: bytes, size: int, limit: int
+) -> None:
     path = tmp_path_factory.mktemp("b") / "x.ndjson"
     path.write_bytes(data)
     expected = path.read_bytes().split(b"\n")
-    got = [read_span(path, off, n) for off, n in spans(path, size)]
+    with mock.patch.object(snapshots.ndjson_blocks, "MAX_LINE_BYTES", limit):
+        parts = list(spans(path, size))
+    got = [read_span(path, off, n) for off, n, _ in parts]
     assert b"".join(got) == data
     first = 1
-    for blk in got:
+    for (_, _, too_long), blk in zip(parts, got, strict=True):
         assert blk.endswith(b"\n") or blk is got[-1]
         lines = split_lines(blk)
         assert lines == expected[first - 1 : first - 1 + len(lines)]
         first += len(lines)
+        # A line cut by a block's end that is over the limit is a span of its own.
+        assert too_long == 0 or (len(lines) == 1 and too_long == len(lines[0]) > limit)
         # The payloads are the lines as `for line in file` yields them, newline included.
         with_eol = [line + b"\n" for line in lines]
         if not blk.endswith(b"\n"):
             with_eol[-1] = lines[-1]
         assert payloads(blk, line_offsets(lines, len(blk))).to_pylist() == with_eol
+
+
+def test_a_huge_line_is_skipped_in_chunks_never_read_whole(tmp_path: Path) -> None:
+    """A corrupt export (one 32 MiB line) costs its readers no more than a chunk of memory."""
+    path = tmp_path / "x.ndjson"
+    huge = 32 << 20
+    with path.open("wb") as f:
+        f.write(b'{"a":1}\n{"b":"')
+        f.write(b"x" * huge)
+        f.write(b'"}\n{"c":3}\n')
+    decoder = msgspec.json.Decoder(dict[str, Any])
+    tracemalloc.start()
+    try:
+        parts = list(spans(path, 1 << 20))
+        lines = [(n, str(r)) for n, _, r in read_ndjson_lines(path, decoder, name="x")]
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 4 << 20, peak
+    length = huge + len(b'{"b":""}')
+    assert parts == [(0, 8, 0), (8, length + 1, length), (length + 9, 8, 0)]
+    assert lines == [
+        (1, "{'a': 1}"),
+        (2, f"x:2: line of {length} bytes, longer than a record may be (1048576 bytes)"),
+        (3, "{'c': 3}"),
+    ]
+
+
+@pytest.mark.parametrize(("block", "workers"), [(None, 1), (300, 1), (300, 2), (40_000, 2)])
+def test_a_line_longer_than_a_record_may_be_is_invalid_at_its_line(
+    tmp_path: Path, profiles_config: Any, block: int | None, workers: int
+) -> None:
+    """Over `MAX_LINE_BYTES` (a valid record otherwise), in a block or cut by a block's end:
+    refused at its file:line, skipped with --skip-invalid, as the line-by-line reader does."""
+    cfg = profiles_config()
+    path = tmp_path / "in.ndjson"
+
+    def line(i: int, **kw: Any) -> bytes:
+        r = {"source": "crm", "ids": {"cookie": f"k{i}"}, "updated_at": "2026-11-01T00:00:00Z"}
+        return orjson.dumps(r | kw)
+
+    def sized(i: int, n: int) -> bytes:
+        return line(i, attributes={"note": "n" * (n - len(line(i, attributes={"note": ""})))})
+
+    lines = [line(i) for i in range(200)]
+    lines[7] = sized(7, MAX_LINE_BYTES)  # the most a line may hold: a record
+    lines[100] = sized(100, MAX_LINE_BYTES + 1)  # one byte more: refused
+    lines[150] = b" " * (MAX_LINE_BYTES + 5)  # blank, but too long to be read as blank
+    path.write_bytes(b"\n".join(lines) + b"\n")
+    reads: list[int] = []
+    real_read = snapshots.engine.read_span
+
+    def read_span_seen(p: str, off: int, n: int) -> bytes:
+        reads.append(n)
+        return real_read(p, off, n)
+
+    too_long = "longer than a record may be (1048576 bytes)"
+    with (
+        mock.patch.object(snapshots.ndjson_blocks, "BLOCK_BYTES", block or BLOCK_BYTES),
+        mock.patch.object(snapshots.engine, "read_span", read_span_seen),
+    ):
+        with pytest.raises(snapshots.InputInvalid) as err:
+            build_profiles(
+                [path], cfg, tmp_path / "out", options=EngineOptions(merge_workers=workers)
+            )
+        assert err.value.problems == [
+            f"{path}:101: line of {MAX_LINE_BYTES + 1} bytes, {too_long}",
+            f"{path}:151: line of {MAX_LINE_BYTES + 5} bytes, {too_long}",
+        ]
+        new = build_profiles(
+            [path],
+            cfg,
+            tmp_path / "new",
+            skip_invalid=True,
+            options=EngineOptions(merge_workers=workers),
+        )
+    if block is not None:
+        # The over-long lines were never read: only blocks of short lines and the longest
+        # allowed line.
+        assert max(reads) <= MAX_LINE_BYTES + block + 1
+    old = oracle_build([path], cfg, tmp_path / "old", skip_invalid=True)
+    assert (new.records_read, new.written, new.records_invalid) == (200, 198, 2)
+    for f in SUMMARY_FIELDS:
+        assert getattr(new, f) == getattr(old, f), f
+    assert dump(tmp_path / "new") == dump(tmp_path / "old")
 
 
 RULES_CFG = msgspec.convert(
