@@ -63,11 +63,13 @@ from snapshots.ndjson_blocks import (
     spans,
 )
 from snapshots.parquet_schema import (
+    INT64_MAX,
     check_profiles_schema,
     key_rows_sql,
     keys_sql,
     payload_expr,
     typed_payload_expr,
+    wide_attributes_sql,
 )
 from snapshots.progress import Progress, children_peak_rss_mb, dir_mb, peak_rss_mb
 from snapshots.stitching import CID_DIGEST_BYTES, MAX_EXAMPLES, canonical_digests
@@ -494,6 +496,10 @@ class _Build:
             ) from None
         check_profiles_schema(f.name, schema)
         _, plain = keys_sql(schema, self.rules.tinfo)
+        # An unsigned attribute past a record's integers makes the row an invalid record.
+        wide = wide_attributes_sql(schema)
+        if wide is not None:
+            plain = f"({plain}) AND NOT ({wide[0]})"
         payload = payload_expr(schema)
         src = "read_parquet(?, file_row_number = true)"
         rid = f"(({int(fi)}::BIGINT << {RID_FILE_SHIFT}) | (file_row_number + 1))"
@@ -525,7 +531,8 @@ class _Build:
             # blocked examples are reported as ever.
             sql = (
                 "SELECT file_row_number, source IS NULL, updated_at IS NULL, to_json(ids), "  # noqa: S608
-                f"{payload} FROM {src} WHERE NOT ({plain}) ORDER BY file_row_number"
+                f"{payload}, {wide[1] if wide else 'NULL'} FROM {src} WHERE NOT ({plain}) "
+                "ORDER BY file_row_number"
             )
             reader = cur.sql(sql, params=[f.local]).to_arrow_reader(BATCH)
             for batch in reader:
@@ -534,8 +541,9 @@ class _Build:
                 bad_ts = batch.column(2).to_pylist()
                 ids_json = batch.column(3).to_pylist()
                 payloads = batch.column(4).to_pylist()
-                for row, no_src, no_ts, ij, pl in zip(
-                    rows, bad_src, bad_ts, ids_json, payloads, strict=True
+                too_wide = batch.column(5).to_pylist()
+                for row, no_src, no_ts, ij, pl, big in zip(
+                    rows, bad_src, bad_ts, ids_json, payloads, too_wide, strict=True
                 ):
                     self.read += 1
                     rid_n = make_rid(fi, row + 1)
@@ -543,6 +551,13 @@ class _Build:
                     if no_src or no_ts:
                         col = "source" if no_src else "updated_at"
                         problems.bad(rid_n, f"{where}: `{col}` is null")
+                        continue
+                    if big is not None:
+                        problems.bad(
+                            rid_n,
+                            f"{where}: invalid record: attribute {big}, more than a record's "
+                            f"integers may be ({INT64_MAX})",
+                        )
                         continue
                     k = keyed(dec_ids(ij) if ij is not None else {})
                     if k.blocked:

@@ -222,6 +222,36 @@ def _lit(s: str) -> str:
     return "'" + s.replace("'", "''") + "'"
 
 
+INT64_MAX = 2**63 - 1  # a record's integers are signed 64-bit (`model.StoredInt`), as in NDJSON
+
+
+def wide_attributes_sql(schema: Any) -> tuple[str, str] | None:
+    """For an `attributes` column with unsigned 64-bit values — the one Parquet integer type
+    that holds more than a record's integers may be — SQL for (a condition true when a row
+    holds one above 2^63 - 1, the first such attribute as text: `` `name` is value``). None
+    when there is no such column: every other integer fits."""
+    import pyarrow.types as pt
+
+    cols = {f.name: f.type for f in schema}
+    fields = (_values(cols["attributes"]) or []) if "attributes" in cols else []
+    if fields and fields[0][0] == "*":
+        if not pt.is_uint64(fields[0][1]):
+            return None
+        big = f"list_filter(map_entries(attributes), lambda e: e.value > {INT64_MAX})"
+        return (
+            f"coalesce(len({big}) > 0, false)",
+            f"'`' || {big}[1].key || '` is ' || {big}[1].value::VARCHAR",
+        )
+    wide = [n for n, t in fields if pt.is_uint64(t)]
+    if not wide:
+        return None
+    over = {n: f"attributes.{_q(n)} > {INT64_MAX}" for n in wide}
+    text = " ".join(
+        f"WHEN {over[n]} THEN {_lit(f'`{n}` is ')} || attributes.{_q(n)}::VARCHAR" for n in wide
+    )
+    return " OR ".join(f"coalesce({o}, false)" for o in over.values()), f"CASE {text} END"
+
+
 def keys_sql(
     schema: Any, types: list[tuple[str, int, frozenset[str] | None, bool]]
 ) -> tuple[str, str]:

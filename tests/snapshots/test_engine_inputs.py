@@ -430,6 +430,43 @@ def test_an_integer_past_64_bits_names_file_and_line_and_leaves_nothing(
     assert (built.written, built.records_invalid) == (1, 1)
 
 
+@pytest.mark.parametrize("shape", ["struct", "map"])
+def test_an_unsigned_parquet_integer_past_63_bits_names_file_and_row(
+    tmp_path: Path, profiles_config: Cfg, shape: str
+) -> None:
+    """uint64 holds more than a record's integers may be (as NDJSON's `n: 2**63` is refused)."""
+    top = 2**63 - 1
+    values = [top, top + 1, 2**64 - 1, None]
+    if shape == "struct":
+        attrs = pa.array([{"n": v, "m": 1} for v in values],
+                         pa.struct([("m", pa.uint64()), ("n", pa.uint64())]))  # fmt: skip
+    else:
+        attrs = pa.array([[("m", 1), ("n", v)] if v is not None else [("m", 1)] for v in values],
+                         pa.map_(pa.string(), pa.uint64()))  # fmt: skip
+    path = tmp_path / "wide.parquet"
+    pq.write_table(
+        _table(
+            ids=pa.array([{"cookie": f"k{i}"} for i in range(4)]),
+            source=pa.array(["crm"] * 4),
+            updated_at=pa.array([1_700_000_000_000_000] * 4, pa.timestamp("us", tz="UTC")),
+            attributes=attrs,
+        ),
+        path,
+    )
+    with pytest.raises(InputInvalid) as err:
+        build_profiles([path], profiles_config(), tmp_path / "snap")
+    says = f"more than a record's integers may be ({top})"
+    assert err.value.problems == [
+        f"{path}:row 2: invalid record: attribute `n` is {top + 1}, {says}",
+        f"{path}:row 3: invalid record: attribute `n` is {2**64 - 1}, {says}",
+    ]
+    assert not (tmp_path / "snap").exists() and leftovers(tmp_path) == []
+    built = build_profiles([path], profiles_config(), tmp_path / "snap", skip_invalid=True)
+    assert (built.written, built.records_invalid) == (2, 2)
+    profiles = dump(tmp_path / "snap")[0]
+    assert sorted(p.attributes.get("n", -1) for p in profiles.values()) == [-1, top]
+
+
 def test_a_sum_past_64_bits_names_the_profile_and_leaves_nothing(
     tmp_path: Path, write_ndjson: WriteNdjson, profiles_config: Cfg
 ) -> None:
