@@ -120,6 +120,9 @@ def write_persons(path: Path, cids: np.ndarray, records: Any, keys: Any, group: 
             )
             if pending is not None:
                 pending.result()
+                # Arrow's allocator would keep what the groups before freed, beside the
+                # engine's two sorts (the build's peak): handed back a group at a time.
+                pa.default_memory_pool().release_unused()
             pending = io.submit(writer.write_table, t, row_group_size=group)
             groups += 1
         if pending is not None:

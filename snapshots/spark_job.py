@@ -418,7 +418,8 @@ def write_stage(
             f"COPY (SELECT {k}, {v} FROM read_parquet({sql_literal(stage / src / '*.parquet')}) "  # noqa: S608
             f"ORDER BY {k}) TO {sql_literal(path)} (FORMAT parquet, ROW_GROUP_SIZE 16384)"
         )
-        for batch in pq.ParquetFile(path).iter_batches(batch_size=100_000):
+        # Not pre-buffered: pyarrow would read the whole file ahead (see engine._node_batches).
+        for batch in pq.ParquetFile(path, pre_buffer=False).iter_batches(batch_size=100_000):
             keys = batch.column(0).to_pylist()
             vals = batch.column(1).to_pylist()
             for a, b in zip(keys, vals, strict=True):
