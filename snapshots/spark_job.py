@@ -44,7 +44,7 @@ from snapshots.identity import (
 )
 from snapshots.inputs import InputFile, resolve_inputs, source_digests
 from snapshots.model import ProfileRecord
-from snapshots.ndjson import LineError, decode_line
+from snapshots.ndjson import MAX_LINE_BYTES, LineError, decode_line, line_too_long
 from snapshots.progress import dir_mb, peak_rss_mb
 from snapshots.stitching import MAX_EXAMPLES, canonical_id
 from snapshots.summary import MAX_INVALID_KEPT, BuildSummary
@@ -107,11 +107,17 @@ def _parse_partition(cfg_json: bytes, names: list[str]) -> Any:
         rules = IdRules(cfg)
         decoder = msgspec.json.Decoder(ProfileRecord)
         for fi, lineno, line in rows:
-            if not line.strip():
-                continue
             rid = make_rid(fi, lineno)
             name = names[fi]
-            where = f"{name}:{lineno}" if not name.endswith("|row") else None
+            row = name.endswith("|row")
+            if not row and len(line) > MAX_LINE_BYTES:
+                # As the embedded engine's readers refuse it, even a blank one (Spark has read
+                # it whole already: textFile has no bound of its own).
+                yield ("bad", rid, 0, None, None, None, str(line_too_long(name, lineno, len(line))))
+                continue
+            if not line.strip():
+                continue
+            where = f"{name}:{lineno}" if not row else None
             if where is None:
                 name = name[: -len("|row")]
                 where = f"{name}:row {lineno}"

@@ -16,6 +16,7 @@ import pytest
 import bench.gen
 from snapshots.config import ProfilesConfig, load_config
 from snapshots.engine import build_profiles
+from snapshots.ndjson import MAX_LINE_BYTES
 from snapshots.spark_job import build_profiles_spark, spark_session
 from tests.snapshots.kit import rec
 from tests.snapshots.test_engine_equivalence import dump
@@ -57,8 +58,10 @@ def test_spark_builds_what_the_embedded_engine_builds(tmp_path: Path, spark: Any
         # 34 links of a chain: 35 cookies, past the generator's max_cluster_size of 32.
         *[rec("web", {"cookie": [f"ch{i}", f"ch{i + 1}"]}) for i in range(34)],
     ]
+    # A valid record on a line longer than a record may be: invalid at its line for both.
+    huge = rec("crm", {"customer_id": "K3"}, attributes={"note": "x" * MAX_LINE_BYTES})
     (data / "extra.ndjson").write_bytes(
-        b"".join(orjson.dumps(r) + b"\n" for r in extra) + b'{"source": "crm"\n'
+        b"".join(orjson.dumps(r) + b"\n" for r in [*extra, huge]) + b'{"source": "crm"\n'
     )
     cfg = load_config(data / "profiles.yaml", ProfilesConfig)
     inputs = [*(data / f"{s}.ndjson" for s in bench.gen.SOURCES), data / "extra.ndjson"]
@@ -67,6 +70,7 @@ def test_spark_builds_what_the_embedded_engine_builds(tmp_path: Path, spark: Any
     embedded = build_profiles(inputs, cfg, tmp_path / "embedded", skip_invalid=True)
     built = build_profiles_spark(inputs, cfg, tmp_path / "spark", skip_invalid=True, spark=spark)
     assert embedded.conflicts >= 1 and embedded.capped >= 1 and embedded.blocked >= 1
+    assert any("longer than a record may be" in text for text in embedded.invalid)
     for f in (
         "records_read", "records_invalid", "written", "aliases", "merges", "links", "conflicts",
         "conflict_examples", "capped", "capped_examples", "blocked", "blocked_examples", "invalid",
