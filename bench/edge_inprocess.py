@@ -1,7 +1,7 @@
 """CPU per `/v1/edge` request on the realistic load, in-process: where a first question's time goes.
 
     python -m bench.edge_inprocess [--requests 2000] [--batches 6] [--profiles 200000]
-        [--no-edge-memo] [--no-decision-memo] [--profile]
+        [--no-edge-memo] [--no-decision-memo] [--profile] [--wire]
 
 Builds the app on `bench.http`'s realistic store (built once, cached) and sends it requests made
 as `bench/wrk_edge.lua`'s `real` mode makes them (returning visitors with a long tail over the
@@ -9,15 +9,18 @@ population, 30 % never seen, 20 k pages, a full browser `Cookie`, CDN headers) t
 the HTTP protocol takes: `Remembering.recall`, then the route's `decide`, then the bytes it would
 write (`MemoProtocol._wire`) — no sockets, no wrk, so
 its CPU time per request is steady where throughput on a shared machine is not (issue 15: each
-memo layer measured on and off, each lever before and after). `--profile` prints a cProfile of
-one batch. Last line: JSON, CPU µs per request (median and min over the batches) and each memo's
-hit ratio.
+memo layer measured on and off, each lever before and after). `--wire` feeds each request as
+bytes to the HTTP protocol itself (`MemoProtocol` on uvloop, a transport that writes nowhere):
+the same plus httptools' parse, uvicorn's callbacks and the shortcut's checks; the difference
+between the two runs is what the protocol costs. `--profile` prints a cProfile of one batch.
+Last line: JSON, CPU µs per request (median and min over the batches) and each memo's hit ratio.
 """
 
 from __future__ import annotations
 
 import argparse
 import cProfile
+import functools
 import gc
 import json
 import pstats
@@ -26,13 +29,16 @@ import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from types import SimpleNamespace
+from typing import Any
 
 from server.app import build_app
+from server.asgi import Headers
 from server.config import Settings, load_secrets
 from server.edge import protocol
-from server.edge.remembering import Remembering
+from server.edge.remembering import PROTOCOL_ROUTES, Remembering
 
 from .http import realistic_store
 
@@ -104,6 +110,61 @@ def answer(route: Remembering, query: bytes, headers: list[tuple[bytes, bytes]])
         protocol.MemoProtocol._wire(_Writer, known.response)  # type: ignore[arg-type]
 
 
+class _Transport:
+    """What uvicorn's protocol asks of its transport, writing nowhere: no socket, no kernel."""
+
+    def __init__(self) -> None:
+        self.written = 0
+
+    def write(self, data: bytes) -> None:
+        self.written += 1
+
+    def get_extra_info(self, name: str, default: object = None) -> object:
+        return {"peername": ("127.0.0.1", 50000), "sockname": ("127.0.0.1", 8080)}.get(
+            name, default
+        )
+
+    def is_closing(self) -> bool:
+        return False
+
+    def pause_reading(self) -> None: ...
+
+    def resume_reading(self) -> None: ...
+
+    def close(self) -> None: ...
+
+
+def through_protocol(
+    app: Any, route: Remembering
+) -> tuple[Callable[[bytes, Headers], None], _Transport]:
+    """`--wire`: each request as the bytes a proxy sends, fed to the HTTP protocol edgeside
+    serves with (`MemoProtocol` on uvloop, one kept-alive connection): httptools' parse,
+    uvicorn's callbacks, the shortcut, the write — all but the kernel's part of a request."""
+    import asyncio
+
+    import uvloop
+    from uvicorn.config import Config
+    from uvicorn.server import ServerState
+
+    loop = uvloop.new_event_loop()
+    asyncio.set_event_loop(loop)
+    config = Config(app=app, access_log=False, lifespan="off")
+    config.load()
+    made = protocol.MemoProtocol(
+        config, ServerState(), {PROTOCOL_ROUTES: {protocol.EDGE_PATH: route}}, _loop=loop
+    )
+    made.access_log = False  # (under pytest, its log capture reads as an access log to write)
+    made.edge = route
+    transport = _Transport()
+    made.connection_made(transport)  # type: ignore[arg-type]
+
+    def feed(query: bytes, headers: Headers) -> None:
+        head = b"".join(name + b": " + value + b"\r\n" for name, value in headers)
+        made.data_received(b"GET /v1/edge?" + query + b" HTTP/1.1\r\n" + head + b"\r\n")
+
+    return feed, transport
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--requests", type=int, default=2000, help="per batch (and warm-up)")
@@ -116,6 +177,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-edge-memo", action="store_true")
     parser.add_argument("--no-decision-memo", action="store_true")
     parser.add_argument("--profile", action="store_true", help="print a cProfile of one batch")
+    parser.add_argument(
+        "--wire",
+        action="store_true",
+        help="feed each request's bytes through the HTTP protocol (MemoProtocol) instead",
+    )
     args = parser.parse_args(argv)
     data = realistic_store(args.profiles, args.seed, args.cache)
     app = build_app(Settings(data=str(data)), load_secrets({}))
@@ -128,6 +194,10 @@ def main(argv: list[str] | None = None) -> int:
         route.memo.enabled = False
     if args.no_decision_memo:
         state.service.memo.enabled = False
+    ask: Callable[[bytes, Headers], None] = functools.partial(answer, route)
+    wire = None
+    if args.wire:
+        ask, wire = through_protocol(app, route)
     gc.collect()
     gc.freeze()  # as the worker does after start-up (server/app.py `_tune_gc`)
     gc.set_threshold(50_000, 20, 20)
@@ -143,7 +213,7 @@ def main(argv: list[str] | None = None) -> int:
         return out
 
     for query, headers in batch():  # warm-up: caches, page matchers, LMDB pages
-        answer(route, query, headers)
+        ask(query, headers)
     # Every cyclic collection during the timed batches, by generation: how long the longest took
     # and how many there were (what stalls a worker's loop, issue 15 item 4).
     gc_count = [0, 0, 0]
@@ -164,7 +234,7 @@ def main(argv: list[str] | None = None) -> int:
         requests = batch()
         started = time.process_time()
         for query, headers in requests:
-            answer(route, query, headers)
+            ask(query, headers)
         times.append((time.process_time() - started) / len(requests) * 1e6)
     gc.callbacks.remove(on_gc)
     young = len(gc.get_objects(0))
@@ -173,7 +243,7 @@ def main(argv: list[str] | None = None) -> int:
         requests = batch()
         profiler.enable()
         for query, headers in requests:
-            answer(route, query, headers)
+            ask(query, headers)
         profiler.disable()
         stats = pstats.Stats(profiler, stream=sys.stdout)
         calls = stats.total_calls  # type: ignore[attr-defined]
@@ -197,6 +267,11 @@ def main(argv: list[str] | None = None) -> int:
                 "young_objects_at_end": young,
                 "edge_memo": not args.no_edge_memo,
                 "decision_memo": not args.no_decision_memo,
+                "wire": args.wire,
+                "requests": n,
+                # (--wire) responses the protocol wrote itself: one per request unless it left
+                # some to the ASGI app, which no running loop answers here.
+                "protocol_writes": None if wire is None else wire.written,
                 "loadavg": Path("/proc/loadavg").read_text().split()[:3],
             }
         )
