@@ -35,7 +35,6 @@ from types import SimpleNamespace
 from typing import Any
 
 from server.app import build_app
-from server.asgi import Headers
 from server.config import Settings, load_secrets
 from server.edge import protocol
 from server.edge.remembering import PROTOCOL_ROUTES, Remembering
@@ -100,9 +99,10 @@ class _Writer:
     )
 
 
-def answer(route: Remembering, query: bytes, headers: list[tuple[bytes, bytes]]) -> None:
+def answer(route: Remembering, request: Request) -> None:
     """What the HTTP protocol does with a well-formed GET /v1/edge, short of writing it: the
     answer, then its bytes as they would be written (`MemoProtocol._wire`)."""
+    query, headers = request
     known, key = route.lookup("GET", "/v1/edge", query, headers)
     if known is None:
         known = protocol._decide(route, "/v1/edge", query, headers, key)
@@ -134,11 +134,9 @@ class _Transport:
     def close(self) -> None: ...
 
 
-def through_protocol(
-    app: Any, route: Remembering
-) -> tuple[Callable[[bytes, Headers], None], _Transport]:
-    """`--wire`: each request as the bytes a proxy sends, fed to the HTTP protocol edgeside
-    serves with (`MemoProtocol` on uvloop, one kept-alive connection): httptools' parse,
+def through_protocol(app: Any, route: Remembering) -> tuple[Callable[[bytes], None], _Transport]:
+    """`--wire`: what each request's bytes (`request_bytes`) are fed to — the HTTP protocol
+    edgeside serves with (`MemoProtocol` on uvloop, one kept-alive connection): httptools' parse,
     uvicorn's callbacks, the shortcut, the write — all but the kernel's part of a request."""
     import asyncio
 
@@ -158,11 +156,18 @@ def through_protocol(
     transport = _Transport()
     made.connection_made(transport)  # type: ignore[arg-type]
 
-    def feed(query: bytes, headers: Headers) -> None:
-        head = b"".join(name + b": " + value + b"\r\n" for name, value in headers)
-        made.data_received(b"GET /v1/edge?" + query + b" HTTP/1.1\r\n" + head + b"\r\n")
+    return made.data_received, transport
 
-    return feed, transport
+
+def _as_is(request: Request) -> Request:
+    return request
+
+
+def request_bytes(request: Request) -> bytes:
+    """A request as the bytes a proxy sends (made before the timing starts)."""
+    query, headers = request
+    head = b"".join(name + b": " + value + b"\r\n" for name, value in headers)
+    return b"GET /v1/edge?" + query + b" HTTP/1.1\r\n" + head + b"\r\n"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -194,9 +199,12 @@ def main(argv: list[str] | None = None) -> int:
         route.memo.enabled = False
     if args.no_decision_memo:
         state.service.memo.enabled = False
-    ask: Callable[[bytes, Headers], None] = functools.partial(answer, route)
+    # What a request is handed over as, made before timing starts, and what answers it.
+    prepare: Callable[[Request], Any] = _as_is
+    ask: Callable[[Any], None] = functools.partial(answer, route)
     wire = None
     if args.wire:
+        prepare = request_bytes
         ask, wire = through_protocol(app, route)
     gc.collect()
     gc.freeze()  # as the worker does after start-up (server/app.py `_tune_gc`)
@@ -204,16 +212,17 @@ def main(argv: list[str] | None = None) -> int:
     rnd = random.Random(args.seed)
     n = 0
 
-    def batch() -> list[Request]:
+    def batch() -> list[Any]:
         nonlocal n
         out = [
-            realistic_request(rnd, n + i, args.profiles, args.seed) for i in range(args.requests)
+            prepare(realistic_request(rnd, n + i, args.profiles, args.seed))
+            for i in range(args.requests)
         ]
         n += args.requests
         return out
 
-    for query, headers in batch():  # warm-up: caches, page matchers, LMDB pages
-        ask(query, headers)
+    for request in batch():  # warm-up: caches, page matchers, LMDB pages
+        ask(request)
     # Every cyclic collection during the timed batches, by generation: how long the longest took
     # and how many there were (what stalls a worker's loop, issue 15 item 4).
     gc_count = [0, 0, 0]
@@ -233,8 +242,8 @@ def main(argv: list[str] | None = None) -> int:
     for _ in range(args.batches):
         requests = batch()
         started = time.process_time()
-        for query, headers in requests:
-            ask(query, headers)
+        for request in requests:
+            ask(request)
         times.append((time.process_time() - started) / len(requests) * 1e6)
     gc.callbacks.remove(on_gc)
     young = len(gc.get_objects(0))
@@ -242,8 +251,8 @@ def main(argv: list[str] | None = None) -> int:
         profiler = cProfile.Profile()
         requests = batch()
         profiler.enable()
-        for query, headers in requests:
-            ask(query, headers)
+        for request in requests:
+            ask(request)
         profiler.disable()
         stats = pstats.Stats(profiler, stream=sys.stdout)
         calls = stats.total_calls  # type: ignore[attr-defined]
