@@ -5,8 +5,10 @@
 Starts edgeside on the demo snapshots and `bench.bare_app` (a constant 204) under the same uvicorn
 settings (uvloop, httptools, no access log), loads each in turn with wrk and a Lua script that
 varies visitors, sites and placements, rounds interleaved so drift hits both alike. Also measures
-`/v1/decide`, and, when granian is installed, the same two apps under granian (the edgeside app
-through its ASGI factory: `edgeside serve` does not offer granian, which does not pay). Last
+`/v1/decide` on the realistic population (`decide_real_*`: first questions) and on the demo's
+visitors (`decide_*`: mostly repeats, answered from its memo), and, when granian is installed,
+the same two apps under granian (the edgeside app through its ASGI factory: `edgeside serve`
+does not offer granian, which does not pay). Last
 line: one JSON object (SPEC §9 asks `ratio` ≥ 0.8).
 
 edgeside serves with its own HTTP protocol (server/edge/protocol.py), which answers a request whose
@@ -315,6 +317,7 @@ def main(argv: list[str] | None = None) -> int:
             "edge_repeats": [],
             "bare_repeats": [],
             "decide": [],
+            "decide_real": [],
         }
         if args.extra:
             runs |= {"edge_pages": [], "bare_pages": [], "edge_repeat": [], "bare_edge_headers": []}
@@ -332,6 +335,9 @@ def main(argv: list[str] | None = None) -> int:
                 ) as server:
                     wrk(server.url, 2, args.connections, cookie_file, real[0], None, *real[1:])
                     runs[name].append(run_observed(server.url, server.proc.pid, *common, *real))
+                    if name == "edge":  # `/v1/decide` on the same population: first questions
+                        decide = wrk(server.url, *common, "realdecide", server.proc.pid, *real[1:])
+                        runs["decide_real"].append(decide)
             # The demo's 350 visitors: mostly repeats, answered from the memos.
             runs["bare_repeats"].append(measure_bare(args.workers, "uvicorn", *common, tmp))
             if args.extra:
@@ -419,6 +425,9 @@ def main(argv: list[str] | None = None) -> int:
         "repeats_memo_hit_ratio": runs["edge_repeats"][-1]["memo_hit_ratio"],
         "repeats_max_stall_ms": worst("edge_repeats", "max_stall_ms"),
         "repeats_max_stall_cpu_ms": worst("edge_repeats", "max_stall_cpu_ms"),
+        "decide_real_rps": round(rps("decide_real")),
+        "decide_real_p99_ms": pct("decide_real", "p99_us"),
+        # (the demo's 350 visitors: mostly repeats, answered from the decide memo)
         "decide_rps": round(rps("decide")),
         "decide_p99_ms": pct("decide", "p99_us"),
         "errors": errors,

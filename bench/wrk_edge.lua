@@ -1,9 +1,11 @@
 -- wrk script for bench.http: varies visitors (cookies from a file), sites and placement sets.
--- usage: wrk ... -s bench/wrk_edge.lua URL -- COOKIE_FILE [edge|pages|decide|repeat|real] [N] [SEED]
+-- usage: wrk ... -s bench/wrk_edge.lua URL -- COOKIE_FILE [edge|pages|decide|repeat|real|realdecide] [N] [SEED]
 -- `real` is a realistic population instead of the demo's 350 visitors: N profiles built by
 -- bench.gen with SEED (their cookies are k<SEED>-<i in hex>), returning visitors drawn with a long
 -- tail over all N, 30 % never seen; one of 20 000 pages per view with its referrer, browser and
 -- language, the full Cookie header a browser sends, and the headers a CDN forwards.
+-- `realdecide` asks `POST /v1/decide` for the same population (`visitor`), with the page's URL,
+-- referrer, language, country and device in `context`: first questions, not the demo's repeats.
 -- `pages` is `edge` plus what deploy/nginx forwards on every page view: the page (one of 5 000,
 -- Zipf-like), the referrer, the browser and its language.
 local cookies = {}
@@ -49,6 +51,7 @@ function request()
     cookie, site, set = cookies[1], sites[1], sets[1]
   end
   if mode == "real" then return real() end
+  if mode == "realdecide" then return realdecide() end
   if mode == "decide" then
     local ps = '"' .. set:gsub(",", '","') .. '"'
     local body = '{"visitor":{"ids":{"cookie":"' .. cookie .. '"}},"context":{"site":"' .. site
@@ -66,15 +69,33 @@ function request()
   return wrk.format("GET", "/v1/edge?site=" .. site .. "&p=" .. set, headers)
 end
 
-function real()
-  local cookie
+function real_visitor()
   if math.random() < 0.3 then
-    cookie = "anon-" .. math.random(1, 1000000000)  -- never seen
-  else
-    -- A long tail over the whole population: density ~ 1/sqrt(i), every profile reachable.
-    local r = math.random()
-    cookie = "k" .. seed .. "-" .. string.format("%x", math.floor(population * r * r))
+    return "anon-" .. math.random(1, 1000000000)  -- never seen
   end
+  -- A long tail over the whole population: density ~ 1/sqrt(i), every profile reachable.
+  local r = math.random()
+  return "k" .. seed .. "-" .. string.format("%x", math.floor(population * r * r))
+end
+
+function realdecide()
+  local site = sites[math.random(1, #sites)]
+  local ps = '"' .. sets[math.random(1, #sets)]:gsub(",", '","') .. '"'
+  local p = math.random()
+  local page = math.floor(20000 * p * p) + 1
+  local locales = { "fr-FR", "de-DE", "en-GB" }
+  local devices = { "desktop", "mobile", "tablet" }
+  local body = '{"visitor":{"ids":{"cookie":"' .. real_visitor() .. '"}},"context":{"site":"'
+    .. site .. '","url":"https://' .. site .. '.example/p/' .. page .. '?utm_source=news&ref='
+    .. (n % 7) .. '","referrer":"https://' .. site .. '.example/p/' .. math.random(1, 20000)
+    .. '","locale":"' .. locales[math.random(1, #locales)] .. '","device":"'
+    .. devices[math.random(1, #devices)] .. '","geo":{"country":"'
+    .. countries[math.random(1, #countries)] .. '"}},"placements":[' .. ps .. ']}'
+  return wrk.format("POST", "/v1/decide", { ["Content-Type"] = "application/json" }, body)
+end
+
+function real()
+  local cookie = real_visitor()
   local site = sites[math.random(1, #sites)]
   local set = sets[math.random(1, #sets)]
   local p = math.random()
