@@ -127,9 +127,27 @@ def check_json_request(scope: Scope, headers: dict[bytes, bytes], limit: int) ->
             415,
             error_body("unsupported_media_type", "send the body as Content-Type: application/json"),
         )
-    declared = headers.get(b"content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit:
+    declared = content_length(headers.get(b"content-length"))
+    if declared is not None and declared > limit:
         raise _too_large(limit)
+
+
+# A declared length with more significant digits than this is larger than any limit here.
+_LENGTH_DIGITS = 18
+
+
+def content_length(value: bytes | str | None) -> int | None:
+    """A declared `Content-Length` as a number; None if absent or not ASCII digits. Leading
+    zeros are allowed, any number of them (HTTP parsers accept them); a value too long for
+    `int()` — it refuses strings of more than 4 300 digits — reads as larger than any limit
+    (2^64), never as an error: the header is the caller's text."""
+    if value is None:
+        return None
+    raw = value.encode("latin-1", "replace") if isinstance(value, str) else value
+    if not (raw.isascii() and raw.isdigit()):
+        return None
+    digits = raw.lstrip(b"0")
+    return int(digits or b"0") if len(digits) <= _LENGTH_DIGITS else 1 << 64
 
 
 def _too_large(limit: int) -> Refused:

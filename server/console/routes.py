@@ -44,7 +44,7 @@ from rules.analysis import SiteCardinality
 from snapshots import archive, store
 
 from .. import auth as scoped_auth
-from ..asgi import error_body
+from ..asgi import content_length, error_body
 from ..state import AppState
 from ..visitor import Visitor
 from . import auth, impact, impact_stream, shadow
@@ -335,8 +335,8 @@ class Console:
         return endpoint
 
     async def _body(self, request: Request, kind: type[Any]) -> Any:
-        declared = request.headers.get("content-length", "")
-        if declared.isdigit() and int(declared) > MAX_BODY_BYTES:
+        declared = content_length(request.headers.get("content-length"))
+        if declared is not None and declared > MAX_BODY_BYTES:
             raise Refusal(413, "body_too_large", f"the body is over {MAX_BODY_BYTES} bytes")
         chunks: list[bytes] = []
         size = 0

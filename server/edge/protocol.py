@@ -48,7 +48,7 @@ from uvicorn.config import Config
 from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
 from uvicorn.server import ServerState
 
-from ..asgi import JSON_HEADERS, Headers, Scope, header_lines
+from ..asgi import JSON_HEADERS, Headers, Scope, content_length, header_lines
 from ..decide.context import PlacementError
 from .accept import BurstAccept
 from .answers import Answer, Response, make_response
@@ -215,7 +215,8 @@ class MemoProtocol(BoundedTick, BurstAccept, IdleTimer, LingeringClose, HttpTool
                 if length is not None:
                     return False  # (two lengths: uvicorn's parser decides what that means)
                 length = value
-        if length is None or not length.isdigit() or int(length) > route.max_body:
+        declared = content_length(length)
+        if declared is None or declared > route.max_body:
             return False
         self.held = (route, [])
         return True

@@ -32,7 +32,7 @@ from snapshots import delta, store
 from snapshots.manifest import DELTA_KIND, KINDS, valid_version
 
 from .. import auth
-from ..asgi import error_body
+from ..asgi import content_length, error_body
 from ..state import AppState
 from .pipeline import (
     NO_SPACE,
@@ -91,14 +91,13 @@ def _refused(r: Refusal) -> Response:
 
 async def _receive(request: Request, dest: Path, limit: int) -> int:
     """Stream the body to `dest` chunk by chunk (never whole in memory), at most `limit` bytes."""
-    declared = request.headers.get("content-length")
-    if declared is not None:
-        if not declared.isdigit():
-            raise Refusal(400, "bad_request", "Content-Length is not a number")
-        if int(declared) > limit:
-            raise Refusal(
-                413, "too_large", f"upload of {int(declared)} bytes exceeds the limit of {limit}"
-            )
+    raw = request.headers.get("content-length")
+    declared = content_length(raw)
+    if raw is not None and declared is None:
+        raise Refusal(400, "bad_request", "Content-Length is not a number")
+    if declared is not None and declared > limit:
+        told = str(raw)[:32]  # (the caller's text, bounded)
+        raise Refusal(413, "too_large", f"upload of {told} bytes exceeds the limit of {limit}")
     size = 0
     try:
         with open(dest, "xb") as f:
@@ -109,7 +108,7 @@ async def _receive(request: Request, dest: Path, limit: int) -> int:
                 f.write(chunk)
     except ClientDisconnect:
         raise Refusal(400, "incomplete_upload", "the client went away mid-upload") from None
-    if declared is not None and size != int(declared):
+    if declared is not None and size != declared:
         raise Refusal(400, "incomplete_upload", f"received {size} of {declared} bytes")
     if size == 0:
         raise Refusal(400, "empty_upload", "the request body is empty; send a snapshot .tar")

@@ -29,6 +29,7 @@ import snapshots
 from snapshots import store
 from snapshots.manifest import DELTA_KIND, KINDS
 
+from ..asgi import content_length
 from ..decide.world import World, WorldHolder
 from .pipeline import Lifecycle
 
@@ -223,8 +224,8 @@ class Puller:
                     if time.monotonic() > deadline:
                         raise TimeoutError(f"download slower than {self.timeout_s * 10:.0f}s")
                     f.write(chunk)
-            declared = resp.headers.get("content-length")
-            if declared is not None and declared.isdigit() and int(declared) != size:
+            declared = content_length(resp.headers.get("content-length"))
+            if declared is not None and declared != size:
                 raise OSError(f"truncated download: {size} of {declared} bytes")
             return size
 

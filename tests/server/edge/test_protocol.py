@@ -748,6 +748,11 @@ POSTS = {
     + b"\r\n0\r\n\r\n",
     "encoded-path": post(b'{"placements":["home_hero"]}', JSON, target="/v1/%64ecide"),
     "get": request("/v1/decide", JSON),
+    # A length int() refuses to read (over 4 300 digits): the ASGI route answered it with a 500.
+    "length-with-5000-leading-zeros": request(
+        "/v1/decide", JSON, "Content-Length: " + "0" * 5000 + "28", method="POST"
+    )
+    + b'{"placements":["home_hero"]}',
 }
 # Left to uvicorn and the ASGI route (not held): the body limit is the route's, a chunked body
 # has no length to hold by, an encoded path is another path until decoded, a GET is not a POST.
@@ -772,6 +777,7 @@ def test_a_decide_post_is_answered_by_the_protocol_with_the_asgi_routes_bytes(
     assert answered == (0 if name in LEFT else 1)
     assert protocol_decisions(plain, "decide") == 0
     expected = {"decision": 200, "malformed-json": 400, "invalid-field": 422, "not-json": 415}
+    expected |= {"length-with-5000-leading-zeros": 200}
     expected |= {"over-the-body-limit": 413, "names-a-customer-without-a-token": 401}
     if name in expected:
         assert fast_post.status == expected[name]
