@@ -9,7 +9,7 @@ order, not time.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
@@ -137,43 +137,36 @@ def test_without_a_budget_every_read_is_fed_at_once(clock: Clock) -> None:
     assert iterations(log)[0] == [f"c{i}:GET" for i in range(8)]
 
 
-def test_a_connection_s_later_data_waits_behind_what_already_waits(clock: Clock) -> None:
+def six_read_then(clock: Clock, data: bytes, then: Callable[[list[Bounded]], None]) -> list[str]:
+    """Six connections read `data` in one iteration (the sixth waits: five fit the budget), then
+    `then(connections)` in that same iteration; what was fed, in order."""
+
     def scenario(loop: Any, log: list[str]) -> None:
         conns = [Bounded(f"c{i}", log, clock, BUDGET, loop) for i in range(6)]
         for conn in conns:
-            conn.data_received(b"GET1")
+            conn.data_received(data)
+        then(conns)
+
+    return [entry for entry in run(scenario) if entry != "|"]
+
+
+def test_a_connection_s_later_data_waits_behind_what_already_waits(clock: Clock) -> None:
+    def more(conns: list[Bounded]) -> None:
         conns[5].data_received(b"GET2")  # more of the waiting connection (a pipelined request)
         conns[0].data_received(b"GET2")  # more of one fed already: it waits too, budget spent
 
-    log = run(scenario)
-
-    fed = [entry for entry in log if entry != "|"]
+    fed = six_read_then(clock, b"GET1", more)
     assert fed == [*(f"c{i}:GET1" for i in range(5)), "c5:GET1GET2", "c0:GET2"]
 
 
 def test_data_still_waiting_at_a_half_close_is_fed_before_it(clock: Clock) -> None:
-    def scenario(loop: Any, log: list[str]) -> None:
-        conns = [Bounded(f"c{i}", log, clock, BUDGET, loop) for i in range(6)]
-        for conn in conns:
-            conn.data_received(b"GET")
-        conns[5].eof_received()  # the peer sent all it will: the answer must still go out
-
-    log = run(scenario)
-
-    fed = [entry for entry in log if entry != "|"]
+    # The peer sent all it will: the answer must still go out.
+    fed = six_read_then(clock, b"GET", lambda conns: conns[5].eof_received())
     assert fed == [*(f"c{i}:GET" for i in range(5)), "c5:GET", "c5:eof"]
 
 
 def test_a_connection_gone_before_its_turn_drops_what_waited(clock: Clock) -> None:
-    def scenario(loop: Any, log: list[str]) -> None:
-        conns = [Bounded(f"c{i}", log, clock, BUDGET, loop) for i in range(6)]
-        for conn in conns:
-            conn.data_received(b"GET")
-        conns[5].connection_lost(None)
-
-    log = run(scenario)
-
-    fed = [entry for entry in log if entry != "|"]
+    fed = six_read_then(clock, b"GET", lambda conns: conns[5].connection_lost(None))
     assert fed == [*(f"c{i}:GET" for i in range(5)), "c5:lost"]
 
 
