@@ -1,14 +1,14 @@
 """The decision log: sampled decisions and every event, as NDJSON, written off the request path.
 
-A request encodes its record with orjson (a few µs) and appends the line to a bounded buffer (a
-full buffer counts a drop and moves on). Lines, not dicts: a buffer of bytes holds nothing the
-cyclic garbage collector walks, where half a second of dicts (with their lists and nested dicts,
-~8 tracked objects each) made every young collection longer, and encoding a batch of 1 000 at
-flush time was a burst of work on the event loop (issue 15 item 4). A background task takes
-batches of lines and, off the loop, either appends them to rotating files —
-one file per worker process, so workers never interleave lines — or POSTs them to an upstream
-sink with retries and exponential backoff. A dead sink or a full disk turns into counted drops,
-never into a slower or failed decision.
+A request encodes its record (a served decision's: `decide/log_record.py`; an event's: orjson
+here) and appends the line to a bounded buffer (a full buffer counts a drop and moves on).
+Lines, not dicts: a buffer of bytes holds nothing the cyclic garbage collector walks, where half
+a second of dicts (with their lists and nested dicts, ~8 tracked objects each) made every young
+collection longer, and encoding a batch of 1 000 at flush time was a burst of work on the event
+loop (issue 15 item 4). A background task takes batches of lines and, off the loop, either
+appends them to rotating files — one file per worker process, so workers never interleave
+lines — or POSTs them to an upstream sink with retries and exponential backoff. A dead sink or a
+full disk turns into counted drops, never into a slower or failed decision.
 
 Record shapes (docs/live.md):
 

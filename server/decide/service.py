@@ -13,13 +13,11 @@ import time
 from collections.abc import Callable, Sequence
 
 import msgspec
-import orjson
 
 import rules
 import snapshots
-from rules.context import clock
 
-from ..decision_log import DecisionLog, Record
+from ..decision_log import DecisionLog
 from ..live.bandit import StoreArmStats
 from ..live.events import live_key
 from ..live.store import Activity, LiveStore
@@ -27,6 +25,7 @@ from ..live.triggers import Triggers
 from ..memo import AnswerMemo
 from ..metrics import Metrics
 from ..visitor import Visitor
+from .log_record import DecisionRecord, decision_record, placements_json, record_line
 from .world import World
 
 log = logging.getLogger("edgeside.decisions")
@@ -82,8 +81,8 @@ class Served(msgspec.Struct):
     # only while the counter is unchanged, so an event changes the next decision at once.
     live_key: str | None = None
     stamp: int = 0
-    # The decision-log record (without its time), for every reuse of the answer too.
-    record: Record | None = None
+    # The decision-log record, for every reuse of the answer too.
+    record: DecisionRecord | None = None
     # Until when the answer stays exactly right (the decision's own bound, and the visitor's
     # live activity's expiry).
     expires: float = math.inf
@@ -93,9 +92,6 @@ class Served(msgspec.Struct):
     remember: bool = True
     # Reuses from an answer memo not yet added to the metrics (see `DecisionService.reuse`).
     uses: int = 0
-    # That record as NDJSON without its closing brace, made at its first sampled log line and
-    # reused by every later one (an edge memo hit): `emit` only splices in the time.
-    line: bytes | None = None
 
 
 # Called with (world, the decision served, visitor id, profile, context, placements, activity).
@@ -127,9 +123,9 @@ class DecisionService:
         # Decisions by what they depend on (see `serve`); cleared when the world changes. An
         # entry's key is small (versions, placements, a profile id, the context fields read):
         # `ENTRY_BYTES` each; its decision is shared with every answer made from it.
-        # Each decision is kept with its placements as decision-log JSON (`_placements_json`),
+        # Each decision is kept with its placements as decision-log JSON (`placements_json`),
         # made once and spliced into the record of every request that shares it.
-        self.memo: AnswerMemo[tuple[rules.Decision, orjson.Fragment | None]] = AnswerMemo(
+        self.memo: AnswerMemo[tuple[rules.Decision, msgspec.Raw | None]] = AnswerMemo(
             memo_age_s, memo_entries, memo_bytes
         )
         # Set in the worker's lifespan, after the fork (SPEC §10); None means no live store.
@@ -178,15 +174,13 @@ class DecisionService:
         """Log a served decision (sampled): for fresh and memoised answers alike."""
         dlog = self.log
         if dlog is not None and served.record is not None and dlog.sampled():
-            line = served.line
-            if line is None:
-                # Byte for byte what encoding the record with "t" added last gave: its keys in
-                # order, then `,"t":…}` (orjson writes a float alone as it does in a dict).
-                line = served.line = dlog.encode(served.record)[:-1]  # b"": counted a drop
-            elif not line:
+            try:
+                line = record_line(served.record, now)
+            except (msgspec.EncodeError, UnicodeEncodeError):  # e.g. a lone surrogate: no 5xx
+                log.exception("decision log record not encodable")
                 dlog.dropped["encode_error"] += 1
-            if line:
-                dlog.add_line(line + b',"t":' + orjson.dumps(round(now, 3)) + b"}\n")
+                return
+            dlog.add_line(line)
 
     def lookup(
         self, world: World, visitor: Visitor, fields: frozenset[str] | None = None
@@ -297,7 +291,7 @@ class DecisionService:
         )
         fragment = None
         if self.log is not None and self.log.enabled:
-            fragment = _placements_json(decision)
+            fragment = placements_json(decision)
         if shareable:
             self.memo.put(memo_key, (decision, fragment), ctx.now, decision.expires)
         return self._served(world, ctx, decision, key, stamp, recent, fragment)
@@ -310,18 +304,20 @@ class DecisionService:
         key: str | None,
         stamp: int,
         recent: Activity | None,
-        placements_json: orjson.Fragment | None = None,
+        logged_placements: msgspec.Raw | None = None,
     ) -> Served:
         """Count, trigger and log a decision for this visitor (fresh or shared);
-        `placements_json` is `_placements_json(decision)` when the caller has it."""
+        `logged_placements` is `placements_json(decision)` when the caller has it."""
         if decision.actions and key is not None and ctx.consent and self.triggers is not None:
             self.triggers.offer(decision.actions, key, ctx.now)
         record = None
-        if self.log is not None and self.log.enabled:
-            if placements_json is None:
-                placements_json = _placements_json(decision)
-            record = _record(
-                world, ctx, decision, key if ctx.consent else None, self.log, placements_json
+        dlog = self.log
+        if dlog is not None and dlog.enabled:
+            if logged_placements is None:
+                logged_placements = placements_json(decision)
+            visitor = key if ctx.consent else None
+            record = decision_record(
+                ctx, decision, visitor, world.snapshot_label, dlog.sample_rate, logged_placements
             )
         expires = decision.expires
         if recent is not None:
@@ -383,78 +379,3 @@ def _same_arms(
         ):
             return False
     return True
-
-
-def _placements_json(decision: rules.Decision) -> orjson.Fragment:
-    """A decision's placements as its log record has them, encoded: they depend on the decision
-    alone, which the decision memo shares between requests."""
-    return orjson.Fragment(
-        orjson.dumps(
-            [
-                {
-                    "placement": p.placement,
-                    "variant": p.variant,
-                    "rule": p.rule,
-                    "experiment": p.experiment,
-                    "arm": p.arm,
-                }
-                for p in decision.placements
-            ]
-        )
-    )
-
-
-def _record(
-    world: World,
-    ctx: rules.Context,
-    decision: rules.Decision,
-    key: str | None,
-    dlog: DecisionLog,
-    placements_json: orjson.Fragment,
-) -> Record:
-    hour, _ = clock(ctx)
-    return {
-        "kind": "decision",
-        "visitor": key,  # None without consent: identifiers are never logged then
-        "site": ctx.site,
-        "country": ctx.geo.country,
-        "hour": hour,
-        "snapshots": world.snapshot_label,
-        "key": decision.key,
-        "segments": decision.segments,
-        "placements": placements_json,
-        "sample": dlog.sample_rate,
-        # The rest of the request's context, so `rules impact` can replay the decision.
-        "ctx": replay_context(ctx),
-    }
-
-
-# Context fields a decision record keeps besides site, country and hour (and `t` for `now`), in
-# this order: locale, url, path, referrer, device, timezone, weather, weekday, region, city.
-def replay_context(ctx: rules.Context) -> dict[str, object]:
-    """What of `ctx` a decision record needs for a replay: only the fields that are set, in
-    the order above. Attribute by attribute, not a getattr loop over names: this runs per logged
-    request, and it is half the time (timeit: 1.4 -> 0.8 µs)."""
-    out: dict[str, object] = {"consent": ctx.consent}
-    if (v := ctx.locale) is not None:
-        out["locale"] = v
-    if (v := ctx.url) is not None:
-        out["url"] = v
-    if (v := ctx.path) is not None:
-        out["path"] = v
-    if (v := ctx.referrer) is not None:
-        out["referrer"] = v
-    if (v := ctx.device) is not None:
-        out["device"] = v
-    if (v := ctx.timezone) is not None:
-        out["timezone"] = v
-    if (v := ctx.weather) is not None:
-        out["weather"] = v
-    if (w := ctx.weekday) is not None:
-        out["weekday"] = w
-    geo = ctx.geo
-    if (v := geo.region) is not None:
-        out["region"] = v
-    if (v := geo.city) is not None:
-        out["city"] = v
-    return out

@@ -9,7 +9,8 @@ import orjson
 
 import rules
 from server.config import DecisionLogSettings
-from server.decide.service import DecisionService, replay_context
+from server.decide.log_record import logged_context
+from server.decide.service import DecisionService
 from server.decide.world import World
 from server.decision_log import DecisionLog
 from server.metrics import Metrics
@@ -157,11 +158,11 @@ def test_a_decision_of_named_placements_is_shared_across_pages() -> None:
     assert [p.placement for p in sale.placements] == ["clock"]
 
 
-def test_logged_lines_are_the_record_encoded_whole_for_fresh_shared_and_reused_answers(
+def test_logged_lines_are_the_record_with_its_time_for_fresh_shared_and_reused_answers(
     tmp_path: Path,
 ) -> None:
-    # The service encodes a record once (its placements once per shared decision) and splices
-    # in the time per line: each line must be exactly what encoding the whole record gives.
+    # One record per served answer (its placements encoded once per shared decision), written
+    # again at each time it is served: each line is the record as JSON with `t` last.
     world = World(engine=engine())
     svc = service()
     svc.log = DecisionLog(DecisionLogSettings(dir=str(tmp_path)))
@@ -177,13 +178,21 @@ def test_logged_lines_are_the_record_encoded_whole_for_fresh_shared_and_reused_a
     lines = list(svc.log.buffer)
     assert len(lines) == 9
     expected = []
-    for served in (fresh, shared, again):
-        record = dict(served.record or {})
-        record["placements"] = [
-            {"placement": p.placement, "variant": p.variant, "rule": p.rule,
-             "experiment": p.experiment, "arm": p.arm}
-            for p in served.decision.placements
-        ]  # fmt: skip
+    for served, consent in ((fresh, True), (shared, False), (again, False)):
+        decision = served.decision
+        record = {
+            "kind": "decision", "visitor": None,  # (no live store: no live key)
+            "site": "default", "country": None,
+            "hour": 12, "snapshots": world.snapshot_label, "key": decision.key,
+            "segments": decision.segments,
+            "placements": [
+                {"placement": p.placement, "variant": p.variant, "rule": p.rule,
+                 "experiment": p.experiment, "arm": p.arm}
+                for p in decision.placements
+            ],
+            "sample": 1.0,
+            "ctx": {"consent": consent, "url": ctx.url},
+        }  # fmt: skip
         expected += [orjson.dumps({**record, "t": round(now, 3)}) + b"\n" for now in times]
     assert lines == expected
     decoded = orjson.loads(lines[0])
@@ -191,7 +200,16 @@ def test_logged_lines_are_the_record_encoded_whole_for_fresh_shared_and_reused_a
     assert list(decoded)[-2:] == ["ctx", "t"]
 
 
-def test_replay_context_keeps_the_set_fields_in_order() -> None:
+def test_a_record_that_does_not_encode_is_a_counted_drop_not_an_error(tmp_path: Path) -> None:
+    svc = service()
+    svc.log = DecisionLog(DecisionLogSettings(dir=str(tmp_path)))
+    ctx = rules.Context(site="default", now=NOON, url="/p/\ud800")  # a lone surrogate
+    served = svc.serve(World(engine=engine()), Visitor(), ctx, ["hero"])
+    svc.emit(served, NOON)
+    assert not svc.log.buffer and svc.log.dropped["encode_error"] == 1
+
+
+def test_logged_context_keeps_the_set_fields_in_order() -> None:
     full = rules.Context(
         site="default",
         now=NOON,
@@ -206,7 +224,7 @@ def test_replay_context_keeps_the_set_fields_in_order() -> None:
         geo=rules.Geo(country="FR", region="IDF", city="Paris"),
         consent=False,
     )
-    assert list(replay_context(full).items()) == [
+    assert list(orjson.loads(msgspec.json.encode(logged_context(full))).items()) == [
         ("consent", False),
         ("locale", "fr"),
         ("url", "/p/1?x=1"),
@@ -219,4 +237,5 @@ def test_replay_context_keeps_the_set_fields_in_order() -> None:
         ("region", "IDF"),
         ("city", "Paris"),
     ]
-    assert replay_context(rules.Context(site="default", now=NOON)) == {"consent": True}
+    bare = logged_context(rules.Context(site="default", now=NOON))
+    assert msgspec.json.encode(bare) == b'{"consent":true}'
