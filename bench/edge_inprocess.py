@@ -1,7 +1,7 @@
 """CPU per `/v1/edge` request on the realistic load, in-process: where a first question's time goes.
 
     python -m bench.edge_inprocess [--requests 2000] [--batches 6] [--profiles 200000]
-        [--no-edge-memo] [--no-decision-memo] [--profile] [--wire]
+        [--no-edge-memo] [--no-decision-memo] [--profile] [--wire] [--make-only]
 
 Builds the app on `bench.http`'s realistic store (built once, cached) and sends it requests made
 as `bench/wrk_edge.lua`'s `real` mode makes them (returning visitors with a long tail over the
@@ -159,6 +159,10 @@ def through_protocol(app: Any, route: Remembering) -> tuple[Callable[[bytes], No
     return made.data_received, transport
 
 
+def _unanswered(request: object) -> None:
+    pass
+
+
 def _as_is(request: Request) -> Request:
     return request
 
@@ -181,6 +185,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--no-edge-memo", action="store_true")
     parser.add_argument("--no-decision-memo", action="store_true")
+    parser.add_argument(
+        "--make-only",
+        action="store_true",
+        help="make the requests and answer none: what `bench.instructions` subtracts",
+    )
     parser.add_argument("--profile", action="store_true", help="print a cProfile of one batch")
     parser.add_argument(
         "--wire",
@@ -206,6 +215,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.wire:
         prepare = request_bytes
         ask, wire = through_protocol(app, route)
+    if args.make_only:
+        ask = _unanswered
     gc.collect()
     gc.freeze()  # as the worker does after start-up (server/app.py `_tune_gc`)
     gc.set_threshold(50_000, 20, 20)
