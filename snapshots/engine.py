@@ -671,7 +671,12 @@ class _Build:
         cur = con.cursor()
         schema = pa.schema([("node", pa.int32()), ("key", pa.string()), ("rank", pa.int32()),
                             ("first_rid", pa.int64()), ("first_pos", pa.int64())])  # fmt: skip
-        out = pq.ParquetWriter(self.nodes, schema, compression="none")
+        # Plain pages: the keys are distinct (a dictionary is built, then given up, per page),
+        # and every reader scans the whole file (no statistics to skip by). 1 M people: writing
+        # this file 2.7 -> 0.9 s.
+        out = pq.ParquetWriter(
+            self.nodes, schema, compression="none", use_dictionary=False, write_statistics=False
+        )
         try:
             reader = cur.sql(
                 "SELECT key, rid, pos, rank FROM ids ORDER BY key, rid, pos"
