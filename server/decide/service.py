@@ -154,8 +154,10 @@ class DecisionService:
             self.emit(served, now)
 
     def _tally(self, served: Served) -> None:
-        """Count `served` once more in the decision metrics — at the next `flush_counts`: a memo
-        hit costs a few µs, and an update per placement each time would be a good part of it."""
+        """Count a reused `served` once more in the decision metrics — at the next
+        `flush_counts`: a memo hit costs a few µs, and an update per placement each time would be
+        a good part of it. (A fresh decision is counted at once, `count`: deferred, it was the
+        same updates later, out of cache — a flush of 500 took ~2 ms of CPU inside one request.)"""
         if not served.uses:
             pending = self._pending
             pending.append(served)
@@ -213,7 +215,7 @@ class DecisionService:
         engine = world.engine
         if engine is None:
             served = Served(_bare_fallback(placements, "no_rules"))
-            self._tally(served)
+            self.count(served.decision)
             return served
         profile = None
         visitor_id: str | None = None
@@ -322,9 +324,8 @@ class DecisionService:
         expires = decision.expires
         if recent is not None:
             expires = min(expires, recent.expires)
-        served = Served(decision, key, stamp, record, expires)
-        self._tally(served)
-        return served
+        self.count(decision)
+        return Served(decision, key, stamp, record, expires)
 
     def count(self, decision: rules.Decision, times: int = 1) -> None:
         """Metrics for a decision served `times` (computed now, or reused from a memo)."""

@@ -87,14 +87,15 @@ def test_a_shared_decision_is_not_reused_past_its_expiry() -> None:
     assert decision.placements[0].variant == "afternoon"
 
 
-def test_reuses_reach_the_metrics_at_the_next_flush() -> None:
+def test_a_fresh_decision_is_counted_at_once_reuses_at_the_next_flush() -> None:
     world = World(engine=engine())
     svc = service()
     ctx = rules.Context(site="default", now=NOON)
     served = svc.serve(world, Visitor(), ctx, ["clock"])
+    assert svc.metrics.decisions.values[("clock", "afternoon")] == 1
     for _ in range(4):
         svc.reuse(served, NOON)
-    assert svc.metrics.decisions.values.get(("clock", "afternoon")) is None
+    assert svc.metrics.decisions.values[("clock", "afternoon")] == 1
     svc.flush_counts()
     assert svc.metrics.decisions.values[("clock", "afternoon")] == 5
 
