@@ -105,11 +105,11 @@ COUNT_FLUSH_S = 0.2
 async def _flush_counts(state: AppState, interval: float = COUNT_FLUSH_S) -> None:
     """Add the answers reused from memos to the metrics a little at a time (a fresh decision is
     counted when made). The service keeps each reused `Served` until a flush (another hit then
-    only bumps its count); left to the scrape, or to its
-    own cap of 10 000, one flush was 25-84 ms on the loop (5 000-10 000 pending, in process, load
-    ~20): a stall at every Prometheus scrape, and inside one request every 10 000. Every `interval`
-    it is a few hundred at most, ~1-3 ms, and none of those objects lives long enough for the
-    cyclic collector to walk them twice (issue 15 item 4)."""
+    only bumps its count); left to the scrape, or to its own cap of 10 000, one flush was 25-84
+    ms on the loop (5 000-10 000 pending, in process, load ~20): a stall at every Prometheus
+    scrape, and inside one request every 10 000. Every `interval` it is a few hundred at most,
+    ~1-3 ms, and none of those objects lives long enough for the cyclic collector to walk them
+    twice (issue 15 item 4)."""
     service = state.service
     while True:
         await asyncio.sleep(interval)
