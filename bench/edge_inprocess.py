@@ -1,7 +1,7 @@
 """CPU per `/v1/edge` request on the realistic load, in-process: where a first question's time goes.
 
     python -m bench.edge_inprocess [--requests 2000] [--batches 6] [--profiles 200000]
-        [--no-edge-memo] [--no-decision-memo] [--profile] [--wire] [--make-only]
+        [--no-edge-memo] [--no-decision-memo] [--no-log] [--profile] [--wire] [--make-only]
 
 Builds the app on `bench.http`'s realistic store (built once, cached) and sends it requests made
 as `bench/wrk_edge.lua`'s `real` mode makes them (returning visitors with a long tail over the
@@ -34,8 +34,10 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
+import msgspec
+
 from server.app import build_app
-from server.config import Settings, load_secrets
+from server.config import DecisionLogSettings, Settings, load_secrets
 from server.edge import protocol
 from server.edge.remembering import PROTOCOL_ROUTES, Remembering
 
@@ -186,6 +188,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-edge-memo", action="store_true")
     parser.add_argument("--no-decision-memo", action="store_true")
     parser.add_argument(
+        "--no-log", action="store_true", help="without the decision log (on by default)"
+    )
+    parser.add_argument(
         "--make-only",
         action="store_true",
         help="make the requests and answer none: what `bench.instructions` subtracts",
@@ -198,7 +203,10 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
     data = realistic_store(args.profiles, args.seed, args.cache)
-    app = build_app(Settings(data=str(data)), load_secrets({}))
+    settings = Settings(data=str(data))
+    if args.no_log:
+        settings = msgspec.structs.replace(settings, decision_log=DecisionLogSettings(dir=""))
+    app = build_app(settings, load_secrets({}))
     route = app.hot["/v1/edge"]
     assert isinstance(route, Remembering)
     state = route.route.state  # type: ignore[attr-defined]
@@ -287,6 +295,7 @@ def main(argv: list[str] | None = None) -> int:
                 "young_objects_at_end": young,
                 "edge_memo": not args.no_edge_memo,
                 "decision_memo": not args.no_decision_memo,
+                "decision_log": not args.no_log,
                 "wire": args.wire,
                 "requests": n,
                 # (--wire) responses the protocol wrote itself: one per request unless it left

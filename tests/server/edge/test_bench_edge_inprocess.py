@@ -16,12 +16,13 @@ def test_a_tiny_run_prints_cpu_and_memo_hits(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     argv = ["--profiles", "300", "--requests", "50", "--batches", "2", "--cache", str(tmp_path)]
-    assert bench.edge_inprocess.main([*argv, "--no-edge-memo", "--profile"]) == 0
+    assert bench.edge_inprocess.main([*argv, "--no-edge-memo", "--no-log", "--profile"]) == 0
     out = capsys.readouterr().out
     assert "Python calls per request" in out
     result = json.loads(out.strip().splitlines()[-1])
     assert len(result["batches"]) == 2 and result["cpu_us_per_request"] > 0
     assert result["edge_memo"] is False and result["decision_memo"] is True
+    assert result["decision_log"] is False
     assert set(result["memo_hit_ratio"]) <= {"edge", "decision", "fragment", "decide"}
 
 
