@@ -17,10 +17,11 @@ Phases, each reported to `progress`:
    links refused, conflict reports and the cluster cap are exactly what the old builder did.
    Persons are numbers from here on (no key text is a join, group or sort key again): canonical
    ids are hashed once per person, and persons renumbered in canonical-id order.
-3. **merge** — the persons file, one row per person in canonical-id order, is cut from two
-   streams DuckDB sorts by (person, input order) and (person, first seen): records and
-   identifiers (`persons_file`); `identity.Assembler` merges each person by policy and encodes
-   the profile, in worker processes for large builds (`merge_pool`).
+3. **merge** — the persons, one row per person in canonical-id order, are cut a group at a
+   time from two streams DuckDB sorts by (person, input order) and (person, first seen):
+   records and identifiers (`persons_file`); each group goes straight to a worker process for
+   large builds (`merge_pool`), which merges each person by policy and encodes the profile
+   (`identity.Assembler`'s bytes) while the next groups are cut.
 4. **write** — profiles and then aliases stream into LMDB in key order with `append=True`.
 
 Everything larger than a batch lives in DuckDB's database file and spill files inside one temp
@@ -83,7 +84,7 @@ BATCH = 100_000
 # Rows per row group of the temp Parquet files: the writer buffers one group per thread, and
 # a group of 100 k payloads is ~40 MB; 16 k keeps that small beside the memory limit.
 ROW_GROUP = 16_384
-# Persons per row group of the sorted persons file: one merge task (~10 MB of JSON).
+# Persons per group cut from the sorted persons: one merge task (~10 MB of JSON).
 PERSON_GROUP = 16_384
 # Below this many input records, starting worker processes costs more than merging in this one.
 PARALLEL_MERGE_MIN_RECORDS = 150_000
@@ -166,7 +167,7 @@ def build_profiles(
         raise engine_failure(exc, work) from None
     except OSError as exc:
         if exc.errno == errno.ENOSPC or "No space left" in str(exc):
-            # The persons file is written by Arrow beside the engine's spill files.
+            # The nodes file is written by Arrow beside the engine's spill files.
             raise engine_failure(exc, work) from None
         where = exc.filename or work
         raise BuildFailed(f"{where}: {exc.strerror or exc}; nothing was written") from None
@@ -305,7 +306,7 @@ class _Build:
         """Give the memory Arrow's allocator holds freed back to the system, between steps.
         The allocator (mimalloc) keeps what a step freed for its reuse: after the canonical
         ids' pass over the nodes file that was 1.26 GB at 10 M people (measured, the file
-        then read pre-buffered), held into the persons file's sorts, where the engine takes
+        then read pre-buffered), held into the persons' sorts, where the engine takes
         its whole memory limit on top (issue 17)."""
         import pyarrow as pa
 
@@ -885,11 +886,9 @@ class _Build:
     def _profiles(self, n_profiles: int) -> Iterator[tuple[bytes, bytes]]:
         import numpy as np
         import pyarrow as pa
-        import pyarrow.parquet as pq
 
-        from snapshots.persons_file import write_persons
+        from snapshots.persons_file import person_groups
 
-        path = self.work / "persons.parquet"
         con = self.con
         # Records sorted by (person, input order) as one int: person << 32 | slot.
         slots = np.flatnonzero(self.has_rec)
@@ -910,24 +909,23 @@ class _Build:
             f"SELECT o.p, n.key FROM {self._nodes_sql()} n JOIN node_order o USING (node) "  # noqa: S608
             "ORDER BY o.p, n.first_rid, n.first_pos"
         ).to_arrow_reader(BATCH)
-        try:
-            groups = write_persons(path, self.cids, records, keys, PERSON_GROUP)
-        finally:
-            rc.close()
-            kc.close()
-        self.con.execute("DROP TABLE recs")
         self._measure()
         self._release()
         self._tick("merge", 0, n_profiles)
         assert self.pool is not None
-        assert pq.ParquetFile(path).metadata.num_row_groups == groups
         done = 0
-        for pairs in self.pool.merged_groups(str(path), groups):
-            yield from pairs
-            done += len(pairs)
-            self._measure()
-            self._tick("merge", done, n_profiles)
-        path.unlink()
+        try:
+            groups = person_groups(self.cids, records, keys, PERSON_GROUP)
+            for pairs in self.pool.merged_groups(groups):
+                yield from pairs
+                done += len(pairs)
+                self._measure()
+                self._tick("merge", done, n_profiles)
+        finally:
+            rc.close()
+            kc.close()
+        self.con.execute("DROP TABLE recs")
+        self._release()
 
     def _aliases(self, n_aliases: int) -> Iterator[tuple[bytes, bytes]]:
         import pyarrow as pa

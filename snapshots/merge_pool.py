@@ -1,12 +1,14 @@
 """Merging persons into profile values on every core.
 
-The engine writes one row per person — canonical id, the records' JSON (input order), the
-identifier keys (first-seen order) — sorted by canonical id into a Parquet file. Each row
-group is one task: a worker process reads it, merges every person by policy and returns the
-(key, value) pairs, and the parent hands them to the LMDB writer in row-group order, so the
-keys stay sorted for append writes. Merging is Python (the policies are exactly
-`merge.Merger`'s), so processes, not threads, are what use a second core. A bounded number of
-row groups is in flight, so memory does not grow with the number of people.
+The engine cuts the persons — one row per person: canonical id, the records' payloads (input
+order), the identifier keys (first-seen order) — in canonical-id order, a group at a time
+(`persons_file.person_groups`). Each group is one task: a worker process is handed the group
+(as Arrow IPC bytes, through the pool's pipe), merges every person by policy and returns the
+(key, value) pairs, and the parent hands them to the LMDB writer in group order, so the keys
+stay sorted for append writes. Merging is Python (the policies are exactly `merge.Merger`'s),
+so processes, not threads, are what use a second core. A bounded number of groups is in
+flight, so memory does not grow with the number of people, and the workers merge the first
+groups while the parent cuts the next ones.
 
 Where a merge phase's time goes (1 M people, 2 workers, CPU seconds; issue 17): the workers
 are busy the whole phase (wall ≈ their CPU / 2), the parent's share — unpickling the pairs and
@@ -42,7 +44,7 @@ SLICE = 2048
 
 
 class GroupMerger:
-    """One row group of the persons file → its profiles' (key, value) pairs: the bytes
+    """One group of persons → its profiles' (key, value) pairs: the bytes
     `identity.Assembler.value` gives for each person, made with the least Python per person —
     every payload of the group decoded in one call (`flat.GroupDecoder`), a one-record person
     encoded straight from its record, the others merged by `merge.FlatMerger`."""
@@ -123,7 +125,6 @@ def beyond_64_bits(cid: str) -> BuildFailed:
 
 
 _merger: GroupMerger | None = None
-_file: tuple[str, Any] | None = None
 
 
 def _init(cfg_json: bytes) -> None:
@@ -131,21 +132,33 @@ def _init(cfg_json: bytes) -> None:
     _merger = GroupMerger(msgspec.json.decode(cfg_json, type=ProfilesConfig))
 
 
-def merge_group(path: str, group: int) -> Pairs:
-    """Worker side: one row group of the persons file → its profiles' (key, value) pairs."""
-    import pyarrow.parquet as pq
+def to_ipc(table: Any) -> Any:
+    """A group as Arrow IPC stream bytes: what crosses the pipe to a worker (the columns'
+    buffers cut to the group, whatever larger batches they were sliced from)."""
+    import pyarrow as pa
 
-    global _file
-    if _file is None or _file[0] != path:
-        _file = (path, pq.ParquetFile(path))
+    sink = pa.BufferOutputStream()
+    with pa.ipc.new_stream(sink, table.schema) as w:
+        w.write_table(table)
+    return sink.getvalue()
+
+
+def merge_ipc(group: Any) -> Pairs:
+    """Worker side: one group of persons (`to_ipc`'s bytes) → its profiles' (key, value) pairs."""
+    import pyarrow as pa
+
+    return merge_table(pa.ipc.open_stream(group).read_all())
+
+
+def merge_table(table: Any) -> Pairs:
+    """One group of persons (a table of `persons_file.SCHEMA`) → its profiles' pairs."""
     assert _merger is not None, "merge worker not initialised"
-    t = _file[1].read_row_group(group)
     # A group's objects form no cycles and all die with it: the collector would only walk
     # them, again and again, while they are made (a quarter of the decoding time).
     was = gc.isenabled()
     gc.disable()
     try:
-        return _merger.pairs(t)
+        return _merger.pairs(table)
     finally:
         if was:
             gc.enable()
@@ -168,18 +181,15 @@ class MergePool:
                 workers, initializer=_init, initargs=(self.cfg_json,)
             )
 
-    def merged_groups(self, path: str, groups: int) -> Iterator[Pairs]:
-        """Every row group's pairs, in order; at most two groups per worker in flight."""
-        global _file
+    def merged_groups(self, groups: Iterable[Any]) -> Iterator[Pairs]:
+        """Every group's pairs, in order (`groups`: tables of `persons_file.SCHEMA`, taken as
+        the workers need them); at most two groups per worker in flight."""
         if self._pool is None:
             _init(self.cfg_json)
-            try:
-                for g in range(groups):
-                    yield merge_group(path, g)
-            finally:
-                _file = None  # closes the file, which the engine removes next
+            for t in groups:
+                yield merge_table(t)
             return
-        yield from self.ordered(merge_group, ((path, g) for g in range(groups)))
+        yield from self.ordered(merge_ipc, ((to_ipc(t),) for t in groups))
 
     @property
     def parallel(self) -> bool:
