@@ -74,7 +74,7 @@ from snapshots.parquet_schema import (
     wide_attributes_sql,
 )
 from snapshots.progress import Progress, children_peak_rss_mb, dir_mb, peak_rss_mb
-from snapshots.stitching import CID_DIGEST_BYTES, MAX_EXAMPLES, canonical_digests
+from snapshots.stitching import CID_DIGEST_BYTES, MAX_EXAMPLES
 from snapshots.summary import MAX_INVALID_KEPT, BuildSummary
 from snapshots.writer import EnvWriter, finalize, staging_dir
 
@@ -837,25 +837,31 @@ class _Build:
             first_examples(capped_ex),
         )
 
-    def _cids(self) -> int:
-        """Canonical ids, once per person from its best key (blake2b in Python, in batches);
-        then persons are renumbered in canonical-id order (`self.order`), the order of the
-        profiles in the snapshot. Return the number of persons."""
-        import numpy as np
+    def _best_keys(self, best_of: Any, idx: list[Any]) -> Iterator[Any]:
+        """The best keys in node order, a batch at a time; appends to `idx` the person each
+        one is best of (`best_of`: that person by node, -1 for the other nodes)."""
         import pyarrow as pa
+
+        for batch in self._node_batches(["node", "key"]):
+            i = best_of[batch.column(0).to_numpy()]
+            best = i >= 0
+            idx.append(i[best])
+            yield batch.column(1).filter(pa.array(best))
+
+    def _cids(self) -> int:
+        """Canonical ids, once per person from its best key (blake2b in Python, in batches,
+        by the merge workers when there are some); then persons are renumbered in canonical-id
+        order (`self.order`), the order of the profiles in the snapshot. Return the number of
+        persons."""
+        import numpy as np
 
         persons = np.flatnonzero(self.has_person)
         # Each person's best node, and the person (index into `persons`) it is best of.
         best_of = np.full(len(self.node_person), -1, np.int32)
         best_of[self.person_best[persons]] = np.arange(len(persons), dtype=np.int32)
         idx: list[Any] = []
-        digests: list[bytes] = []
-        for batch in self._node_batches(["node", "key"]):
-            i = best_of[batch.column(0).to_numpy()]
-            best = i >= 0
-            idx.append(i[best])
-            keys = batch.column(1).filter(pa.array(best)).cast(pa.binary())
-            digests.append(canonical_digests(keys.to_pylist()))
+        assert self.pool is not None
+        digests = list(self.pool.digests(self._best_keys(best_of, idx)))
         del best_of
         n = len(persons)
         at = np.concatenate(idx) if idx else np.zeros(0, np.int32)
