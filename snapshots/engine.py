@@ -257,7 +257,7 @@ class _Build:
         workers = self.opts.merge_workers
         if workers == 0:
             workers = self.threads if est_records >= PARALLEL_MERGE_MIN_RECORDS else 1
-        self.pool = MergePool(self.cfg, workers)
+        self.pool = MergePool(self.cfg, workers, str(self.work))
         if ndjson and workers > 1:
             # NDJSON blocks are scanned by processes of their own, stopped when the read
             # ends: scanning leaves a heap the merge would build on (+70 MB a merge worker's

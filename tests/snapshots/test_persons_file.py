@@ -5,6 +5,7 @@ reads."""
 from __future__ import annotations
 
 import itertools
+from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
@@ -12,7 +13,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from snapshots.merge_pool import merge_ipc, to_ipc
+from snapshots.merge_pool import hand_over, merge_file
 from snapshots.persons_file import SCHEMA, fixed_strings, person_groups
 
 
@@ -83,9 +84,10 @@ def test_rows_past_the_last_person_are_an_error() -> None:
         list(groups)
 
 
-def test_the_merge_workers_read_a_group_cut_from_larger_batches() -> None:
-    """`merge_pool` takes columns by position (cid, payloads, keys); a group crosses to a
-    worker as IPC bytes holding that group alone, not the batches it was sliced from."""
+def test_the_merge_workers_take_a_group_cut_from_larger_batches(tmp_path: Path) -> None:
+    """`merge_pool` takes columns by position (cid, payloads, keys); a group is handed to a
+    worker as a file holding that group alone, not the batches it was sliced from, and the
+    worker removes it."""
     from snapshots.merge_pool import _init
 
     line = b'{"source":"crm","ids":{"cookie":"k1"},"updated_at":"2026-11-01T00:00:00Z"}'
@@ -94,11 +96,12 @@ def test_the_merge_workers_read_a_group_cut_from_larger_batches() -> None:
     first, _ = person_groups(
         _cids(2), _reader(recs, [], pa.binary()), _reader(keys, [], pa.string()), 1
     )
-    group = to_ipc(first)
-    assert group.size < 2000
+    path = hand_over(first, str(tmp_path / "g.arrow"))
+    assert Path(path).stat().st_size < 2000
     _init(b'{"id_types": {"cookie": {"priority": 1}}}')
-    [(cid, value)] = merge_ipc(group)
+    [(cid, value)] = merge_file(path)
     assert cid == b"p_00000000000000000000" and value
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_fixed_strings() -> None:
