@@ -672,7 +672,11 @@ class _Build:
         cur = con.cursor()
         schema = pa.schema([("node", pa.int32()), ("key", pa.string()), ("rank", pa.int32()),
                             ("first_rid", pa.int64()), ("first_pos", pa.int64())])  # fmt: skip
-        out = pq.ParquetWriter(self.nodes, schema, compression="none")
+        # Dictionaries only where values repeat: for the unique keys and numbers Arrow built one
+        # per row group only to drop it (0.56 -> 0.17 CPU s writing 2.8 M nodes, 80 -> 86 MB).
+        out = pq.ParquetWriter(
+            self.nodes, schema, compression="none", use_dictionary=["rank", "first_pos"]
+        )
         try:
             reader = cur.sql(
                 "SELECT key, rid, pos, rank FROM ids ORDER BY key, rid, pos"
