@@ -167,7 +167,8 @@ def build_profiles(
         raise engine_failure(exc, work) from None
     except OSError as exc:
         if exc.errno == errno.ENOSPC or "No space left" in str(exc):
-            # The nodes file is written by Arrow beside the engine's spill files.
+            # The nodes file and the groups handed to the merge workers are written by
+            # Arrow beside the engine's spill files.
             raise engine_failure(exc, work) from None
         where = exc.filename or work
         raise BuildFailed(f"{where}: {exc.strerror or exc}; nothing was written") from None

@@ -151,8 +151,8 @@ def hand_over(table: Any, path: str) -> str:
 
 @contextlib.contextmanager
 def taken(path: str) -> Iterator[Any]:
-    """Worker side: the table `hand_over` wrote, memory-mapped (no copy) while in use; the file
-    is removed at once (the mapping stays until the table is dropped)."""
+    """Worker side: the table `hand_over` wrote, memory-mapped (no copy) for the `with` block;
+    the file is removed at once (its pages stay readable until unmapped)."""
     import pyarrow as pa
 
     with pa.memory_map(path) as m:
