@@ -1,11 +1,12 @@
 """Merge phase benchmark (issue 17): where a build's merge phase spends its time.
 
 `python -m bench.merge_phase DATA --format parquet --persons FILE` builds DATA's exports (as
-bench.gen writes them, with their profiles.yaml) with the engine as far as the sorted persons
-file, keeps that file at FILE (a hard link: no copy) and stops; later runs with an existing
-FILE skip the build. Then it runs the merge phase alone on FILE as the engine does —
-`MergePool(workers)` → LMDB appends in key order — and reports wall seconds, the parent's CPU
-seconds (receiving the pairs, writing LMDB), the workers' CPU seconds and both peaks. To
+bench.gen writes them, with their profiles.yaml) with the engine as far as the sorted persons,
+writes the groups the engine hands to the merge pool to FILE (Parquet, a row group each) and
+stops; later runs with an existing FILE skip the build. Then it runs the merge phase alone on
+FILE as the engine does — `MergePool(workers)` → LMDB appends in key order — and reports wall
+seconds, the parent's CPU seconds (reading FILE's row groups, handing them over, receiving the
+pairs, writing LMDB), the workers' CPU seconds and both peaks. To
 compare two checkouts on one persons file, run it again with `--code OTHER_CHECKOUT` (whose
 `snapshots` package is then the one measured). Human lines first; the last line is one JSON
 object.
@@ -21,7 +22,7 @@ import shutil
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -33,13 +34,18 @@ class _Kept(Exception):
 
 
 def keep_persons(data: Path, fmt: str, persons: Path) -> None:
-    """Run the engine on `data` until it hands the persons file to the merge pool; link it."""
+    """Run the engine on `data` until it hands the persons to the merge pool; write them."""
+    import pyarrow.parquet as pq
+
     from snapshots import merge_pool
     from snapshots.config import ProfilesConfig, load_config
     from snapshots.engine import EngineOptions, build_profiles
+    from snapshots.persons_file import SCHEMA
 
-    def kept(self: Any, path: str, groups: int) -> Iterator[Any]:
-        os.link(path, persons)
+    def kept(self: Any, groups: Iterable[Any]) -> Iterator[Any]:
+        with pq.ParquetWriter(persons, SCHEMA, compression="lz4", use_dictionary=False) as w:
+            for t in groups:
+                w.write_table(t, row_group_size=t.num_rows)
         raise _Kept
         yield  # a generator, as the engine expects
 
@@ -79,8 +85,10 @@ def merge_phase(data: Path, persons: Path, workers: int) -> dict[str, Any]:
     try:
         t0, c0 = time.perf_counter(), cpu(resource.RUSAGE_SELF)
 
+        f = pq.ParquetFile(persons)
+
         def pairs() -> Iterator[tuple[bytes, bytes]]:
-            for ps in pool.merged_groups(str(persons), groups):
+            for ps in pool.merged_groups(f.read_row_group(g) for g in range(groups)):
                 yield from ps
 
         w = EnvWriter(out, persons.stat().st_size * 4)

@@ -17,10 +17,11 @@ Phases, each reported to `progress`:
    links refused, conflict reports and the cluster cap are exactly what the old builder did.
    Persons are numbers from here on (no key text is a join, group or sort key again): canonical
    ids are hashed once per person, and persons renumbered in canonical-id order.
-3. **merge** — the persons file, one row per person in canonical-id order, is cut from two
-   streams DuckDB sorts by (person, input order) and (person, first seen): records and
-   identifiers (`persons_file`); `identity.Assembler` merges each person by policy and encodes
-   the profile, in worker processes for large builds (`merge_pool`).
+3. **merge** — the persons, one row per person in canonical-id order, are cut a group at a
+   time from two streams DuckDB sorts by (person, input order) and (person, first seen):
+   records and identifiers (`persons_file`); each group goes straight to a worker process for
+   large builds (`merge_pool`), which merges each person by policy and encodes the profile
+   (`identity.Assembler`'s bytes) while the next groups are cut.
 4. **write** — profiles and then aliases stream into LMDB in key order with `append=True`.
 
 Everything larger than a batch lives in DuckDB's database file and spill files inside one temp
@@ -73,7 +74,7 @@ from snapshots.parquet_schema import (
     wide_attributes_sql,
 )
 from snapshots.progress import Progress, children_peak_rss_mb, dir_mb, peak_rss_mb
-from snapshots.stitching import CID_DIGEST_BYTES, MAX_EXAMPLES, canonical_digests
+from snapshots.stitching import CID_DIGEST_BYTES, MAX_EXAMPLES
 from snapshots.summary import MAX_INVALID_KEPT, BuildSummary
 from snapshots.writer import EnvWriter, finalize, staging_dir
 
@@ -83,7 +84,7 @@ BATCH = 100_000
 # Rows per row group of the temp Parquet files: the writer buffers one group per thread, and
 # a group of 100 k payloads is ~40 MB; 16 k keeps that small beside the memory limit.
 ROW_GROUP = 16_384
-# Persons per row group of the sorted persons file: one merge task (~10 MB of JSON).
+# Persons per group cut from the sorted persons: one merge task (~10 MB of JSON).
 PERSON_GROUP = 16_384
 # Below this many input records, starting worker processes costs more than merging in this one.
 PARALLEL_MERGE_MIN_RECORDS = 150_000
@@ -166,7 +167,8 @@ def build_profiles(
         raise engine_failure(exc, work) from None
     except OSError as exc:
         if exc.errno == errno.ENOSPC or "No space left" in str(exc):
-            # The persons file is written by Arrow beside the engine's spill files.
+            # The nodes file and the groups handed to the merge workers are written by
+            # Arrow beside the engine's spill files.
             raise engine_failure(exc, work) from None
         where = exc.filename or work
         raise BuildFailed(f"{where}: {exc.strerror or exc}; nothing was written") from None
@@ -256,7 +258,7 @@ class _Build:
         workers = self.opts.merge_workers
         if workers == 0:
             workers = self.threads if est_records >= PARALLEL_MERGE_MIN_RECORDS else 1
-        self.pool = MergePool(self.cfg, workers)
+        self.pool = MergePool(self.cfg, workers, str(self.work))
         if ndjson and workers > 1:
             # NDJSON blocks are scanned by processes of their own, stopped when the read
             # ends: scanning leaves a heap the merge would build on (+70 MB a merge worker's
@@ -305,7 +307,7 @@ class _Build:
         """Give the memory Arrow's allocator holds freed back to the system, between steps.
         The allocator (mimalloc) keeps what a step freed for its reuse: after the canonical
         ids' pass over the nodes file that was 1.26 GB at 10 M people (measured, the file
-        then read pre-buffered), held into the persons file's sorts, where the engine takes
+        then read pre-buffered), held into the persons' sorts, where the engine takes
         its whole memory limit on top (issue 17)."""
         import pyarrow as pa
 
@@ -671,11 +673,15 @@ class _Build:
         cur = con.cursor()
         schema = pa.schema([("node", pa.int32()), ("key", pa.string()), ("rank", pa.int32()),
                             ("first_rid", pa.int64()), ("first_pos", pa.int64())])  # fmt: skip
-        # Plain pages: the keys are distinct (a dictionary is built, then given up, per page),
-        # and every reader scans the whole file (no statistics to skip by). 1 M people: writing
-        # this file 2.7 -> 0.9 s.
+        # Dictionaries only where values repeat: for the unique keys and numbers Arrow built one
+        # per row group only to drop it; and no statistics: every reader scans the whole file.
+        # 1 M people: writing it 2.7 -> 0.9 s wall (loaded), 0.56 -> 0.17 CPU s (80 -> 86 MB).
         out = pq.ParquetWriter(
-            self.nodes, schema, compression="none", use_dictionary=False, write_statistics=False
+            self.nodes,
+            schema,
+            compression="none",
+            use_dictionary=["rank", "first_pos"],
+            write_statistics=False,
         )
         try:
             reader = cur.sql(
@@ -841,25 +847,31 @@ class _Build:
             first_examples(capped_ex),
         )
 
-    def _cids(self) -> int:
-        """Canonical ids, once per person from its best key (blake2b in Python, in batches);
-        then persons are renumbered in canonical-id order (`self.order`), the order of the
-        profiles in the snapshot. Return the number of persons."""
-        import numpy as np
+    def _best_keys(self, best_of: Any, idx: list[Any]) -> Iterator[Any]:
+        """The best keys in node order, a batch at a time; appends to `idx` the person each
+        one is best of (`best_of`: that person by node, -1 for the other nodes)."""
         import pyarrow as pa
+
+        for batch in self._node_batches(["node", "key"]):
+            i = best_of[batch.column(0).to_numpy()]
+            best = i >= 0
+            idx.append(i[best])
+            yield batch.column(1).filter(pa.array(best))
+
+    def _cids(self) -> int:
+        """Canonical ids, once per person from its best key (blake2b in Python, in batches,
+        by the merge workers when there are some); then persons are renumbered in canonical-id
+        order (`self.order`), the order of the profiles in the snapshot. Return the number of
+        persons."""
+        import numpy as np
 
         persons = np.flatnonzero(self.has_person)
         # Each person's best node, and the person (index into `persons`) it is best of.
         best_of = np.full(len(self.node_person), -1, np.int32)
         best_of[self.person_best[persons]] = np.arange(len(persons), dtype=np.int32)
         idx: list[Any] = []
-        digests: list[bytes] = []
-        for batch in self._node_batches(["node", "key"]):
-            i = best_of[batch.column(0).to_numpy()]
-            best = i >= 0
-            idx.append(i[best])
-            keys = batch.column(1).filter(pa.array(best)).cast(pa.binary())
-            digests.append(canonical_digests(keys.to_pylist()))
+        assert self.pool is not None
+        digests = list(self.pool.digests(self._best_keys(best_of, idx)))
         del best_of
         n = len(persons)
         at = np.concatenate(idx) if idx else np.zeros(0, np.int32)
@@ -890,11 +902,9 @@ class _Build:
     def _profiles(self, n_profiles: int) -> Iterator[tuple[bytes, bytes]]:
         import numpy as np
         import pyarrow as pa
-        import pyarrow.parquet as pq
 
-        from snapshots.persons_file import write_persons
+        from snapshots.persons_file import person_groups
 
-        path = self.work / "persons.parquet"
         con = self.con
         # Records sorted by (person, input order) as one int: person << 32 | slot.
         slots = np.flatnonzero(self.has_rec)
@@ -915,24 +925,23 @@ class _Build:
             f"SELECT o.p, n.key FROM {self._nodes_sql()} n JOIN node_order o USING (node) "  # noqa: S608
             "ORDER BY o.p, n.first_rid, n.first_pos"
         ).to_arrow_reader(BATCH)
-        try:
-            groups = write_persons(path, self.cids, records, keys, PERSON_GROUP)
-        finally:
-            rc.close()
-            kc.close()
-        self.con.execute("DROP TABLE recs")
         self._measure()
         self._release()
         self._tick("merge", 0, n_profiles)
         assert self.pool is not None
-        assert pq.ParquetFile(path).metadata.num_row_groups == groups
         done = 0
-        for pairs in self.pool.merged_groups(str(path), groups):
-            yield from pairs
-            done += len(pairs)
-            self._measure()
-            self._tick("merge", done, n_profiles)
-        path.unlink()
+        try:
+            groups = person_groups(self.cids, records, keys, PERSON_GROUP)
+            for pairs in self.pool.merged_groups(groups):
+                yield from pairs
+                done += len(pairs)
+                self._measure()
+                self._tick("merge", done, n_profiles)
+        finally:
+            rc.close()
+            kc.close()
+        self.con.execute("DROP TABLE recs")
+        self._release()
 
     def _aliases(self, n_aliases: int) -> Iterator[tuple[bytes, bytes]]:
         import pyarrow as pa

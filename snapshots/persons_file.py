@@ -1,8 +1,8 @@
-"""The persons file the merge workers read: one row per person, in canonical-id order.
+"""The persons the merge workers merge: one row per person, in canonical-id order, a group
+of persons (one merge task) at a time.
 
 Schema (`merge_pool` reads it by position): `cid` VARCHAR, `payloads` LIST<BLOB> (the
-person's records in input order), `keys` LIST<VARCHAR> (identifiers in first-seen order), one
-row group per `group` persons.
+person's records in input order), `keys` LIST<VARCHAR> (identifiers in first-seen order).
 
 It is assembled from two streams the engine sorts by (person number, order within person):
 records and identifiers. Person numbers are 0..n-1 in canonical-id order, so each row group's
@@ -15,13 +15,10 @@ phase.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 SCHEMA = pa.schema(
     [
@@ -97,36 +94,23 @@ def fixed_strings(rows: np.ndarray) -> pa.Array:
     return pa.StringArray.from_buffers(n, pa.py_buffer(offsets), pa.py_buffer(data))
 
 
-def write_persons(path: Path, cids: np.ndarray, records: Any, keys: Any, group: int) -> int:
-    """Write the persons file; `cids` holds the sorted canonical ids, one fixed-width row of
-    bytes each (person i is row i); `records`/`keys` are Arrow record-batch readers of
-    (person, payload) and (person, key) rows sorted by person, then input order / first-seen
-    order. Return the number of row groups."""
+def person_groups(cids: np.ndarray, records: Any, keys: Any, group: int) -> Iterator[pa.Table]:
+    """The persons, `group` at a time (the last group may be smaller), as tables of `SCHEMA`;
+    `cids` holds the sorted canonical ids, one fixed-width row of bytes each (person i is row
+    i); `records`/`keys` are Arrow record-batch readers of (person, payload) and (person, key)
+    rows sorted by person, then input order / first-seen order. Each group goes to a merge
+    worker as it is cut: no file of all persons is written (compressing it, writing and
+    reading it back was ~2 CPU s at 1 M people, and the workers waited for all of it)."""
     recs = _Stream(_batches(records), pa.binary())
     ids = _Stream(_batches(keys), pa.string())
     n = len(cids)
-    groups = 0
-    # LZ4: as small as snappy here, and the merge workers decompress it faster.
-    writer = pq.ParquetWriter(
-        path, SCHEMA, compression="lz4", use_dictionary=False, write_statistics=False
-    )
-    # One group is compressed and written (Arrow, without the GIL) while the next is cut.
-    with writer, ThreadPoolExecutor(1) as io:
-        pending: Future[None] | None = None
-        for lo in range(0, n, group):
-            hi = min(n, lo + group)
-            t = pa.Table.from_arrays(
-                [fixed_strings(cids[lo:hi]), recs.take(lo, hi), ids.take(lo, hi)], schema=SCHEMA
-            )
-            if pending is not None:
-                pending.result()
-                # Arrow's allocator would keep what the groups before freed, beside the
-                # engine's two sorts (the build's peak): handed back a group at a time.
-                pa.default_memory_pool().release_unused()
-            pending = io.submit(writer.write_table, t, row_group_size=group)
-            groups += 1
-        if pending is not None:
-            pending.result()
+    for lo in range(0, n, group):
+        hi = min(n, lo + group)
+        yield pa.Table.from_arrays(
+            [fixed_strings(cids[lo:hi]), recs.take(lo, hi), ids.take(lo, hi)], schema=SCHEMA
+        )
+        # Arrow's allocator would keep what the groups before freed, beside the engine's two
+        # sorts (the build's peak): handed back a group at a time.
+        pa.default_memory_pool().release_unused()
     if not (recs.done() and ids.done()):
         raise AssertionError("persons streams hold rows past the last person")
-    return groups

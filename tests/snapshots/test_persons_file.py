@@ -1,5 +1,6 @@
-"""The persons file the merge workers read (issue 17): one row per person cut from two streams
-sorted by person, whatever the batch boundaries; the schema and row groups `merge_pool` reads."""
+"""The persons the merge workers merge (issue 17): one row per person cut from two streams
+sorted by person, whatever the batch boundaries, a group at a time; the schema `merge_pool`
+reads."""
 
 from __future__ import annotations
 
@@ -8,13 +9,12 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from snapshots.merge_pool import merge_group
-from snapshots.persons_file import SCHEMA, fixed_strings, write_persons
+from snapshots.merge_pool import hand_over, merge_file
+from snapshots.persons_file import SCHEMA, fixed_strings, person_groups
 
 
 def _reader(rows: list[tuple[int, bytes | str]], cuts: list[int], typ: pa.DataType) -> object:
@@ -47,30 +47,22 @@ def _cids(n: int) -> np.ndarray:
     group=st.integers(1, 5),
 )
 def test_rows_are_whole_persons_whatever_the_batches(
-    tmp_path_factory: pytest.TempPathFactory,
-    sizes: list[tuple[int, int]],
-    rec_cuts: list[int],
-    key_cuts: list[int],
-    group: int,
+    sizes: list[tuple[int, int]], rec_cuts: list[int], key_cuts: list[int], group: int
 ) -> None:
-    path = tmp_path_factory.mktemp("persons") / "persons.parquet"
     recs = [(p, f"r{p}.{i}".encode()) for p, (nr, _) in enumerate(sizes) for i in range(nr)]
     keys = [(p, f"k{p}.{i}") for p, (_, nk) in enumerate(sizes) for i in range(nk)]
     n = len(sizes)
-    groups = write_persons(
-        path,
-        _cids(n),
-        _reader(recs, rec_cuts, pa.binary()),
-        _reader(keys, key_cuts, pa.string()),
-        group,
+    groups = list(
+        person_groups(
+            _cids(n),
+            _reader(recs, rec_cuts, pa.binary()),
+            _reader(keys, key_cuts, pa.string()),
+            group,
+        )
     )
-    f = pq.ParquetFile(path)
-    assert f.schema_arrow == SCHEMA
-    assert groups == f.metadata.num_row_groups == -(-n // group)
-    assert [f.metadata.row_group(g).num_rows for g in range(groups)] == [
-        min(group, n - g * group) for g in range(groups)
-    ]
-    got = f.read().to_pylist() if groups else []
+    assert all(t.schema == SCHEMA for t in groups)
+    assert [t.num_rows for t in groups] == [min(group, n - lo) for lo in range(0, n, group)]
+    got = [row for t in groups for row in t.to_pylist()]
     assert got == [
         {
             "cid": f"p_{p:020x}",
@@ -81,33 +73,35 @@ def test_rows_are_whole_persons_whatever_the_batches(
     ]
 
 
-def test_rows_past_the_last_person_are_an_error(tmp_path: Path) -> None:
+def test_rows_past_the_last_person_are_an_error() -> None:
+    groups = person_groups(
+        _cids(1),
+        _reader([(0, b"a"), (1, b"b")], [], pa.binary()),
+        _reader([(0, "k")], [], pa.string()),
+        4,
+    )
     with pytest.raises(AssertionError, match="past the last person"):
-        write_persons(
-            tmp_path / "p.parquet",
-            _cids(1),
-            _reader([(0, b"a"), (1, b"b")], [], pa.binary()),
-            _reader([(0, "k")], [], pa.string()),
-            4,
-        )
+        list(groups)
 
 
-def test_the_merge_workers_read_it(tmp_path: Path) -> None:
-    """`merge_pool.merge_group` takes columns by position: cid, payloads, keys."""
+def test_the_merge_workers_take_a_group_cut_from_larger_batches(tmp_path: Path) -> None:
+    """`merge_pool` takes columns by position (cid, payloads, keys); a group is handed to a
+    worker as a file holding that group alone, not the batches it was sliced from, and the
+    worker removes it."""
     from snapshots.merge_pool import _init
 
-    path = tmp_path / "p.parquet"
     line = b'{"source":"crm","ids":{"cookie":"k1"},"updated_at":"2026-11-01T00:00:00Z"}'
-    write_persons(
-        path,
-        _cids(1),
-        _reader([(0, line)], [], pa.binary()),
-        _reader([(0, "cookie:k1")], [], pa.string()),
-        16,
+    recs = [(0, line), *[(1, b"x" * 1000)] * 100]
+    keys = [(0, "cookie:k1"), (1, "cookie:k2")]
+    first, _ = person_groups(
+        _cids(2), _reader(recs, [], pa.binary()), _reader(keys, [], pa.string()), 1
     )
+    path = hand_over(first, str(tmp_path / "g.arrow"))
+    assert Path(path).stat().st_size < 2000
     _init(b'{"id_types": {"cookie": {"priority": 1}}}')
-    [(cid, value)] = merge_group(str(path), 0)
+    [(cid, value)] = merge_file(path)
     assert cid == b"p_00000000000000000000" and value
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_fixed_strings() -> None:
