@@ -1,9 +1,10 @@
 """How a served decision is written to the decision log: one NDJSON line per sampled answer.
 
 The record is a struct, not a dict: made with one call, untracked by the cyclic collector (it
-holds strings and numbers only), and encoded whole — time included — by one msgspec call per
-line. Its fields are in the order the log's readers and docs/live.md show them, `t` last; the
-context keeps only the fields that are set (`omit_defaults`), so `rules impact` can replay it.
+holds strings, numbers and a list of strings: no cycle can pass through it), and encoded whole —
+time included — by one msgspec call per line. Its fields are in the order the log's readers and
+docs/live.md show them, `t` last; the context keeps only the fields that are set
+(`omit_defaults`), so `rules impact` can replay it.
 """
 
 from __future__ import annotations
