@@ -124,7 +124,7 @@ class DecisionService:
         # entry's key is small (versions, placements, a profile id, the context fields read):
         # `ENTRY_BYTES` each; its decision is shared with every answer made from it.
         # Each decision is kept with its placements as decision-log JSON (`placements_json`),
-        # made once and spliced into the record of every request that shares it.
+        # made once and embedded as it is in the record of every request that shares it.
         self.memo: AnswerMemo[tuple[rules.Decision, msgspec.Raw | None]] = AnswerMemo(
             memo_age_s, memo_entries, memo_bytes
         )
