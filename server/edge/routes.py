@@ -13,7 +13,7 @@ import functools
 import logging
 import time
 from collections.abc import Hashable, Sequence
-from typing import NamedTuple
+from typing import NamedTuple, Protocol
 
 from ..asgi import (
     ASGIApp,
@@ -67,18 +67,7 @@ class Edge:
             await send_response(send, 204, _EDGE_FAILED)
 
     async def _edge(self, state: AppState, scope: Scope, send: Send) -> None:
-        started = _perf()
-        try:
-            answer = self.decide(
-                state, scope["method"], scope["path"], scope["query_string"], scope["headers"]
-            )
-        except PlacementError as exc:
-            await send_error(send, 400, "bad_placements", str(exc), "X-Placements")
-            state.metrics.responses.inc(("edge", "400"))
-            return
-        await send(answer.start)
-        await send(answer.body)
-        state.metrics.request_seconds.observe(("edge",), _perf() - started)
+        await _send_decided(state, self, "edge", "X-Placements", scope, send)
 
     def decide(
         self,
@@ -173,7 +162,7 @@ class Fragment:
         self.cache_control = b"private, max-age=%d" % max_age_s
 
     async def __call__(self, state: AppState, scope: Scope, receive: Receive, send: Send) -> None:
-        await _fragment(state, self, scope, send)
+        await _send_decided(state, self, "fragment", "placement", scope, send)
 
     def decide(
         self,
@@ -187,19 +176,29 @@ class Fragment:
         return _fragment_answer(state, self, method, path, query, raw, key)
 
 
-async def _fragment(state: AppState, route: Fragment, scope: Scope, send: Send) -> None:
+class _Deciding(Protocol):
+    def decide(
+        self, state: AppState, method: str, path: str, query: bytes, raw: Headers
+    ) -> Answer: ...
+
+
+async def _send_decided(
+    state: AppState, route: _Deciding, name: str, field: str, scope: Scope, send: Send
+) -> None:
+    """Decide a request under ASGI and send the answer; bad placements are the route's 400,
+    naming `field` (where they came from)."""
     started = _perf()
     try:
         answer = route.decide(
             state, scope["method"], scope["path"], scope["query_string"], scope["headers"]
         )
     except PlacementError as exc:
-        await send_error(send, 400, "bad_placements", str(exc), "placement")
-        state.metrics.responses.inc(("fragment", "400"))
+        await send_error(send, 400, "bad_placements", str(exc), field)
+        state.metrics.responses.inc((name, "400"))
         return
     await send(answer.start)
     await send(answer.body)
-    state.metrics.request_seconds.observe(("fragment",), _perf() - started)
+    state.metrics.request_seconds.observe((name,), _perf() - started)
 
 
 def _fragment_answer(
