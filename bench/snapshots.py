@@ -56,6 +56,55 @@ def _demo_profile_fields() -> frozenset[str]:
     return rules.compile_ruleset(ruleset).profile_fields
 
 
+def _descents(snapshot: Path, cids: list[str], cookies: list[str]) -> dict[str, float]:
+    """What LMDB itself costs a lookup, decoding aside: one get in the alias index and one in the
+    profiles (each a descent of its B-tree, the pages warm), against the same get repeated on
+    one key (every page it touches in the CPU's caches: py-lmdb's call alone). A lookup by alias
+    is two descents; at 10 M their cache and TLB misses are the floor under any decoding (issue
+    15 item 6). The trees' shapes say how many pages a descent touches and how many there are."""
+    import lmdb
+
+    from snapshots.delta import ALIAS_DB, PROFILES_DB
+
+    env = lmdb.open(str(snapshot), readonly=True, lock=False, max_dbs=8, create=False)
+    try:
+        profiles = env.open_db(PROFILES_DB.encode(), create=False)
+        alias = env.open_db(ALIAS_DB.encode(), create=False)
+        # A read transaction per database, as the reader keeps (`get(key)`, positional).
+        profile_txn = env.begin(db=profiles, buffers=True)
+        alias_txn = env.begin(db=alias, buffers=True)
+        shape = {"profiles": profile_txn.stat(profiles), "alias": alias_txn.stat(alias)}
+        clock = time.perf_counter_ns
+
+        def timed(get: Any, keys: list[bytes]) -> float:
+            out: list[int] = []
+            for key in keys:
+                t = clock()
+                get(key)
+                out.append(clock() - t)
+            return _pct(sorted(out), 0.5)
+
+        profile_keys = [c.encode() for c in cids]
+        alias_keys = [f"cookie:{c}".encode() for c in cookies]
+        timed(profile_txn.get, profile_keys)  # first touch: map the pages (see `probe`)
+        timed(alias_txn.get, alias_keys)
+        figures = {
+            "profile_get_raw_p50_us": timed(profile_txn.get, profile_keys),
+            "alias_get_raw_p50_us": timed(alias_txn.get, alias_keys),
+            "get_one_key_p50_us": timed(profile_txn.get, profile_keys[:1] * len(profile_keys)),
+        }
+        profile_txn.abort()
+        alias_txn.abort()
+    finally:
+        env.close()
+    out = {k: round(v, 2) for k, v in figures.items()}
+    for name, st in shape.items():
+        out[f"{name}_depth"] = st["depth"]
+        out[f"{name}_branch_mb"] = round(st["branch_pages"] * st["psize"] / 2**20, 1)
+        out[f"{name}_leaf_mb"] = round(st["leaf_pages"] * st["psize"] / 2**20, 1)
+    return out
+
+
 def probe(snapshot: Path, n_people: int, seed: int, lookups: int) -> dict[str, float]:
     """Runs in the child: open, look up random people by canonical id and by alias."""
     from snapshots.reader import open_profiles
@@ -103,6 +152,7 @@ def probe(snapshot: Path, n_people: int, seed: int, lookups: int) -> dict[str, f
     after = _smaps()
     reader.close()
     return {
+        **_descents(snapshot, ids, cookies),
         "open_s": round(open_s, 4),
         "lookup_p50_us": round(_pct(by_id, 0.5), 2),
         "lookup_p99_us": round(_pct(by_id, 0.99), 2),
@@ -216,7 +266,7 @@ def run_build(n: int, seed: int, workdir: Path, fmt: str, memory_limit: str) -> 
     return res
 
 
-def run_probe(n: int, seed: int, snap: Path, lookups: int) -> dict[str, float]:
+def run_probe(n: int, seed: int, snap: Path, lookups: int, label: str = "") -> dict[str, Any]:
     child = subprocess.run(
         [sys.executable, "-m", "bench.snapshots", "--probe", str(snap), "--people", str(n),
          "--seed", str(seed), "--lookups", str(lookups)],
@@ -224,15 +274,17 @@ def run_probe(n: int, seed: int, snap: Path, lookups: int) -> dict[str, float]:
     )  # fmt: skip
     res: dict[str, float] = json.loads(child.stdout.strip().splitlines()[-1])
     size_mb = sum(p.stat().st_size for p in snap.iterdir()) / 2**20
-    res = {"profiles": n, "snapshot_mb": round(size_mb, 1), **res}
     print(
-        f"[{n:,}] open {res['open_s'] * 1000:.1f} ms, get p50 {res['lookup_p50_us']} µs "
+        f"[{n:,}]{label} open {res['open_s'] * 1000:.1f} ms, get p50 {res['lookup_p50_us']} µs "
         f"p99 {res['lookup_p99_us']} µs (first touch p50 {res['lookup_cold_p50_us']} µs), "
         f"alias p50 {res['alias_lookup_p50_us']} µs "
         f"(rules' fields only {res['alias_lookup_rules_fields_p50_us']} µs), "
+        f"LMDB alone: alias get {res['alias_get_raw_p50_us']} µs + profile get "
+        f"{res['profile_get_raw_p50_us']} µs (one key repeated {res['get_one_key_p50_us']} µs, "
+        f"depth {res['profiles_depth']}, leaves {res['profiles_leaf_mb']:,.0f} MB), "
         f"private dirty {res['rss_private_mb']} MB (clean {res['rss_private_clean_mb']} MB)"
     )
-    return res
+    return {"profiles": n, "snapshot_mb": round(size_mb, 1), **res}
 
 
 def write_direct(n: int, seed: int, template: Path, out: Path) -> float:
@@ -276,26 +328,12 @@ def write_direct(n: int, seed: int, template: Path, out: Path) -> float:
     return time.perf_counter() - t0
 
 
-def run_direct(n: int, seed: int, workdir: Path, template: Path, lookups: int) -> dict[str, float]:
+def run_direct(n: int, seed: int, workdir: Path, template: Path, lookups: int) -> dict[str, Any]:
     out = workdir / f"direct{n}-s{seed}"
     if not (out / "manifest.json").exists():
         secs = write_direct(n, seed, template, out)
         print(f"[{n:,}] wrote a direct snapshot in {secs:.1f}s (reads only; not a build figure)")
-    child = subprocess.run(
-        [sys.executable, "-m", "bench.snapshots", "--probe", str(out), "--people", str(n),
-         "--seed", str(seed), "--lookups", str(lookups)],
-        check=True, capture_output=True, text=True,
-    )  # fmt: skip
-    res: dict[str, float] = json.loads(child.stdout.strip().splitlines()[-1])
-    size_mb = sum(p.stat().st_size for p in out.iterdir()) / 2**20
-    print(
-        f"[{n:,}] (direct) open {res['open_s'] * 1000:.1f} ms, get p50 {res['lookup_p50_us']} µs "
-        f"p99 {res['lookup_p99_us']} µs (first touch p50 {res['lookup_cold_p50_us']} µs), "
-        f"alias p50 {res['alias_lookup_p50_us']} µs "
-        f"(rules' fields only {res['alias_lookup_rules_fields_p50_us']} µs), "
-        f"private dirty {res['rss_private_mb']} MB"
-    )
-    return {"profiles": n, "built_by": "direct", "snapshot_mb": round(size_mb, 1), **res}  # type: ignore[dict-item]
+    return {**run_probe(n, seed, out, lookups, " (direct)"), "built_by": "direct"}
 
 
 def _load() -> float:

@@ -55,6 +55,10 @@ def test_snapshots_bench_prints_json_last(
         "lookup_p50_us",
         "lookup_p99_us",
         "alias_lookup_p50_us",
+        "alias_get_raw_p50_us",
+        "profile_get_raw_p50_us",
+        "get_one_key_p50_us",
+        "profiles_depth",
         "rss_private_mb",
     ):
         assert result["sizes"][0][key] > 0
