@@ -74,7 +74,7 @@ from snapshots.parquet_schema import (
     wide_attributes_sql,
 )
 from snapshots.progress import Progress, children_peak_rss_mb, dir_mb, peak_rss_mb
-from snapshots.stitching import CID_DIGEST_BYTES, MAX_EXAMPLES
+from snapshots.stitching import CID_DIGEST_BYTES, MAX_EXAMPLES, digest_order
 from snapshots.summary import MAX_INVALID_KEPT, BuildSummary
 from snapshots.writer import EnvWriter, finalize, staging_dir
 
@@ -541,6 +541,8 @@ class _Build:
             self.read += n_plain
             valid += n_plain
             self._tick("read", self.read, None)
+            if n_plain == meta.num_rows:
+                return valid  # no other row: no third pass over the file for none
             # The others take the original per-record path, in row order, so problems and
             # blocked examples are reported as ever.
             sql = (
@@ -877,19 +879,19 @@ class _Build:
         at = np.concatenate(idx) if idx else np.zeros(0, np.int32)
         if len(at) != n:
             raise BuildFailed(f"build engine lost persons: {len(at)} of {n} best keys found")
-        # The ids' text, "p_" + hex, made in bulk: one fixed-width row of bytes per person.
         d = np.frombuffer(b"".join(digests), np.uint8).reshape(-1, CID_DIGEST_BYTES)
         del digests
+        # The ids in their order (bytewise, as the snapshot's keys are): the digests'.
+        sort = digest_order(d)
+        d = d[sort]
+        # The ids' text, "p_" + hex, made in bulk: one fixed-width row of bytes per person.
         text = np.empty((n, CID_WIDTH), np.uint8)
         text[:, 0], text[:, 1] = ord("p"), ord("_")
         hexd = np.frombuffer(b"0123456789abcdef", np.uint8)
         text[:, 2::2] = hexd[d >> 4]
         text[:, 3::2] = hexd[d & 15]
         del d
-        # Fixed-width, NUL-free: numpy orders them bytewise, as the snapshot's keys are.
-        sort = np.argsort(text.view(f"S{CID_WIDTH}").ravel(), kind="stable")
-        self.cids = text[sort]
-        del text
+        self.cids = text
         order = np.full(len(self.person_best), -1, np.int32)
         order[persons[at[sort]]] = np.arange(n, dtype=np.int32)
         self.order = order
@@ -943,7 +945,9 @@ class _Build:
         self.con.execute("DROP TABLE recs")
         self._release()
 
-    def _aliases(self, n_aliases: int) -> Iterator[tuple[bytes, bytes]]:
+    def _aliases(self, n_aliases: int) -> Iterator[tuple[list[bytes], list[bytes]]]:
+        """The alias index's keys and values, a batch of each at a time (for
+        `EnvWriter.put_sorted_columns`)."""
         import pyarrow as pa
 
         # Node order is key order; each node's canonical id is its person's.
@@ -957,7 +961,7 @@ class _Build:
             if not kept.all():
                 keys = keys.filter(pa.array(kept))
                 p = p[kept]
-            yield from zip(keys.to_pylist(), cids[p].tolist(), strict=True)
+            yield keys.to_pylist(), cids[p].tolist()
             done += len(p)
             self._tick("aliases", done, n_aliases)
 
@@ -989,7 +993,7 @@ class _Build:
             w = EnvWriter(tmp, size_hint)
             try:
                 written = w.put_sorted(PROFILES_DB, self._profiles(n_profiles))
-                aliases = w.put_sorted(ALIAS_DB, self._aliases(n_aliases))
+                aliases = w.put_sorted_columns(ALIAS_DB, self._aliases(n_aliases))
             finally:
                 w.close()
             manifest = finalize(

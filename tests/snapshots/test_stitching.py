@@ -5,10 +5,18 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
+import numpy as np
+
 from snapshots.config import ProfilesConfig
 from snapshots.profiles_build import build_profiles
 from snapshots.reader import open_profiles
-from snapshots.stitching import CID_DIGEST_BYTES, Stitcher, canonical_digests, canonical_id
+from snapshots.stitching import (
+    CID_DIGEST_BYTES,
+    Stitcher,
+    canonical_digests,
+    canonical_id,
+    digest_order,
+)
 from tests.snapshots.kit import WriteNdjson, rec
 
 
@@ -107,3 +115,18 @@ def test_canonical_digests_are_the_canonical_ids() -> None:
     assert len(d) == CID_DIGEST_BYTES * len(keys)
     hexed = ["p_" + d[i : i + CID_DIGEST_BYTES].hex() for i in range(0, len(d), CID_DIGEST_BYTES)]
     assert hexed == [canonical_id(k) for k in keys]
+
+
+def test_digests_are_ordered_as_their_canonical_ids_are() -> None:
+    """Sorted as integers, ties in the first 8 bytes and equal digests too, stable as sorting
+    the ids' text is."""
+    rng = np.random.default_rng(7)
+    d = rng.integers(0, 256, (2000, CID_DIGEST_BYTES), dtype=np.uint8)
+    d[:300, :8] = d[0, :8]  # the same first 8 bytes, different last ones
+    d[300:320] = d[300]  # equal digests: input order kept
+    d[320:330, :8] = 0xFF
+    for rows in (d, d[330:]):  # with and without ties in the first 8 bytes
+        text = ["p_" + bytes(r).hex() for r in rows]
+        expect = sorted(range(len(text)), key=lambda i: (text[i], i))
+        assert digest_order(rows).tolist() == expect
+    assert digest_order(d[:0]).tolist() == []
