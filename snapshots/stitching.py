@@ -9,7 +9,7 @@ would join two different values is reported and not followed; a cluster never gr
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 import msgspec
@@ -170,3 +170,19 @@ def digest_order(digests: Any) -> Any:
         # np.lexsort is stable; its last key is the primary one.
         order = np.lexsort([digests[:, i] for i in range(width - 1, -1, -1)])
     return order
+
+
+def key_places(types: Sequence[str]) -> list[int]:
+    """Each id type's place (by its index in `types`) in the byte order of keys `type:value`.
+    Keys of two types compare as their `type:` prefixes do, none being another's prefix (no
+    type name holds ':'; the configuration refuses one): keys sort as (place, value), and an
+    engine sorts the values alone, not the same prefix again and again (issue 17)."""
+    prefixes = [(t + ":").encode() for t in types]
+    for a in prefixes:
+        for b in prefixes:
+            if a != b and b.startswith(a):
+                raise ValueError(f"id type {a[:-1].decode()!r}: a prefix of another key's type")
+    places = [0] * len(types)
+    for place, i in enumerate(sorted(range(len(types)), key=prefixes.__getitem__)):
+        places[i] = place
+    return places

@@ -6,6 +6,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from snapshots.config import ProfilesConfig
 from snapshots.profiles_build import build_profiles
@@ -16,6 +17,7 @@ from snapshots.stitching import (
     canonical_digests,
     canonical_id,
     digest_order,
+    key_places,
 )
 from tests.snapshots.kit import WriteNdjson, rec
 
@@ -130,3 +132,20 @@ def test_digests_are_ordered_as_their_canonical_ids_are() -> None:
         expect = sorted(range(len(text)), key=lambda i: (text[i], i))
         assert digest_order(rows).tolist() == expect
     assert digest_order(d[:0]).tolist() == []
+
+
+def test_keys_sort_as_their_types_places_and_values() -> None:
+    """The engine sorts identifiers by (type's place, value): the order of the keys' bytes,
+    types that are prefixes of others and values of any bytes included."""
+    types = ["cookie", "cookie_id", "a", "ab", "é", "z"]
+    values = ["", "0", ":", "_", "a", "b:c", "\u00e9", "\U0001f600", "~"]
+    places = key_places(types)
+    keys = [(i, v) for i in range(len(types)) for v in values]
+    by_key = sorted(keys, key=lambda k: f"{types[k[0]]}:{k[1]}".encode())
+    assert sorted(keys, key=lambda k: (places[k[0]], k[1].encode())) == by_key
+    assert sorted(places) == list(range(len(types)))
+
+
+def test_a_type_holding_a_colon_has_no_place() -> None:
+    with pytest.raises(ValueError, match="'a'"):
+        key_places(["a", "a:b"])
