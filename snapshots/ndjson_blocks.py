@@ -8,7 +8,8 @@ only each record's `ids`; everything after that is done per block on columns:
 - the payloads are the block's own bytes cut at line ends (an Arrow binary array over the
   block, no object per line); the record ids come from a running line count;
 - identifiers are keyed one id type at a time (`key_block`): the type's values as an Arrow
-  string column, empty and blocklisted values masked out, `type:value` built by Arrow.
+  string column, empty and blocklisted values masked out (the key `type:value` is the type's
+  rank and the value: the engine never spells it out per identifier).
 
 A block that is not plain — a line that is blank or does not decode, a record whose keying is
 not the common case (an id type as a list, an unknown id type, no usable identifier) — is left
@@ -152,12 +153,12 @@ def decode_ids(
 
 class KeyedBlock(msgspec.Struct):
     """A block's identifier rows (record index in the block, position in the record's keys,
-    `type:value`, type rank) and its blocklisted values (record index, `type:value`) in
-    record order, each record's in priority order."""
+    value, type rank: the key is `type:value`) and its blocklisted values (record index,
+    `type:value`) in record order, each record's in priority order."""
 
     record: Any  # numpy int64
     pos: Any  # numpy int64
-    key: Any  # Arrow string array
+    value: Any  # Arrow string array
     rank: Any  # numpy int32
     blocked: list[tuple[int, str]]
 
@@ -186,7 +187,7 @@ def key_block(rules: IdRules, ids: Sequence[Mapping[str, Any]]) -> KeyedBlock | 
     count = np.zeros(n, np.int64)
     recs: list[Any] = []
     poss: list[Any] = []
-    keys: list[Any] = []
+    values: list[Any] = []
     ranks: list[Any] = []
     blocked: list[tuple[int, int, str]] = []
     for ti, ((t, rank, junk, _unique), col) in enumerate(zip(rules.tinfo, cols, strict=True)):
@@ -206,7 +207,7 @@ def key_block(rules: IdRules, ids: Sequence[Mapping[str, Any]]) -> KeyedBlock | 
         recs.append(idx)
         poss.append(count[idx])
         count[idx] += 1
-        keys.append(pc.binary_join_element_wise(t, col.take(pa.array(idx)), ":"))
+        values.append(col.take(pa.array(idx)))
         ranks.append(np.full(len(idx), rank, np.int32))
     if n and not count.all():
         return None  # a record with no usable identifier: refused, in `keyed`'s words
@@ -214,7 +215,7 @@ def key_block(rules: IdRules, ids: Sequence[Mapping[str, Any]]) -> KeyedBlock | 
     return KeyedBlock(
         record=np.concatenate(recs) if recs else np.zeros(0, np.int64),
         pos=np.concatenate(poss) if poss else np.zeros(0, np.int64),
-        key=pa.concat_arrays(keys) if keys else pa.array([], pa.string()),
+        value=pa.concat_arrays(values) if values else pa.array([], pa.string()),
         rank=np.concatenate(ranks) if ranks else np.zeros(0, np.int32),
         blocked=[(i, text) for i, _, text in blocked],
     )

@@ -328,9 +328,10 @@ POS_SHIFT = 32
 def key_rows_sql(
     schema: Any, types: list[tuple[str, int, frozenset[str] | None, bool]], rows: str
 ) -> str:
-    """SQL selecting `(rid, pos, key, rank)` for every key of the rows `rows` (a relation with
+    """SQL selecting `(rid, pos, val, rank)` for every key of the rows `rows` (a relation with
     columns `rid` and `ids`, plain rows only: see `keys_sql`), one branch per id type: no list
-    of structs is built per row, which made this a large part of reading."""
+    of structs is built per row, which made this a large part of reading. The key `type:val`
+    is not spelt out: the rank says the type (`stitching.key_places`)."""
     cols = {f.name: f.type for f in schema}
     fields = _values(cols["ids"]) or []
     is_map = bool(fields) and fields[0][0] == "*"
@@ -343,7 +344,6 @@ def key_rows_sql(
             if t not in named or _is(named[t], "null"):
                 continue
             expr, ft = f"ids.{_q(t)}", named[t]
-        prefix = _lit(t + ":")
         base = int(rank) << POS_SHIFT
         # Names are quoted by _q, values are SQL literals, ranks are ints.
         if _string(ft):
@@ -354,9 +354,9 @@ def key_rows_sql(
             )
             pos = f"{base}::BIGINT + i - 1"
         branches.append(
-            f"SELECT rid, {pos} AS pos, {prefix} || v AS key, {int(rank)} AS rank "  # noqa: S608
+            f"SELECT rid, {pos} AS pos, v AS val, {int(rank)} AS rank "  # noqa: S608
             f"FROM ({inner}) WHERE v <> ''"
         )
     if not branches:
-        return "SELECT NULL::BIGINT AS rid, NULL::BIGINT AS pos, NULL AS key, NULL AS rank LIMIT 0"
+        return "SELECT NULL::BIGINT AS rid, NULL::BIGINT AS pos, NULL AS val, NULL AS rank LIMIT 0"
     return " UNION ALL ".join(branches)

@@ -9,7 +9,8 @@ would join two different values is reported and not followed; a cluster never gr
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
+from typing import Any
 
 import msgspec
 
@@ -148,3 +149,40 @@ def canonical_digests(best_keys_utf8: Iterable[bytes]) -> bytes:
     hands them over), concatenated: an engine makes the hex text in bulk."""
     blake2b = hashlib.blake2b
     return b"".join([blake2b(k, digest_size=CID_DIGEST_BYTES).digest() for k in best_keys_utf8])
+
+
+def digest_order(digests: Any) -> Any:
+    """The stable order (indices) of the rows of `digests` (numpy uint8, one digest a row) by
+    their bytes: the order of their `canonical_id`s (hex keeps byte order). Sorted as integers,
+    the first 8 bytes big-endian, not as text: 10 M canonical ids took 3.9 s as text (loaded).
+    Rows equal in those bytes (at 10 M digests, odds of about 1 in 300 000) are rare enough to
+    be ordered byte by byte."""
+    import numpy as np
+
+    n, width = digests.shape
+    head = np.zeros((n, 8), np.uint8)
+    head[:, : min(8, width)] = digests[:, :8]
+    first = head.view(">u8").ravel().astype(np.uint64)
+    del head
+    order = np.argsort(first, kind="stable")
+    ranked = first[order]
+    if width > 8 and n > 1 and bool((ranked[1:] == ranked[:-1]).any()):
+        # np.lexsort is stable; its last key is the primary one.
+        order = np.lexsort([digests[:, i] for i in range(width - 1, -1, -1)])
+    return order
+
+
+def key_places(types: Sequence[str]) -> list[int]:
+    """Each id type's place (by its index in `types`) in the byte order of keys `type:value`.
+    Keys of two types compare as their `type:` prefixes do, none being another's prefix (no
+    type name holds ':'; the configuration refuses one): keys sort as (place, value), and an
+    engine sorts the values alone, not the same prefix again and again (issue 17)."""
+    prefixes = [(t + ":").encode() for t in types]
+    for a in prefixes:
+        for b in prefixes:
+            if a != b and b.startswith(a):
+                raise ValueError(f"id type {a[:-1].decode()!r}: a prefix of another key's type")
+    places = [0] * len(types)
+    for place, i in enumerate(sorted(range(len(types)), key=prefixes.__getitem__)):
+        places[i] = place
+    return places

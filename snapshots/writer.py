@@ -16,6 +16,7 @@ import time
 from collections.abc import Iterable, Iterator
 from itertools import islice
 from pathlib import Path
+from typing import Any
 
 import lmdb
 
@@ -58,15 +59,46 @@ class EnvWriter:
             chunk = list(islice(it, CHUNK))
             if not chunk:
                 return total
-            while True:
-                try:
-                    with self.env.begin(write=True, db=db) as txn:
-                        txn.cursor().putmulti(chunk, append=True)
-                    break
-                except lmdb.MapFullError:
-                    self._map_size *= 2
-                    self.env.set_mapsize(self._map_size)
+            self._commit(db, chunk)
             total += len(chunk)
+
+    def put_sorted_columns(
+        self, db_name: str, batches: Iterable[tuple[list[bytes], list[bytes]]]
+    ) -> int:
+        """`put_sorted` for pairs that come as columns, a batch of keys and one of values at a
+        time: no tuple, generator step or `islice` per pair (they cost more than `putmulti`
+        itself: 1.26 -> 0.70 CPU s for 2.8 M aliases). Transactions hold `CHUNK` pairs, as
+        `put_sorted`'s do, so the file is the same byte for byte."""
+        db = self.env.open_db(db_name.encode())
+        keys: list[bytes] = []
+        values: list[bytes] = []
+        total = 0
+        for k, v in batches:
+            if len(k) != len(v):
+                raise ValueError(f"{len(k)} keys but {len(v)} values")
+            keys += k
+            values += v
+            while len(keys) >= CHUNK:
+                self._commit(db, keys[:CHUNK], values[:CHUNK])
+                del keys[:CHUNK], values[:CHUNK]
+                total += CHUNK
+        if keys:
+            self._commit(db, keys, values)
+            total += len(keys)
+        return total
+
+    def _commit(self, db: Any, keys: list[Any], values: list[bytes] | None = None) -> None:
+        """One transaction putting `keys` and `values` (or pairs, `keys` alone), growing the
+        map and starting over when it is full."""
+        while True:
+            try:
+                with self.env.begin(write=True, db=db) as txn:
+                    pairs = keys if values is None else zip(keys, values, strict=True)
+                    txn.cursor().putmulti(pairs, append=True)
+                return
+            except lmdb.MapFullError:
+                self._map_size *= 2
+                self.env.set_mapsize(self._map_size)
 
     def close(self) -> None:
         self.env.sync(True)

@@ -273,9 +273,10 @@ def test_keying_a_block_is_keying_each_record(ids: list[dict[str, Any]]) -> None
         assert kb is None
         return
     assert kb is not None
-    rows = sorted(
-        zip(kb.record.tolist(), kb.pos.tolist(), kb.key.to_pylist(), kb.rank.tolist(), strict=True)
-    )
+    keys = [
+        f"{rules.order[r]}:{v}" for r, v in zip(kb.rank.tolist(), kb.value.to_pylist(), strict=True)
+    ]
+    rows = sorted(zip(kb.record.tolist(), kb.pos.tolist(), keys, kb.rank.tolist(), strict=True))
     assert rows == [(i, p, key, r) for i, k in enumerate(each) for p, (key, r) in enumerate(k.keys)]
     assert kb.blocked == [(i, b) for i, k in enumerate(each) for b in k.blocked]
 

@@ -5,10 +5,20 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
+import numpy as np
+import pytest
+
 from snapshots.config import ProfilesConfig
 from snapshots.profiles_build import build_profiles
 from snapshots.reader import open_profiles
-from snapshots.stitching import CID_DIGEST_BYTES, Stitcher, canonical_digests, canonical_id
+from snapshots.stitching import (
+    CID_DIGEST_BYTES,
+    Stitcher,
+    canonical_digests,
+    canonical_id,
+    digest_order,
+    key_places,
+)
 from tests.snapshots.kit import WriteNdjson, rec
 
 
@@ -107,3 +117,35 @@ def test_canonical_digests_are_the_canonical_ids() -> None:
     assert len(d) == CID_DIGEST_BYTES * len(keys)
     hexed = ["p_" + d[i : i + CID_DIGEST_BYTES].hex() for i in range(0, len(d), CID_DIGEST_BYTES)]
     assert hexed == [canonical_id(k) for k in keys]
+
+
+def test_digests_are_ordered_as_their_canonical_ids_are() -> None:
+    """Sorted as integers, ties in the first 8 bytes and equal digests too, stable as sorting
+    the ids' text is."""
+    rng = np.random.default_rng(7)
+    d = rng.integers(0, 256, (2000, CID_DIGEST_BYTES), dtype=np.uint8)
+    d[:300, :8] = d[0, :8]  # the same first 8 bytes, different last ones
+    d[300:320] = d[300]  # equal digests: input order kept
+    d[320:330, :8] = 0xFF
+    for rows in (d, d[330:]):  # with and without ties in the first 8 bytes
+        text = ["p_" + bytes(r).hex() for r in rows]
+        expect = sorted(range(len(text)), key=lambda i: (text[i], i))
+        assert digest_order(rows).tolist() == expect
+    assert digest_order(d[:0]).tolist() == []
+
+
+def test_keys_sort_as_their_types_places_and_values() -> None:
+    """The engine sorts identifiers by (type's place, value): the order of the keys' bytes,
+    types that are prefixes of others and values of any bytes included."""
+    types = ["cookie", "cookie_id", "a", "ab", "é", "z"]
+    values = ["", "0", ":", "_", "a", "b:c", "\u00e9", "\U0001f600", "~"]
+    places = key_places(types)
+    keys = [(i, v) for i in range(len(types)) for v in values]
+    by_key = sorted(keys, key=lambda k: f"{types[k[0]]}:{k[1]}".encode())
+    assert sorted(keys, key=lambda k: (places[k[0]], k[1].encode())) == by_key
+    assert sorted(places) == list(range(len(types)))
+
+
+def test_a_type_holding_a_colon_has_no_place() -> None:
+    with pytest.raises(ValueError, match="'a'"):
+        key_places(["a", "a:b"])

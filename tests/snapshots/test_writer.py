@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from pathlib import Path
 
 import lmdb
@@ -33,3 +34,33 @@ def test_versions_sort_by_time_and_differ_by_content() -> None:
     c = writer.make_version(1795363600.0, "00" * 32)
     assert a != b and sorted([c, a]) == [a, c]
     assert a.startswith("20261122T") and a.endswith("Z-aaaaaaaa")
+
+
+def test_pairs_given_as_columns_make_the_same_file_as_pairs(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Transactions of CHUNK pairs whatever the batches' sizes: the same file, byte for byte
+    # (LMDB reuses the pages a transaction frees, so where they end shows in the file).
+    monkeypatch.setattr(writer, "MIN_MAP", 256 << 10)
+    monkeypatch.setattr(writer, "CHUNK", 700)
+    items = [(f"k{i:06d}".encode(), bytes([i % 251]) * 300) for i in range(5000)]
+    files = []
+    for name, cuts in (("pairs", None), ("columns", [0, 1, 999, 1000, 3333, 4990, 5000])):
+        path = tmp_path / name
+        w = writer.EnvWriter(path, size_hint=0)
+        if cuts is None:
+            assert w.put_sorted("things", items) == 5000
+        else:
+            batches = [items[a:b] for a, b in itertools.pairwise(cuts)]
+            columns = [([k for k, _ in b], [v for _, v in b]) for b in batches]
+            assert w.put_sorted_columns("things", columns) == 5000
+        w.close()
+        files.append((path / "data.mdb").read_bytes())
+    assert files[0] == files[1]
+
+
+def test_columns_of_different_lengths_are_refused(tmp_path: Path) -> None:
+    w = writer.EnvWriter(tmp_path, size_hint=0)
+    with pytest.raises(ValueError, match="2 keys but 1 values"):
+        w.put_sorted_columns("things", [([b"a", b"b"], [b"1"])])
+    w.close()
