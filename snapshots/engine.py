@@ -958,6 +958,9 @@ class _Build:
         from snapshots.persons_file import person_groups
 
         con = self.con
+        # The merge phase starts here: the two sorts below (records with their payloads, and
+        # keys) run before the first group is cut, and are the merge's input, not stitching.
+        self._tick("merge", 0, n_profiles)
         # Records sorted by (person, input order) as one int: person << 32 | slot.
         slots = np.flatnonzero(self.has_rec)
         key = (self.order[self.slot_person[slots]].astype(np.int64) << 32) | slots
@@ -979,7 +982,6 @@ class _Build:
         ).to_arrow_reader(BATCH)
         self._measure()
         self._release()
-        self._tick("merge", 0, n_profiles)
         assert self.pool is not None
         done = 0
         try:
