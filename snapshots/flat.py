@@ -172,7 +172,19 @@ class GroupDecoder:
             lines = self._lines(data)
             if len(lines) != n:
                 raise ValueError(f"{n} NDJSON payloads decoded as {len(lines)} records")
-            out = [from_record(r) for r in lines]
+            # `from_record`, inline: a call per line was a tenth of an NDJSON group's decoding.
+            out = [
+                FlatRecord(
+                    r.source,
+                    r.updated_at.timestamp(),
+                    r.attributes,
+                    r.interests,
+                    r.segments,
+                    r.counters,
+                    {k: v.timestamp() for k, v in r.last_seen.items()} if r.last_seen else {},
+                )
+                for r in lines
+            ]
             return out, [
                 i for i, f in enumerate(out) if not -EXACT_SECONDS < f.updated_at < EXACT_SECONDS
             ]
