@@ -23,7 +23,10 @@ four times): the compiled merge of the half of persons with several records is a
 (~39 k a such person: every line is CPython bytecode already near its least, and `dict.get`
 forms of its loops count more), msgspec decoding a sixth, making the `ids` maps 8 %, encoding
 and the allocator most of the rest. Returning a group's pairs as two blobs and their ends
-instead of a list of pairs (tried) saved nothing measurable: pickling bytes is cheap.
+instead of a list of pairs (tried) saved nothing measurable: pickling bytes is cheap. Nor
+did encoding the `ids` maps of a slice at once with numpy and embedding them as msgspec.Raw
+(tried: 1.6 µs a person against 1.05 for building and encoding the dicts; a Raw alone costs
+~0.25 µs).
 """
 
 from __future__ import annotations

@@ -342,3 +342,15 @@ def test_a_group_of_one_kind_decodes_as_each_payload_alone(
 def test_a_group_whose_payloads_do_not_split_as_given_is_an_error(group: list[bytes]) -> None:
     with pytest.raises((ValueError, msgspec.DecodeError)):
         GroupDecoder().decode(pa.array(group, pa.binary()))
+
+
+def test_lines_that_do_not_start_with_their_object_are_decoded_one_by_one_alike() -> None:
+    # Leading blanks are JSON's whitespace: such a group takes the general path, same records.
+    lines = [
+        b'{"source":"crm","ids":{},"updated_at":"2026-11-01T00:00:00Z","segments":["a"]}\r\n',
+        b' \t{"source":"web","ids":{},"updated_at":"2026-11-02T00:00:00.5Z"}',
+        b'{"source":"app","ids":{},"updated_at":"2300-01-01T00:00:00.000001Z"}',
+    ]
+    recs, far = GroupDecoder().decode(pa.array(lines, pa.binary()))
+    assert enc(recs) == enc(one_by_one(lines))
+    assert far == [2]
