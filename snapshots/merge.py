@@ -252,19 +252,35 @@ class FlatMerger:
                     continue
                 korder = "bs" if kp == "source_priority" else "bt"
                 k = const(key)
-                if kp == "newest" or kp == "source_priority":
-                    # The last record holding the key in time (trust) order: the latest in
-                    # input order of those with the greatest time (trust key) — what a
-                    # stable sort puts last.
-                    tk = "(_neg(r.source, _unranked), r.updated_at)"
+                if kp == "newest":
+                    # The last record holding the key in time order: the latest in input
+                    # order of those with the greatest time — what a stable sort puts last.
                     after += [
                         "best = None",
                         "for r in recs:",
                         f"    m = r.{g}",
                         f"    if {k} in m:",
-                        f"        t = {tk if korder == 'bs' else 'r.updated_at'}",
+                        "        t = r.updated_at",
                         "        if best is None or t >= best:",
                         "            best = t",
+                        f"            v = m[{k}]",
+                        "if best is not None:",
+                        f"    {g}[{k}] = v",
+                    ]
+                elif kp == "source_priority":
+                    # Likewise in trust order: `t >= best` on the trust key (-rank, time),
+                    # compared a part at a time (no tuple per record).
+                    after += [
+                        "best = None",
+                        "for r in recs:",
+                        f"    m = r.{g}",
+                        f"    if {k} in m:",
+                        "        rank = _neg(r.source, _unranked)",
+                        "        if best is None or rank > best or (",
+                        "            rank == best and r.updated_at >= best_time",
+                        "        ):",
+                        "            best = rank",
+                        "            best_time = r.updated_at",
                         f"            v = m[{k}]",
                         "if best is not None:",
                         f"    {g}[{k}] = v",

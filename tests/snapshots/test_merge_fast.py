@@ -21,7 +21,15 @@ from hypothesis import strategies as st
 
 from snapshots import merge_pool
 from snapshots.config import ProfilesConfig
-from snapshots.flat import CLEAN, LOOSE, FlatRecord, GroupDecoder
+from snapshots.flat import (
+    CLEAN,
+    EXACT_SECONDS,
+    LOOSE,
+    FlatDecoder,
+    FlatRecord,
+    GroupDecoder,
+    from_record,
+)
 from snapshots.identity import Assembler
 from snapshots.merge import MERGE_GROUPS, FlatMerger, Merger
 from snapshots.merge_pool import GroupMerger
@@ -278,3 +286,71 @@ def test_a_hostile_field_key_is_data_in_the_compiled_merge(profiles_config: Any)
     fast = enc(merger.merge("p", {}, recs))
     assert fast == enc(Merger(cfg).merge_flat("p", {}, recs))
     assert msgspec.msgpack.decode(fast)["counters"] == {key: 2.0}
+
+
+# ---- a row group of one kind: decoded in one call, as it lies ---------------------------------
+
+
+def one_by_one(payloads: list[bytes]) -> list[FlatRecord]:
+    out = []
+    for p in payloads:
+        r = FlatDecoder().decode(p)
+        out.append(r if isinstance(r, FlatRecord) else from_record(r))
+    return out
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    kind=st.sampled_from(["clean", "line"]),
+    data=st.data(),
+    binary=st.sampled_from([pa.binary(), pa.large_binary()]),
+    skip=st.integers(0, 2),
+)
+def test_a_group_of_one_kind_decodes_as_each_payload_alone(
+    kind: str, data: Any, binary: Any, skip: int
+) -> None:
+    # CLEAN payloads have their marks made line breaks in one copy; NDJSON lines are decoded as
+    # they lie, one object after another, with or without their line breaks.
+    one = payloads().filter(lambda p: (p[0] == CLEAN) == (kind == "clean") and p[0] != LOOSE)
+    got = data.draw(st.lists(one, min_size=1, max_size=20))
+    arr = pa.array([b"\x00" * 3, *got], binary).slice(1)  # offsets not from 0
+    recs, far = GroupDecoder().decode(arr.slice(min(skip, len(got) - 1)))
+    want = one_by_one(got[min(skip, len(got) - 1) :])
+    assert enc(recs) == enc(want)
+    assert far == [i for i, r in enumerate(want) if abs(r.updated_at) >= EXACT_SECONDS]
+
+
+@pytest.mark.parametrize(
+    "group",
+    [
+        # A mark inside a payload is a raw control byte: no JSON, whatever the first bytes say.
+        [bytes([CLEAN]) + b'{"source":"crm\x01","updated_at":1.0}'],
+        [bytes([CLEAN]) + b'{"source":"crm","updated_at":1.0}\x01'],
+        [b'{"source":"crm","ids":{},"updated_at":"2026-11-01T00:00:00Z","segments":["\x02"]}'],
+        # Two records in one payload, one in none: counted, not shifted onto other persons.
+        [
+            bytes([CLEAN]) + b'{"source":"crm","updated_at":1.0}{"source":"web","updated_at":2.0}',
+            bytes([CLEAN]),
+        ],
+        [
+            b'{"source":"crm","ids":{},"updated_at":"2026-11-01T00:00:00Z"}\n'
+            b'{"source":"web","ids":{},"updated_at":"2026-11-01T00:00:00Z"}',
+            b'{"source":"app","ids":{},"updated_at":"2026-11-01T00:00:00Z"}',
+        ],
+    ],
+)
+def test_a_group_whose_payloads_do_not_split_as_given_is_an_error(group: list[bytes]) -> None:
+    with pytest.raises((ValueError, msgspec.DecodeError)):
+        GroupDecoder().decode(pa.array(group, pa.binary()))
+
+
+def test_lines_that_do_not_start_with_their_object_are_decoded_one_by_one_alike() -> None:
+    # Leading blanks are JSON's whitespace: such a group takes the general path, same records.
+    lines = [
+        b'{"source":"crm","ids":{},"updated_at":"2026-11-01T00:00:00Z","segments":["a"]}\r\n',
+        b' \t{"source":"web","ids":{},"updated_at":"2026-11-02T00:00:00.5Z"}',
+        b'{"source":"app","ids":{},"updated_at":"2300-01-01T00:00:00.000001Z"}',
+    ]
+    recs, far = GroupDecoder().decode(pa.array(lines, pa.binary()))
+    assert enc(recs) == enc(one_by_one(lines))
+    assert far == [2]
