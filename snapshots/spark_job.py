@@ -55,6 +55,8 @@ PARSED_SCHEMA = (
     "text string"
 )
 SPLIT_SCHEMA = "kind string, key string, rid long, seq long, best string, n long"
+# Spark's datetime pattern: microseconds, then `XXX`, the ISO 8601 offset ("Z" for UTC, else
+# "+01:00"), as the embedded engine prints times.
 TS_FORMAT = "yyyy-MM-dd'T'HH:mm:ss.SSSSSSXXX"
 MAX_ROUNDS = 200
 
