@@ -7,9 +7,11 @@ with bench.gen (once per size and format, kept in --workdir), builds each in a f
 fresh process per size (memory figures belong to a process that only opened the snapshot and
 looked people up, as a server worker does). Per build: `build_records_per_s`,
 `build_peak_rss_mb`, `build_temp_disk_mb` (the most the engine's temp dir held: spill files),
-`build_s`. Human lines first; the last line is one JSON object. Budgets (SPEC §9, issue 17):
-≥ 1 M records/s from Parquet and ≥ 400 k from NDJSON at 1 M people, 10 M people in ≤ 4 GB
-RSS and ≤ 60 s from Parquet; lookup p50 at the largest size ≤ 1.3 × the smallest.
+`build_s`, and beside them the floor no build can go below on the same exports
+(`floor_records_per_s`, `build_over_floor`: bench.build_floor). Human lines first; the last
+line is one JSON object. Budgets (SPEC §9, issue 17): ≥ 1 M records/s from Parquet and ≥ 400 k
+from NDJSON at 1 M people, 10 M people in ≤ 4 GB RSS and ≤ 60 s from Parquet; lookup p50 at the
+largest size ≤ 1.3 × the smallest.
 """
 
 from __future__ import annotations
@@ -263,7 +265,22 @@ def run_build(n: int, seed: int, workdir: Path, fmt: str, memory_limit: str) -> 
         f"temp disk {res['build_temp_disk_mb']:,.0f} MB, CPU {res['build_cpu_s']}s; "
         f"phases (s) {res['build_phase_s']}"
     )
-    return res
+    # Right after the build, in a fresh process, on the same exports and snapshot: what no
+    # build can go below here (bench.build_floor), so the build's figure has its floor beside it.
+    child = subprocess.run(
+        [sys.executable, "-m", "bench.build_floor", "--data", str(data), "--format", fmt,
+         "--snapshot", str(out)],
+        check=True, capture_output=True, text=True,
+    )  # fmt: skip
+    floor: dict[str, Any] = json.loads(child.stdout.strip().splitlines()[-1])
+    print(child.stdout.strip().splitlines()[0])
+    return {
+        **res,
+        "floor_records_per_s": floor["floor_records_per_s"],
+        "floor_s": floor["floor_s"],
+        "floor_cpu_s": floor["floor_cpu_s"],
+        "build_over_floor": round(res["build_s"] / floor["floor_s"], 2),
+    }
 
 
 def run_probe(n: int, seed: int, snap: Path, lookups: int, label: str = "") -> dict[str, Any]:
@@ -385,9 +402,9 @@ def main(argv: list[str] | None = None) -> int:
     results.extend(run_direct(n, args.seed, args.workdir, template, args.lookups) for n in direct)
     results.sort(key=lambda r: r["profiles"])
     small, large = results[0], results[-1]
-    by_format = {
-        fmt: min(b["build_records_per_s"] for b in builds if b["format"] == fmt) for fmt in formats
-    }
+    def by_format(key: str) -> dict[str, int]:
+        return {fmt: min(b[key] for b in builds if b["format"] == fmt) for fmt in formats}
+
     out = {
         "bench": "snapshots",
         "cpus": os.cpu_count(),
@@ -396,7 +413,8 @@ def main(argv: list[str] | None = None) -> int:
         "builds": builds,
         "sizes": results,
         "build_records_per_s": min(b["build_records_per_s"] for b in builds),
-        "build_records_per_s_by_format": by_format,
+        "build_records_per_s_by_format": by_format("build_records_per_s"),
+        "floor_records_per_s_by_format": by_format("floor_records_per_s"),
         "build_peak_rss_mb_max": max(b["build_peak_rss_mb"] for b in builds),
         "open_s_max": max(r["open_s"] for r in results),
         "lookup_ratio_largest_smallest": round(

@@ -71,7 +71,11 @@ def test_snapshots_bench_prints_json_last(
     for b in result["builds"]:
         assert b["build_records_per_s"] > 0 and b["build_peak_rss_mb"] > 0
         assert b["build_temp_disk_mb"] >= 0 and b["records"] > 200
+        # The floor beside each build: its parts measured on the same exports and snapshot.
+        assert b["floor_records_per_s"] > 0 and b["build_over_floor"] > 0
+        assert set(b["floor_cpu_s"]) == {"read", "stitch", "objects", "encode", "write", "sha256"}
     assert set(result["build_records_per_s_by_format"]) == {"parquet", "ndjson"}
+    assert set(result["floor_records_per_s_by_format"]) == {"parquet", "ndjson"}
 
 
 def test_merge_phase_bench_keeps_the_persons_file_and_prints_json_last(
