@@ -43,7 +43,6 @@ from typing import Any
 from bench.gen import SOURCES
 
 CHUNK = 50_000
-ID_TYPES = ("customer_id", "email_sha256", "cookie", "device_id")
 
 
 def _cpu() -> float:
@@ -95,7 +94,7 @@ def _id_columns(files: list[Path], fmt: str) -> Iterator[Any]:
             yield pa.chunked_array(batches).combine_chunks()
 
 
-def _stitch(files: list[Path], fmt: str) -> tuple[float, int]:
+def _stitch(files: list[Path], fmt: str, id_types: list[str]) -> tuple[float, int]:
     """CPU seconds of the cheapest stitch we know; the number of records."""
     import numpy as np
     import pyarrow as pa
@@ -108,7 +107,7 @@ def _stitch(files: list[Path], fmt: str) -> tuple[float, int]:
     n_records = sum(len(c) for c in columns)
     rec_ids, node_ids = [], []
     first_node = n_records  # records are nodes 0..n-1, identifiers the nodes after them
-    for t in ID_TYPES:
+    for t in id_types:
         # Position i of `values` is record i: a file without this type adds its nulls.
         values = pa.chunked_array(
             [
@@ -195,7 +194,10 @@ def floor(data: Path, fmt: str, snapshot: Path) -> dict[str, Any]:
         else dict(zip(("msgspec", "pyarrow"), _ndjson_read(files), strict=True))
     )
     read = min(readers.values())
-    stitch, records = _stitch(files, fmt)
+    from snapshots.config import ProfilesConfig, load_config
+
+    cfg = load_config(data / "profiles.yaml", ProfilesConfig)
+    stitch, records = _stitch(files, fmt, cfg.id_priority())
     work = Path(tempfile.mkdtemp(prefix="edgeside-floor-"))
     try:
         v = _values(snapshot, work)
