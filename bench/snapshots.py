@@ -402,6 +402,7 @@ def main(argv: list[str] | None = None) -> int:
     results.extend(run_direct(n, args.seed, args.workdir, template, args.lookups) for n in direct)
     results.sort(key=lambda r: r["profiles"])
     small, large = results[0], results[-1]
+
     def by_format(key: str) -> dict[str, int]:
         return {fmt: min(b[key] for b in builds if b["format"] == fmt) for fmt in formats}
 
