@@ -426,7 +426,7 @@ def write_stage(
             f"COPY (SELECT {k}, {v} FROM read_parquet({sql_literal(stage / src / '*.parquet')}) "  # noqa: S608
             f"ORDER BY {k}) TO {sql_literal(path)} (FORMAT parquet, ROW_GROUP_SIZE 16384)"
         )
-        # Not pre-buffered: pyarrow would read the whole file ahead (see engine._node_batches).
+        # Not pre-buffered: pyarrow would read the whole file ahead (see engine.components.Nodes).
         for batch in pq.ParquetFile(path, pre_buffer=False).iter_batches(batch_size=100_000):
             keys = batch.column(0).to_pylist()
             vals = batch.column(1).to_pylist()

@@ -11,6 +11,11 @@ SNAPSHOTS = Path(__file__).resolve().parents[2] / "snapshots"
 OURS = ("rules", "server", "bench", "tests")
 
 
+def _module_name(path: Path) -> str:
+    parts = path.relative_to(SNAPSHOTS.parent).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
 def test_no_snapshots_source_names_another_part() -> None:
     # Every import, even one inside a function or under TYPE_CHECKING, which the run-time check
     # below would not see.
@@ -26,12 +31,19 @@ def test_no_snapshots_source_names_another_part() -> None:
                 names = [node.module]
             elif isinstance(node, ast.ImportFrom) and node.level > 1:
                 names = ["(above snapshots) " + "." * node.level + (node.module or "")]
-            bad += [f"{path.name}: {n}" for n in names if n.split(".")[0] in OURS or "above" in n]
+            bad += [
+                f"{path.relative_to(SNAPSHOTS)}: {n}"
+                for n in names
+                if n.split(".")[0] in OURS or "above" in n
+            ]
     assert not bad
 
 
 def test_importing_every_snapshots_module_loads_no_other_part() -> None:
-    modules = sorted("snapshots." + p.stem for p in SNAPSHOTS.glob("*.py") if p.stem != "__init__")
+    # Subpackages too (`snapshots.engine` and its phases).
+    modules = sorted(
+        _module_name(p) for p in SNAPSHOTS.rglob("*.py") if p != SNAPSHOTS / "__init__.py"
+    )
     code = (
         "import importlib, sys\n"
         f"for m in {modules!r}: importlib.import_module(m)\n"

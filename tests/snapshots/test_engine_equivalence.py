@@ -18,7 +18,8 @@ import pyarrow.parquet as pq
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-import snapshots.engine
+import snapshots.engine.emit
+import snapshots.engine.session
 from snapshots.config import ProfilesConfig
 from snapshots.engine import EngineOptions, build_profiles
 from snapshots.model import Profile
@@ -224,8 +225,8 @@ def test_engine_equals_the_original_builder_in_small_batches(
     tmp = tmp_path_factory.mktemp("eqb")
     files, old = two_files_and_the_oracle(tmp, cfg, recs, split)
     with (
-        mock.patch.object(snapshots.engine, "BATCH", batch),
-        mock.patch.object(snapshots.engine, "PERSON_GROUP", group),
+        mock.patch.object(snapshots.engine.session, "BATCH", batch),
+        mock.patch.object(snapshots.engine.emit, "PERSON_GROUP", group),
     ):
         new = build_profiles(files, cfg, tmp / "new", skip_invalid=True)
     assert_same_build(tmp, new, old)

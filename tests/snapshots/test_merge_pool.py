@@ -12,7 +12,7 @@ import lmdb
 import pytest
 
 import bench.gen
-import snapshots.engine
+import snapshots.engine.emit
 from snapshots.config import ProfilesConfig, load_config
 from snapshots.engine import EngineOptions, build_profiles
 
@@ -38,7 +38,7 @@ def test_worker_processes_write_what_one_process_writes(
     cfg = load_config(data / "profiles.yaml", ProfilesConfig)
     inputs = [data / "crm.ndjson", data / "web.ndjson", data / "app.parquet", data / "pos.ndjson"]
     # ~12 row groups of persons, so four workers' results interleave.
-    monkeypatch.setattr(snapshots.engine, "PERSON_GROUP", 128)
+    monkeypatch.setattr(snapshots.engine.emit, "PERSON_GROUP", 128)
     one = build_profiles(inputs, cfg, tmp_path / "one", options=EngineOptions(merge_workers=1))
     pool = build_profiles(inputs, cfg, tmp_path / "pool", options=EngineOptions(merge_workers=4))
     assert multiprocessing.active_children() == []

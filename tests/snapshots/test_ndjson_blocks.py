@@ -17,7 +17,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-import snapshots.engine
+import snapshots.engine.read_ndjson
 import snapshots.ndjson_blocks
 from snapshots.config import ProfilesConfig
 from snapshots.engine import EngineOptions, build_profiles
@@ -206,7 +206,7 @@ def test_a_line_longer_than_a_record_may_be_is_invalid_at_its_line(
     lines[150] = b" " * (MAX_LINE_BYTES + 5)  # blank, but too long to be read as blank
     path.write_bytes(b"\n".join(lines) + b"\n")
     reads: list[int] = []
-    real_read = snapshots.engine.read_span
+    real_read = snapshots.engine.read_ndjson.read_span
 
     def read_span_seen(p: str, off: int, n: int) -> bytes:
         reads.append(n)
@@ -215,7 +215,7 @@ def test_a_line_longer_than_a_record_may_be_is_invalid_at_its_line(
     too_long = "longer than a record may be (1048576 bytes)"
     with (
         mock.patch.object(snapshots.ndjson_blocks, "BLOCK_BYTES", block or BLOCK_BYTES),
-        mock.patch.object(snapshots.engine, "read_span", read_span_seen),
+        mock.patch.object(snapshots.engine.read_ndjson, "read_span", read_span_seen),
     ):
         with pytest.raises(snapshots.InputInvalid) as err:
             build_profiles(
@@ -301,7 +301,7 @@ def test_plain_exports_never_take_the_line_by_line_path(
     path.write_bytes(b"\n".join(lines))
     with (
         mock.patch.object(snapshots.ndjson_blocks, "BLOCK_BYTES", 300),
-        mock.patch.object(snapshots.engine._Build, "_ndjson_lines", side_effect=AssertionError),
+        mock.patch.object(snapshots.engine.read_ndjson, "read_lines", side_effect=AssertionError),
     ):
         s = build_profiles(
             [path], cfg, tmp_path / "out", options=EngineOptions(merge_workers=workers)
