@@ -50,6 +50,10 @@ from snapshots.stitching import MAX_EXAMPLES, canonical_id
 from snapshots.summary import MAX_INVALID_KEPT, BuildSummary
 from snapshots.writer import EnvWriter, finalize, staging_dir
 
+# Rows per row group of the sorted staging files: DuckDB's writer buffers one group per thread,
+# and a group of 100 k payloads is ~40 MB; 16 k keeps that small beside the memory limit.
+ROW_GROUP = 16_384
+
 PARSED_SCHEMA = (
     "kind string, rid long, seq long, payload binary, keys array<string>, ranks array<int>, "
     "text string"
@@ -424,7 +428,7 @@ def write_stage(
         path = work / f"{name}.parquet"
         con.execute(
             f"COPY (SELECT {k}, {v} FROM read_parquet({sql_literal(stage / src / '*.parquet')}) "  # noqa: S608
-            f"ORDER BY {k}) TO {sql_literal(path)} (FORMAT parquet, ROW_GROUP_SIZE 16384)"
+            f"ORDER BY {k}) TO {sql_literal(path)} (FORMAT parquet, ROW_GROUP_SIZE {ROW_GROUP})"
         )
         # Not pre-buffered: pyarrow would read the whole file ahead (see engine.components.Nodes).
         for batch in pq.ParquetFile(path, pre_buffer=False).iter_batches(batch_size=100_000):

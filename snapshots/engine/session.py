@@ -24,9 +24,6 @@ from snapshots.summary import MAX_INVALID_KEPT
 # Rows per batch of every stream a phase cuts (a session reads it when it starts: a test that
 # sets it smaller cuts every phase's streams there).
 BATCH = 100_000
-# Rows per row group of the temp Parquet files: the writer buffers one group per thread, and
-# a group of 100 k payloads is ~40 MB; 16 k keeps that small beside the memory limit.
-ROW_GROUP = 16_384
 # Below this many input records, starting worker processes costs more than merging in this one.
 PARALLEL_MERGE_MIN_RECORDS = 150_000
 DEFAULT_MEMORY_LIMIT = "2GB"
